@@ -190,7 +190,7 @@ class MultiConnClient:
         self.high_water = high_water
         self.transcript_limit = transcript_limit
         self.on_event = on_event
-        self.loop = Loop("multiconn-client")
+        self.loop: Loop  # made by run(): it owns a socketpair, closed before run() returns
         self.connections: list[ClientConnection] = []
         self._pending = 0
 
@@ -210,6 +210,7 @@ class MultiConnClient:
         if self.connections:
             raise RuntimeError(f"{self!r} already ran; create a new client")
         deadline_started = time.monotonic()
+        self.loop = Loop("multiconn-client")
         try:
             for conn_id in range(1, self.num_connections + 1):
                 if self.on_event is not None:

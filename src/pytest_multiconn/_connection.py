@@ -24,12 +24,11 @@ import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._loop import EVENT_READ, EVENT_WRITE, Loop, Timer
 
-if TYPE_CHECKING:
-    from collections.abc import Buffer
+Buffer = bytes | bytearray | memoryview
 
 DEFAULT_HIGH_WATER = 64 * 1024
 DEFAULT_LOW_WATER = 16 * 1024

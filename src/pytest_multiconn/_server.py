@@ -206,7 +206,7 @@ class ServerBase:
         self.transcript_limit = transcript_limit
         self._name = name
         self.on_event = on_event
-        self.loop: Loop = Loop(name)  # replaced with a properly named loop in start()
+        self._loop: Loop | None = None  # made by start(): it owns a socketpair
         self._listener: _Listener | None = None
         self._address: Any = None
         self._conns: dict[int, Connection] = {}
@@ -227,8 +227,17 @@ class ServerBase:
 
     # -- naming and addresses ----------------------------------------------------------------
     @property
+    def loop(self) -> Loop:
+        """The loop this server runs on (it exists once ``start()`` was called)."""
+        if self._loop is None:
+            raise RuntimeError(f"{type(self).__name__} is not started; call start() or use `with`")
+        return self._loop
+
+    @property
     def name(self) -> str:
-        return self.loop.name
+        if self._loop is not None:
+            return self._loop.name
+        return self._name or f"multiconn-{self.kind}"
 
     @property
     def address(self) -> Any:
@@ -265,7 +274,7 @@ class ServerBase:
                 where += " (stopped)"
         return (
             f"<{type(self).__name__} {self.name!r} {where} accepted={self._accepted_count} "
-            f"open={len(self._conns)} errors={len(self.loop.errors)}>"
+            f"open={len(self._conns)} errors={len(self._loop.errors) if self._loop else 0}>"
         )
 
     def _format_address(self) -> str:
@@ -289,10 +298,7 @@ class ServerBase:
         )
         self._started = True
         self._address = sock.getsockname()
-        if self._name is None:
-            self.loop = Loop(f"multiconn-{self.kind}-{self._format_address()}")
-        else:
-            self.loop = Loop(self._name)
+        self._loop = Loop(self._name or f"multiconn-{self.kind}-{self._format_address()}")
         self.loop.on_error = lambda record: self._notify()
         self._listener = _Listener(self, sock)
         self._listener.resume()
@@ -322,7 +328,8 @@ class ServerBase:
 
     def check(self) -> None:
         """Re-raise, in the caller, the first exception the loop thread recorded."""
-        self.loop.check()
+        if self._loop is not None:
+            self._loop.check()
 
     def __enter__(self: S) -> S:
         if not self._started:
