@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from ._address import check_host, parse_port
 from ._connection import DEFAULT_HIGH_WATER, DEFAULT_TRANSCRIPT_LIMIT, Connection
 from ._errors import MulticonnError
+from ._faults import ClientFault, FaultDriver, check_faults, describe
 from ._loop import DEFAULT_TIMEOUT, Loop
+from ._seed import default_seed, derive_seed
+
+if TYPE_CHECKING:
+    from ._tls import ClientTLS
 
 #: The tutorial's two messages.
 DEFAULT_MESSAGES: tuple[bytes, ...] = (b"Message 1 from client.", b"Message 2 from client.")
@@ -38,6 +45,15 @@ class ConnectionResult:
     error: str | None
     transcript: str = ""
     first_mismatch: int | None = None
+    #: Names of the faults this connection ran with ("" for none), e.g. "partial_send+reset".
+    faults: str = ""
+    #: What the faults did or saw (e.g. "stalled after 4194304 B"); "" without faults.
+    note: str = ""
+    #: Bytes taken by each ``send`` call (first 4096), recorded only for faulty connections:
+    #: the same seed gives the same sizes.
+    send_sizes: tuple[int, ...] = ()
+    #: The connection stayed open after its exchange (NeverClose, Silent, NeverRead).
+    lingering: bool = False
 
     @property
     def ok(self) -> bool:
@@ -46,9 +62,11 @@ class ConnectionResult:
     def __str__(self) -> str:
         status = "ok" if self.ok else f"FAILED: {self.error or 'echo differed'}"
         where = "" if self.first_mismatch is None else f" first difference at byte {self.first_mismatch}"
+        faults = f" [{self.faults}]" if self.faults else ""
+        note = f" ({self.note})" if self.note else ""
         return (
-            f"connection {self.conn_id}: sent {self.sent}/{self.expected} B, received "
-            f"{self.received} B in {self.elapsed * 1e3:.1f} ms, {status}{where}"
+            f"connection {self.conn_id}{faults}: sent {self.sent}/{self.expected} B, received "
+            f"{self.received} B in {self.elapsed * 1e3:.1f} ms, {status}{where}{note}"
         )
 
 
@@ -76,7 +94,13 @@ class ClientResults(list[ConnectionResult]):
 class ClientConnection(Connection):
     """Sends its messages, reads until it got that many bytes back, then closes."""
 
-    def __init__(self, client: MultiConnClient, conn_id: int, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        client: MultiConnClient,
+        conn_id: int,
+        sock: socket.socket,
+        faults: Sequence[ClientFault] = (),
+    ) -> None:
         super().__init__(
             client.loop,
             sock,
@@ -95,8 +119,20 @@ class ClientConnection(Connection):
         self.finished_at: float | None = None
         self.failure: str | None = None
         self.done = False
+        self.lingering = False
+        self.notes: list[str] = []
+        self.driver: FaultDriver | None = None
+        if faults:
+            seed = client.seed
+            self.driver = FaultDriver(self, [
+                f.session(self, random.Random(derive_seed(seed, "fault", conn_id, i, f.name)))
+                for i, f in enumerate(faults)
+            ])
 
     def connection_made(self) -> None:
+        if self.driver is not None:
+            self.driver.connection_made()
+            return
         observer = self.client.on_event
         for message in self.messages:
             if observer is not None:
@@ -118,8 +154,52 @@ class ClientConnection(Connection):
                     break
             else:
                 self.mismatch_at = start + len(chunk)
-        if self.received >= len(self.expected):
+        if self.driver is not None:
+            self.driver.received(data)
+            if self.received >= len(self.expected) and not self.closed:
+                self.driver.echo_complete()
+        elif self.received >= len(self.expected):
             self._complete()
+
+    # -- used by faults -------------------------------------------------------------------
+    def fault_note(self, text: str) -> None:
+        """Record what a fault did (shown in the result and the transcript)."""
+        self.notes.append(text)
+        self.transcript.record("note", note=text)
+
+    def exchange_done(self) -> None:
+        """A fault says this connection's exchange is over (it may linger)."""
+        if self.driver is not None:
+            self.driver.exchange_done()
+
+    def linger(self) -> None:
+        """Count the exchange as done but keep the socket open until the client closes."""
+        if self.done:
+            return
+        self.lingering = True
+        self._mark_done()
+
+    def deliberate_reset(self, note: str) -> None:
+        if self.driver is not None:
+            self.driver.end(note, reset=True)
+
+    def deliberate_close(self, note: str) -> None:
+        if self.driver is not None:
+            self.driver.end(note, reset=False)
+
+    def pause_writing(self) -> None:
+        if self.driver is not None:
+            self.driver.writing_paused()
+
+    def resume_writing(self) -> None:
+        if self.driver is not None:
+            self.driver.writing_resumed()
+
+    def _mark_done(self) -> None:
+        if not self.done:
+            self.finished_at = time.monotonic()
+            self.done = True
+            self.client._pending -= 1
 
     def _complete(self) -> None:
         if self.received > len(self.expected):
@@ -129,6 +209,9 @@ class ClientConnection(Connection):
         self.close(reason="complete")
 
     def on_eof(self) -> None:
+        if self.driver is not None:
+            self.driver.on_eof()
+            return
         self.failure = (
             f"server closed the connection after echoing {self.received} of "
             f"{len(self.expected)} bytes"
@@ -136,15 +219,20 @@ class ClientConnection(Connection):
         self.close(reason="eof before full echo")
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if exc is not None and self.failure is None:
+        deliberate = self.driver is not None and self.driver.deliberate
+        if exc is not None and self.failure is None and not deliberate:
             self.failure = f"{type(exc).__name__}: {exc}"
-        self.finished_at = time.monotonic()
-        self.done = True
-        self.client._pending -= 1
+        if self.driver is not None:
+            self.driver.closed()
+        self._mark_done()
 
     def result(self) -> ConnectionResult:
         end = self.finished_at if self.finished_at is not None else time.monotonic()
-        matched = self.mismatch_at is None and self.received == len(self.expected)
+        driver = self.driver
+        if driver is None:
+            matched = self.mismatch_at is None and self.received == len(self.expected)
+        else:
+            matched = driver.matched()
         return ConnectionResult(
             conn_id=self.conn_id,
             sent=self.bytes_out,
@@ -155,6 +243,10 @@ class ClientConnection(Connection):
             error=self.failure,
             transcript="" if matched and self.failure is None else self.transcript.format("    "),
             first_mismatch=self.mismatch_at,
+            faults=driver.names if driver is not None else "",
+            note="; ".join(self.notes),
+            send_sizes=tuple(driver.send_sizes) if driver is not None else (),
+            lingering=self.lingering and not self.closed,
         )
 
 
@@ -165,6 +257,13 @@ class MultiConnClient:
 
     It targets any ``(host, port)`` (or a Unix socket path), so it can be aimed at your own
     server; non-loopback hosts need ``allow_remote=True``.
+
+    ``faults=[PartialSend(max_chunk=1), HalfClose()]`` makes connections misbehave (see
+    :mod:`pytest_multiconn._faults`); every random choice comes from ``seed`` (default: the run
+    seed and the current test's node id), so a seed replays the same chunk boundaries.
+    Connections whose faults linger (NeverClose, Silent, NeverRead) count as done when their
+    exchange is, and are closed when ``run()`` returns unless ``keep_open=True``: then they stay
+    open until :meth:`close` (or the end of a ``with`` block).
     """
 
     def __init__(
@@ -178,13 +277,29 @@ class MultiConnClient:
         high_water: int = DEFAULT_HIGH_WATER,
         transcript_limit: int = DEFAULT_TRANSCRIPT_LIMIT,
         on_event: ClientObserver | None = None,
+        faults: Iterable[ClientFault] = (),
+        seed: int | None = None,
+        keep_open: bool = False,
+        tls: Any = None,
+        server_hostname: str | None = None,
     ) -> None:
         if isinstance(num_connections, bool) or not isinstance(num_connections, int) or num_connections < 1:
             raise ValueError(f"num_connections must be a positive integer, got {num_connections!r}")
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.address = _check_target(address, allow_remote=allow_remote)
+        #: TLS (a ClientTLS) when given ``tls=`` (an SSLContext such as ``server.client_tls``).
+        self.tls: ClientTLS | None = None
+        if tls is not None:
+            from ._tls import client_tls
+
+            self.tls = client_tls(tls, self.address, server_hostname)
+        self.faults = check_faults(faults)
+        for fault in self.faults:
+            num_connections = fault.connections(num_connections)
         self.num_connections = num_connections
+        self.seed = default_seed() if seed is None else int(seed)
+        self.keep_open = keep_open
         self.messages: Sequence[bytes] = tuple(bytes(m) for m in messages)
         self.timeout = timeout
         self.high_water = high_water
@@ -192,13 +307,63 @@ class MultiConnClient:
         self.on_event = on_event
         self.loop: Loop  # made by run(): it owns a socketpair, closed before run() returns
         self.connections: list[ClientConnection] = []
+        #: What ``run()`` returned (None before it ran).
+        self.results: ClientResults | None = None
         self._pending = 0
 
     def __repr__(self) -> str:
+        faults = f" faults={describe(self.faults)} seed={self.seed}" if self.faults else ""
         return (
             f"<MultiConnClient to {self.address!r} connections={self.num_connections} "
-            f"pending={self._pending}>"
+            f"pending={self._pending}{faults}>"
         )
+
+    def _faults_for(self, conn_id: int) -> list[ClientFault]:
+        if not self.faults:
+            return []
+        pick = random.Random(derive_seed(self.seed, "assign", conn_id))
+        return [f for f in self.faults if f.applies_to(pick)]
+
+    @property
+    def lingering(self) -> list[ClientConnection]:
+        """Connections that finished their exchange and are still open."""
+        return [c for c in self.connections if c.lingering and not c.closed]
+
+    def wait_closed_by_peer(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Drive the loop until the server closed every lingering connection; return how many
+        it closed.  Raises :class:`EchoMismatch` naming the ones still open after ``timeout``."""
+        open_before = len(self.lingering)
+        if open_before and not self.loop._closed:
+            self.loop.run_until(lambda: not self.lingering, timeout)
+            self.loop.check()
+        still = self.lingering
+        if still:
+            names = ", ".join(c.label for c in still[:10])
+            raise EchoMismatch(
+                f"{len(still)} of {open_before} lingering connections were not closed by the "
+                f"server within {timeout}s: {names}"
+            )
+        return open_before
+
+    def close(self) -> None:
+        """Close lingering connections and the loop (idempotent)."""
+        for conn in self.connections:
+            if not conn.closed:
+                conn.close(reason="client closed")
+        loop = getattr(self, "loop", None)
+        if loop is not None:
+            loop.close()
+
+    def __enter__(self) -> MultiConnClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def _family(self) -> socket.AddressFamily:
         if isinstance(self.address, str):
@@ -216,11 +381,18 @@ class MultiConnClient:
                 if self.on_event is not None:
                     self.on_event("start", conn_id, None)
                 sock = socket.socket(self._family(), socket.SOCK_STREAM)
-                conn = ClientConnection(self, conn_id, sock)
+                cls = ClientConnection
+                if self.tls is not None:
+                    sock, cls = self.tls.wrap(sock), self.tls.connection_class(ClientConnection)
+                conn = cls(self, conn_id, sock, self._faults_for(conn_id))
+                if self.tls is not None:
+                    self.tls.adopt(conn)
                 self.connections.append(conn)
                 self._pending += 1
                 if sock.family != socket.AF_UNIX:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if conn.driver is not None:
+                    conn.driver.prepare()
                 conn.connect(self.address)
             remaining = self.timeout - (time.monotonic() - deadline_started)
             self.loop.run_until(lambda: self._pending <= 0, max(remaining, 0.0))
@@ -230,11 +402,23 @@ class MultiConnClient:
                         f"timed out after {self.timeout}s: sent {conn.bytes_out}/"
                         f"{len(conn.expected)} B, received {conn.received} B"
                     )
+                    if conn.driver is not None and conn.driver.wants_eof and (
+                        conn.received == len(conn.expected)
+                    ):
+                        conn.failure = (
+                            f"timed out after {self.timeout}s: got the full echo after our "
+                            "half-close, but the server never closed the connection"
+                        )
                     conn.close(reason="client timeout")
             self.loop.check()
-        finally:
-            self.loop.close()
-        return ClientResults(c.result() for c in self.connections)
+            results = ClientResults(c.result() for c in self.connections)
+        except BaseException:
+            self.close()
+            raise
+        self.results = results
+        if not (self.keep_open and self.lingering):
+            self.close()
+        return results
 
 
 def _check_target(address: Any, *, allow_remote: bool) -> Any:

@@ -1,27 +1,178 @@
-"""Which servers, proxies and loop threads of ours are alive: the source of the leak checks."""
+"""Which servers, proxies and loop threads of ours are alive: the source of the leak checks.
+
+Besides the process-wide set of live servers, the registry keeps a small record per test
+(set by the plugin around each test): the servers started while the test ran, where each one
+was started, and which of our threads were alive before it began.  Servers started while a
+wider-scoped fixture (module, session...) is being set up are noted as long-lived instead, so
+a session server is never mistaken for a leak of the test that happened to create it.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import weakref
 from typing import Any
 
 _lock = threading.Lock()
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
+# Where each server was started ("fixture 'x' for test y" or "file:line in func").
+_origins: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+# Servers and threads that belong to a fixture wider than one test.
+_long_lived: weakref.WeakSet[Any] = weakref.WeakSet()
+_long_lived_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
 #: Every thread we start has a name that begins with this.
 THREAD_PREFIX = "multiconn-"
 
+# Thread names carry the test's name up to this length, and origins this many frames.
+_MAX_TEST_NAME = 40
+_ORIGIN_FRAMES = 2
+
+
+def _package_dir(module: Any) -> str:
+    return str(os.path.dirname(os.path.abspath(module.__file__))) + os.sep
+
+
+# Frames from these directories say nothing about where the user started a server: ours,
+# the standard library's, and pytest's and pluggy's machinery (loaded first when we run as a
+# plugin; without pytest there is no test to attribute a server to anyway).
+_SKIP_DIRS: tuple[str, ...] = tuple(
+    _package_dir(sys.modules[name])
+    for name in (__name__, "threading", "_pytest", "pytest", "pluggy")
+    if name in sys.modules
+)
+
+
+class TestRecord:
+    """What one test started: filled by :func:`track_server` while the test is current."""
+
+    __test__ = False  # not a pytest test class, despite the name
+    __slots__ = ("__weakref__", "nodeid", "previous", "servers", "tag", "threads_before")
+
+    def __init__(self, nodeid: str, previous: TestRecord | None) -> None:
+        self.nodeid = nodeid
+        self.previous = previous
+        self.servers: list[Any] = []
+        # Thread objects, not idents: the OS reuses idents of threads that ended.
+        self.threads_before = set(live_threads())
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        name = nodeid.rpartition("::")[2] or nodeid
+        if len(name) > _MAX_TEST_NAME:
+            name = name[: _MAX_TEST_NAME - 3] + "..."
+        self.tag = f"[{worker}:{name}]" if worker else f"[{name}]"
+
+    def __repr__(self) -> str:
+        return f"<TestRecord {self.nodeid!r} servers={len(self.servers)}>"
+
+
+_current: TestRecord | None = None
+# Fixtures being set up right now (innermost last): (name, scope).
+_fixtures: list[tuple[str, str]] = []
+
+
+def begin_test(nodeid: str) -> TestRecord:
+    """Make a new record current (the plugin calls this before a test's setup)."""
+    global _current  # noqa: PLW0603 - one current test per process, by design
+    record = TestRecord(nodeid, _current)
+    _current = record
+    return record
+
+
+def end_test(record: TestRecord) -> None:
+    """Restore the record that was current before ``record`` (nested pytester runs)."""
+    global _current  # noqa: PLW0603 - one current test per process, by design
+    if _current is record:
+        _current = record.previous
+    record.previous = None
+
+
+def current_test() -> TestRecord | None:
+    return _current
+
+
+def push_fixture(name: str, scope: str) -> set[threading.Thread] | None:
+    """Note that fixture ``name`` is being set up; returns the thread snapshot to pop with."""
+    _fixtures.append((name, scope))
+    return set(live_threads()) if scope != "function" else None
+
+
+def pop_fixture(before: set[threading.Thread] | None) -> None:
+    """The fixture pushed last finished its setup; a wide one keeps the threads it started."""
+    if _fixtures:
+        _fixtures.pop()
+    if before is not None:
+        for thread in live_threads():
+            if thread not in before:
+                _long_lived_threads.add(thread)
+
+
+def _wide_fixture() -> str | None:
+    for name, scope in reversed(_fixtures):
+        if scope != "function":
+            return f"{scope}-scoped fixture {name!r}"
+    return None
+
+
+def thread_tag() -> str:
+    """``[gw0:test_name]`` while a test runs (``[test_name]`` without xdist), else ``""``."""
+    record = _current
+    return record.tag if record is not None else ""
+
+
+def _where() -> str:
+    """The innermost frames outside our package and pytest's machinery, shortest form."""
+    frame = sys._getframe(2)
+    found: list[str] = []
+    while frame is not None and len(found) < _ORIGIN_FRAMES:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_SKIP_DIRS):
+            found.append(f"{os.path.relpath(filename)}:{frame.f_lineno} in {frame.f_code.co_name}")
+        elif found:
+            break  # back in the test runner's machinery: the user's frames are all found
+        frame = frame.f_back  # type: ignore[assignment]
+    return " <- ".join(found) or "unknown"
+
 
 def track_server(server: Any) -> None:
     """Note a started server (or proxy); ``untrack_server`` when it stops."""
+    record = _current
+    origin = ""
+    wide: str | None = None
+    if record is not None:
+        fixture = _fixtures[-1][0] if _fixtures else None
+        wide = _wide_fixture()
+        origin = (
+            f"started by {wide}" if wide else
+            f"started by fixture {fixture!r}" if fixture else
+            f"started at {_where()}"
+        ) + f" during {record.nodeid}"
     with _lock:
         _live.add(server)
+        if origin:
+            _origins[server] = origin
+        if record is not None:
+            if wide:
+                _long_lived.add(server)
+            else:
+                record.servers.append(server)
 
 
 def untrack_server(server: Any) -> None:
     with _lock:
         _live.discard(server)
+
+
+def origin_of(server: Any) -> str:
+    """Where ``server`` was started, as far as we know (empty outside tests)."""
+    with _lock:
+        return _origins.get(server, "")
+
+
+def is_long_lived(server: Any) -> bool:
+    with _lock:
+        return server in _long_lived
 
 
 def live_servers() -> list[Any]:
@@ -30,6 +181,21 @@ def live_servers() -> list[Any]:
         return list(_live)
 
 
+def is_live(server: Any) -> bool:
+    with _lock:
+        return server in _live
+
+
 def live_threads() -> list[threading.Thread]:
     """Our loop threads that are still alive."""
     return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX) and t.is_alive()]
+
+
+def leaked_threads(record: TestRecord) -> list[threading.Thread]:
+    """Our threads alive now that were not before ``record`` began, nor belong to a wide
+    fixture."""
+    return [
+        t
+        for t in live_threads()
+        if t not in record.threads_before and t not in _long_lived_threads
+    ]

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._address import bind_listener
 from ._connection import (
@@ -22,7 +22,12 @@ from ._connection import (
 )
 from ._errors import WaitTimeout
 from ._loop import DEFAULT_TIMEOUT, EVENT_READ, Loop, Timer
-from ._registry import track_server, untrack_server
+from ._registry import thread_tag, track_server, untrack_server
+
+if TYPE_CHECKING:
+    import ssl
+
+    from ._tls import ServerTLS
 
 S = TypeVar("S", bound="ServerBase")
 
@@ -57,6 +62,12 @@ class ServerStats:
     idle_closed: int
     accept_errors: int
     accept_paused: bool
+    #: TLS servers only: handshakes completed, TLS failures (handshake errors and timeouts,
+    #: plaintext sent to the TLS port, bad records), and peers that closed TCP without
+    #: ``close_notify``.
+    tls_handshakes: int = 0
+    tls_failures: int = 0
+    tls_ragged_eofs: int = 0
 
 
 @dataclass(frozen=True)
@@ -190,6 +201,7 @@ class ServerBase:
         transcript_limit: int = DEFAULT_TRANSCRIPT_LIMIT,
         name: str | None = None,
         on_event: Observer | None = None,
+        tls: Any = None,
     ) -> None:
         if max_connections is not None and max_connections < 1:
             raise ValueError(f"max_connections must be at least 1 or None, got {max_connections!r}")
@@ -206,6 +218,12 @@ class ServerBase:
         self.transcript_limit = transcript_limit
         self._name = name
         self.on_event = on_event
+        #: TLS (a ServerTLS) when started with ``tls=`` True, a TLSConfig or an SSLContext.
+        self.tls: ServerTLS | None = None
+        if tls is not None and tls is not False:
+            from ._tls import server_tls
+
+            self.tls = server_tls(tls)
         self._loop: Loop | None = None  # made by start(): it owns a socketpair
         self._listener: _Listener | None = None
         self._address: Any = None
@@ -284,6 +302,11 @@ class ServerBase:
         host = addr[0]
         return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
 
+    @property
+    def client_tls(self) -> ssl.SSLContext | None:
+        """A client SSLContext that trusts this server (None for plaintext, or when unknown)."""
+        return self.tls.client_context if self.tls is not None else None
+
     # -- life cycle --------------------------------------------------------------------------
     def start(self: S, timeout: float = DEFAULT_TIMEOUT) -> S:
         """Bind, then start the loop thread; returns once the server accepts connections."""
@@ -298,7 +321,11 @@ class ServerBase:
         )
         self._started = True
         self._address = sock.getsockname()
-        self._loop = Loop(self._name or f"multiconn-{self.kind}-{self._format_address()}")
+        # Inside a test the thread name carries the xdist worker and the test
+        # ("multiconn-echo[gw0:test_x]-127.0.0.1:41234"), so a stray thread names its owner.
+        self._loop = Loop(
+            self._name or f"multiconn-{self.kind}{thread_tag()}-{self._format_address()}"
+        )
         self.loop.on_error = lambda record: self._notify()
         self._listener = _Listener(self, sock)
         self._listener.resume()
@@ -360,7 +387,11 @@ class ServerBase:
         else:
             addr = addr or self._address
         try:
+            if self.tls is not None:
+                sock = self.tls.wrap(sock)
             conn = self.make_connection(sock, addr)
+            if self.tls is not None:
+                self.tls.adopt(conn, self)
         except BaseException:
             sock.close()
             raise
@@ -421,6 +452,7 @@ class ServerBase:
             idle_closed=self._idle_closed,
             accept_errors=self._accept_errors,
             accept_paused=listener is not None and not listener.registered,
+            **(self.tls.stats() if self.tls is not None else {}),
         )
 
     def connections(self) -> list[ConnectionInfo]:
@@ -535,4 +567,6 @@ class EchoServer(ServerBase):
     kind = "echo"
 
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
+        if self.tls is not None:
+            return self.tls.connection_class(EchoConnection)(self, sock, addr)
         return EchoConnection(self, sock, addr)

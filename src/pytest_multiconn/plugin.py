@@ -7,20 +7,26 @@ Disable the plugin with ``-p no:multiconn``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from ._client import ClientResults, MultiConnClient
-from ._errors import LeakError
 from ._options import get_option, register_option
-from ._registry import live_servers
+from ._process import ServerProcess
 from ._server import EchoServer, ServerBase
 
 # Sub-plugins, one per area, loaded only when this plugin is (so ``-p no:multiconn`` turns
 # them all off).
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "pytest_multiconn._plugin_report",
+    "pytest_multiconn._plugin_faults",
+    "pytest_multiconn._plugin_server_faults",
+    "pytest_multiconn._plugin_proxy",
+    "pytest_multiconn._plugin_tls",
+]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,19 +92,6 @@ class ServerFactory:
             raise errors[0]
 
 
-def _check_leaks(before: set[int], what: str) -> None:
-    leaked = [s for s in live_servers() if id(s) not in before]
-    if not leaked:
-        return
-    names = ", ".join(repr(s) for s in leaked)
-    for server in leaked:
-        server.stop()
-    raise LeakError(
-        f"{what} left {len(leaked)} server(s) running: {names}. Stop them (use `with`, or "
-        "the multiconn_server_factory fixture, which stops them for you); they were stopped now"
-    )
-
-
 @pytest.fixture
 def multiconn_server_factory(
     request: pytest.FixtureRequest, multiconn_timeout: float
@@ -108,16 +101,15 @@ def multiconn_server_factory(
     ``unix_path``...) on an ephemeral loopback port and returns it.
 
     Function scope.  Teardown stops every server it started (each stop is bounded by
-    ``--multiconn-timeout``), re-raises the first exception from a loop thread, and fails the
-    test if a server started during it is still running.
+    ``--multiconn-timeout``) and re-raises the first exception from a loop thread.  (The
+    per-test leak check in ``_plugin_report`` then fails the test if a server or loop thread
+    started during it is still alive, naming where it was started.)
     """
-    before = {id(s) for s in live_servers()}
     factory = ServerFactory(multiconn_timeout, request.node.nodeid)
     try:
         yield factory
     finally:
         factory.close()
-    _check_leaks(before, request.node.nodeid)
 
 
 @pytest.fixture
@@ -150,3 +142,36 @@ def multiconn_client(multiconn_timeout: float) -> Callable[..., ClientResults]:
         return MultiConnClient(address, num_connections, **kwargs).run()
 
     return run
+
+
+@pytest.fixture(scope="session")
+def multiconn_session_server(multiconn_timeout: float) -> Iterator[EchoServer]:
+    """One started :class:`EchoServer` on ``127.0.0.1`` and an ephemeral port, shared by
+    every test of a session (under pytest-xdist: of one worker, so workers share nothing).
+
+    Session scope.  Tests share its counters and connections, so assert on differences
+    (``before = server.stats()``) rather than on totals.  Teardown, at the end of the session,
+    stops it and re-raises errors from its loop thread.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    server = EchoServer(name=f"multiconn-echo[{worker}:session]")
+    server.start(multiconn_timeout)
+    try:
+        yield server
+    finally:
+        server.stop(multiconn_timeout)
+    server.check()
+
+
+@pytest.fixture
+def multiconn_server_process(multiconn_timeout: float) -> Iterator[ServerProcess]:
+    """A started :class:`ServerProcess`: ``python -m pytest_multiconn server 127.0.0.1 0`` in
+    a child process, with ``address``, ``host``, ``port`` and ``pid``, for tests that need a
+    process boundary (a server that can crash or be killed without taking the test along).
+
+    Function scope.  Teardown sends SIGINT, waits up to ``--multiconn-timeout``, kills the
+    child only if it did not exit, and then fails the test (it had to be killed, or exited
+    with an error status), showing the child's last output.
+    """
+    with ServerProcess(timeout=multiconn_timeout) as process:
+        yield process

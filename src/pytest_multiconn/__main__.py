@@ -1,0 +1,5 @@
+"""``python -m pytest_multiconn`` is the ``multiconn`` command."""
+
+from .cli import main
+
+raise SystemExit(main())
