@@ -98,13 +98,13 @@ def test_errors_in_a_custom_fault_fail_the_test(pytester: pytest.Pytester) -> No
     pytester.makepyfile(
         """
         import socket
-        from pytest_multiconn import ConnectionFault, ServerFault
+        from pytest_multiconn import ServerFaultSession, ServerFault
 
         class Broken(ServerFault):
             def open(self, conn, rng):
                 return Boom(self, conn, rng)
 
-        class Boom(ConnectionFault):
+        class Boom(ServerFaultSession):
             def made(self):
                 raise RuntimeError("boom in made()")
 

@@ -205,7 +205,8 @@ def test_step_mode_holds_eof_until_released(multiconn_proxy):
             client.sendall(b"ab")
             client.shutdown(socket.SHUT_WR)
             handle.wait_pending(2, "upstream")
-            proxy._wait(lambda: handle.eof_pending("upstream"), 5, "held EOF")
+            handle.wait_eof_pending("upstream")
+            assert handle.eof_pending("upstream")
             handle.release(2, "upstream")
             assert recv_exactly(server, 2) == b"ab"
             assert select.select([server], [], [], 0.05)[0] == []  # EOF still held

@@ -77,10 +77,19 @@ def test_http_truncated_by_limit_data(http_server, multiconn_proxy):
     assert len(info.value.partial) < len(BODY)
 
 
-def test_http_headers_cut_by_limit_data(http_server, multiconn_proxy):
+def test_http_status_line_cut_by_limit_data(http_server, multiconn_proxy):
+    proxy = multiconn_proxy(http_server.server_address)
+    proxy.add(LimitData(bytes=10), direction="downstream")
+    with pytest.raises(http.client.BadStatusLine, match=r"HTTP/1\.1 2"):
+        _get(proxy.address)
+
+
+def test_http_refused_by_limit_data_zero(http_server, multiconn_proxy):
+    # LimitData(0) closes as the connection starts, maybe before the proxy read the request:
+    # the close then sends an RST (unread data), so urllib sees a reset or a disconnect.
     proxy = multiconn_proxy(http_server.server_address)
     proxy.add(LimitData(bytes=0), direction="downstream")
-    with pytest.raises((http.client.RemoteDisconnected, urllib.error.URLError)):
+    with pytest.raises((ConnectionResetError, urllib.error.URLError)):
         _get(proxy.address)
 
 

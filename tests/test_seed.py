@@ -73,6 +73,7 @@ def test_rerun_with_seed_replays_chunk_boundaries(
     pytester.makepyfile(_RECORDING_TEST)
     runs = {}
     monkeypatch.delenv("PYTEST_MULTICONN_SEED", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # when this run itself uses -n
     for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
         monkeypatch.setenv("RECORD_TO", str(tmp_path / name))
         pytester.runpytest_subprocess("--multiconn-seed", seed).assert_outcomes(passed=1)

@@ -281,6 +281,29 @@ def test_close_after_zero_closes_when_the_first_echo_would_start(faulty: Factory
     assert server.stats().bytes_out == 0
 
 
+def test_reset_after_wins_over_the_clients_eof(faulty: Factory, sockets) -> None:
+    # The EOF arrives while the slow chunks are still going out: the server plans a graceful
+    # close, and the reset after the 4th byte must still happen.
+    server = faulty(ChunkedEcho(1, delay=0.03), ResetAfter(4))
+    sock = sockets(server.address)
+    sock.sendall(b"abcd")  # exactly n: the last chunk empties the buffer as the cut starts
+    sock.shutdown(socket.SHUT_WR)  # a plain echo server would answer this EOF with a FIN
+    data, error = recv_to_end(sock)
+    assert data == b"abcd"
+    assert isinstance(error, ConnectionResetError), f"expected ECONNRESET, got {error!r}"
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs Unix sockets")
+def test_faults_work_on_unix_sockets(faulty: Factory, tmp_path) -> None:
+    server = faulty(ChunkedEcho(2, delay=0.002), CloseAfter(7), unix_path=tmp_path / "s.sock")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.connect(server.address)
+        sock.sendall(PAYLOAD)
+        assert recv_to_end(sock) == (PAYLOAD[:7], None)
+    assert all(e.size <= 2 for e in server.fault_events("send"))
+
+
 def test_multiconn_client_reports_a_short_echo(faulty: Factory) -> None:
     server = faulty(CloseAfter(5))
     results = MultiConnClient(server.address, 2, [b"0123456789"], timeout=TIMEOUT).run()

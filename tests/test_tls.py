@@ -38,7 +38,9 @@ def _ipv6_loopback() -> bool:
     return True
 
 
-def _blocking_tls(server: EchoServer, ctx: ssl.SSLContext, hostname: str = "127.0.0.1") -> ssl.SSLSocket:
+def _blocking_tls(
+    server: EchoServer, ctx: ssl.SSLContext, hostname: str = "127.0.0.1"
+) -> ssl.SSLSocket:
     raw = socket.create_connection(server.address[:2], timeout=5)
     try:
         return ctx.wrap_socket(raw, server_hostname=hostname, suppress_ragged_eofs=False)
@@ -112,8 +114,11 @@ def test_certificate_does_not_cover_other_names(
     multiconn_tls_server: EchoServer,
 ) -> None:
     results = MultiConnClient(
-        multiconn_tls_server.address, 1, tls=multiconn_tls_server.client_tls,
-        server_hostname="example.com", timeout=5,
+        multiconn_tls_server.address,
+        1,
+        tls=multiconn_tls_server.client_tls,
+        server_hostname="example.com",
+        timeout=5,
     ).run()
     assert not results.ok
     assert "Hostname mismatch" in (results[0].error or "")
@@ -129,17 +134,17 @@ def test_make_tls_pair_contexts_talk_to_each_other(
 
 
 def test_bad_tls_values_get_clear_errors() -> None:
-    with pytest.raises(TypeError, match="tls must be True, a TLSConfig or an ssl.SSLContext"):
+    with pytest.raises(TypeError, match=r"tls must be True, a TLSConfig or an ssl\.SSLContext"):
         EchoServer(tls="yes")
     with pytest.raises(ValueError, match="client SSLContext"):
         EchoServer(tls=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
-    with pytest.raises(TypeError, match="server.client_tls"):
+    with pytest.raises(TypeError, match=r"server\.client_tls"):
         MultiConnClient(("127.0.0.1", 1), tls=True)
     with pytest.raises(ValueError, match="handshake_timeout"):
         TLSConfig(handshake_timeout=0)
 
 
-# -- echo over TLS ----------------------------------------------------------------------------------
+# -- echo over TLS --------------------------------------------------------------------------------
 
 
 def test_echo_over_tls_many_connections_and_big_payload(multiconn_tls_server: EchoServer) -> None:
@@ -200,7 +205,7 @@ def test_client_close_notify_is_a_clean_eof_for_the_server(
     assert stats.tls_failures == 0
 
 
-# -- mutual TLS ---------------------------------------------------------------------------------------
+# -- mutual TLS -----------------------------------------------------------------------------------
 
 
 def test_mutual_tls_server_sees_the_client_certificate(
@@ -215,12 +220,13 @@ def test_mutual_tls_server_sees_the_client_certificate(
 
     server = multiconn_server_factory(tls=mutual, on_event=observe)
     MultiConnClient(server.address, 2, tls=server.client_tls, timeout=5).run().check()
-    assert seen and seen[0] is not None
+    assert seen
+    assert seen[0] is not None
     assert ("DNS", "multiconn-client") in seen[0]["subjectAltName"]
     assert server.stats().tls_handshakes == 2
 
 
-# -- fixtures -------------------------------------------------------------------------------------------
+# -- fixtures -------------------------------------------------------------------------------------
 
 
 def test_any_server_fixture_runs_plain_and_tls(pytester: pytest.Pytester) -> None:
@@ -256,7 +262,7 @@ def test_tls_server_fixture_takes_marker_options(pytester: pytest.Pytester) -> N
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
-# -- a TLS client we did not write ---------------------------------------------------------------------
+# -- a TLS client we did not write ----------------------------------------------------------------
 
 
 def _read_line(stream: Any, deadline: float, what: str) -> str:
@@ -292,7 +298,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def test_openssl_s_client_echoes_against_cli_server_tls(verify: str, tmp_path: Path) -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "pytest_multiconn", "server", "127.0.0.1", "0", "--tls"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 20
@@ -305,9 +313,21 @@ def test_openssl_s_client_echoes_against_cli_server_tls(verify: str, tmp_path: P
         if verify == "wrong-ca":
             cafile = str(write_ca_cert(trustme.CA(), tmp_path))
         client = subprocess.Popen(
-            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", cafile,
-             "-verify_return_error", "-verify_ip", "127.0.0.1", "-quiet"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                "openssl",
+                "s_client",
+                "-connect",
+                f"127.0.0.1:{port}",
+                "-CAfile",
+                cafile,
+                "-verify_return_error",
+                "-verify_ip",
+                "127.0.0.1",
+                "-quiet",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         try:
             assert client.stdin is not None
@@ -339,10 +359,20 @@ def test_cli_client_tls_talks_to_a_tls_server(
 ) -> None:
     from pytest_multiconn.cli import main
 
-    assert multiconn_tls_server.tls is not None and multiconn_tls_server.tls.config is not None
+    assert multiconn_tls_server.tls is not None
+    assert multiconn_tls_server.tls.config is not None
     cafile = multiconn_tls_server.tls.config.write_ca_cert(tmp_path)
-    code = main(["client", "127.0.0.1", str(multiconn_tls_server.port), "2",
-                 "--tls", "--cafile", str(cafile)])
+    code = main(
+        [
+            "client",
+            "127.0.0.1",
+            str(multiconn_tls_server.port),
+            "2",
+            "--tls",
+            "--cafile",
+            str(cafile),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert multiconn_tls_server.wait_for_closed(2).tls_handshakes == 2
 

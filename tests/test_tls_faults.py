@@ -38,7 +38,11 @@ def test_stalled_handshake_is_dropped_after_the_timeout(
 ) -> None:
     server = multiconn_server_factory(tls=multiconn_tls.replace(handshake_timeout=0.3))
     results = MultiConnClient(
-        server.address, 2, tls=server.client_tls, faults=[StallHandshake(partial=partial)], timeout=10
+        server.address,
+        2,
+        tls=server.client_tls,
+        faults=[StallHandshake(partial=partial)],
+        timeout=10,
     ).run()
     results.check()  # the fault's expectation: the server dropped us
     assert all("peer dropped the stalled TLS handshake" in r.note for r in results)
@@ -71,17 +75,22 @@ def test_stalled_handshake_fails_when_the_server_never_drops_it(
     assert "timed out" in (results[0].error or "")
 
 
-# -- close without close_notify --------------------------------------------------------------------
+# -- close without close_notify -------------------------------------------------------------------
 
 
 def test_close_without_close_notify_is_counted(multiconn_tls_server: EchoServer) -> None:
     MultiConnClient(
-        multiconn_tls_server.address, 3, tls=multiconn_tls_server.client_tls,
-        faults=[NoCloseNotify()], timeout=5,
+        multiconn_tls_server.address,
+        3,
+        tls=multiconn_tls_server.client_tls,
+        faults=[NoCloseNotify()],
+        timeout=5,
     ).run().check()
     stats = multiconn_tls_server.wait_for(lambda s: s.tls_ragged_eofs >= 3 and s.closed >= 3)
     assert stats.tls_ragged_eofs == 3
-    assert all("EOF without close_notify" in c.transcript for c in multiconn_tls_server.recently_closed())
+    assert all(
+        "EOF without close_notify" in c.transcript for c in multiconn_tls_server.recently_closed()
+    )
 
 
 def test_close_with_close_notify_is_not_counted(multiconn_tls_server: EchoServer) -> None:
@@ -97,7 +106,7 @@ def test_tls_faults_need_a_tls_client(multiconn_server: EchoServer) -> None:
         MultiConnClient(multiconn_server.address, 1, faults=[NoCloseNotify()], timeout=5).run()
 
 
-# -- bad server certificates ---------------------------------------------------------------------------
+# -- bad server certificates ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -125,7 +134,7 @@ def test_client_accepts_the_good_server_certificate(
     assert server.wait_for_closed(2).tls_handshakes == 2
 
 
-# -- client certificates ----------------------------------------------------------------------------------
+# -- client certificates --------------------------------------------------------------------------
 
 
 def test_missing_client_certificate_is_refused(
@@ -165,7 +174,7 @@ def test_client_certificate_from_the_ca_is_accepted(
     assert (stats.tls_handshakes, stats.tls_failures) == (2, 0)
 
 
-# -- plaintext to a TLS port ------------------------------------------------------------------------------
+# -- plaintext to a TLS port ----------------------------------------------------------------------
 
 
 def test_plaintext_to_tls_port_is_dropped_and_others_keep_working(
@@ -181,7 +190,9 @@ def test_plaintext_to_tls_port_is_dropped_and_others_keep_working(
         plain = MultiConnClient(server.address, 3, [b"GET / HTTP/1.0\r\n\r\n"], timeout=5).run()
         assert not plain.ok
         assert all(r.received == 0 for r in plain)
-        stats = server.wait_for(lambda s: s.tls_failures >= 3, what="3 dropped plaintext clients")
+        stats = server.wait_for(
+            lambda s: s.tls_failures >= 3 and s.open == 1, what="3 dropped plaintext clients"
+        )
         assert stats.tls_failures == 3
         assert stats.open == 1  # only the steady TLS connection
         steady.sendall(b"after")
@@ -192,21 +203,30 @@ def test_plaintext_to_tls_port_is_dropped_and_others_keep_working(
 
 
 def test_plaintext_to_plaintext_port_works(multiconn_server: EchoServer) -> None:
-    MultiConnClient(multiconn_server.address, 3, [b"GET / HTTP/1.0\r\n\r\n"], timeout=5).run().check()
+    MultiConnClient(
+        multiconn_server.address, 3, [b"GET / HTTP/1.0\r\n\r\n"], timeout=5
+    ).run().check()
 
 
-# -- client faults over TLS ------------------------------------------------------------------------------------
+# -- client faults over TLS -----------------------------------------------------------------------
 
 
 def test_partial_send_makes_one_tls_record_per_chunk(multiconn_server_factory: Factory) -> None:
     data_events: list[int] = []
     server = multiconn_server_factory(
-        tls=True, on_event=lambda event, conn, data: data_events.append(len(data or b""))
-        if event == "data" else None
+        tls=True,
+        on_event=lambda event, conn, data: (
+            data_events.append(len(data or b"")) if event == "data" else None
+        ),
     )
     payload = bytes(range(200))
     MultiConnClient(
-        server.address, 1, [payload], tls=server.client_tls, faults=[PartialSend(max_chunk=1)], timeout=10
+        server.address,
+        1,
+        [payload],
+        tls=server.client_tls,
+        faults=[PartialSend(max_chunk=1)],
+        timeout=10,
     ).run().check()
     # SSL_read returns one record at a time: 200 one-byte records, 200 reads of one byte.
     assert data_events == [1] * 200
@@ -215,10 +235,14 @@ def test_partial_send_makes_one_tls_record_per_chunk(multiconn_server_factory: F
 def test_without_partial_send_the_payload_is_one_record(multiconn_server_factory: Factory) -> None:
     data_events: list[int] = []
     server = multiconn_server_factory(
-        tls=True, on_event=lambda event, conn, data: data_events.append(len(data or b""))
-        if event == "data" else None
+        tls=True,
+        on_event=lambda event, conn, data: (
+            data_events.append(len(data or b"")) if event == "data" else None
+        ),
     )
-    MultiConnClient(server.address, 1, [bytes(range(200))], tls=server.client_tls, timeout=5).run().check()
+    MultiConnClient(
+        server.address, 1, [bytes(range(200))], tls=server.client_tls, timeout=5
+    ).run().check()
     assert data_events == [200]
 
 
@@ -227,8 +251,12 @@ def test_never_reading_client_triggers_backpressure_through_tls(
 ) -> None:
     server = multiconn_server_factory(tls=True, high_water=64 * 1024)
     with MultiConnClient(
-        server.address, 1, tls=server.client_tls, faults=[NeverRead(size=16 * 1024 * 1024)],
-        timeout=20, keep_open=True,
+        server.address,
+        1,
+        tls=server.client_tls,
+        faults=[NeverRead(size=16 * 1024 * 1024)],
+        timeout=20,
+        keep_open=True,
     ) as client:
         results = client.run()
         results.check()
@@ -246,16 +274,24 @@ def test_slow_reader_drains_decrypted_bytes_the_selector_cannot_see(
     # inside OpenSSL (pending()), where the selector cannot see it.
     payload = os.urandom(256 * 1024)
     MultiConnClient(
-        multiconn_tls_server.address, 2, [payload], tls=multiconn_tls_server.client_tls,
-        faults=[SlowReader(bytes_per_second=4 * 1024 * 1024)], timeout=20,
+        multiconn_tls_server.address,
+        2,
+        [payload],
+        tls=multiconn_tls_server.client_tls,
+        faults=[SlowReader(bytes_per_second=4 * 1024 * 1024)],
+        timeout=20,
     ).run().check()
 
 
 def test_half_close_over_tls_gets_the_full_echo_then_eof(multiconn_tls_server: EchoServer) -> None:
     payload = os.urandom(2 * 1024 * 1024)
     MultiConnClient(
-        multiconn_tls_server.address, 2, [payload], tls=multiconn_tls_server.client_tls,
-        faults=[HalfClose()], timeout=20,
+        multiconn_tls_server.address,
+        2,
+        [payload],
+        tls=multiconn_tls_server.client_tls,
+        faults=[HalfClose()],
+        timeout=20,
     ).run().check()
     stats = multiconn_tls_server.wait_for_closed(2)
     assert stats.tls_ragged_eofs == 0
@@ -265,8 +301,11 @@ def test_half_close_over_tls_gets_the_full_echo_then_eof(multiconn_tls_server: E
 
 
 def test_suite_passes_over_tls(multiconn_tls_server: EchoServer) -> None:
-    report = check_echo_server(multiconn_tls_server.address, seed=7, tls=multiconn_tls_server.client_tls)
-    assert report.rows and all(row.passed for row in report.rows)
+    report = check_echo_server(
+        multiconn_tls_server.address, seed=7, tls=multiconn_tls_server.client_tls
+    )
+    assert report.rows
+    assert all(row.passed for row in report.rows)
     assert multiconn_tls_server.stats().tls_handshakes > 100
 
 
@@ -276,25 +315,62 @@ def test_suite_in_tls_mode_fails_against_a_plaintext_server(multiconn_server: Ec
 
 
 def test_cli_suite_tls_with_cafile(multiconn_tls_server: EchoServer, tmp_path: Path) -> None:
-    assert multiconn_tls_server.tls is not None and multiconn_tls_server.tls.config is not None
+    assert multiconn_tls_server.tls is not None
+    assert multiconn_tls_server.tls.config is not None
     cafile = multiconn_tls_server.tls.config.write_ca_cert(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest_multiconn", "suite", "127.0.0.1",
-         str(multiconn_tls_server.port), "--tls", "--cafile", str(cafile), "--seed", "3",
-         "--only", "echo", "--only", "partial_send", "--only", "half_close"],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest_multiconn",
+            "suite",
+            "127.0.0.1",
+            str(multiconn_tls_server.port),
+            "--tls",
+            "--cafile",
+            str(cafile),
+            "--seed",
+            "3",
+            "--only",
+            "echo",
+            "--only",
+            "partial_send",
+            "--only",
+            "half_close",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(" pass ") == 3, proc.stdout
 
 
-def test_cli_suite_tls_against_the_wrong_ca_fails(multiconn_tls_server: EchoServer, tmp_path: Path) -> None:
+def test_cli_suite_tls_against_the_wrong_ca_fails(
+    multiconn_tls_server: EchoServer, tmp_path: Path
+) -> None:
     cafile = TLSConfig().write_ca_cert(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest_multiconn", "suite", "127.0.0.1",
-         str(multiconn_tls_server.port), "--tls", "--cafile", str(cafile), "--seed", "3",
-         "--only", "echo"],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest_multiconn",
+            "suite",
+            "127.0.0.1",
+            str(multiconn_tls_server.port),
+            "--tls",
+            "--cafile",
+            str(cafile),
+            "--seed",
+            "3",
+            "--only",
+            "echo",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "unable to get local issuer certificate" in proc.stdout

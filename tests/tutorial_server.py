@@ -44,8 +44,8 @@ def service_connection(key, mask):
             print(f"Closing connection to {data.addr}")
             sel.unregister(sock)
             sock.close()
-    if mask & selectors.EVENT_WRITE:
-        if data.outb:  # noqa: SIM102 - kept as the tutorial wrote it
+    if mask & selectors.EVENT_WRITE:  # noqa: SIM102 - kept as the tutorial wrote it
+        if data.outb:
             print(f"Echoing {data.outb!r} to {data.addr}")
             sent = sock.send(data.outb)  # Should be ready to write
             data.outb = data.outb[sent:]

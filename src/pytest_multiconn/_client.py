@@ -61,7 +61,9 @@ class ConnectionResult:
 
     def __str__(self) -> str:
         status = "ok" if self.ok else f"FAILED: {self.error or 'echo differed'}"
-        where = "" if self.first_mismatch is None else f" first difference at byte {self.first_mismatch}"
+        where = "" if self.first_mismatch is None else f" (echo differed at byte {self.first_mismatch})"
+        if self.error is None and self.first_mismatch is not None:
+            status, where = f"FAILED: echo differed at byte {self.first_mismatch}", ""
         faults = f" [{self.faults}]" if self.faults else ""
         note = f" ({self.note})" if self.note else ""
         return (

@@ -151,6 +151,7 @@ class Loop:
         self.errors: list[LoopErrorRecord] = []
         #: Called in the loop thread, after an error was recorded (servers use it to notify).
         self.on_error: Callable[[LoopErrorRecord], None] | None = None
+        self._closers: list[Callable[[], None]] = []
 
     # -- introspection -------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -192,6 +193,14 @@ class Loop:
 
     def unregister(self, sock: socket.socket) -> None:
         self._selector.unregister(sock)
+
+    def add_closer(self, closer: Callable[[], None]) -> None:
+        """Run ``closer()`` in the loop thread when the loop closes, before its handlers close.
+
+        Owners use it for what may not be registered at that moment (a paused listener, a
+        connection that reads nothing and has nothing to write).
+        """
+        self._closers.append(closer)
 
     # -- scheduling -------------------------------------------------------------------------
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
@@ -414,6 +423,11 @@ class Loop:
         with self._close_lock:
             if self._closed:
                 return
+            for closer in self._closers:
+                try:
+                    closer()
+                except Exception as exc:  # noqa: BLE001 - recorded, re-raised by check()
+                    self.report_error(exc, closer)
             for handler in self.handlers():
                 try:
                     handler.close()

@@ -112,6 +112,29 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def preemptions(pid: int) -> int | None:
+    """How often the kernel took the CPU away from ``pid``'s threads while they still wanted
+    it (``nonvoluntary_ctxt_switches``, summed over threads).
+
+    A process blocked in ``select()`` is never preempted; one that spins is, all the time.  On
+    a busy machine a spinner gets little CPU time but many preemptions, so this catches it
+    where CPU time alone would not.
+    """
+    total = 0
+    tasks = _listdir(f"/proc/{pid}/task")
+    if not tasks:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith("nonvoluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
 def rss_bytes(pid: int) -> int | None:
     """Resident memory of process ``pid``."""
     try:

@@ -71,10 +71,11 @@ class ProxyTranscript(Transcript):
     ``server-reset``...); ``fault`` entries say which fault acted, on how many bytes.
     """
 
-    def record(self, direction: str, size: int = 0, note: str = "") -> None:
+    def record(self, direction: str, size: int = 0, note: str = "", now: float = 0.0) -> None:
         if self.limit <= 0:
             return
-        now = time.monotonic()
+        if not now:
+            now = time.monotonic()
         entries = self._entries
         if entries and direction in _MERGED:
             last = entries[-1]
@@ -108,8 +109,8 @@ class _SideTranscript(Transcript):
         self.shared = shared
         self.names = names
 
-    def record(self, direction: str, size: int = 0, note: str = "") -> None:
-        self.shared.record(self.names.get(direction, direction), size, note)
+    def record(self, direction: str, size: int = 0, note: str = "", now: float = 0.0) -> None:
+        self.shared.record(self.names.get(direction, direction), size, note, now)
 
     def entries(self) -> Any:
         return self.shared.entries()
@@ -632,6 +633,17 @@ class ProxiedConnection:
             return pipe is not None and pipe.held_eof
         return bool(self._run(get))
 
+    def wait_eof_pending(self, direction: Direction = "downstream",
+                         timeout: float | None = None) -> None:
+        """Wait until the sender's end-of-stream is held in ``direction``."""
+        (d,) = _check_direction(direction, allow_both=False)
+
+        def held() -> bool:
+            pipe = self._pair.pipes[d]
+            return pipe is not None and pipe.held_eof
+
+        self._proxy._wait(held, timeout, f"end-of-stream held {d} on {self!r}")
+
     def wait_pending(self, n: int, direction: Direction = "downstream",
                      timeout: float | None = None) -> int:
         """Wait until at least ``n`` bytes are held in ``direction``; return how many are."""
@@ -969,6 +981,8 @@ class FaultProxy(ServerBase):
 
     def _wait(self, predicate: Callable[[], bool], timeout: float | None, what: str,
               progress: Callable[[], object] | None = None) -> Any:
+        # predicate() runs under the condition the loop thread notifies through: it must only
+        # read state (never run_sync, which would wait for the loop while the loop waits here).
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         with self._cond:

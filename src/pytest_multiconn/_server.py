@@ -259,8 +259,7 @@ class ServerBase:
 
     @property
     def address(self) -> Any:
-        """The bound address: ``(host, port)`` for TCP (IPv6 adds flow info and scope), a path
-        for a Unix socket."""
+        """The bound address: ``(host, port)`` for TCP (IPv4 or IPv6), a path for a Unix socket."""
         if self._address is None:
             raise RuntimeError(f"{type(self).__name__} is not started; call start() or use `with`")
         return self._address
@@ -320,7 +319,9 @@ class ServerBase:
             allow_remote=self.allow_remote,
         )
         self._started = True
-        self._address = sock.getsockname()
+        name = sock.getsockname()
+        # IPv6 adds flow info and scope id; (host, port) is what create_connection() takes.
+        self._address = name if isinstance(name, str) else tuple(name[:2])
         # Inside a test the thread name carries the xdist worker and the test
         # ("multiconn-echo[gw0:test_x]-127.0.0.1:41234"), so a stray thread names its owner.
         self._loop = Loop(
@@ -329,6 +330,7 @@ class ServerBase:
         self.loop.on_error = lambda record: self._notify()
         self._listener = _Listener(self, sock)
         self._listener.resume()
+        self._loop.add_closer(self._close_everything)
         track_server(self)
         try:
             self.loop.start(timeout)
@@ -372,6 +374,14 @@ class ServerBase:
         self.stop()
         if exc_type is None:
             self.check()
+
+    def _close_everything(self) -> None:
+        # Closes what the selector may not hold right now: a listener paused by
+        # max_connections or EMFILE, connections paused with nothing to write.
+        if self._listener is not None:
+            self._listener.close()
+        for conn in list(self._conns.values()):
+            conn.close(reason="server stopped")
 
     # -- subclass interface ---------------------------------------------------------------
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:

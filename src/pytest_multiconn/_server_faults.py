@@ -100,14 +100,14 @@ class FaultEvent:
 class ServerFault:
     """Base class of server-side faults; a :class:`FaultyEchoServer` applies a list of them.
 
-    A subclass returns a per-connection :class:`ConnectionFault` from :meth:`open`, and may set
+    A subclass returns a per-connection :class:`ServerFaultSession` from :meth:`open`, and may set
     ``accepting = False`` to stop the listener while it is installed.
     """
 
     #: False makes the server stop calling accept() while this fault is installed.
     accepting = True
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ConnectionFault | None:
+    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession | None:
         """The fault's state for one connection (``None``: this fault does not touch it)."""
         return None
 
@@ -119,7 +119,7 @@ class ServerFault:
         return f"{type(self).__name__}()"
 
 
-class ConnectionFault:
+class ServerFaultSession:
     """One fault's hooks and state on one connection (all called in the loop thread)."""
 
     #: True: received data is dropped and nothing is ever echoed or closed by us.
@@ -171,11 +171,11 @@ class DelayEcho(ServerFault):
         jitter = f", jitter={self.jitter}" if self.jitter else ""
         return f"DelayEcho({self.seconds}{jitter})"
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ConnectionFault:
+    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession:
         return _Delayed(self, conn, rng)
 
 
-class _Delayed(ConnectionFault):
+class _Delayed(ServerFaultSession):
     fault: DelayEcho
 
     def echo_delay(self) -> float:
@@ -197,11 +197,11 @@ class ChunkedEcho(ServerFault):
         delay = f", delay={self.delay}" if self.delay else ""
         return f"ChunkedEcho(max_chunk={self.max_chunk}{delay})"
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ConnectionFault:
+    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession:
         return _Chunked(self, conn, rng)
 
 
-class _Chunked(ConnectionFault):
+class _Chunked(ServerFaultSession):
     fault: ChunkedEcho
 
     def __init__(self, fault: ServerFault, conn: FaultyEchoConnection, rng: random.Random) -> None:
@@ -246,11 +246,11 @@ class Stall(ServerFault):
     def __repr__(self) -> str:
         return "Stall()" if self.read else "Stall(read=False)"
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ConnectionFault:
+    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession:
         return _Stalled(self, conn, rng)
 
 
-class _Stalled(ConnectionFault):
+class _Stalled(ServerFaultSession):
     fault: Stall
     stalls = True
 
@@ -266,7 +266,7 @@ class _Stalled(ConnectionFault):
         super().detach()
 
 
-class _Cut(ConnectionFault):
+class _Cut(ServerFaultSession):
     """Shared by CloseAfter and ResetAfter: cap sends at the remaining bytes, then cut."""
 
     limit: int
@@ -292,8 +292,10 @@ class _Cut(ConnectionFault):
             return
         self.cutting = True
         # Hold the output so nothing more is sent, and cut from a callback: we may be inside
-        # Connection.write() or _on_writable(), which must not find the socket closed.
+        # Connection.write() or _on_writable(), which must not find the socket closed.  A
+        # graceful close already planned (the client sent EOF) must not pre-empt the cut.
         self.conn._hold(self)
+        self.conn._cancel_finish()
         self.conn.loop.call_soon(self._cut)
 
     def _cut(self) -> None:
@@ -312,7 +314,7 @@ class CloseAfter(ServerFault):
     def __repr__(self) -> str:
         return f"CloseAfter({self.n_bytes})"
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ConnectionFault:
+    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession:
         return _Closer(self, conn, rng)
 
 
@@ -348,7 +350,7 @@ class ResetAfter(ServerFault):
     def __repr__(self) -> str:
         return f"ResetAfter({self.n_bytes})"
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ConnectionFault:
+    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession:
         return _Resetter(self, conn, rng)
 
 
@@ -403,11 +405,11 @@ class AcceptThenClose(ServerFault):
     def __repr__(self) -> str:
         return "AcceptThenClose(reset=True)" if self.reset else "AcceptThenClose()"
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ConnectionFault:
+    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession:
         return _Rejecter(self, conn, rng)
 
 
-class _Rejecter(ConnectionFault):
+class _Rejecter(ServerFaultSession):
     fault: AcceptThenClose
 
     def made(self) -> None:
@@ -543,14 +545,14 @@ class FaultyEchoConnection(EchoConnection):
         super().__init__(server, sock, addr)
         #: Accept order on this server (1 = first): with the seed, it picks the random numbers.
         self.number = number
-        self._faults: list[ConnectionFault] = []
+        self._faults: list[ServerFaultSession] = []
         self._pending: deque[tuple[float, bytes]] = deque()
         self._pending_bytes = 0
         self._pending_timer: Timer | None = None
         self._pending_full = False  # over the high-water mark: reading paused
         self._out_full = False  # the kernel is not taking our output: reading paused
         self._no_read = False  # Stall(read=False)
-        self._holds: set[ConnectionFault] = set()
+        self._holds: set[ServerFaultSession] = set()
         self._eof_after_pending = False
 
     def __repr__(self) -> str:
@@ -574,16 +576,20 @@ class FaultyEchoConnection(EchoConnection):
                 if not self.closed:
                     active.made()
 
-    def _hold(self, owner: ConnectionFault) -> None:
+    def _hold(self, owner: ServerFaultSession) -> None:
         if not self._holds:
             self.hold_output()
         self._holds.add(owner)
 
-    def _release(self, owner: ConnectionFault) -> None:
+    def _release(self, owner: ServerFaultSession) -> None:
         if owner in self._holds:
             self._holds.discard(owner)
             if not self._holds:
                 self.release_output()
+
+    def _cancel_finish(self) -> None:
+        self._finish_pending = False
+        self._eof_after_pending = False
 
     def _set_no_read(self, value: bool) -> None:
         self._no_read = value
@@ -663,6 +669,8 @@ class FaultyEchoConnection(EchoConnection):
     def on_eof(self) -> None:
         if self.stalled:
             return  # a stalled server never answers, not even with a FIN
+        if any(isinstance(f, _Cut) and f.cutting for f in self._faults):
+            return  # a close or reset is on its way; a FIN from finish() must not pre-empt it
         if self._pending:
             self._eof_after_pending = True  # echo what is still delayed, then close
             return

@@ -710,13 +710,13 @@ class TLSConnectionMixin(Connection):
         if self.closed:
             return
         self.tls_failure = reason
-        self._tls_count("failures")
         self.transcript.record("note", note=reason)
         error = exc
         if not isinstance(exc, TLSError):
             error = TLSError(f"{reason} ({self.label}, peer {self.peer!r})")
             error.__cause__ = exc
         self.close(error, reason=reason)
+        self._tls_count("failures")  # after close: a waiter sees the connection gone too
 
     # -- selector interest --------------------------------------------------------------------
     def _update_interest(self) -> None:
@@ -807,9 +807,9 @@ class TLSConnectionMixin(Connection):
         if isinstance(exc, TLSError) and not self.closed:
             reason = str(exc)
             self.tls_failure = reason
-            self._tls_count("failures")
             self.transcript.record("note", note=reason)
             self.close(exc, reason=reason)
+            self._tls_count("failures")
             return
         super()._peer_failed(exc)
 

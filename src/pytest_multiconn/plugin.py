@@ -96,14 +96,14 @@ class ServerFactory:
 def multiconn_server_factory(
     request: pytest.FixtureRequest, multiconn_timeout: float
 ) -> Iterator[Callable[..., EchoServer]]:
-    """A factory: ``multiconn_server_factory(**kwargs)`` starts an :class:`EchoServer` with
-    those options (``idle_timeout``, ``max_connections``, ``high_water``, ``host="::1"``,
-    ``unix_path``...) on an ephemeral loopback port and returns it.
+    """Yields a factory: ``multiconn_server_factory(**kwargs)`` starts an :class:`EchoServer`
+    on an ephemeral loopback port and returns it; ``.adopt(server)`` starts and owns any
+    server.  Function scope.  Teardown stops them all, re-raises loop-thread errors in this
+    test, and fails it if anything leaked.
 
-    Function scope.  Teardown stops every server it started (each stop is bounded by
-    ``--multiconn-timeout``) and re-raises the first exception from a loop thread.  (The
-    per-test leak check in ``_plugin_report`` then fails the test if a server or loop thread
-    started during it is still alive, naming where it was started.)
+    Options: ``idle_timeout``, ``max_connections``, ``high_water``/``low_water``,
+    ``host="::1"``, ``unix_path``, ``backlog``.  Each stop is bounded by
+    ``--multiconn-timeout``; the per-test leak check names where a leaked server was started.
     """
     factory = ServerFactory(multiconn_timeout, request.node.nodeid)
     try:
@@ -116,11 +116,12 @@ def multiconn_server_factory(
 def multiconn_server(
     request: pytest.FixtureRequest, multiconn_server_factory: ServerFactory
 ) -> EchoServer:
-    """A started :class:`EchoServer` on ``127.0.0.1`` and an ephemeral port.
+    """Yields a started :class:`EchoServer` on ``127.0.0.1`` and an ephemeral port.
+    Function scope (start and stop take about a millisecond).  Teardown stops it, re-raises
+    errors from its loop thread in this test, and fails it on leaks.
 
-    Function scope (it starts and stops in about a millisecond, so every test gets its own).
-    Options come from ``@pytest.mark.multiconn_server(**kwargs)``.  Teardown stops it,
-    re-raises errors from its loop thread in this test, and fails the test on leaks.
+    Options come from ``@pytest.mark.multiconn_server(**kwargs)``, for example
+    ``@pytest.mark.multiconn_server(idle_timeout=0.5)``.
     """
     marker = request.node.get_closest_marker("multiconn_server")
     kwargs = dict(marker.kwargs) if marker else {}
@@ -129,12 +130,12 @@ def multiconn_server(
 
 @pytest.fixture
 def multiconn_client(multiconn_timeout: float) -> Callable[..., ClientResults]:
-    """A function ``multiconn_client(address, num_connections=2, messages=..., **kwargs)``
-    that runs a :class:`MultiConnClient` against ``address`` and returns its
-    :class:`ClientResults` (one result per connection; ``.check()`` raises on any failure).
+    """Yields a function ``multiconn_client(address, num_connections=2, messages=...,
+    **kwargs) -> ClientResults`` running a :class:`MultiConnClient` (one result per
+    connection; ``.check()`` raises on any failure).  Function scope; no teardown needed:
+    each run closes its sockets before it returns.
 
-    Function scope.  Each run is bounded by ``--multiconn-timeout`` unless ``timeout=`` is
-    given, and closes all its sockets before it returns, so teardown has nothing to do.
+    Each run is bounded by ``--multiconn-timeout`` unless ``timeout=`` is given.
     """
 
     def run(address: Any, num_connections: int = 2, **kwargs: Any) -> ClientResults:
@@ -146,12 +147,13 @@ def multiconn_client(multiconn_timeout: float) -> Callable[..., ClientResults]:
 
 @pytest.fixture(scope="session")
 def multiconn_session_server(multiconn_timeout: float) -> Iterator[EchoServer]:
-    """One started :class:`EchoServer` on ``127.0.0.1`` and an ephemeral port, shared by
-    every test of a session (under pytest-xdist: of one worker, so workers share nothing).
+    """Yields one started :class:`EchoServer` on ``127.0.0.1`` and an ephemeral port, shared
+    by every test of a session (under pytest-xdist: of one worker, so workers share nothing).
+    Session scope; teardown stops it at the end of the session.
 
-    Session scope.  Tests share its counters and connections, so assert on differences
-    (``before = server.stats()``) rather than on totals.  Teardown, at the end of the session,
-    stops it and re-raises errors from its loop thread.
+    Tests share its counters and connections, so assert on differences
+    (``before = server.stats()``) rather than on totals.  Teardown also re-raises errors from
+    its loop thread.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     server = EchoServer(name=f"multiconn-echo[{worker}:session]")
@@ -165,11 +167,11 @@ def multiconn_session_server(multiconn_timeout: float) -> Iterator[EchoServer]:
 
 @pytest.fixture
 def multiconn_server_process(multiconn_timeout: float) -> Iterator[ServerProcess]:
-    """A started :class:`ServerProcess`: ``python -m pytest_multiconn server 127.0.0.1 0`` in
-    a child process, with ``address``, ``host``, ``port`` and ``pid``, for tests that need a
-    process boundary (a server that can crash or be killed without taking the test along).
+    """Yields a started :class:`ServerProcess`: ``python -m pytest_multiconn server 127.0.0.1
+    0`` in a child process, with ``address``, ``host``, ``port`` and ``pid``.  Function
+    scope; teardown interrupts it and fails the test if it had to be killed.
 
-    Function scope.  Teardown sends SIGINT, waits up to ``--multiconn-timeout``, kills the
+    For tests that need a process boundary (a server that can crash or be killed).  Teardown sends SIGINT, waits up to ``--multiconn-timeout``, kills the
     child only if it did not exit, and then fails the test (it had to be killed, or exited
     with an error status), showing the child's last output.
     """

@@ -1,0 +1,116 @@
+"""The ``multiconn`` command, in-process through ``main(argv)``."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+
+import pytest
+
+from pytest_multiconn import EchoServer
+from pytest_multiconn._tutorial import printer, serve
+from pytest_multiconn.cli import main
+
+
+def test_client_prints_the_tutorial_lines(
+    multiconn_server: EchoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, port = multiconn_server.address
+    assert main(["client", host, str(port), "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    addr = repr((host, port))
+    assert lines[:2] == [f"Starting connection 1 to {addr}", f"Starting connection 2 to {addr}"]
+    for n in (1, 2):
+        assert f"Sending b'Message 1 from client.' to connection {n}" in lines
+        assert f"Sending b'Message 2 from client.' to connection {n}" in lines
+        assert f"Closing connection {n}" in lines
+        received = b"".join(
+            eval(m.group(1))  # noqa: S307 - the repr of bytes we printed ourselves
+            for line in lines
+            if (m := re.fullmatch(rf"Received (b'.*') from connection {n}", line))
+        )
+        assert received == b"Message 1 from client.Message 2 from client."
+
+
+def test_client_against_a_closed_port_fails_with_status_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        status = main(["client", "127.0.0.1", str(holder.getsockname()[1]), "1", "--timeout", "5"])
+    assert status == 1
+    assert "refused" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["server", "127.0.0.1", "http"], "port must be an integer from 0 to 65535, got 'http'"),
+        (["server", "127.0.0.1", "70000"], "port must be an integer from 0 to 65535"),
+        (["server", "8.8.8.8", "0"], "not a loopback address"),
+        (["client", "127.0.0.1", "1", "many"], "num_connections must be a positive integer"),
+        (["client", "127.0.0.1", "1", "0"], "num_connections must be a positive integer"),
+        (["client", "127.0.0.1", "1", "1", "--timeout", "-1"], "positive number of seconds"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("multiconn: error:"), err
+    assert message in err
+    assert len(err.splitlines()) == 1, "one line, never a traceback"
+
+
+def test_port_in_use_is_one_line_and_status_2(
+    multiconn_server: EchoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["server", "127.0.0.1", str(multiconn_server.port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"127.0.0.1:{multiconn_server.port} is already in use" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "server" in capsys.readouterr().out
+
+
+def test_demo_runs_the_tutorial_session(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--connections", "3"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"Listening on \('127\.0\.0\.1', \d+\)", out)
+    assert out.count("Accepted connection from") == 3
+    assert "OK: 3/3 connections echoed exactly" in out
+
+
+def test_serve_prints_server_lines_and_stops_on_event() -> None:
+    lines: list[str] = []
+    listening = threading.Event()
+    stop = threading.Event()
+
+    def out(line: str) -> None:
+        lines.append(line)
+        if line.startswith("Listening on"):
+            listening.set()
+
+    result: list[EchoServer] = []
+    thread = threading.Thread(target=lambda: result.append(serve("127.0.0.1", 0, out=out, stop=stop)))
+    thread.start()
+    try:
+        assert listening.wait(10), "the server never printed its Listening line"
+        port = int(re.findall(r"\d+", lines[0])[-1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"ping")
+            assert sock.recv(4) == b"ping"
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert any(line.startswith("Accepted connection from ('127.0.0.1', ") for line in lines)
+    assert any(line.startswith("Echoing b'ping' to ('127.0.0.1', ") for line in lines)
+    assert result[0].stats().bytes_out == 4
+    printer()("printer writes whole lines")  # the shared printer is line-buffered
