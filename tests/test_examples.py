@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import queue
+import re
 import signal
 import subprocess
 import sys

@@ -32,7 +32,8 @@ def test_server_left_running_is_an_error_at_teardown(pytester: pytest.Pytester) 
     assert re.search(
         r"LeakError: test_server_left_running_is_an_error_at_teardown\.py::test_leaky leaked 1 "
         r"resource\(s\) of pytest-multiconn:\n"
-        r"  <EchoServer 'multiconn-echo\[test_leaky\]-127\.0\.0\.1:\d+' on 127\.0\.0\.1:\d+ .*> "
+        r"  <EchoServer 'multiconn-echo\[(gw\d+:)?test_leaky\]-127\.0\.0\.1:\d+' "
+        r"on 127\.0\.0\.1:\d+ .*> "
         r"is still running; started at test_server_left_running_is_an_error_at_teardown\.py:5 "
         r"in test_leaky during ",
         out,

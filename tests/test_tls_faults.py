@@ -297,7 +297,7 @@ def test_half_close_over_tls_gets_the_full_echo_then_eof(multiconn_tls_server: E
     assert stats.tls_ragged_eofs == 0
 
 
-# -- the fault-injection suite in TLS mode ----------------------------------------------------------------------
+# -- the fault-injection suite in TLS mode ---------------------------------------------------------
 
 
 def test_suite_passes_over_tls(multiconn_tls_server: EchoServer) -> None:

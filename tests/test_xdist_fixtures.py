@@ -87,9 +87,9 @@ def test_process_stops_cleanly_on_sigint() -> None:
 
 
 def test_process_that_ignores_sigint_is_killed_and_reported() -> None:
-    proc = ServerProcess(timeout=0.5).start()
+    proc = ServerProcess().start()
     os.kill(proc.pid, signal.SIGSTOP)  # a stopped process cannot act on SIGINT; SIGKILL works
-    assert proc.stop() is False
+    assert proc.stop(timeout=0.5) is False
     assert proc.killed is True
     assert proc.returncode == -signal.SIGKILL
     with pytest.raises(ServerProcessError, match=r"not exit within 0\.5s of SIGINT and was killed"):
@@ -131,9 +131,10 @@ def test_process_fixture_fails_the_test_when_it_had_to_kill(pytester: pytest.Pyt
 
         def test_freeze(multiconn_server_process):
             os.kill(multiconn_server_process.pid, signal.SIGSTOP)
+            multiconn_server_process.timeout = 0.5  # the bound on stop(); start() is done
         """
     )
-    result = pytester.runpytest("--multiconn-timeout", "0.5")
+    result = pytester.runpytest()
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*ServerProcessError*was killed; its output:*"])
 

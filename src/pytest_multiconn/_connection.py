@@ -419,8 +419,7 @@ class Connection:
                 data = memoryview(data)[sent:]
         self._out += data
         buffered = len(self._out)
-        if buffered > self.peak_buffered:
-            self.peak_buffered = buffered
+        self.peak_buffered = max(self.peak_buffered, buffered)
         self._update_interest()
         if buffered > self.high_water and not self._writing_paused:
             self._writing_paused = True
@@ -477,7 +476,7 @@ class Connection:
         """Close gracefully: flush pending output first, then close."""
         if self.closed:
             return
-        if not self._out or self._output_held and not self._out:
+        if not self._out or (self._output_held and not self._out):
             self.close(reason="finished")
             return
         self._finish_pending = True

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
+from ._client import MultiConnClient
 from ._server import EchoServer
 from ._tutorial import Printer, client_observer, peer_text, server_observer
-from ._client import MultiConnClient
 
 
 def run_demo(*, connections: int = 5, seed: int | None = None, out: Printer = print) -> int:

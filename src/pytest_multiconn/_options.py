@@ -18,8 +18,8 @@ def register_option(
     parser: pytest.Parser,
     name: str,
     *,
-    help: str,  # noqa: A002 - mirrors argparse's keyword
-    type: Callable[[str], Any] | None = None,  # noqa: A002 - mirrors argparse's keyword
+    help: str,
+    type: Callable[[str], Any] | None = None,
     default: Any = None,
     action: str | None = None,
 ) -> None:

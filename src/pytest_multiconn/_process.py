@@ -66,6 +66,7 @@ class ServerProcess:
         self._address: tuple[str, int] | None = None
         self.returncode: int | None = None
         self.killed = False
+        self._stop_timeout = timeout
         self._proc: subprocess.Popen[str] | None = None
         self._lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
         self._listening = threading.Event()
@@ -165,6 +166,7 @@ class ServerProcess:
         if proc is None or self.returncode is not None:
             return not self.killed
         timeout = self.timeout if timeout is None else timeout
+        self._stop_timeout = timeout
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
         try:
@@ -193,7 +195,7 @@ class ServerProcess:
         """Raise :class:`ServerProcessError` if the child was killed or exited with an error."""
         if self.killed:
             raise ServerProcessError(
-                f"{self!r} did not exit within {self.timeout}s of SIGINT and was killed; "
+                f"{self!r} did not exit within {self._stop_timeout}s of SIGINT and was killed; "
                 f"its output:\n{self.output() or '(none)'}"
             )
         if self.returncode is not None and self.returncode not in _CLEAN_EXITS:

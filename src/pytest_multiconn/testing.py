@@ -377,10 +377,13 @@ def run_check(
     pid: int | None = None,
     limits: SuiteLimits | None = None,
 ) -> SuiteRow:
-    """Run one named check (see :data:`CHECK_NAMES`) and return its row."""
+    """Run one named check (see :data:`CHECK_NAMES`) and return its row (``pid`` defaults to
+    the process found listening on ``address``)."""
     checks = dict(CHECKS)
     if name not in checks:
         raise ValueError(f"unknown check {name!r}; choose from {', '.join(CHECK_NAMES)}")
+    if pid is None:
+        pid = listener_pid(address)
     ctx = _Context(address, seed, limits or SuiteLimits(), pid, _tls_kwargs(tls))
     started = time.monotonic()
     try:
