@@ -36,8 +36,10 @@ def register_option(
     elif type is not None:
         kwargs["type"] = type
     group.addoption(f"--multiconn-{name}", **kwargs)
-    ini_type = "bool" if action == "store_true" else "string"
-    parser.addini(dest, text, type=ini_type, default=default if action else None)
+    if action == "store_true":
+        parser.addini(dest, text, type="bool", default=default)
+    else:
+        parser.addini(dest, text, type="string", default=None)
     if type is not None:
         _types[dest] = type
     _defaults[dest] = default

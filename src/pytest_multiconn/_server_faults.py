@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from ._connection import Buffer, Connection
-from ._errors import LoopStuckError
 from ._loop import DEFAULT_TIMEOUT, Timer
 from ._seed import get_run_seed, rng_for
 from ._server import EchoConnection, EchoServer
@@ -758,24 +757,6 @@ class FaultyEchoServer(EchoServer):
         super().start(timeout)
         self.loop.run_sync(self._apply_listener_faults, timeout)
         return self
-
-    def stop(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Stop as :meth:`EchoServer.stop` does, also closing sockets no event watches."""
-        if self._started and not self._stopped and self.loop.is_running():
-            # The loop closes the handlers registered with its selector; a stalled or delayed
-            # connection may have no interest at all (not reading, nothing to write), so it
-            # is closed here first or its socket would leak.
-            with contextlib.suppress(LoopStuckError):
-                self.loop.run_sync(self._close_idle_connections, timeout)
-        super().stop(timeout)
-
-    def _close_idle_connections(self) -> None:
-        for conn in list(self._conns.values()):
-            if not conn.closed and not conn._mask:
-                conn.close(reason="server stopped")
-        listener = self._listener
-        if listener is not None and not listener.registered:
-            listener.close()  # paused by StopAccepting: the loop would not close it either
 
     def set_faults(self, faults: Iterable[ServerFault], *, existing: bool = True) -> None:
         """Replace the faults, from any thread; the listener follows at once.

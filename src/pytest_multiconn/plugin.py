@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -17,6 +17,8 @@ from ._client import ClientResults, MultiConnClient
 from ._options import get_option, register_option
 from ._process import ServerProcess
 from ._server import EchoServer, ServerBase
+
+S = TypeVar("S", bound=ServerBase)
 
 # Sub-plugins, one per area, loaded only when this plugin is (so ``-p no:multiconn`` turns
 # them all off).
@@ -65,10 +67,9 @@ class ServerFactory:
         self.servers: list[ServerBase] = []
 
     def __call__(self, **kwargs: Any) -> EchoServer:
-        server = EchoServer(**kwargs)
-        return self.adopt(server)
+        return self.adopt(EchoServer(**kwargs))
 
-    def adopt(self, server: ServerBase) -> Any:
+    def adopt(self, server: S) -> S:
         """Start ``server`` if needed and stop it at teardown; returns it."""
         self.servers.append(server)
         if not server._started:
