@@ -80,7 +80,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_demo_runs_the_tutorial_session(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--connections", "3"]) == 0
+    assert main(["demo", "--connections", "3", "--no-suite"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"Listening on \('127\.0\.0\.1', \d+\)", out)
     assert out.count("Accepted connection from") == 3

@@ -3,14 +3,18 @@ then the fault-injection suite against the same server."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from ._client import MultiConnClient
 from ._server import EchoServer
 from ._tutorial import Printer, client_observer, peer_text, server_observer
+from .testing import run_suite
 
 
-def run_demo(*, connections: int = 5, seed: int | None = None, out: Printer = print) -> int:
+def run_demo(
+    *, connections: int = 5, seed: int | None = None, suite: bool = True, out: Printer = print
+) -> int:
     """Run the demo; returns 0 when every connection echoed byte for byte."""
     if connections < 1:
         raise ValueError(f"--connections must be at least 1, got {connections}")
@@ -33,5 +37,12 @@ def run_demo(*, connections: int = 5, seed: int | None = None, out: Printer = pr
         f"peak buffered {stats.peak_buffered} B; whole session {elapsed * 1e3:.1f} ms"
     )
     ok = results.ok and stats.bytes_in == stats.bytes_out
-    out(f"  {'OK' if ok else 'FAILED'}: {sum(r.ok for r in results)}/{len(results)} connections echoed exactly")
-    return 0 if ok else 1
+    echoed = f"{sum(r.ok for r in results)}/{len(results)} connections echoed exactly"
+    out(f"  {'OK' if ok else 'FAILED'}: {echoed}")
+    if not suite:
+        return 0 if ok else 1
+    out("")
+    out("== The fault-injection suite against a fresh EchoServer ==")
+    with EchoServer() as server:
+        suite_ok = run_suite(server.address, seed=seed, out=out, pid=os.getpid())
+    return 0 if ok and suite_ok else 1

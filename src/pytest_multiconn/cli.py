@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the tutorial's session on an ephemeral port, then a summary")
     demo.add_argument("--connections", type=int, default=5)
     demo.add_argument("--seed", type=int, default=None, help="seed for the fault-injection suite")
+    demo.add_argument("--no-suite", action="store_true", help="only the tutorial's session")
     demo.set_defaults(func=_run_demo)
 
     for name in SUBCOMMANDS:
@@ -116,7 +117,9 @@ def _run_client(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    return run_demo(connections=args.connections, seed=args.seed, out=printer())
+    return run_demo(
+        connections=args.connections, seed=args.seed, suite=not args.no_suite, out=printer()
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
