@@ -6,8 +6,10 @@ cache directory the first time a benchmark needs it (again whenever loadgen.c ch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import statistics
@@ -56,7 +58,8 @@ def build_loadgen() -> Path:
     """Compile loadgen.c (cached by content hash); raise RuntimeError with a hint if no cc."""
     src = HERE / "loadgen.c"
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-multiconn-bench"
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    cache = cache_home / "pytest-multiconn-bench"
     exe = cache / f"loadgen-{digest}"
     if exe.exists():
         return exe
@@ -150,10 +153,8 @@ class ServerProc:
     def close(self, timeout: float = 20.0) -> None:
         if self.proc.poll() is None:
             assert self.proc.stdin is not None
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
-            except BrokenPipeError:
-                pass
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -240,7 +241,7 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 
 
 def fmt(value: float, unit: str = "") -> str:
-    if value != value:  # NaN
+    if math.isnan(value):
         return "n/a"
     if abs(value) >= 100_000:
         text = f"{value:,.0f}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -35,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402 - the benchmarks directory is not a package
+from _common import (
     ALL_SERVERS,
     SATURATED,
     ServerProc,
@@ -78,7 +79,7 @@ def _loadgen_line(run: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
-def measure_pingpong(exe: Path, kind: str, cfg: Config, conns: int, size: int,
+def measure_pingpong(exe: Path, kind: str, cfg: Config, conns: int, size: int, *,
                      latfile: Path | None) -> dict[str, Any]:
     with ServerProc(kind) as server:
         cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
@@ -107,12 +108,13 @@ def measure_stream(exe: Path, kind: str, cfg: Config, conns: int, window: int) -
     return _loadgen_line(run)
 
 
-def measure_idle(exe: Path, kind: str, cfg: Config, conns: int, window: float,
+def measure_idle(exe: Path, kind: str, cfg: Config, conns: int, window: float, *,
                  timeout: float = 60.0) -> dict[str, Any]:
     """Open ``conns`` connections, echo once on each, hold them ``window`` s, echo on all."""
     with ServerProc(kind) as server:
         rss0 = rss_bytes(server.pid)
-        lg = start_loadgen(exe, "idle", server.port, ["-c", str(conns), "-s", "64"], timeout=timeout)
+        args = ["-c", str(conns), "-s", "64"]
+        lg = start_loadgen(exe, "idle", server.port, args, timeout=timeout)
         ready = lg.ready()
         rss1 = rss_bytes(server.pid)
         cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
@@ -159,7 +161,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_workloads(
+def run_workloads(  # noqa: PLR0912 - one branch per workload, on purpose
     servers: Sequence[str],
     workloads: Sequence[str],
     cfg: Config,
@@ -176,16 +178,17 @@ def run_workloads(
         notes: list[str] = []
         for rep in range(repeat):
             for kind in servers:
-                if wl == "idle10k" and kind == "tutorial" and rep > 0:
-                    continue  # O(N) work per loop turn: one bounded try says enough
+                if wl in ("idle10k", "push") and kind == "tutorial" and rep > 0:
+                    # O(N) work per loop turn, quadratic buffering: one bounded try says enough
+                    continue
                 lat = None
                 if latency_dir is not None and wl in ("pp1", "pp100"):
                     lat = latency_dir / f"{wl}-{kind}-{rep}.f32"
                 try:
                     if wl == "pp1":
-                        run = measure_pingpong(exe, kind, cfg, 1, 64, lat)
+                        run = measure_pingpong(exe, kind, cfg, 1, 64, latfile=lat)
                     elif wl == "pp100":
-                        run = measure_pingpong(exe, kind, cfg, 100, KIB, lat)
+                        run = measure_pingpong(exe, kind, cfg, 100, KIB, latfile=lat)
                     elif wl == "stream10":
                         run = measure_stream(exe, kind, cfg, 10, 64 * KIB)
                     elif wl == "idle10k":
@@ -208,7 +211,9 @@ def run_workloads(
                 flag = " client-bound" if run.get("client_bound") else ""
                 log(f"  {wl:9} {kind:9} run {rep + 1}/{repeat}: {fmt(run['value'])}{flag}")
         results[wl] = {"runs": per_server, "notes": notes, **WORKLOADS[wl]}
-        results[wl]["summary"] = {k: summary([r["value"] for r in v]) for k, v in per_server.items()}
+        results[wl]["summary"] = {
+            k: summary([r["value"] for r in v]) for k, v in per_server.items()
+        }
     return results
 
 
@@ -220,7 +225,7 @@ def ratios(results: dict[str, Any], wl: str) -> dict[str, float]:
     ours = summ["ours"]["median"]
     out = {}
     for kind, s in summ.items():
-        if kind == "ours" or not s["n"] or not ours == ours:
+        if kind == "ours" or not s["n"] or math.isnan(ours):
             continue
         theirs = s["median"]
         if results[wl]["higher"]:
@@ -250,11 +255,13 @@ def print_report(results: dict[str, Any], servers: Sequence[str]) -> None:
                     extra += " (load generator near saturation: client-bound)"
             elif wl == "idle10k":
                 mem = summary([r["bytes_per_conn"] for r in runs])
+                complete = all(r["complete"] for r in runs)
                 extra = (f"  memory {fmt(mem['median'])} B/conn"
-                         f"{'' if all(r['complete'] for r in runs) else ' (INCOMPLETE: timed out)'}")
-            print(f"  {kind:9} min {fmt(s['min'] * scale):>9}  median {fmt(s['median'] * scale):>9}"
+                         f"{'' if complete else ' (INCOMPLETE: timed out)'}")
+            print(f"  {kind:9} min {fmt(s['min'] * scale):>9}"
+                  f"  median {fmt(s['median'] * scale):>9}"
                   f"  max {fmt(s['max'] * scale):>9}  (n={s['n']}){extra}")
-        r = ratios(results, wl)
+        r = ratios(results, wl) if wl not in ("idlecpu", "push") else {}
         if r:
             print("  ours vs " + ", ".join(f"{k}: {v:.2f}x" for k, v in r.items()))
         for note in res["notes"]:

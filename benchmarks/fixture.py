@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PYTHON, ROOT, fmt, tempdir  # noqa: E402 - benchmarks is not a package
+from _common import PYTHON, ROOT, fmt, tempdir
 
 CONFTEST = '''
 import json, os
@@ -143,9 +143,11 @@ def run(n: int, n_http: int, rounds: int, log: Any = print) -> dict[str, Any]:
     else:
         notes.append("pytest-httpserver is not installed (pip install -e '.[bench]'): "
                      "no httpserver comparison")
-    for v in variants:
+    for v, source in TESTS.items():
+        if v not in variants:
+            continue
         count = n_http if v == "httpserver" else n
-        (project / f"test_{v}.py").write_text(textwrap.dedent(TESTS[v]).replace("{n}", str(count)))
+        (project / f"test_{v}.py").write_text(textwrap.dedent(source).replace("{n}", str(count)))
     rounds_out: list[dict[str, Any]] = []
     for r in range(rounds):
         res = {}
@@ -157,8 +159,8 @@ def run(n: int, n_http: int, rounds: int, log: Any = print) -> dict[str, Any]:
     overhead: dict[str, list[float]] = {v: [] for v in variants if v != "empty"}
     for res in rounds_out:
         base = res["empty"]["median"]
-        for v in overhead:
-            overhead[v].append(res[v]["median"] - base)
+        for v, values in overhead.items():
+            values.append(res[v]["median"] - base)
     return {
         "rounds": rounds_out,
         "overhead_ms": {v: statistics.median(x) * 1e3 for v, x in overhead.items()},

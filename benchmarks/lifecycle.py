@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from pytest_multiconn import EchoServer  # noqa: E402 - after the path set-up above
+from pytest_multiconn import EchoServer
 
 
 def start_stop(reps: int) -> list[float]:

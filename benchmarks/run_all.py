@@ -21,10 +21,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import echo  # noqa: E402 - the benchmarks directory is not a package
-import fixture  # noqa: E402
-import lifecycle  # noqa: E402
-from _common import ALL_SERVERS, RESULTS, available_servers, fmt, machine_note, tempdir  # noqa: E402
+import echo
+import fixture
+import lifecycle
+from _common import ALL_SERVERS, RESULTS, available_servers, fmt, machine_note, summary, tempdir
 
 MIB = 1024 * 1024
 
@@ -93,7 +93,7 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     if "idle10k" in wl and "ours" in wl["idle10k"]["runs"]:
         runs = wl["idle10k"]["runs"]["ours"]
         n = runs[0]["conns"] if runs else 0
-        mem = echo.summary([r["bytes_per_conn"] for r in runs])["median"]
+        mem = summary([r["bytes_per_conn"] for r in runs])["median"]
         rows.append((f"memory per idle connection ({n:,} conns)", "<= 2048 B", f"{fmt(mem)} B",
                      mem <= 2048))
         r = ratio("idle10k", "asyncio")
@@ -111,7 +111,8 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         fx = res["fixture"]["overhead_ms"]
         rows.append(("function-scoped multiconn_server per test", "<= 0.5 ms",
                      f"{fx['server']:.3f} ms", fx["server"] <= 0.5))
-        rows.append(("... with one client exchange", "(no target)", f"{fx['exchange']:.3f} ms", None))
+        rows.append(("... with one client exchange", "(no target)", f"{fx['exchange']:.3f} ms",
+                     None))
         if "httpserver" in fx:
             rows.append(("function-scoped pytest-httpserver per test", "(baseline)",
                          f"{fx['httpserver']:.1f} ms", None))
@@ -138,9 +139,9 @@ def markdown(res: dict[str, Any], servers: list[str]) -> str:
                 continue
             cell = f"{fmt(s['median'] * scale)}"
             if s["n"] > 1:
-                cell += f" ({fmt(s['min'] * scale)}–{fmt(s['max'] * scale)})"
+                cell += f" ({fmt(s['min'] * scale)} to {fmt(s['max'] * scale)})"
             if name == "idle10k":
-                mem = echo.summary([x["bytes_per_conn"] for x in r["runs"][kind]])["median"]
+                mem = summary([x["bytes_per_conn"] for x in r["runs"][kind]])["median"]
                 cell += f"; {fmt(mem)} B/conn"
                 if not all(x["complete"] for x in r["runs"][kind]):
                     cell += " (timed out)"
@@ -208,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {plot_note}")
         res["notes"].append(plot_note)
     rows = targets(res)
-    res["targets"] = [{"target": t, "required": r, "measured": m, "met": ok} for t, r, m, ok in rows]
+    res["targets"] = [{"target": t, "required": r, "measured": m, "met": ok}
+                      for t, r, m, ok in rows]
     print("\ntargets")
     for t, r, m, ok in rows:
         verdict = "" if ok is None else ("PASS" if ok else "MISS")

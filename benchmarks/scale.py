@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import available_servers, build_loadgen, fmt  # noqa: E402 - not a package
-from echo import Config, measure_idle  # noqa: E402
+from _common import available_servers, build_loadgen, fmt
+from echo import Config, measure_idle
 
 #: Descriptors each process needs beyond one per connection (listener, pipes, epoll, stdio).
 SPARE_FDS = 64
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         run = measure_idle(exe, kind, Config(quick=False), args.n, 1.0, timeout=120.0)
         ok = run["complete"] and run["echoed_all"] == args.n and not run["errors"]
         failed |= not ok
-        print(f"{kind:9} {run['connected']}/{args.n} connected at {fmt(run['accept_rate'])} conn/s; "
+        print(f"{kind:9} {run['connected']}/{args.n} connected at "
+              f"{fmt(run['accept_rate'])} conn/s; "
               f"{fmt(run['bytes_per_conn'])} B of server memory per connection; echo on all "
               f"{run['echoed_all']} in {run['echo_all_wall'] * 1e3:.0f} ms; idle CPU "
               f"{run['idle_cpu']:.1%}{'' if ok else '  FAILED'}")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pytest_multiconn._plugin_report import MAX_CONNECTIONS, MAX_LINES
+from pytest_multiconn._plugin_report import MAX_CONNECTIONS, MAX_LINES, format_section
 
 FAILING_ECHO_TEST = """
 import socket
@@ -226,3 +226,68 @@ def test_setup_failure_of_our_fixture_still_reports(pytester: pytest.Pytester) -
     out = result.stdout.str()
     assert "max_connections must be at least 1" in out
     assert "no server or proxy was started by this test" in section_of(out)
+
+
+def test_format_section_describes_server_like_objects() -> None:
+    class Info:
+        def __init__(self, n: int) -> None:
+            self.transcript = "\n".join(f"  {i:8.2f}ms in {i} B" for i in range(30))
+            self.n = n
+
+        def __str__(self) -> str:
+            return f"link-{self.n}"
+
+    class Gateway:
+        address = ("::1", 8443)
+
+        def __repr__(self) -> str:
+            return "<Gateway on [::1]:8443>"
+
+        def stats(self) -> str:
+            return "gateway stats: 3 links"
+
+        def recently_closed(self) -> list[Info]:
+            return [Info(1), Info(2)]
+
+        def connections(self) -> list[Info]:
+            return [Info(3)]
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr either")
+
+        def stats(self) -> None:
+            raise OSError("stats failed on purpose")
+
+    text = format_section([Gateway(), Broken()], seed=7)
+    lines = text.splitlines()
+    assert lines[0] == "seed: 7 (replay with --multiconn-seed 7)"
+    assert lines[1] == "<Gateway on [::1]:8443>"
+    assert "  counters: 'gateway stats: 3 links'" in lines
+    assert "  connections: 3" in lines
+    assert [line for line in lines if line.startswith("  - ")] == [
+        "  - link-1", "  - link-2", "  - link-3"
+    ]
+    # 30 transcript lines each, cut to the first 3 and the last 10.
+    assert text.count("... 17 transcript lines cut ...") == 3
+    assert any(line.startswith("<") and "Broken object at" in line for line in lines)
+    assert "  (counters unavailable: OSError: stats failed on purpose)" in lines
+    assert format_section([], seed=1).splitlines()[1] == (
+        "no server or proxy was started by this test"
+    )
+
+
+def test_section_includes_a_server_process_and_its_output(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_fails(multiconn_server_process, multiconn_client):
+            multiconn_client(multiconn_server_process.address, 1).check()
+            assert False, "on purpose"
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    section = section_of(result.stdout.str())
+    assert re.search(r"<ServerProcess pid=\d+ on \('127\.0\.0\.1', \d+\)>", section)
+    assert "last output (" in section
+    assert "Listening on ('127.0.0.1'," in section

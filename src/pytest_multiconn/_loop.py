@@ -289,8 +289,15 @@ class Loop:
             timeout = max(0.0, delay) if timeout is None else max(0.0, min(timeout, delay))
         poll = self._epoll_poll
         if poll is None:
-            for key, mask in self._selector.select(timeout):
-                handler = key.data
+            fd_map = self._selector.get_map()
+            for key, ready in self._selector.select(timeout):
+                # As on the fast path: a handler earlier in this batch may have unregistered
+                # (closed) this one, or changed what it waits for.
+                current = fd_map.get(key.fd)
+                if current is None or not ready & current.events:
+                    continue
+                mask = ready & current.events
+                handler = current.data
                 try:
                     handler.handle_event(mask)
                 except Exception as exc:  # noqa: BLE001 - recorded, re-raised by check()
