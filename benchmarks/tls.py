@@ -18,11 +18,14 @@ is printed and must stay 0).
 * throughput: C connections each keep WINDOW bytes in flight, echoed and checked by the
   client; we report MB/s echoed.
 
-Repetitions run round-robin (the order rotates each repetition, so drift and the machine's
-other load hit every server alike); we print each run with the server's and the load
-generator's CPU share, the median of each server, and the ratio ours/asyncio.  A run whose
-load generator used more than 90% of its core is marked "client-bound": the server may have
-had spare capacity.  A server CPU share well under 100% means the server was waiting.
+All servers stay up for the whole run and the runs alternate between them, round-robin (the
+order rotates each repetition), so drift and the machine's other load hit every server alike;
+we print each run with the server's and the load generator's CPU share, the median of each
+server, and the ratio ours/asyncio.  A run whose load generator used more than 90% of its core
+is marked "client-bound": the server may have had spare capacity.  A server CPU share well
+under 100% means the server was waiting, or (on a shared machine) did not get the CPU: then
+"per CPU-s", the rate divided by the server's CPU share, is the figure to compare (the work
+each server does per CPU-second it got).
 
 Baselines: ``asyncio`` is the textbook ``asyncio.Protocol`` echo server over
 ``loop.create_server(ssl=ctx)`` that honours ``pause_writing`` (the same back-pressure ours
@@ -241,6 +244,19 @@ def check_server(child: Child, cafile: str) -> str:
 
 
 # -- the driver -------------------------------------------------------------------------------
+def measure(exe: Path, child: Child, workload: str, args: argparse.Namespace) -> dict[str, Any]:
+    if workload == "handshake":
+        r = run_load(exe, child, "handshake", ["-c", str(args.hs_conns)], args.seconds)
+        r["rate"] = r["cycles"] / r["seconds"]
+        r["text"] = f"{r['rate']:8.0f} handshakes/s"
+    else:
+        load = ["-c", str(args.stream_conns), "-W", str(args.window)]
+        r = run_load(exe, child, "stream", load, args.seconds)
+        r["rate"] = r["bytes"] / r["seconds"] / 1e6
+        r["text"] = f"{r['rate']:8.1f} MB/s echo  "
+    return r
+
+
 def report(
     servers: list[str],
     workloads: list[str],
@@ -280,8 +296,8 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per run")
+    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per run")
     parser.add_argument("--hs-conns", type=int, default=32, help="handshake connections at once")
     parser.add_argument("--stream-conns", type=int, default=8, help="echo connections")
     parser.add_argument("--window", type=int, default=256 * 1024, help="bytes in flight per conn")
@@ -290,8 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, from {','.join(ALL_SERVERS)}")
     parser.add_argument("--workloads", default="handshake,stream")
     parser.add_argument("--profile", metavar="FILE",
-                        help="with --serve ours: cProfile the loop thread; otherwise: profile "
-                        "ours in every run to FILE.N")
+                        help="cProfile our server's loop thread over the whole run into FILE")
     parser.add_argument("--serve", choices=ALL_SERVERS, help=argparse.SUPPRESS)
     parser.add_argument("--certfile", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -328,34 +343,30 @@ def main(argv: list[str] | None = None) -> int:
             f.write(cert.private_key_and_cert_chain_pem.bytes())
         cafile = str(Path(tmp) / "ca.pem")
         ca.cert_pem.write_to_path(cafile)
-        for rep in range(args.repeat):
-            k = rep % len(servers)
-            for kind in servers[k:] + servers[:k]:
-                profile = f"{args.profile}.{rep}" if args.profile and kind == "ours" else None
-                child = Child(kind, certfile, profile)
-                try:
-                    seen[kind].add(f"python ssl: {check_server(child, cafile)}")
-                    for w in workloads:
-                        if w == "handshake":
-                            r = run_load(exe, child, "handshake", ["-c", str(args.hs_conns)],
-                                         args.seconds)
-                            r["rate"] = r["cycles"] / r["seconds"]
-                            text = f"{r['rate']:8.0f} handshakes/s"
-                        else:
-                            r = run_load(exe, child, "stream",
-                                         ["-c", str(args.stream_conns), "-W", str(args.window)],
-                                         args.seconds)
-                            r["rate"] = r["bytes"] / r["seconds"] / 1e6
-                            text = f"{r['rate']:8.1f} MB/s echo  "
+        # Every server stays up for the whole run (an idle one costs nothing), so the runs
+        # can alternate between them every few seconds: drift and the machine's other load
+        # then hit each server alike.
+        children: dict[str, Child] = {}
+        try:
+            for kind in servers:
+                profile = args.profile if args.profile and kind == "ours" else None
+                children[kind] = Child(kind, certfile, profile)
+                seen[kind].add(f"python ssl: {check_server(children[kind], cafile)}")
+            for rep in range(args.repeat):
+                k = rep % len(servers)
+                for w in workloads:
+                    for kind in servers[k:] + servers[:k]:
+                        r = measure(exe, children[kind], w, args)
                         results[w][kind].append(r)
                         seen[kind].add(f"tlsload: {r['version']} {r['cipher']} group "
                                        f"{r['group']} server key {r['peer_key']}")
                         flag = "  client-bound" if r["client_cpu"] > SATURATED else ""
-                        print(f"rep {rep + 1} {kind:16} {text} server CPU "
+                        print(f"rep {rep + 1} {kind:16} {r['text']} server CPU "
                               f"{r['server_cpu']:4.0%} tlsload CPU {r['client_cpu']:4.0%} "
                               f"errors {r['errors']}{flag}", flush=True)
-                finally:
-                    child.close()
+        finally:
+            for child in children.values():
+                child.close()
     report(servers, workloads, results, seen, args.repeat)
     return 0
 

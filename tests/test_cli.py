@@ -33,7 +33,9 @@ def test_client_prints_the_tutorial_lines(
         assert received == b"Message 1 from client.Message 2 from client."
 
 
-def test_client_against_a_closed_port_fails_with_status_1(capsys: pytest.CaptureFixture[str]) -> None:
+def test_client_against_a_closed_port_fails_with_status_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         status = main(["client", "127.0.0.1", str(holder.getsockname()[1]), "1", "--timeout", "5"])
@@ -98,7 +100,9 @@ def test_serve_prints_server_lines_and_stops_on_event() -> None:
             listening.set()
 
     result: list[EchoServer] = []
-    thread = threading.Thread(target=lambda: result.append(serve("127.0.0.1", 0, out=out, stop=stop)))
+    thread = threading.Thread(
+        target=lambda: result.append(serve("127.0.0.1", 0, out=out, stop=stop))
+    )
     thread.start()
     try:
         assert listening.wait(10), "the server never printed its Listening line"

@@ -72,7 +72,9 @@ def test_a_corrupted_echo_is_reported_with_its_offset() -> None:
     first = results[0]
     assert not first.matched
     assert first.first_mismatch == len(b"Message 1 from client.Message ")
-    with pytest.raises(EchoMismatch, match="(?s)2 of 2 connections failed.*echo differed at byte 30"):
+    with pytest.raises(
+        EchoMismatch, match=r"(?s)2 of 2 connections failed.*echo differed at byte 30"
+    ):
         results.check()
 
 

@@ -54,7 +54,9 @@ class ServerProcess:
         try:
             line = self.queue.get(timeout=timeout)
         except queue.Empty:
-            raise AssertionError(f"the server printed nothing for {timeout}s; so far: {self.lines}") from None
+            raise AssertionError(
+                f"the server printed nothing for {timeout}s; so far: {self.lines}"
+            ) from None
         if line is None:
             raise AssertionError(f"the server exited; it printed: {self.lines}")
         self.lines.append(line)
@@ -66,7 +68,9 @@ class ServerProcess:
         while len(matched) < count:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"expected {count} lines like {predicate.pattern}: {self.lines}")
+                raise AssertionError(
+                    f"expected {count} lines like {predicate.pattern}: {self.lines}"
+                )
             line = self.readline(remaining)
             if predicate.fullmatch(line):
                 matched.append(line)

@@ -25,7 +25,8 @@ def test_start_runs_thread_and_stop_joins_it() -> None:
     lp = Loop("multiconn-test-startstop")
     lp.start()
     thread = lp.thread
-    assert thread is not None and thread.is_alive()
+    assert thread is not None
+    assert thread.is_alive()
     assert thread.name == "multiconn-test-startstop"
     lp.stop()
     assert not thread.is_alive()
@@ -94,7 +95,8 @@ def test_stop_fails_loudly_when_a_handler_blocks(loop: Loop) -> None:
         loop.stop(timeout=0.05)
     release.set()
     loop.stop()
-    assert loop.thread is not None and not loop.thread.is_alive()
+    assert loop.thread is not None
+    assert not loop.thread.is_alive()
 
 
 def test_handler_errors_are_reraised_by_check_and_the_handler_is_closed(loop: Loop) -> None:

@@ -16,7 +16,9 @@ from pytest_multiconn import EchoServer, MultiConnClient, PartialSend
     max_chunk=st.integers(min_value=1, max_value=4),
     size=st.integers(min_value=1, max_value=300),
 )
-def test_partial_sends_with_random_pauses_echo_byte_exact(seed: int, max_chunk: int, size: int) -> None:
+def test_partial_sends_with_random_pauses_echo_byte_exact(
+    seed: int, max_chunk: int, size: int
+) -> None:
     payload = os.urandom(size)
     fault = PartialSend(max_chunk=max_chunk, delay=0.0005)
     with EchoServer() as server:

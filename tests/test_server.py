@@ -34,8 +34,10 @@ def server() -> Iterator[EchoServer]:
 
 
 def connect(address: tuple[str, int] | str) -> socket.socket:
-    family = socket.AF_UNIX if isinstance(address, str) else (
-        socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    family = (
+        socket.AF_UNIX
+        if isinstance(address, str)
+        else (socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
     )
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.settimeout(TIMEOUT)
@@ -110,7 +112,9 @@ def test_reader_that_never_reads_pauses_reading_at_high_water() -> None:
     with EchoServer(high_water=high) as server, connect(server.address) as sock:
         # The writer blocks once every buffer on the way is full: ours, the server's receive
         # buffer, the server's output buffer (up to the high-water mark) and its send buffer.
-        writer = threading.Thread(target=lambda: (sock.sendall(b"z" * total), sock.shutdown(socket.SHUT_WR)))
+        writer = threading.Thread(
+            target=lambda: (sock.sendall(b"z" * total), sock.shutdown(socket.SHUT_WR))
+        )
         writer.start()
         try:
             info = wait_until(
@@ -136,7 +140,9 @@ def test_half_close_after_partial_send_loses_nothing(server: EchoServer) -> None
     with connect(server.address) as sock:
         # Send without reading, then half-close: the server must flush every byte it has
         # before it closes (the tutorial's server closes at once and drops them).
-        writer = threading.Thread(target=lambda: (sock.sendall(payload), sock.shutdown(socket.SHUT_WR)))
+        writer = threading.Thread(
+            target=lambda: (sock.sendall(payload), sock.shutdown(socket.SHUT_WR))
+        )
         writer.start()
         echoed = recv_until_eof(sock)
         writer.join(TIMEOUT)
@@ -192,7 +198,8 @@ def test_stop_closes_every_connection_and_joins_the_thread() -> None:
         server.wait_for_connections(100)
         thread = server.loop.thread
         server.stop()
-        assert thread is not None and not thread.is_alive()
+        assert thread is not None
+        assert not thread.is_alive()
         for c in clients:
             assert c.recv(1) == b""
         server.stop()  # idempotent
@@ -231,10 +238,14 @@ def test_context_manager_reraises_loop_errors_at_exit() -> None:
         def make_connection(self, sock: socket.socket, addr: object) -> Connection:
             return Exploding(self, sock, addr)
 
-    with pytest.raises(LoopThreadError, match="late failure"):  # noqa: PT012 - the raise is at exit
-        with ExplodingServer() as server, connect(server.address) as sock:
-            sock.sendall(b"x")
-            assert sock.recv(1) == b""
+    # The error is raised as the server exits, inside pytest.raises.
+    with (  # noqa: PT012 - the raise comes from the server's __exit__
+        pytest.raises(LoopThreadError, match="late failure"),
+        ExplodingServer() as server,
+        connect(server.address) as sock,
+    ):
+        sock.sendall(b"x")
+        assert sock.recv(1) == b""
 
 
 def test_refuses_non_loopback_without_opt_in() -> None:
@@ -294,7 +305,8 @@ def test_repr_and_connection_snapshots(server: EchoServer) -> None:
         assert info.bytes_in == info.bytes_out == 3
         assert info.peer == sock.getsockname()
         text = server.loop.run_sync(lambda: repr(server.loop.handlers()))
-        assert "EchoConnection" in text and "in=3 out=3 buffered=0" in text
+        assert "EchoConnection" in text
+        assert "in=3 out=3 buffered=0" in text
         assert f"127.0.0.1:{server.port}" in repr(server)
         assert re.search(r"connect\s+peer", info.transcript), info.transcript
         assert re.search(r"\bin\s+3 B", info.transcript), info.transcript

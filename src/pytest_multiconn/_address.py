@@ -13,6 +13,8 @@ from ._errors import AddressError, AddressInUseError, RemoteBindError
 #: What we accept as "an address": ``(host, port)``, ``(host, port, flow, scope)`` or a path.
 Address = Any
 
+MAX_PORT = 65535
+
 _LOCALHOST_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 
 
@@ -25,7 +27,7 @@ def parse_port(value: object, *, what: str = "port") -> int:
         if not text.isdigit():
             raise AddressError(f"{what} must be an integer from 0 to 65535, got {value!r}")
         value = int(text)
-    if not isinstance(value, int) or not 0 <= value <= 65535:
+    if not isinstance(value, int) or not 0 <= value <= MAX_PORT:
         raise AddressError(f"{what} must be an integer from 0 to 65535, got {value!r}")
     return value
 
@@ -57,7 +59,7 @@ def family_for(host: str) -> socket.AddressFamily:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return socket.AF_INET
-    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    return socket.AF_INET6 if isinstance(ip, ipaddress.IPv6Address) else socket.AF_INET
 
 
 def normalise_host(host: str) -> str:
@@ -107,7 +109,8 @@ def bind_listener(
                 ) from exc
             raise
     else:
-        assert host is not None
+        if host is None:
+            raise AddressError("give a host, or unix_path for a Unix socket")
         port = parse_port(port)
         host = check_host(host, allow_remote=allow_remote)
         sock = socket.socket(family_for(host), socket.SOCK_STREAM)
@@ -130,7 +133,9 @@ def bind_listener(
             if exc.errno == errno.EADDRNOTAVAIL:
                 raise AddressError(f"cannot bind {host}:{port}: no such local address") from exc
             if exc.errno == errno.EAFNOSUPPORT:
-                raise AddressError(f"cannot bind {host}: address family not supported here") from exc
+                raise AddressError(
+                    f"cannot bind {host}: address family not supported here"
+                ) from exc
             raise
     try:
         sock.listen(backlog)

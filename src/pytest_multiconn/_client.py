@@ -28,6 +28,10 @@ DEFAULT_MESSAGES: tuple[bytes, ...] = (b"Message 1 from client.", b"Message 2 fr
 ClientObserver = Callable[[str, int, "bytes | None"], None]
 
 
+#: How many failed connections an error message lists.
+_MAX_LISTED = 10
+
+
 class EchoMismatch(MulticonnError, AssertionError):
     """Raised by :meth:`ClientResults.check` when a connection failed or its echo differed."""
 
@@ -61,7 +65,9 @@ class ConnectionResult:
 
     def __str__(self) -> str:
         status = "ok" if self.ok else f"FAILED: {self.error or 'echo differed'}"
-        where = "" if self.first_mismatch is None else f" (echo differed at byte {self.first_mismatch})"
+        where = (
+            "" if self.first_mismatch is None else f" (echo differed at byte {self.first_mismatch})"
+        )
         if self.error is None and self.first_mismatch is not None:
             status, where = f"FAILED: echo differed at byte {self.first_mismatch}", ""
         faults = f" [{self.faults}]" if self.faults else ""
@@ -87,8 +93,13 @@ class ClientResults(list[ConnectionResult]):
         """Raise :class:`EchoMismatch` describing every failed connection; return self."""
         failed = self.failed
         if failed:
-            lines = "\n".join(f"  {r}" + (f"\n{r.transcript}" if r.transcript else "") for r in failed[:10])
-            more = f"\n  ... and {len(failed) - 10} more" if len(failed) > 10 else ""
+            lines = "\n".join(
+                f"  {r}" + (f"\n{r.transcript}" if r.transcript else "")
+                for r in failed[:_MAX_LISTED]
+            )
+            more = (
+                f"\n  ... and {len(failed) - _MAX_LISTED} more" if len(failed) > _MAX_LISTED else ""
+            )
             raise EchoMismatch(f"{len(failed)} of {len(self)} connections failed:\n{lines}{more}")
         return self
 
@@ -126,10 +137,13 @@ class ClientConnection(Connection):
         self.driver: FaultDriver | None = None
         if faults:
             seed = client.seed
-            self.driver = FaultDriver(self, [
-                f.session(self, random.Random(derive_seed(seed, "fault", conn_id, i, f.name)))
-                for i, f in enumerate(faults)
-            ])
+            self.driver = FaultDriver(
+                self,
+                [
+                    f.session(self, random.Random(derive_seed(seed, "fault", conn_id, i, f.name)))
+                    for i, f in enumerate(faults)
+                ],
+            )
 
     def connection_made(self) -> None:
         if self.driver is not None:
@@ -285,7 +299,11 @@ class MultiConnClient:
         tls: Any = None,
         server_hostname: str | None = None,
     ) -> None:
-        if isinstance(num_connections, bool) or not isinstance(num_connections, int) or num_connections < 1:
+        if (
+            isinstance(num_connections, bool)
+            or not isinstance(num_connections, int)
+            or num_connections < 1
+        ):
             raise ValueError(f"num_connections must be a positive integer, got {num_connections!r}")
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -404,8 +422,10 @@ class MultiConnClient:
                         f"timed out after {self.timeout}s: sent {conn.bytes_out}/"
                         f"{len(conn.expected)} B, received {conn.received} B"
                     )
-                    if conn.driver is not None and conn.driver.wants_eof and (
-                        conn.received == len(conn.expected)
+                    if (
+                        conn.driver is not None
+                        and conn.driver.wants_eof
+                        and (conn.received == len(conn.expected))
                     ):
                         conn.failure = (
                             f"timed out after {self.timeout}s: got the full echo after our "
@@ -429,7 +449,9 @@ def _check_target(address: Any, *, allow_remote: bool) -> Any:
     try:
         host, port, *rest = address
     except (TypeError, ValueError):
-        raise ValueError(f"address must be (host, port) or a Unix socket path, got {address!r}") from None
+        raise ValueError(
+            f"address must be (host, port) or a Unix socket path, got {address!r}"
+        ) from None
     host = check_host(host, allow_remote=allow_remote, role="connect to")
     return (host, parse_port(port), *rest)
 

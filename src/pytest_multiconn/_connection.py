@@ -39,9 +39,18 @@ _conn_ids = itertools.count(1)
 
 #: Errors that end one connection (the peer went away) and never the loop.
 _PEER_GONE = (ConnectionError, TimeoutError)
-_PEER_GONE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT,
-                               errno.ENOTCONN, errno.EHOSTUNREACH, errno.ENETUNREACH,
-                               errno.ECONNREFUSED})
+_PEER_GONE_ERRNOS = frozenset(
+    {
+        errno.ECONNRESET,
+        errno.EPIPE,
+        errno.ECONNABORTED,
+        errno.ETIMEDOUT,
+        errno.ENOTCONN,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ECONNREFUSED,
+    }
+)
 
 
 def validate_water_marks(high: int, low: int | None) -> tuple[int, int]:
@@ -277,7 +286,9 @@ class Connection:
         err = self.sock.connect_ex(address)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
             self._connecting = False
-            self.close(OSError(err, f"connect to {address!r} failed: {errno.errorcode.get(err, err)}"))
+            self.close(
+                OSError(err, f"connect to {address!r} failed: {errno.errorcode.get(err, err)}")
+            )
             return
         self._update_interest()
 
@@ -493,7 +504,7 @@ class Connection:
         """Close with an RST instead of a FIN (``SO_LINGER`` with a zero timeout)."""
         if self.closed:
             return
-        try:
+        try:  # noqa: SIM105 - try/except is cheaper than contextlib.suppress, and reads as well
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError:
             pass  # a socket the peer already reset cannot take options; it closes anyway
@@ -517,7 +528,7 @@ class Connection:
             self._idle_timer.cancel()
             self._idle_timer = None
         if self._mask:
-            try:
+            try:  # noqa: SIM105 - close() is on the hot path of short connections
                 self.loop.unregister(self.sock)
             except (KeyError, ValueError, OSError):
                 pass  # the loop's selector is already closed

@@ -416,9 +416,7 @@ class _HalfCloseSession(FaultSession):
     def payload_written(self) -> None:
         # write_eof() waits for pending (or held) output to flush, then shuts down.  Over TLS
         # (tls_half_close_safe False) it waits for the full echo: see _tls.py's essay.
-        if getattr(self.conn, "tls_half_close_safe", True):
-            self.conn.write_eof()
-        elif not self.conn.expected:
+        if getattr(self.conn, "tls_half_close_safe", True) or not self.conn.expected:
             self.conn.write_eof()
 
     def received(self, data: bytes) -> None:

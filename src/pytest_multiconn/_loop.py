@@ -182,7 +182,9 @@ class Loop:
         """The handlers registered now (a copy; call from the loop thread or via run_sync)."""
         if self._closed:
             return []
-        return [k.data for k in list(self._selector.get_map().values()) if k.fileobj is not self._wake_r]
+        return [
+            k.data for k in list(self._selector.get_map().values()) if k.fileobj is not self._wake_r
+        ]
 
     # -- registration (loop thread) ---------------------------------------------------------
     def register(self, sock: socket.socket, events: int, handler: Handler) -> None:
@@ -317,8 +319,9 @@ class Loop:
             callback, args = self._ready.popleft()
             self._call(callback, args)
 
-    def _dispatch_epoll(self, poll: Callable[[float, int], list[tuple[int, int]]],
-                        timeout: float | None) -> None:
+    def _dispatch_epoll(
+        self, poll: Callable[[float, int], list[tuple[int, int]]], timeout: float | None
+    ) -> None:
         """The epoll fast path (see ``_fast_epoll``): same keys, same masks, fewer objects."""
         if timeout is None:
             timeout = -1

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 import errno
 import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -41,9 +41,20 @@ Observer = Callable[[str, Connection, "bytes | None"], None]
 # Accept errors that mean "the process or system is out of something", not "that peer failed".
 _ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # Accept errors that concern only the one connection being accepted.
-_ACCEPT_PEER_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN,
-                                 errno.ENOPROTOOPT, errno.EHOSTDOWN, errno.ENONET,
-                                 errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH})
+_ACCEPT_PEER_ERRNOS = frozenset(
+    {
+        errno.ECONNABORTED,
+        errno.EPROTO,
+        errno.EPERM,
+        errno.ENETDOWN,
+        errno.ENOPROTOOPT,
+        errno.EHOSTDOWN,
+        errno.ENONET,
+        errno.EHOSTUNREACH,
+        errno.EOPNOTSUPP,
+        errno.ENETUNREACH,
+    }
+)
 ACCEPT_BACKOFF_START = 0.01
 ACCEPT_BACKOFF_MAX = 0.5
 
@@ -207,7 +218,9 @@ class ServerBase:
         if max_connections is not None and max_connections < 1:
             raise ValueError(f"max_connections must be at least 1 or None, got {max_connections!r}")
         if idle_timeout is not None and not idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be a positive number of seconds, got {idle_timeout!r}")
+            raise ValueError(
+                f"idle_timeout must be a positive number of seconds, got {idle_timeout!r}"
+            )
         self.high_water, self.low_water = validate_water_marks(high_water, low_water)
         self._host = host
         self._port = port
@@ -446,7 +459,11 @@ class ServerBase:
     # -- observing from the test thread ---------------------------------------------------------
     def stats(self) -> ServerStats:
         """Counters, consistent at one instant (taken in the loop thread)."""
-        return self.loop.run_sync(self._stats) if self._started and not self._stopped else self._stats()
+        return (
+            self.loop.run_sync(self._stats)
+            if self._started and not self._stopped
+            else self._stats()
+        )
 
     def _stats(self) -> ServerStats:
         live = list(self._conns.values())
@@ -468,6 +485,7 @@ class ServerBase:
 
     def connections(self) -> list[ConnectionInfo]:
         """Snapshots of the live connections, oldest first."""
+
         def snap() -> list[ConnectionInfo]:
             return [connection_info(c) for c in list(self._conns.values())]
 

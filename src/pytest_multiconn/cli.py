@@ -50,10 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser("server", help="the tutorial's echo server: serve until Ctrl-C")
     server.add_argument("host")
     server.add_argument("port", help="TCP port; 0 lets the kernel pick a free one")
-    server.add_argument("--allow-remote", action="store_true",
-                        help="allow a non-loopback host (off: test servers stay on loopback)")
-    server.add_argument("--idle-timeout", type=_positive_float, default=None,
-                        help="close a connection that sent nothing for this many seconds")
+    server.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback host (off: test servers stay on loopback)",
+    )
+    server.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=None,
+        help="close a connection that sent nothing for this many seconds",
+    )
     server.add_argument("--max-connections", type=int, default=None)
     from ._tls import add_client_tls_arguments, add_server_tls_arguments
 
@@ -64,14 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("host")
     client.add_argument("port")
     client.add_argument("num_connections")
-    client.add_argument("--message", action="append", default=None,
-                        help="a message to send (repeatable; default: the tutorial's two)")
+    client.add_argument(
+        "--message",
+        action="append",
+        default=None,
+        help="a message to send (repeatable; default: the tutorial's two)",
+    )
     client.add_argument("--timeout", type=_positive_float, default=10.0)
     client.add_argument("--allow-remote", action="store_true")
     add_client_tls_arguments(client)
     client.set_defaults(func=_run_client)
 
-    demo = sub.add_parser("demo", help="the tutorial's session on an ephemeral port, then a summary")
+    demo = sub.add_parser(
+        "demo", help="the tutorial's session on an ephemeral port, then a summary"
+    )
     demo.add_argument("--connections", type=int, default=5)
     demo.add_argument("--seed", type=int, default=None, help="seed for the fault-injection suite")
     demo.add_argument("--no-suite", action="store_true", help="only the tutorial's session")

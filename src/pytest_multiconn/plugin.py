@@ -172,9 +172,10 @@ def multiconn_server_process(multiconn_timeout: float) -> Iterator[ServerProcess
     0`` in a child process, with ``address``, ``host``, ``port`` and ``pid``.  Function
     scope; teardown interrupts it and fails the test if it had to be killed.
 
-    For tests that need a process boundary (a server that can crash or be killed).  Teardown sends SIGINT, waits up to ``--multiconn-timeout``, kills the
-    child only if it did not exit, and then fails the test (it had to be killed, or exited
-    with an error status), showing the child's last output.
+    For tests that need a process boundary (a server that can crash or be killed).
+    Teardown sends SIGINT, waits up to ``--multiconn-timeout``, kills the child only if it
+    did not exit, and then fails the test (it had to be killed, or exited with an error
+    status), showing the child's last output.
     """
     with ServerProcess(timeout=multiconn_timeout) as process:
         yield process
