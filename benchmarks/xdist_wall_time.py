@@ -28,7 +28,11 @@ def run(workers: str, extra: Sequence[str], timeout: float) -> tuple[float, int]
     started = time.monotonic()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           check=False)
-    return time.monotonic() - started, proc.returncode
+    seconds = time.monotonic() - started
+    for line in proc.stdout.splitlines():  # name what failed: a slow run may be a failing one
+        if line.startswith(("FAILED ", "ERROR ")):
+            print(f"    {line}", flush=True)
+    return seconds, proc.returncode
 
 
 def main(argv: Sequence[str] | None = None) -> int:
