@@ -86,8 +86,16 @@ class TranscriptEntry:
         return f"{span} {what}{('  ' + self.note) if self.note else ''}".rstrip()
 
 
+_DATA = ("in", "out")
+
+
 class Transcript:
-    """A bounded record of what crossed one connection, merging runs of the same event."""
+    """A bounded record of what crossed one connection, merging runs of the same event.
+
+    Consecutive reads (or writes) merge into one entry; an alternating exchange of reads and
+    writes merges into its last pair of entries.  The first entry and the most recent ones are
+    kept when the limit is reached.
+    """
 
     __slots__ = ("_entries", "dropped", "limit", "origin")
 
@@ -104,13 +112,22 @@ class Transcript:
         if not now:
             now = time.monotonic()
         entries = self._entries
-        if entries:
+        if entries and (direction == "in" or direction == "out"):  # noqa: PLR1714 - hot path
             last = entries[-1]
-            if last[2] == direction and last[5] == note and direction in ("in", "out"):
+            if last[2] == direction and last[5] == note:
                 last[1] = now
                 last[3] += size
                 last[4] += 1
                 return
+            # Ping-pong (in, out, in, out...) folds into the last pair of entries, so a long
+            # exchange costs no allocation per event and stays two lines long.
+            if len(entries) > 1 and not note and not last[5] and last[2] in _DATA:
+                pair = entries[-2]
+                if pair[2] == direction and not pair[5]:
+                    pair[1] = now
+                    pair[3] += size
+                    pair[4] += 1
+                    return
         if len(entries) >= self.limit:
             # Keep the first entry (how it started) and the most recent ones.
             del entries[1]
