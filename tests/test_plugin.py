@@ -76,7 +76,9 @@ def test_loop_errors_fail_the_test_that_caused_them(pytester: pytest.Pytester) -
     )
     result = pytester.runpytest()
     result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(["*ERROR at teardown of test_bad*", "*ZeroDivisionError: bad handler*"])
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_bad*", "*ZeroDivisionError: bad handler*"]
+    )
 
 
 def test_a_leaked_server_fails_the_test(pytester: pytest.Pytester) -> None:
@@ -93,7 +95,9 @@ def test_a_leaked_server_fails_the_test(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest()
     result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaky*", "*EchoServer*is still running*"])
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_leaky*", "*EchoServer*is still running*"]
+    )
 
 
 def test_timeout_option_and_ini_share_one_help_text(pytester: pytest.Pytester) -> None:
