@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import select
 import selectors
+import signal
 import socket
 import struct
 import subprocess
@@ -356,6 +357,22 @@ def test_start_that_does_not_come_up_in_time_fails() -> None:
         lp.stop()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_loop_threads_leave_sigint_and_sigterm_to_the_main_thread() -> None:
+    lp = Loop("multiconn-edges-signals")
+    lp.start()
+    try:
+        native_id = lp.run_sync(threading.get_native_id)
+        with open(f"/proc/self/task/{native_id}/status") as f:
+            blocked = next(int(line.split()[1], 16) for line in f if line.startswith("SigBlk"))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            assert blocked & (1 << (sig - 1)), f"{sig.name} is not blocked in the loop thread"
+        # ...and the thread that started the loop got its own mask back.
+        assert not signal.pthread_sigmask(signal.SIG_BLOCK, set()) & {signal.SIGINT}
+    finally:
+        lp.stop()
+
+
 def test_handler_close_errors_at_shutdown_are_recorded() -> None:
     lp = Loop("multiconn-edges-closeerr")
     a, b = socket.socketpair()
@@ -566,11 +583,14 @@ def test_finish_flushes_a_large_backlog_then_closes(
     tcp_pair: tuple[socket.socket, socket.socket],
 ) -> None:
     ours, peer = tcp_pair
+    # Fixed buffers (no autotuning): the kernel then holds far less than the payload.
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
     lp = Loop("multiconn-edges-finish")
     lp.start()
     try:
         conn = Recorder(lp, ours, "peer", high_water=1 << 16)
-        payload = bytes(range(256)) * 16384  # 4 MiB: more than the kernel buffers hold
+        payload = bytes(range(256)) * 16384  # 4 MiB
 
         def send_and_finish() -> None:
             conn.attach()

@@ -101,7 +101,11 @@ def test_never_close_stays_open_until_client_closes(multiconn_server: EchoServer
     with client:
         client.run().check()
         assert len(client.lingering) == 4
-        stats = multiconn_server.wait_for_connections(4)
+        # The client can read an echo before the server thread has counted sending it, so wait
+        # for the count rather than read it once.
+        stats = multiconn_server.wait_for(
+            lambda s: s.open >= 4 and s.bytes_out >= 4 * 44, what="4 open connections, all echoed"
+        )
         assert stats.bytes_out == 4 * 44  # the exchange itself finished
     multiconn_server.wait_for_idle()
 

@@ -339,7 +339,7 @@ def test_faults_show_in_failing_report(pytester: pytest.Pytester):
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*multiconn proxy transcripts (call)*",
+        "*- multiconn -*",
         "*limit_data_downstream[[]down[]]: limit of 3 B reached: closing*",
     ])
 
@@ -357,4 +357,4 @@ def test_fixture_stops_proxies_and_reports_nothing_on_success(pytester: pytest.P
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
-    assert "proxy transcripts" not in result.stdout.str()
+    assert "- multiconn -" not in result.stdout.str()

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ BODY = b"<html>" + b"0123456789" * 500 + b"</html>"
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = TIMEOUT  # bounds every handler thread, so closing the server joins them
 
     def do_GET(self) -> None:
         self.send_response(200)
@@ -37,10 +39,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _QuietHTTPServer(http.server.ThreadingHTTPServer):
+    """Joins its handler threads on close, and keeps handler errors instead of printing them.
+
+    Faults make handlers fail on purpose (a reset mid-response); printed from a handler thread,
+    that traceback would land in whichever test captures stderr next.
+    """
+
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.errors: list[BaseException | None] = []
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        self.errors.append(sys.exc_info()[1])
+
+
 @pytest.fixture
 def http_server() -> Iterator[http.server.ThreadingHTTPServer]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
+    server = _QuietHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:

@@ -36,6 +36,11 @@ def test_failing_test_shows_section_with_readable_transcript(pytester: pytest.Py
     section = section_of(result.stdout.str())
     lines = section.splitlines()
     assert re.fullmatch(r"seed: (\d+) \(replay with --multiconn-seed \1\)", lines[0]), lines[0]
+    assert re.fullmatch(
+        r"this test's seed \d+; replay the same chunk boundaries: "
+        r"pytest 'test_\w+\.py::test_echo_is_wrong' --multiconn-seed \d+",
+        lines.pop(1),
+    )
     # The server: its name names the test, its address, and where it came from.
     # (An outer xdist run lends its worker id to this in-process run: "[gw0:test_...]".)
     assert re.match(r"<EchoServer 'multiconn-echo\[(gw\d+:)?test_echo_is_wrong\]-127\.0\.0\.1:\d+' "

@@ -61,9 +61,10 @@ def test_failing_report_names_the_seed(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--multiconn-seed", "99")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*multiconn seed*",
-        "run seed 99; this test's seed *",
-        "replay the same chunk boundaries: pytest '*test_fails' --multiconn-seed 99",
+        "*- multiconn -*",
+        "seed: 99 (replay with --multiconn-seed 99)",
+        "this test's seed *; replay the same chunk boundaries: pytest '*test_fails' "
+        "--multiconn-seed 99",
     ])
 
 

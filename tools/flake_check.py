@@ -17,6 +17,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class RunResult:
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     tail: str = ""
+    output: str = ""
 
     @property
     def ok(self) -> bool:
@@ -74,8 +76,9 @@ def run_once(number: int, workers: str, extra: Sequence[str], timeout: float) ->
         return RunResult(number, None, time.monotonic() - started, tail=out[-3000:])
     seconds = time.monotonic() - started
     counts, failures = parse(proc.stdout)
+    output = proc.stdout + proc.stderr
     return RunResult(number, proc.returncode, seconds, counts, failures,
-                     tail=(proc.stdout + proc.stderr)[-3000:])
+                     tail=output[-3000:], output=output)
 
 
 def summarise(results: list[RunResult]) -> str:
@@ -101,10 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", default="2", help="pytest -n value (default 2)")
     parser.add_argument("--run-timeout", type=float, default=1800.0,
                         help="seconds before one run counts as hung (default 1800)")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="where to keep the full output of failed runs (default: a new "
+                        "temporary directory)")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix="flake-check-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     results: list[RunResult] = []
     for number in range(1, args.runs + 1):
         result = run_once(number, args.workers, args.pytest_args, args.run_timeout)
@@ -112,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(result.line(), flush=True)
         for test in result.failures:
             print(f"         {test}", flush=True)
+        if not result.ok:
+            log = log_dir / f"run-{number:02d}.txt"
+            log.write_text(result.output or result.tail)
+            print(f"         full output: {log}", flush=True)
         if result.status not in (0, 1):
             # Not a test failure: an internal error, a usage error, or a hang.  Show why.
             print(result.tail, flush=True)

@@ -8,12 +8,12 @@ workers through ``$PYTEST_MULTICONN_SEED`` (set here, in the controller, before 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from . import _faults, _seed
+from . import _seed
 from ._client import MultiConnClient
 from ._faults import ClientFault, catalogue
 from ._options import get_option, register_option
@@ -76,28 +76,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str:
     seed = get_run_seed()
     return f"multiconn: run seed {seed} (replay with --multiconn-seed {seed})"
-
-
-def _uses_multiconn(item: pytest.Item) -> bool:
-    names = getattr(item, "fixturenames", ())
-    return any(name.startswith("multiconn") for name in names) or (
-        item.nodeid in _faults.FAULTY_TESTS
-    )
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed and _uses_multiconn(item):
-        run = get_run_seed()
-        report.sections.append((
-            "multiconn seed",
-            f"run seed {run}; this test's seed {derive_seed(run, item.nodeid)}\n"
-            f"replay the same chunk boundaries: pytest '{item.nodeid}' --multiconn-seed {run}",
-        ))
-    return report
 
 
 _CATALOGUE = catalogue()

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from ._errors import LeakError
+from ._faults import FAULTY_TESTS
 from ._options import get_option, register_option
 from ._process import ServerProcess
 from ._registry import (
@@ -34,7 +35,7 @@ from ._registry import (
     pop_fixture,
     push_fixture,
 )
-from ._seed import get_run_seed
+from ._seed import derive_seed, get_run_seed
 from ._server import ServerBase, connection_info
 
 SECTION = "multiconn"
@@ -169,8 +170,8 @@ def pytest_runtest_makereport(
             report.longrepr = f"LeakError: {call.excinfo.value}"
         if report.failed or (report.when == "call" and item.config.stash.get(_TRACE, False)):
             servers = _servers_of(item, record)
-            if servers or _uses_our_fixtures(item):
-                report.sections.append((SECTION, format_section(servers)))
+            if servers or _uses_our_fixtures(item) or item.nodeid in FAULTY_TESTS:
+                report.sections.append((SECTION, format_section(servers, nodeid=item.nodeid)))
     finally:
         if report.when == "teardown":
             end_test(record)
@@ -195,10 +196,15 @@ def _servers_of(item: pytest.Item, record: TestRecord) -> list[Any]:
     return servers
 
 
-def format_section(servers: list[Any], seed: int | None = None) -> str:
+def format_section(servers: list[Any], seed: int | None = None, nodeid: str = "") -> str:
     """The text of the ``multiconn`` section for ``servers`` (servers or proxies)."""
     seed = get_run_seed() if seed is None else seed
     lines = [f"seed: {seed} (replay with --multiconn-seed {seed})"]
+    if nodeid:
+        lines.append(
+            f"this test's seed {derive_seed(seed, nodeid)}; replay the same chunk boundaries: "
+            f"pytest '{nodeid}' --multiconn-seed {seed}"
+        )
     if not servers:
         lines.append("no server or proxy was started by this test")
     for server in servers[:MAX_SERVERS]:
@@ -221,6 +227,16 @@ def _describe(server: Any) -> list[str]:
     origin = origin_of(server)
     if origin:
         lines.append(f"  {origin}")
+    report = getattr(server, "report", None)
+    if callable(report):
+        # A proxy describes itself best: its faults, its seed, and one transcript per proxied
+        # connection covering both sides, with the faults that acted.
+        try:
+            body = str(report(MAX_CONNECTIONS)).splitlines()[1:]  # line 1 is the repr above
+        except Exception as exc:  # noqa: BLE001 - a report must never fail because of its subject
+            body = [f"(report unavailable: {type(exc).__name__}: {exc})"]
+        lines.extend(_trim(body, "", MAX_TRANSCRIPT_LINES * MAX_CONNECTIONS))
+        return lines
     try:
         stats, conns = _snapshot(server)
     except Exception as exc:  # noqa: BLE001 - a report must never fail because of its subject
@@ -284,9 +300,9 @@ def _format_stats(stats: Any, skip: set[str]) -> str:
     return " ".join(parts)
 
 
-def _trim(lines: list[str], indent: str) -> list[str]:
-    if len(lines) > MAX_TRANSCRIPT_LINES:
-        head, tail = 3, MAX_TRANSCRIPT_LINES - 4
+def _trim(lines: list[str], indent: str, limit: int = MAX_TRANSCRIPT_LINES) -> list[str]:
+    if len(lines) > limit:
+        head, tail = 3, limit - 4
         cut = len(lines) - head - tail
         lines = [*lines[:head], f"  ... {cut} transcript lines cut ...", *lines[-tail:]]
     return [indent + line for line in lines]

@@ -255,6 +255,7 @@ class ServerBase:
         self._last_accept_error: OSError | None = None
         self._cond = threading.Condition()
         self._waiters = 0
+        self._changes = 0  # bumped by _notify while someone waits
         self._started = False
         self._stopped = False
 
@@ -449,11 +450,13 @@ class ServerBase:
         self._notify()
 
     def _notify(self) -> None:
-        # Cheap when nobody waits: one attribute read.  A waiter increments _waiters under
-        # the condition *before* it checks its predicate, so a change made before we read
-        # zero here is seen by that check (the GIL orders both).
+        # Cheap when nobody waits: one attribute read.  A waiter increments _waiters before
+        # it reads _changes and takes its snapshot, so a change made before we read zero here
+        # is in that snapshot (the GIL orders both), and a later one bumps _changes under the
+        # condition, where the waiter checks it before it sleeps.
         if self._waiters:
             with self._cond:
+                self._changes += 1
                 self._cond.notify_all()
 
     # -- observing from the test thread ---------------------------------------------------------
@@ -505,22 +508,29 @@ class ServerBase:
         deadline = time.monotonic() + timeout
         with self._cond:
             self._waiters += 1
-            try:
-                while True:
-                    stats = self._stats()
-                    # The loop records a handler's error before it closes the connection, so
-                    # errors read *after* the stats include every error behind them: a failed
-                    # connection that counts as closed raises here, which is what the test
-                    # needs to see.
-                    if self._loop is not None and self._loop.errors:
-                        self.check()
-                    if predicate(stats):
-                        return stats
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-            finally:
+        try:
+            while True:
+                seen = self._changes
+                # Taken in the loop thread (stats()), never under the condition: the loop
+                # thread takes the condition to notify.  A snapshot from the loop thread
+                # never shows "echoed" before the count of what was sent has caught up.
+                stats = self.stats()
+                # The loop records a handler's error before it closes the connection, so
+                # errors read *after* the stats include every error behind them: a failed
+                # connection that counts as closed raises here, which is what the test
+                # needs to see.
+                if self._loop is not None and self._loop.errors:
+                    self.check()
+                if predicate(stats):
+                    return stats
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                with self._cond:
+                    if self._changes == seen:
+                        self._cond.wait(remaining)
+        finally:
+            with self._cond:
                 self._waiters -= 1
         live = "\n".join(f"  {c}" for c in self.connections()[:10]) or "  (none)"
         raise WaitTimeout(

@@ -1,49 +1,67 @@
 """TLS for every server, client and fault: certificates from a trustme CA, and TLS connections.
 
-Why ``wrap_socket`` and not ``MemoryBIO``
+Why ``MemoryBIO`` and not ``wrap_socket``
 -----------------------------------------
-asyncio layers an ``ssl.SSLObject`` over two ``MemoryBIO`` buffers between the raw socket and
-the protocol.  That keeps TLS out of the socket, but every byte then crosses Python twice
-(socket -> incoming BIO -> SSLObject -> protocol, and back), and our fault knobs would act on
-ciphertext: ``max_send`` would cut a TLS record in half rather than make a small one.  We wrap
-the socket instead (``do_handshake_on_connect=False``) and override only the raw I/O points of
-:class:`~pytest_multiconn._connection.Connection`, in a subclass, so the plaintext hot path has
-no TLS check at all.  ``Connection`` keeps counting plaintext, and every fault that works on
-``max_send``, ``hold_output()`` or ``pause_reading()`` works unchanged over TLS: ``max_send=1``
-makes one TLS record per byte, a peer that never reads fills the kernel buffers under the TLS
-layer and the echo connection's back-pressure engages exactly as in plaintext.
+Each TLS connection is an ``ssl.SSLObject`` over two ``ssl.MemoryBIO`` buffers
+(``context.wrap_bio``), and the raw, non-blocking socket moves ciphertext in bulk: one
+``recv(512 KiB)`` into the incoming BIO, then ``SSLObject.read()`` until it wants more; and
+``SSLObject.write()`` of the plaintext, the outgoing BIO's ciphertext handed to ``send()`` at
+once, the rest kept for ``EVENT_WRITE``.  The mixin overrides only the raw I/O points of
+:class:`~pytest_multiconn._connection.Connection` (``_recv``, ``_send``, the readiness
+handlers), so ``Connection`` keeps counting plaintext and its water marks, ``finish()``,
+``write_eof()`` and fault knobs work unchanged.
 
-What it costs (measured with benchmarks/tls.py, OpenSSL 3.0): with the socket BIO, OpenSSL
-makes the system calls, and without ``read_ahead`` (which Python's ``ssl`` cannot switch on)
-it reads each record in two ``read()`` calls, its 5-byte header and then its body, and writes
-each record with its own ``write()``: about 230 system calls per MB echoed, where asyncio's
-MemoryBIO path moves ~100 KiB per ``recv``/``send`` (about 17 per MB).  Bulk TLS echo
-throughput is bounded by that, not by Python.  Handshakes are dominated by the crypto in
-``do_handshake`` (about three quarters of the loop's time), where the socket BIO costs little.
+The reason is system calls (measured with benchmarks/tls.py and ``strace -c``, OpenSSL 3.0).
+A socket wrapped with ``wrap_socket`` lets OpenSSL make them, and without ``read_ahead``
+(which Python's ``ssl`` cannot switch on) it reads every record with two ``read()`` calls, its
+5-byte header and then its body, and writes every record with its own ``write()``: about 230
+system calls per MB echoed.  Over memory BIOs a 16 MiB echo takes about 7 ``recv``/``send``
+calls per MB on each side (``strace -c``), in the range of asyncio's ``SSLProtocol`` (about 17;
+it reads 256 KiB at a time).  The copy through the BIOs costs far less than the system calls it
+saves: in a profile of the echo benchmark, ``SSLObject.read``/``write`` (the crypto) and the
+socket calls take almost all of the loop's busy time.
 
-Three OpenSSL rules shape the code:
+How the fault knobs act on ciphertext and plaintext:
 
-* **Decrypted bytes the selector cannot see.**  ``SSL_read`` returns at most one record.  If we
-  asked for fewer bytes than the record holds (a slow-reader fault sets ``read_size`` small),
-  the rest is already decrypted inside OpenSSL (``sock.pending()``) and the kernel has nothing
-  left to report, so the selector never wakes us for it.  After each read, and when reading
-  resumes, we queue another read on the loop while ``pending()`` is non-zero.
-* **Retry a write with the same data.**  After ``SSL_ERROR_WANT_WRITE`` OpenSSL has already
-  encrypted part of the buffer; the retry must pass the same bytes, no fewer of them (CPython
-  sets ``SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER``, so the address may change, but a shorter retry
-  fails with "bad length").  ``Connection`` keeps unsent data at the front of its buffer, so
-  we only remember the length we tried and never retry with less, whatever ``max_send`` says.
+* ``max_send`` caps the **plaintext** per ``SSLObject.write()``, and each such record goes to
+  the kernel in a ``send()`` of its own, so ``max_send=1`` still makes one TLS record per byte
+  (a short record the peer's reads see alone: see below).  ``_send`` returns the plaintext
+  whose ciphertext the kernel took; ciphertext it did not take stands for the plaintext still
+  at the front of ``Connection``'s buffer, and is sent first on the next writable event.  So
+  the buffer, the high/low water marks and ``buffered`` count plaintext not yet on the wire:
+  the ciphertext backlog give or take the 22 bytes per record, and a peer that never reads
+  still makes an echo connection stop reading.
+* ``hold_output()`` holds plaintext and ciphertext alike; ``read_size`` below 16 KiB (a slow
+  reader) makes the raw ``recv()`` that small too, as in plaintext.
+
+Three rules shape the read side:
+
+* **One record per SSL_read.**  ``SSLObject.read()`` returns at most one record.  Full 16 KiB
+  records are joined into one ``data_received()`` of up to 256 KiB (one echo write per batch,
+  not per record; a 256 KiB client window and its record overhead fit one raw read); a short
+  record ends a batch, so records a fault made small arrive one per
+  ``data_received()``, where a test can see their boundaries.
+* **Records the selector cannot see.**  One raw read can bring many records.  After a read
+  the connection keeps decrypting what the incoming BIO holds, batch after batch, while it is
+  reading; what is left when it pauses (back-pressure, a slow reader) is drained by a
+  ``call_soon`` when reading resumes, and so is application data that came with the end of the
+  handshake, or an error or ``close_notify`` met behind data (delivered on the next read).
 * **No safe half-close.**  TLS 1.3 allows one (``close_notify`` ends only the sender's
   direction), but CPython's ``unwrap()`` calls ``SSL_shutdown`` twice, and the second call
-  reads: application data the peer sent before our ``close_notify`` reached it is consumed and
-  rejected ("application data after close notify"), and the connection is dead.  A bare TCP
-  FIN under TLS is no better: OpenSSL 3 treats an EOF without ``close_notify`` as fatal
-  ("unexpected eof while reading") and answers with a ``decode_error`` alert, so the peer
-  cannot write back either.  So ``write_eof()`` over TLS flushes, sends ``close_notify`` and
-  a FIN, and keeps reading what comes after; it is reliable only once the peer has nothing
-  more in flight, which is when the :class:`~pytest_multiconn.HalfClose` fault uses it over
-  TLS (after the full echo, then it expects the server to close).  An EOF without
-  ``close_notify`` is still an EOF to the echo server (it is counted in ``tls_ragged_eofs``).
+  reads: records the peer sent before our ``close_notify`` reached it that are already in the
+  incoming BIO can be consumed and rejected ("application data after close notify").  A bare
+  TCP FIN under TLS is no better: OpenSSL 3 treats an EOF without ``close_notify`` as fatal
+  ("unexpected eof while reading") and answers with an alert.  So ``write_eof()`` over TLS
+  flushes, sends ``close_notify`` and a FIN, and keeps reading what comes after; it is reliable
+  only once the peer has nothing more in flight, which is when the
+  :class:`~pytest_multiconn.HalfClose` fault uses it over TLS (after the full echo, then it
+  expects the server to close).  An EOF without ``close_notify`` is still an EOF to the echo
+  server (it is counted in ``tls_ragged_eofs``).
+
+The handshake pumps the same BIOs: raw bytes in, ``do_handshake()``, whatever OpenSSL wrote
+(a flight, or the alert of a failed handshake) out.  ``close()`` sends ``close_notify``
+(``unwrap()`` writes it to the outgoing BIO, behind the rest of any record the kernel took part
+of) in one ``send()`` on a clean close, never after a reset or an error.
 
 Certificates are made in memory by :mod:`trustme`.  ``ssl`` can only load a private key from a
 file, so it is written, mode 0600, in a private temporary directory (mode 0700) and removed as
@@ -54,7 +72,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
 import os
 import shutil
 import socket
@@ -388,10 +405,9 @@ class ServerTLS:
             "tls_ragged_eofs": counts["ragged_eofs"],
         }
 
-    def wrap(self, sock: socket.socket) -> ssl.SSLSocket:
-        return self.context.wrap_socket(
-            sock, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=False
-        )
+    def wrap(self, sock: socket.socket) -> socket.socket:
+        """``sock`` unchanged: TLS runs over memory BIOs that :meth:`adopt` sets up."""
+        return sock
 
     def adopt(self, conn: Connection, server: ServerBase) -> None:
         if not isinstance(conn, TLSConnectionMixin):
@@ -399,7 +415,7 @@ class ServerTLS:
                 f"{type(conn).__name__} is not a TLS connection class; with tls= set, "
                 "make_connection must return tls_connection_class(YourConnection)(...)"
             )
-        conn.tls_setup(self.handshake_timeout, server=server)
+        conn.tls_setup(self.context, self.handshake_timeout, server_side=True, server=server)
 
     @staticmethod
     def connection_class(base: type[C]) -> type[C]:
@@ -454,19 +470,19 @@ class ClientTLS:
     def __repr__(self) -> str:
         return f"<ClientTLS server_hostname={self.server_hostname!r}>"
 
-    def wrap(self, sock: socket.socket) -> ssl.SSLSocket:
-        return self.context.wrap_socket(
-            sock,
-            server_side=False,
-            server_hostname=self.server_hostname,
-            do_handshake_on_connect=False,
-            suppress_ragged_eofs=False,
-        )
+    def wrap(self, sock: socket.socket) -> socket.socket:
+        """``sock`` unchanged: TLS runs over memory BIOs that :meth:`adopt` sets up."""
+        return sock
 
     def adopt(self, conn: Connection) -> None:
         if not isinstance(conn, TLSConnectionMixin):
             raise TypeError(f"{type(conn).__name__} is not a TLS connection class")
-        conn.tls_setup(self.handshake_timeout)
+        conn.tls_setup(
+            self.context,
+            self.handshake_timeout,
+            server_side=False,
+            server_hostname=self.server_hostname,
+        )
 
     @staticmethod
     def connection_class(base: type[C]) -> type[C]:
@@ -514,10 +530,11 @@ class _StallHandshakeSession(FaultSession):
 
     def _stall(self, conn: TLSConnectionMixin) -> None:
         if getattr(self.fault, "partial", True):
-            hello = client_hello(conn.sock.context, conn.sock.server_hostname)
+            obj = conn.tls_object
+            hello = client_hello(obj.context, obj.server_hostname)
             half = hello[: max(1, len(hello) // 2)]
-            # Bypass the TLS layer: these bytes go on the wire as they are.
-            socket.socket.send(conn.sock, half)
+            # Straight to the raw socket: these bytes go on the wire as they are.
+            conn.sock.send(half)
             conn.transcript.record("out", len(half), note="half a ClientHello")
         conn.tls_stall()
 
@@ -570,23 +587,54 @@ _NEW, _HANDSHAKING, _OPEN, _STALLED = "new", "handshaking", "open", "stalled"
 #: The most plaintext one TLS record carries (RFC 8446, 5.1): SSL_read's most per call.
 _MAX_RECORD = 16384
 
+#: Ciphertext asked of the kernel per ``recv()`` in bulk: room for a full 256 KiB batch and
+#: its record overhead (22 B per record in TLS 1.3), and more behind it.
+_RAW_READ = 512 * 1024
+
+#: Plaintext per ``data_received()`` in bulk (a plaintext echo connection's 64 KiB read size
+#: would mean four echo writes where one does).
+_PLAIN_BATCH = 256 * 1024
+
+#: Ciphertext per ``recv()`` during the handshake: a flight is a few KiB (a client
+#: certificate chain included); whatever comes behind it waits in the BIO, drained once open.
+_HANDSHAKE_READ = 64 * 1024
+
+#: Plaintext per ``SSLObject.write()`` when ``max_send`` does not cap it: bounds the
+#: ciphertext made ahead of the kernel's readiness.
+_WRITE_CHUNK = 256 * 1024
+
+#: Batches one readiness event may deliver before it yields to the loop (small records, each
+#: delivered alone, can be thousands in one raw read).
+_MAX_BATCHES = 1024
+
 
 class TLSConnectionMixin(Connection):
-    """TLS over a wrapped socket, for any :class:`Connection` subclass (see the module essay).
+    """TLS over memory BIOs, for any :class:`Connection` subclass (see the module essay).
 
-    Use :func:`tls_connection_class` to combine it with a connection class; the socket must be
-    wrapped with ``do_handshake_on_connect=False`` before the connection is made.  The
+    Use :func:`tls_connection_class` to combine it with a connection class; ``tls_setup()``
+    (``ServerTLS.adopt`` / ``ClientTLS.adopt``) must run before the connection is made.  The
     subclass's ``connection_made()`` runs once the handshake is done, not when TCP connects.
     """
 
-    sock: ssl.SSLSocket
-
     # Class-level defaults, so the mixin needs no __init__ of its own (connection classes
-    # have different constructor signatures).
+    # have different constructor signatures).  tls_setup() sets the SSL object and its BIOs.
+    _tls_obj: ssl.SSLObject
+    _tls_c: Any  # the C-level SSL object under _tls_obj (the hot path calls it directly)
+    _tls_in: ssl.MemoryBIO
+    _tls_out: ssl.MemoryBIO
     _tls_state = _NEW
     _tls_want = EVENT_READ
     _tls_timer: Timer | None = None
-    _tls_retry_len = 0
+    #: Ciphertext the kernel has not taken yet (it goes out before anything else).
+    _tls_cout: bytes | memoryview = b""
+    #: How many plaintext bytes at the front of the output buffer ``_tls_cout`` carries.
+    _tls_cout_plain = 0
+    #: One raw recv() per readiness event: batches after it use what is already buffered.
+    _tls_raw_ok = False
+    #: Set by _recv when it delivered something (the batch loop in _on_readable goes on).
+    _tls_got = False
+    #: False when the last batch ended because the incoming BIO ran dry.
+    _tls_more = False
     _tls_drain_queued = False
     #: An error (or the end of the stream) that a batched read met behind data.
     _tls_read_error: OSError | None = None
@@ -606,10 +654,22 @@ class TLSConnectionMixin(Connection):
 
     def tls_setup(
         self,
+        context: ssl.SSLContext,
         handshake_timeout: float,
         *,
+        server_side: bool,
+        server_hostname: str | None = None,
         server: ServerBase | None = None,
     ) -> None:
+        """Make this connection's SSL object over two memory BIOs (before it is made)."""
+        self._tls_in = ssl.MemoryBIO()
+        self._tls_out = ssl.MemoryBIO()
+        self._tls_obj = context.wrap_bio(
+            self._tls_in, self._tls_out, server_side=server_side, server_hostname=server_hostname
+        )
+        # SSLObject's methods are thin Python wrappers: one frame per record-sized call is a
+        # measurable share of an echo server's time, so the hot path calls the C object.
+        self._tls_c = self._tls_obj._sslobj  # type: ignore[attr-defined]  # see above
         self._tls_handshake_timeout = handshake_timeout
         self._tls_server = server
 
@@ -622,11 +682,16 @@ class TLSConnectionMixin(Connection):
     def tls_established(self) -> bool:
         return self._tls_state == _OPEN
 
+    @property
+    def tls_object(self) -> ssl.SSLObject:
+        """The connection's ``ssl.SSLObject`` (context, server_hostname, version, cipher...)."""
+        return self._tls_obj
+
     def peer_certificate(self) -> dict[str, Any] | None:
-        """The peer's verified certificate (``SSLSocket.getpeercert()``), or None."""
+        """The peer's verified certificate (``SSLObject.getpeercert()``), or None."""
         if self.closed or self._tls_state != _OPEN:
             return None
-        return self.sock.getpeercert()
+        return self._tls_obj.getpeercert()
 
     # -- counters ---------------------------------------------------------------------------
     def _tls_count(self, what: str) -> None:
@@ -634,6 +699,36 @@ class TLSConnectionMixin(Connection):
         if server is not None and server.tls is not None:
             server.tls.counts[what] += 1
             server._notify()
+
+    # -- ciphertext out -----------------------------------------------------------------------
+    def _tls_flush_cout(self) -> bool:
+        """Hand the ciphertext backlog to the kernel; True when none is left."""
+        cout = self._tls_cout
+        try:
+            sent = self.sock.send(cout)
+        except (BlockingIOError, InterruptedError):
+            return False
+        if sent == len(cout):
+            self._tls_cout = b""
+            return True
+        self._tls_cout = memoryview(cout)[sent:]
+        return False
+
+    def _tls_push(self) -> None:
+        """Send what OpenSSL wrote outside ``_send`` (handshake, tickets, alerts), in order."""
+        data = self._tls_out.read()
+        if not data:
+            return
+        if self._tls_cout:
+            self._tls_cout = bytes(self._tls_cout) + data  # rare: behind a pending record
+            return
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(data):
+            self._tls_cout = memoryview(data)[sent:]
+            self._update_interest()
 
     # -- handshake --------------------------------------------------------------------------
     def connection_made(self) -> None:
@@ -650,26 +745,49 @@ class TLSConnectionMixin(Connection):
             return
         self._tls_handshake()
 
-    def _tls_handshake(self) -> None:
-        # SSLSocket.do_handshake() sets the socket's timeout around the call (two ioctl()
-        # system calls each time) and checks that it is connected: we already know both, so
-        # we call the SSL object under it.
+    def _tls_handshake_event(self, mask: int) -> None:
         try:
-            self.sock._sslobj.do_handshake()  # type: ignore[attr-defined]  # see above
-        except ssl.SSLWantReadError:
-            self._tls_set_want(EVENT_READ)
-            return
-        except ssl.SSLWantWriteError:
-            self._tls_set_want(EVENT_WRITE)
-            return
-        except OSError as exc:  # SSLError included
+            if mask & EVENT_WRITE and self._tls_cout:
+                self._tls_flush_cout()
+            if mask & EVENT_READ:
+                try:
+                    data = self.sock.recv(_HANDSHAKE_READ)
+                except (BlockingIOError, InterruptedError):
+                    pass
+                else:
+                    if data:
+                        self._tls_in.write(data)
+                    else:
+                        self._tls_in.write_eof()  # do_handshake reports the EOF
+        except OSError as exc:
             self._tls_fail(f"TLS handshake failed: {_handshake_error(exc)}", exc)
+            return
+        self._tls_handshake()
+
+    def _tls_handshake(self) -> None:
+        done = False
+        try:
+            self._tls_c.do_handshake()
+            done = True
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        except OSError as exc:  # SSLError included
+            self._tls_send_alert()
+            self._tls_fail(f"TLS handshake failed: {_handshake_error(exc)}", exc)
+            return
+        try:
+            self._tls_push()
+        except OSError as exc:
+            self._tls_fail(f"TLS handshake failed: {_handshake_error(exc)}", exc)
+            return
+        if not done:
+            self._tls_set_want(EVENT_READ | (EVENT_WRITE if self._tls_cout else 0))
             return
         self._tls_state = _OPEN
         if self._tls_timer is not None:
             self._tls_timer.cancel()
             self._tls_timer = None
-        obj = self.sock._sslobj  # type: ignore[attr-defined]  # see _tls_handshake
+        obj = self._tls_c
         self.tls_version = obj.version()
         cipher = obj.cipher()
         name = cipher[0] if cipher else ""
@@ -679,7 +797,15 @@ class TLSConnectionMixin(Connection):
         if self.closed:
             return
         self._update_interest()
+        # The raw read that finished the handshake may have brought application data too.
         self._tls_queue_drain()
+
+    def _tls_send_alert(self) -> None:
+        # The alert OpenSSL wrote on a failed handshake: one try, the connection closes next.
+        data = self._tls_out.read()
+        if data and not self._tls_cout:
+            with contextlib.suppress(OSError):
+                self.sock.send(data)
 
     def _tls_set_want(self, mask: int) -> None:
         self._tls_want = mask
@@ -709,7 +835,7 @@ class TLSConnectionMixin(Connection):
 
     def _tls_stalled_read(self) -> None:
         try:
-            data = socket.socket.recv(self.sock, 4096)
+            data = self.sock.recv(4096)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -742,14 +868,27 @@ class TLSConnectionMixin(Connection):
 
     # -- selector interest --------------------------------------------------------------------
     def _update_interest(self) -> None:
-        state = self._tls_state
-        if state in (_OPEN, _NEW) or self.closed:
-            super()._update_interest()
+        # Connection's rule, plus: EVENT_WRITE while ciphertext is pending (a handshake
+        # message or ticket can be, with no plaintext behind it).
+        if self.closed:
             return
-        mask = self._tls_want
+        state = self._tls_state
+        if state in (_OPEN, _NEW):
+            if self._connecting:
+                mask = EVENT_WRITE
+            else:
+                mask = 0
+                if not self._reading_paused and not self._eof_received:
+                    mask |= EVENT_READ
+                if (self._out or self._tls_cout or self._eof_pending) and not self._output_held:
+                    mask |= EVENT_WRITE
+        else:
+            mask = self._tls_want
         if mask == self._mask:
             return
-        if self._mask == 0:
+        if mask == 0:
+            self.loop.unregister(self.sock)
+        elif self._mask == 0:
             self.loop.register(self.sock, mask, self)
         else:
             self.loop.modify(self.sock, mask, self)
@@ -757,66 +896,104 @@ class TLSConnectionMixin(Connection):
 
     def handle_event(self, mask: int) -> None:
         state = self._tls_state
-        if state == _HANDSHAKING:
-            self._tls_handshake()
+        if state in (_OPEN, _NEW):
+            super().handle_event(mask)
+        elif state == _HANDSHAKING:
+            self._tls_handshake_event(mask)
         elif state == _STALLED:
             self._tls_stalled_read()
-        else:
-            super().handle_event(mask)
 
-    # -- I/O ------------------------------------------------------------------------------------
-    # The hot path calls the SSL object under the SSLSocket (``sock._sslobj``): the SSLSocket
-    # methods only add checks we have already made (closed? connected? flags?) and a Python
-    # frame or two per call, which at one call per 16 KiB record is a measurable share of an
-    # echo server's time.  After ``unwrap()`` the SSL object is gone and the socket is plain
-    # TCP again, as SSLSocket's own methods would treat it.
+    # -- plaintext in -------------------------------------------------------------------------
+    def _on_readable(self) -> None:
+        # One raw recv() per readiness event, then every batch it decrypts, each through
+        # Connection's accounting: while the connection still reads.
+        self._tls_raw_ok = True
+        read_once = Connection._on_readable
+        for _ in range(_MAX_BATCHES):
+            self._tls_got = False
+            read_once(self)
+            if not self._tls_got or self.closed or self._reading_paused or self._eof_received:
+                return
+            if not self._tls_more and self._tls_read_error is None:
+                return  # the BIO is dry: the selector reports the kernel's next bytes
+        self._tls_queue_drain()
+
     def _recv(self) -> bytes:
-        obj = self.sock._sslobj  # type: ignore[attr-defined]  # see above
-        if obj is None:
-            return self.sock.recv(self.read_size)
         deferred = self._tls_read_error
         if deferred is not None:
             self._tls_read_error = None
+            self._tls_got = True
             return self._tls_read_failed(deferred)
         size = self.read_size
+        if size >= _MAX_RECORD:
+            limit, raw = max(size, _PLAIN_BATCH), max(size, _RAW_READ)
+        else:
+            # A slow-reader fault: small reads from the kernel, as in plaintext.
+            limit = raw = size
+        data: bytes | None = None
+        if self._tls_in.pending or self._tls_c.pending():
+            data = self._tls_decrypt(limit)
+        if data is None:
+            if not self._tls_raw_ok:
+                raise BlockingIOError
+            self._tls_raw_ok = False
+            cipher = self.sock.recv(raw)
+            if cipher:
+                self._tls_in.write(cipher)
+            else:
+                self._tls_in.write_eof()  # the next read says how: close_notify or not
+            data = self._tls_decrypt(limit)
+            if data is None:
+                raise BlockingIOError
+        self._tls_got = True
+        return data
+
+    def _tls_decrypt(self, limit: int) -> bytes | None:
+        """Plaintext from the records buffered, up to ``limit``; None when a record is partial.
+
+        SSL_read returns one record (at most 16 KiB) per call.  Full records are joined into
+        one batch (one data_received() and one echo write, as recv() on a plain socket would
+        give); a short record ends the batch, so records a fault makes small (PartialSend,
+        max_send) still arrive one per read, where a test can see their boundaries.
+        """
+        read = self._tls_c.read
+        self._tls_more = True
         try:
-            data: bytes = obj.read(size)
+            data: bytes = read(limit)
+        except ssl.SSLWantReadError:
+            if self._tls_out.pending:
+                self._tls_push()  # a post-handshake message asked for an answer
+            return None
         except OSError as exc:  # SSLError included
             return self._tls_read_failed(exc)
-        if len(data) == _MAX_RECORD and size > _MAX_RECORD:
-            # SSL_read returns one record (at most 16 KiB) per call.  Bulk data comes in full
-            # records: take every one the kernel already holds, up to read_size, as recv() on
-            # a plain socket would (one data_received() and one echo write per readiness
-            # event, not per record).  A short record ends the batch, so the records a fault
-            # makes small (PartialSend, max_send) still arrive one per read, where a test can
-            # see their boundaries.
+        if len(data) == _MAX_RECORD and limit > _MAX_RECORD:
             parts = [data]
             got = len(data)
             more = data
             try:
-                while got < size and len(more) == _MAX_RECORD:
-                    more = obj.read(size - got)
+                while got < limit and len(more) == _MAX_RECORD:
+                    more = read(limit - got)
                     if not more:
-                        break  # close_notify: the next read reports it again
+                        # close_notify behind the data: the end of the stream, next read.
+                        self._tls_read_error = ssl.SSLZeroReturnError("close_notify")
+                        break
                     parts.append(more)
                     got += len(more)
             except ssl.SSLWantReadError:
-                pass
+                self._tls_more = False
             except OSError as exc:
                 # The end of the stream or an error behind the data: deliver the data now,
-                # and the error on the next read (queued, as the selector may not wake us).
+                # the error on the next read (the batch loop, or a queued drain, makes it).
                 self._tls_read_error = exc
             if len(parts) > 1:
                 data = b"".join(parts)
-        if self._tls_read_error is not None or obj.pending():
-            self._tls_queue_drain()
+        if self._tls_out.pending:
+            self._tls_push()
         return data
 
     def _tls_read_failed(self, exc: OSError) -> bytes:
         """What a failed read means: wait (BlockingIOError), end of stream (b""), or an error."""
         if isinstance(exc, (ssl.SSLWantReadError, ssl.SSLWantWriteError)):
-            # WANT_WRITE: only renegotiation (TLS 1.2) reads that need a write; the next
-            # writable event lets OpenSSL flush, and the kernel still holds what we must read.
             raise BlockingIOError from None
         if isinstance(exc, ssl.SSLZeroReturnError):
             # The peer's close_notify, after we sent ours (CPython returns b"" only while we
@@ -834,13 +1011,12 @@ class TLSConnectionMixin(Connection):
     def _tls_queue_drain(self) -> None:
         if self._tls_drain_queued or self.closed:
             return
-        obj = self.sock._sslobj  # type: ignore[attr-defined]  # see _recv
-        if self._tls_read_error is not None or (obj is not None and obj.pending()):
+        if self._tls_read_error is not None or self._tls_in.pending or self._tls_c.pending():
             self._tls_drain_queued = True
             self.loop.call_soon(self._tls_drain)
 
     def _tls_drain(self) -> None:
-        # Bytes already decrypted inside OpenSSL (or an error read behind data): the selector
+        # Records already in the incoming BIO (or an error read behind data): the selector
         # will not report them.
         self._tls_drain_queued = False
         if self.closed or self.reading_paused or self.eof_received or self._tls_state != _OPEN:
@@ -852,31 +1028,69 @@ class TLSConnectionMixin(Connection):
         if self._tls_state == _OPEN:
             self._tls_queue_drain()
 
+    # -- plaintext out ------------------------------------------------------------------------
     def _send(self, data: Buffer) -> int:
+        """Encrypt from the front of ``data`` and send the ciphertext; the plaintext it covers.
+
+        Connection keeps unsent plaintext at the front of its buffer and calls again with it,
+        so ciphertext the kernel did not take (``_tls_cout``) stands for the first
+        ``_tls_cout_plain`` bytes of the next call's ``data``: they count as sent once it is
+        all out.  With ``max_send`` each call makes one record of at most that much plaintext
+        and hands it to the kernel on its own, so the peer sees small records.
+        """
         if self._tls_state != _OPEN:
             raise BlockingIOError  # buffered until the handshake is done
-        obj = self.sock._sslobj  # type: ignore[attr-defined]  # see _recv
+        if self._tls_cout:
+            if not self._tls_flush_cout():
+                raise BlockingIOError
+            done = self._tls_cout_plain
+            if done:
+                self._tls_cout_plain = 0
+                return done
         size = len(data)
         limit = self.max_send
-        n = size if limit is None else min(limit, size)
-        # After WANT_WRITE, OpenSSL must see the same bytes again, never fewer.
-        n = min(max(n, self._tls_retry_len), size)
+        step = _WRITE_CHUNK if limit is None else min(limit, _WRITE_CHUNK)
+        write = self._tls_c.write
+        take = self._tls_out.read
+        send = self.sock.send
+        total = 0
         try:
-            if obj is None:
-                with memoryview(data) as view, view[:n] as chunk:
-                    sent: int = self.sock.send(chunk)
-            elif n == size:
-                sent = obj.write(data)
-            else:
-                with memoryview(data) as view, view[:n] as chunk:
-                    sent = obj.write(chunk)
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            self._tls_retry_len = n
-            raise BlockingIOError from None
+            while total < size:
+                n = min(step, size - total)
+                if n == size:
+                    write(data)
+                else:
+                    with memoryview(data) as view, view[total : total + n] as chunk:
+                        write(chunk)
+                cipher = take()
+                try:
+                    sent = send(cipher)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                if sent < len(cipher):
+                    self._tls_cout = memoryview(cipher)[sent:]
+                    self._tls_cout_plain = n
+                    if total:
+                        return total
+                    raise BlockingIOError
+                total += n
+                if limit is not None:
+                    break
         except ssl.SSLError as exc:
             raise TLSError(f"TLS error: {_ssl_reason(exc)}") from exc
-        self._tls_retry_len = 0
-        return sent
+        return total
+
+    def _on_writable(self) -> None:
+        if self._tls_cout and not self._out and not self._output_held:
+            # Ciphertext with no plaintext behind it (a handshake message, a ticket).
+            try:
+                if not self._tls_flush_cout():
+                    return
+            except OSError as exc:
+                self._peer_failed(exc)
+                return
+            self._tls_cout_plain = 0
+        super()._on_writable()
 
     def _peer_failed(self, exc: OSError) -> None:
         if isinstance(exc, TLSError) and not self.closed:
@@ -892,14 +1106,14 @@ class TLSConnectionMixin(Connection):
     tls_half_close_safe = False
 
     def _shutdown_write(self) -> None:
-        # close_notify, then a FIN under the TLS layer (SSLSocket.shutdown() would also drop
-        # TLS from our own reads); see the module essay for why this is not a safe half-close.
+        # close_notify, then a FIN; reads go on (see the module essay for why this is not a
+        # safe half-close).
         self._eof_pending = False
         self._eof_sent = True
         if self._tls_state == _OPEN and self.tls_close_notify and not self.tls_ragged_eof:
             self._tls_send_close_notify()
         try:
-            socket.socket.shutdown(self.sock, socket.SHUT_WR)
+            self.sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
             self._peer_failed(exc)
             return
@@ -926,19 +1140,30 @@ class TLSConnectionMixin(Connection):
         ):
             self._tls_send_close_notify()
         super().close(exc, reason)
+        self._tls_cout = b""
 
     def _tls_send_close_notify(self) -> None:
         try:
-            self.sock.unwrap()
-        except ssl.SSLWantReadError:
-            pass  # sent; the peer's close_notify is not awaited (we are closing)
-        except ssl.SSLWantWriteError:
+            self._tls_obj.unwrap()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass  # written; the peer's close_notify is not awaited (we are closing)
+        except (ssl.SSLError, OSError):
+            pass  # written; the second SSL_shutdown() call found records after it
+        alert = self._tls_out.read()
+        if not alert:
+            self.transcript.record("note", note="close_notify not sent")
+            return
+        # Behind the rest of a record the kernel took part of: the peer needs it whole.
+        data = bytes(self._tls_cout) + alert if self._tls_cout else alert
+        try:
+            sent = self.sock.send(data)
+        except OSError as exc:
+            self.transcript.record("note", note=f"close_notify not sent: {type(exc).__name__}")
+            return
+        if sent < len(data):
             self.transcript.record("note", note="close_notify not sent: send buffer full")
             return
-        except (ssl.SSLError, OSError) as exc:
-            if getattr(exc, "errno", None) in (errno.EPIPE, errno.ECONNRESET):
-                return
-            # Sent, but OpenSSL's second SSL_shutdown() call found data after it.
+        self._tls_cout = b""
         self.transcript.record("note", note="close_notify sent")
 
 
