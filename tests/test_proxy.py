@@ -103,7 +103,7 @@ def test_refused_target_resets_the_client(multiconn_proxy):
     with closed_port_address() as address:
         proxy = multiconn_proxy(address)
         # The proxy's RST may arrive before connect() returns, or at the first recv().
-        with pytest.raises(ConnectionResetError), connect(proxy.address) as client:  # noqa: PT012
+        with pytest.raises(ConnectionResetError), connect(proxy.address) as client:
             client.recv(10)
 
 
