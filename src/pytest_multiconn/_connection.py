@@ -362,6 +362,10 @@ class Connection:
                 mask |= EVENT_READ
             if (self._out or self._eof_pending) and not self._output_held:
                 mask |= EVENT_WRITE
+        self._set_interest(mask)
+
+    def _set_interest(self, mask: int) -> None:
+        """Register, modify or unregister with the loop so the selector asks for ``mask``."""
         if mask == self._mask:
             return
         if mask == 0:

@@ -884,15 +884,7 @@ class TLSConnectionMixin(Connection):
                     mask |= EVENT_WRITE
         else:
             mask = self._tls_want
-        if mask == self._mask:
-            return
-        if mask == 0:
-            self.loop.unregister(self.sock)
-        elif self._mask == 0:
-            self.loop.register(self.sock, mask, self)
-        else:
-            self.loop.modify(self.sock, mask, self)
-        self._mask = mask
+        self._set_interest(mask)
 
     def handle_event(self, mask: int) -> None:
         state = self._tls_state
