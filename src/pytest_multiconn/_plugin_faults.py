@@ -86,7 +86,6 @@ def multiconn_fault(request: pytest.FixtureRequest) -> ClientFault:
     """Each client fault of the catalogue in turn (PartialSend, SlowReader, NeverRead,
     NeverClose, Silent, HalfClose, Reset, Garbage, Burst, ConnectClose); the test ids are the
     fault names, so ``-k half_close`` picks one.
-
     Function scope; yields a :class:`~pytest_multiconn.ClientFault` to pass as
     ``faults=[multiconn_fault]``; no teardown (the clients that use it clean up).
     """
@@ -133,7 +132,6 @@ def multiconn_faulty_client(
     :class:`~pytest_multiconn.MultiConnClient` with those faults and returns it after its
     exchanges (``.results``; lingering connections stay open: ``.lingering``,
     ``.wait_closed_by_peer()``).
-
     Function scope.  Seeds come from the run seed and the test's node id.  Teardown closes
     every connection it opened, the never-closing ones included, so nothing leaks or hangs.
     """

@@ -19,7 +19,6 @@ def multiconn_faulty_server_factory(
     """A factory: ``multiconn_faulty_server_factory(DelayEcho(0.1), ChunkedEcho(3), **kwargs)``
     starts a :class:`FaultyEchoServer` with those faults (and any :class:`EchoServer` option)
     on an ephemeral loopback port and returns it.
-
     Function scope.  Unless ``seed=`` is given, the k-th server of a test is seeded from the
     run seed, the test's node id and k, so a rerun with the same ``--multiconn-seed`` replays
     the same chunk sizes and jitter.  Teardown is ``multiconn_server_factory``'s: every server
@@ -43,7 +42,6 @@ def multiconn_faulty_server_factory(
 def multiconn_closed_port() -> Iterator[tuple[Any, ...]]:
     """A ``(host, port)`` on 127.0.0.1 where nothing listens: connecting to it is refused
     (``ConnectionRefusedError``) at once.
-
     Function scope.  The port stays bound (never listening) for the whole test, so no other
     socket can take it; teardown releases it.
     """

@@ -17,7 +17,6 @@ TRANSPORTS = ("plain", "tls")
 @pytest.fixture(scope="session")
 def multiconn_ca() -> trustme.CA:
     """A throw-away ``trustme.CA``, made in memory once per session (per xdist worker).
-
     Session scope; nothing is written to disk; no teardown.
     """
     return new_ca()
@@ -28,7 +27,6 @@ def multiconn_tls(multiconn_ca: trustme.CA) -> TLSConfig:
     """A :class:`TLSConfig` on ``multiconn_ca``: a server certificate for ``localhost``,
     ``127.0.0.1`` and ``::1``, with ``.server_context`` and ``.client_context`` (it trusts
     only ``multiconn_ca``).  ``.replace(require_client_cert=True)`` makes it mutual TLS.
-
     Session scope; the contexts are built once and shared; no teardown.
     """
     return TLSConfig(multiconn_ca)
@@ -47,7 +45,6 @@ def multiconn_tls_server(
 ) -> EchoServer:
     """A started TLS :class:`EchoServer` on ``127.0.0.1`` and an ephemeral port, with a
     certificate from ``multiconn_ca``; ``server.client_tls`` is the client context to use.
-
     Function scope; options come from ``@pytest.mark.multiconn_server(**kwargs)``.  Teardown
     stops it and re-raises errors from its loop thread.
     """
@@ -66,7 +63,6 @@ def multiconn_any_server(
     ``tls``): a test using it runs twice.  Connect with
     ``multiconn_client(server.address, tls=server.client_tls)``, which is right for both
     (``client_tls`` is None in plaintext).  Select one mode with ``-k plain`` or ``-k tls``.
-
     Function scope; options come from ``@pytest.mark.multiconn_server(**kwargs)``.  Teardown
     stops it and re-raises errors from its loop thread.
     """

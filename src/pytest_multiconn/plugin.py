@@ -51,9 +51,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def multiconn_timeout(pytestconfig: pytest.Config) -> float:
-    """The bound, in seconds, on every wait our fixtures make (``--multiconn-timeout``).
-
-    Session scope; yields a float; no teardown.
+    """Yields the bound in seconds (a float) on every wait our fixtures make, from
+    ``--multiconn-timeout`` or the ini key ``multiconn_timeout``.  Session scope; no teardown.
     """
     return float(get_option(pytestconfig, "timeout"))
 
