@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import errno
+import hashlib
+import os
+import random
 import select
 import socket
 import threading
@@ -14,8 +19,10 @@ from pytest_multiconn import (
     EchoServer,
     FaultProxy,
     Latency,
+    LimitData,
     MultiConnClient,
     RemoteBindError,
+    Slicer,
     WaitTimeout,
     closed_port_address,
 )
@@ -280,3 +287,361 @@ def test_errno_on_reset_is_econnreset(multiconn_proxy, multiconn_server):
         with pytest.raises(OSError, match="reset") as info:
             client.recv(1)
         assert info.value.errno == errno.ECONNRESET
+
+
+# -- the zero-copy (splice) relay ---------------------------------------------------------------
+needs_splice = pytest.mark.skipif(not hasattr(os, "splice"), reason="os.splice is Linux-only")
+MiB = 1024 * 1024
+
+
+def _stream_data(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+class _Reader(threading.Thread):
+    """Reads ``sock`` until EOF (or ``limit`` bytes) in the background, keeping every byte."""
+
+    def __init__(self, sock: socket.socket, limit: int = 256 * MiB,
+                 pause_at: int | None = None) -> None:
+        super().__init__(daemon=True)
+        self.sock, self.limit, self.pause_at = sock, limit, pause_at
+        self.data = bytearray()
+        self.error: BaseException | None = None
+        self.go = threading.Event()
+        self.go.set()
+        self.paused = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while len(self.data) < self.limit:
+                if self.pause_at is not None and len(self.data) >= self.pause_at:
+                    self.pause_at = None
+                    self.go.clear()
+                    self.paused.set()
+                if not self.go.wait(TIMEOUT):
+                    raise AssertionError("reader was never told to go on")
+                chunk = self.sock.recv(min(256 * 1024, self.limit - len(self.data)))
+                if not chunk:
+                    return
+                self.data += chunk
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+            self.error = exc
+
+    def result(self) -> bytes:
+        self.join(30)
+        assert not self.is_alive(), f"reader of {self.sock!r} did not finish"
+        if self.error is not None:
+            raise self.error
+        return bytes(self.data)
+
+
+class _Sender(threading.Thread):
+    def __init__(self, sock: socket.socket, data: bytes, eof: bool = True) -> None:
+        super().__init__(daemon=True)
+        self.sock, self.payload, self.eof = sock, data, eof
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.sock.sendall(self.payload)
+            if self.eof:
+                self.sock.shutdown(socket.SHUT_WR)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by done()
+            self.error = exc
+
+    def done(self) -> None:
+        self.join(30)
+        assert not self.is_alive(), f"sender on {self.sock!r} did not finish"
+        if self.error is not None:
+            raise self.error
+
+
+def _spliced(proxy: FaultProxy, handle) -> dict[str, int]:
+    return dict(proxy.loop.run_sync(handle._pair.spliced))
+
+
+def _wait_spliced(proxy: FaultProxy, handle, direction: str, more_than: int = 0) -> None:
+    pair = handle._pair
+    proxy._wait(lambda: pair.spliced()[direction] > more_than, TIMEOUT,
+                f"{direction} of {handle!r} to be spliced")
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@needs_splice
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_splice_streams_32_mib_each_way_byte_exact(multiconn_proxy, tmp_path, family):
+    up, down = _stream_data(1, 32 * MiB), _stream_data(2, 32 * MiB)
+    with contextlib.ExitStack() as stack:
+        if family == "unix":
+            listener = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            listener.bind(str(tmp_path / "target.sock"))
+            listener.listen(4)
+            listener.settimeout(TIMEOUT)
+            proxy = multiconn_proxy(str(tmp_path / "target.sock"), transcript_limit=100_000)
+        else:
+            target = stack.enter_context(raw_target())
+            proxy = multiconn_proxy(target.address, transcript_limit=100_000)
+        client = stack.enter_context(connect(proxy.address))
+        handle = proxy.wait_for_connection()
+        if family == "unix":
+            server, _ = listener.accept()
+            stack.enter_context(server)
+            server.settimeout(TIMEOUT)
+        else:
+            server = target.accept()
+        readers = [_Reader(server), _Reader(client)]
+        senders = [_Sender(client, up), _Sender(server, down)]
+        for thread in (*readers, *senders):
+            thread.start()
+        for sender in senders:
+            sender.done()
+        got_up, got_down = (r.result() for r in readers)
+        assert (len(got_up), _sha(got_up)) == (len(up), _sha(up))
+        assert (len(got_down), _sha(got_down)) == (len(down), _sha(down))
+        handle.wait_closed()
+    moved = handle._pair.spliced()
+    # Most of each stream went through the kernel pipe, not through Python.
+    assert moved["upstream"] > 16 * MiB, moved
+    assert moved["downstream"] > 16 * MiB, moved
+    stats = handle.stats()
+    assert stats == {"upstream": len(up), "downstream": len(down),
+                     "to_server": len(up), "to_client": len(down)}
+    assert proxy.stats().bytes_in == len(up)
+    assert proxy.stats().bytes_out == len(down)
+    # Splice amounts are recorded as the usual entries, every byte of them, and end-of-stream
+    # follows the data both ways.
+    entries = handle.entries()
+    assert entries[0].direction == "client-connect"  # nothing was dropped
+    totals = collections.Counter()
+    for e in entries:
+        totals[e.direction] += e.size
+    assert totals["from-client"] == totals["to-server"] == len(up)
+    assert totals["from-server"] == totals["to-client"] == len(down)
+    order = [e.direction for e in entries]
+    assert max(i for i, d in enumerate(order) if d == "to-server") < order.index("eof-to-server")
+    assert max(i for i, d in enumerate(order) if d == "to-client") < order.index("eof-to-client")
+
+
+@needs_splice
+def test_splice_half_close_after_spliced_data(multiconn_proxy):
+    request, reply = _stream_data(3, 4 * MiB), _stream_data(4, 3 * MiB)
+    with raw_target() as target:
+        proxy = multiconn_proxy(target.address)
+        with connect(proxy.address) as client:
+            handle = proxy.wait_for_connection()
+            server = target.accept()
+            sender = _Sender(client, request)
+            sender.start()
+            # The server sees every byte, then end-of-stream, while its own side stays open.
+            assert recv_until_eof(server, 8 * MiB) == request
+            sender.done()
+            assert _spliced(proxy, handle)["upstream"] > 0
+            reader = _Reader(client)
+            reader.start()
+            server.sendall(reply)
+            server.shutdown(socket.SHUT_WR)
+            assert reader.result() == reply
+        handle.wait_closed()
+    assert handle._pair.spliced()["downstream"] > 0
+    entries = [e.direction for e in handle.entries()]
+    assert entries.index("eof-to-server") > entries.index("to-server")
+
+
+@needs_splice
+@pytest.mark.parametrize("who", ["client", "server"])
+def test_splice_rst_is_forwarded(multiconn_proxy, who):
+    with raw_target() as target:
+        proxy = multiconn_proxy(target.address)
+        with connect(proxy.address) as client:
+            handle = proxy.wait_for_connection()
+            server = target.accept()
+            writer, reader = (client, server) if who == "client" else (server, client)
+            direction = "upstream" if who == "client" else "downstream"
+            data = _stream_data(5, 2 * MiB)
+            writer.sendall(data)
+            assert recv_exactly(reader, len(data)) == data
+            assert _spliced(proxy, handle)[direction] > 0
+            abort(writer)
+            if who == "server":
+                target.accepted.remove(server)
+            with pytest.raises(ConnectionResetError):
+                recv_until_eof(reader, 8 * MiB)
+        handle.wait_closed()
+        assert "forwarding RST" in handle.transcript
+
+
+@needs_splice
+def test_splice_backpressure_bounds_what_the_proxy_holds(multiconn_proxy):
+    high_water = 64 * 1024
+    with raw_target() as target:
+        proxy = multiconn_proxy(target.address, high_water=high_water)
+        with connect(proxy.address) as client:
+            handle = proxy.wait_for_connection()
+            server = target.accept()
+            warmup = _stream_data(6, 2 * MiB)
+            client.sendall(warmup)
+            assert recv_exactly(server, len(warmup)) == warmup
+            assert _spliced(proxy, handle)["upstream"] > 0
+            # The server stops reading: the client can only fill the path, not the proxy.
+            sent = _fill_until_blocked(client, 256 * MiB)
+            assert sent < 256 * MiB, "the proxy read everything: no backpressure"
+            pipe_size = proxy.loop.run_sync(lambda: handle._pair.client.splice.size)
+            stats = handle.stats()
+            held = stats["upstream"] - stats["to_server"]
+            assert 0 <= held <= pipe_size + high_water, (held, pipe_size)
+            assert proxy.stats().peak_buffered <= high_water + 65536 * 2
+            # Draining the server lets everything through, byte for byte.
+            client.setblocking(True)
+            client.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(server, 256 * MiB) == b"z" * sent
+
+
+def _stall_spliced_upstream(proxy: FaultProxy, handle, reader: _Reader) -> None:
+    """Wait until the server stopped reading and bytes sit in the upstream kernel pipe."""
+    assert reader.paused.wait(TIMEOUT), "the server never read its first bytes"
+    pair = handle._pair
+
+    def stalled() -> bool:
+        splice = pair.client.splice
+        return splice is not None and splice.pending > 0 and pair.client.reading_paused
+
+    proxy._wait(stalled, TIMEOUT, f"the upstream pipe of {handle!r} to fill")
+
+
+@needs_splice
+def test_splice_switches_to_a_fault_added_mid_stream_in_order(multiconn_proxy):
+    data = _stream_data(7, 24 * MiB)
+    with raw_target() as target:
+        proxy = multiconn_proxy(target.address)
+        with connect(proxy.address) as client:
+            handle = proxy.wait_for_connection()
+            server = target.accept()
+            reader = _Reader(server, pause_at=4 * MiB)
+            reader.start()
+            sender = _Sender(client, data)
+            sender.start()
+            _stall_spliced_upstream(proxy, handle, reader)
+            # The fault arrives while the kernel pipe is full: its bytes go out first.
+            name = proxy.add(Slicer(average_size=3000, size_variation=1000), "upstream")
+            assert _spliced_now(proxy, handle) is False
+            reader.go.set()
+            _wait_for_transcript(proxy, handle, "slicer_upstream[up]: sliced")
+            proxy.remove(name)  # back to the fast path; bulk reads splice again
+            sender.done()
+            got = reader.result()
+            assert (len(got), _sha(got)) == (len(data), _sha(data))
+            server.shutdown(socket.SHUT_WR)
+            assert client.recv(10) == b""
+        handle.wait_closed()
+    assert handle.stats()["to_server"] == len(data)
+
+
+@needs_splice
+def test_splice_then_limit_data_added_live_keeps_order_and_counts(multiconn_proxy):
+    data = _stream_data(8, 64 * MiB)
+    limit = 100_000
+    with raw_target() as target:
+        proxy = multiconn_proxy(target.address)
+        with connect(proxy.address) as client:
+            handle = proxy.wait_for_connection()
+            server = target.accept()
+            reader = _Reader(server, pause_at=4 * MiB)
+            reader.start()
+            sender = _Sender(client, data)
+            sender.start()
+            _stall_spliced_upstream(proxy, handle, reader)
+
+            def add_and_count() -> int:
+                proxy.add(LimitData(bytes=limit), "upstream")
+                return int(handle._pair.client.bytes_in)
+
+            read_before = proxy.loop.run_sync(add_and_count)
+            reader.go.set()
+            got = reader.result()  # the proxy closes after the limit: EOF
+            # Every byte read before the fault (the kernel pipe's included) was delivered, then
+            # exactly `limit` more, all in order.
+            assert len(got) == read_before + limit
+            assert got == data[: len(got)]
+            sender.join(30)  # the client's sendall ends with a reset or broken pipe
+            assert not sender.is_alive()
+        handle.wait_closed()
+
+
+@needs_splice
+def test_splice_hold_delivers_the_pipe_then_holds(multiconn_proxy):
+    data = _stream_data(9, 48 * MiB)
+    with raw_target() as target:
+        proxy = multiconn_proxy(target.address)
+        with connect(proxy.address) as client:
+            handle = proxy.wait_for_connection()
+            server = target.accept()
+            reader = _Reader(server, limit=len(data), pause_at=2 * MiB)
+            reader.start()
+            sender = _Sender(client, data, eof=False)
+            sender.start()
+            _stall_spliced_upstream(proxy, handle, reader)
+            delivered = proxy.loop.run_sync(
+                lambda: (handle.hold("upstream"), handle._pair.client.bytes_in)[1])
+            reader.go.set()
+            held = handle.wait_pending(1, "upstream")
+            assert held > 0
+            assert 0 < delivered < len(data)
+            handle.unhold("upstream")
+            sender.done()
+            got = reader.result()
+            assert (len(got), _sha(got)) == (len(data), _sha(data))
+
+
+def _spliced_now(proxy: FaultProxy, handle) -> bool:
+    return bool(proxy.loop.run_sync(lambda: handle._pair.client.splice is not None))
+
+
+def _wait_for_transcript(proxy: FaultProxy, handle, text: str) -> None:
+    pair = handle._pair
+    proxy._wait(lambda: text in pair.transcript.format(), TIMEOUT, f"{text!r} in the transcript")
+
+
+@needs_splice
+def test_splice_leaks_no_descriptors(multiconn_server, multiconn_proxy):
+    proxy = multiconn_proxy(multiconn_server)
+    MultiConnClient(proxy.address, 2, [b"w" * MiB], timeout=TIMEOUT).run().check()
+    proxy.wait_for_closed(2)
+    multiconn_server.wait_for_closed(2)
+    before = len(os.listdir("/proc/self/fd"))
+    # Bulk both ways (the echo server sends it back), so every pair opens two pipes.
+    MultiConnClient(proxy.address, 40, [b"x" * MiB, b"y" * (512 * 1024)],
+                    timeout=30).run().check()
+    proxy.wait_for_closed(42, timeout=30)
+    multiconn_server.wait_for_closed(42, timeout=30)
+    assert proxy.handles() == []
+    assert proxy._spliced_bytes > 40 * MiB  # the pipes were really used
+    after = len(os.listdir("/proc/self/fd"))
+    assert after == before, f"{after - before} descriptors leaked"
+
+
+@needs_splice
+def test_splice_off_gives_the_same_bytes(multiconn_server, multiconn_proxy):
+    proxy = multiconn_proxy(multiconn_server)
+    proxy._use_splice = False
+    MultiConnClient(proxy.address, 3, [b"q" * MiB], timeout=TIMEOUT).run().check()
+    proxy.wait_for_closed(3)
+    assert proxy._spliced_bytes == 0
+
+
+@needs_splice
+def test_splice_unsupported_falls_back_to_user_space(multiconn_server, multiconn_proxy,
+                                                     monkeypatch):
+    import pytest_multiconn._proxy as proxy_module
+
+    def no_splice(*args: object, **kwargs: object) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(proxy_module, "_SPLICE", no_splice)
+    proxy = multiconn_proxy(multiconn_server)
+    MultiConnClient(proxy.address, 3, [b"u" * MiB, b"v" * MiB], timeout=TIMEOUT).run().check()
+    proxy.wait_for_closed(3)
+    assert proxy._use_splice is False
+    assert proxy.stats().bytes_in == 3 * 2 * MiB
