@@ -281,3 +281,23 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.01
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def profile_loop_thread(path: str) -> None:
+    """cProfile our loop thread (cProfile sees only the thread that enables it)."""
+    import cProfile
+
+    from pytest_multiconn import _loop
+
+    original = _loop.Loop._run
+
+    def _run(self: _loop.Loop) -> None:
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            original(self)
+        finally:
+            prof.disable()
+            prof.dump_stats(path)
+
+    _loop.Loop._run = _run  # type: ignore[method-assign]

@@ -45,32 +45,14 @@ def run_ours(backlog: int, profile: str | None = None) -> None:
     from pytest_multiconn import EchoServer
 
     if profile:
-        _profile_loop_thread(profile)
+        from _common import profile_loop_thread  # the script's folder is on sys.path
+
+        profile_loop_thread(profile)
 
     with EchoServer(port=0, backlog=backlog) as server:
         _announce(server.port)
         # The loop runs in its own thread; this one sleeps in read() without the GIL.
         sys.stdin.buffer.read()
-
-
-def _profile_loop_thread(path: str) -> None:
-    """cProfile the loop thread (cProfile sees only the thread that enables it)."""
-    import cProfile
-
-    from pytest_multiconn import _loop
-
-    original = _loop.Loop._run
-
-    def _run(self: _loop.Loop) -> None:
-        prof = cProfile.Profile()
-        prof.enable()
-        try:
-            original(self)
-        finally:
-            prof.disable()
-            prof.dump_stats(path)
-
-    _loop.Loop._run = _run  # type: ignore[method-assign]
 
 
 def run_asyncio(backlog: int, use_uvloop: bool) -> None:

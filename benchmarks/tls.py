@@ -53,7 +53,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import SATURATED, cpu_seconds, machine_note, pin  # noqa: E402 - after sys.path
+from _common import (  # noqa: E402 - after sys.path
+    SATURATED,
+    cpu_seconds,
+    machine_note,
+    pin,
+    profile_loop_thread,
+)
 
 ALL_SERVERS = ("ours", "asyncio", "asyncio-streams")
 DEFAULT_SERVERS = ("ours", "asyncio")
@@ -67,26 +73,6 @@ def _server_context(certfile: str) -> ssl.SSLContext:
     return ctx
 
 
-def _profile_loop_thread(path: str) -> None:
-    """cProfile our loop thread (cProfile sees only the thread that enables it)."""
-    import cProfile
-
-    from pytest_multiconn import _loop
-
-    original = _loop.Loop._run
-
-    def _run(self: _loop.Loop) -> None:
-        prof = cProfile.Profile()
-        prof.enable()
-        try:
-            original(self)
-        finally:
-            prof.disable()
-            prof.dump_stats(path)
-
-    _loop.Loop._run = _run  # type: ignore[method-assign]
-
-
 def serve(kind: str, certfile: str, profile: str | None) -> None:
     """Child process: serve TLS echo on 127.0.0.1, print the port, run until stdin closes."""
     ctx = _server_context(certfile)
@@ -94,7 +80,7 @@ def serve(kind: str, certfile: str, profile: str | None) -> None:
         from pytest_multiconn import EchoServer
 
         if profile:
-            _profile_loop_thread(profile)
+            profile_loop_thread(profile)
         with EchoServer(tls=ctx, backlog=4096) as server:
             print(server.port, flush=True)
             sys.stdin.read()  # the loop runs in its own thread; this one waits without the GIL
