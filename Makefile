@@ -12,7 +12,7 @@ XDIST    ?= 2
 # the selector loop, connection and server modules on their own.
 COV_FLOOR ?= 85
 COV_CORE_FLOOR ?= 95
-COV_CORE = _loop _connection _server
+COV_CORE = core/loop core/connection core/server
 comma := ,
 space := $(subst ,, )
 

@@ -287,7 +287,7 @@ def profile_loop_thread(path: str) -> None:
     """cProfile our loop thread (cProfile sees only the thread that enables it)."""
     import cProfile
 
-    from pytest_multiconn import _loop
+    from pytest_multiconn.core import loop as _loop
 
     original = _loop.Loop._run
 

@@ -3,7 +3,7 @@
     python benchmarks/faults.py [--size-mib 1024] [--idle 1000] [--reps 5]
 
 1. A client that tries to send ``--size-mib`` MiB and never reads: the bytes the server holds
-   for it (exact, from /proc: see pytest_multiconn._probe) against its high-water mark, and
+   for it (exact, from /proc: see pytest_multiconn.suite.probes) against its high-water mark, and
    other connections' echo latency during it, as a ratio to an unloaded run (median of reps).
 2. ``--idle`` clients that never close: idle_timeout closes them all; then the server's stop()
    (teardown) time.
@@ -19,8 +19,8 @@ import statistics
 import time
 
 from pytest_multiconn import EchoServer, MultiConnClient
-from pytest_multiconn._faults import Garbage, NeverClose, NeverRead, PartialSend
-from pytest_multiconn._probe import LatencyProbe, server_held_bytes
+from pytest_multiconn.faults.client import Garbage, NeverClose, NeverRead, PartialSend
+from pytest_multiconn.suite.probes import LatencyProbe, server_held_bytes
 
 
 def probe_latency(address: object, seconds: float) -> LatencyProbe:

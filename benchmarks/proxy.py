@@ -3,7 +3,7 @@
     python benchmarks/proxy.py [--quick] [--repeat N] [--duration S]
 
 One echo server process (our EchoServer, benchmarks/servers.py, pinned to CPU 0), one proxy
-process (``python -m pytest_multiconn._cli_proxy``, the ``multiconn proxy`` command, pinned to
+process (``python -m pytest_multiconn.cli.proxy``, the ``multiconn proxy`` command, pinned to
 CPU 1) and the C load generator (benchmarks/loadgen.c, pinned to CPU 1: it is cheap, and it
 reports its own CPU use; a run where it used more than 90% of its core is flagged
 ``client-bound``, because then the figure says more about the client than about the server).
@@ -54,7 +54,7 @@ class ProxyProc:
 
     def __init__(self, target_port: int, faults: list[str], pin_cpu: int | None = 1) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-        cmd = [PYTHON, "-m", "pytest_multiconn._cli_proxy", "127.0.0.1", "0", "127.0.0.1",
+        cmd = [PYTHON, "-m", "pytest_multiconn.cli.proxy", "127.0.0.1", "0", "127.0.0.1",
                str(target_port), "--seed", "1", "--duration", "3600"]
         for fault in faults:
             cmd += ["--fault", fault]

@@ -10,7 +10,7 @@ the tutorial's lines (Starting connection / Sending / Received / Closing connect
 import os
 import sys
 
-from pytest_multiconn._tutorial import printer, run_client
+from pytest_multiconn.cli.tutorial import printer, run_client
 
 
 def main(argv: list[str]) -> int:

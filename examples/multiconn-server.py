@@ -10,7 +10,7 @@ connection to); Ctrl-C prints "Caught keyboard interrupt, exiting" and exits cle
 import os
 import sys
 
-from pytest_multiconn._tutorial import printer, serve_until_interrupted
+from pytest_multiconn.cli.tutorial import printer, serve_until_interrupted
 
 
 def main(argv: list[str]) -> int:

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from pytest_multiconn import EchoServer
-from pytest_multiconn._tutorial import printer, serve
 from pytest_multiconn.cli import main
+from pytest_multiconn.cli.tutorial import printer, serve
 
 
 def test_client_prints_the_tutorial_lines(

@@ -16,8 +16,8 @@ from pytest_multiconn import (
     RemoteBindError,
     run_clients,
 )
-from pytest_multiconn._connection import Connection
-from pytest_multiconn._server import EchoConnection
+from pytest_multiconn.core.connection import Connection
+from pytest_multiconn.core.server import EchoConnection
 
 
 @pytest.fixture

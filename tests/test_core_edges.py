@@ -24,17 +24,12 @@ from typing import Any
 
 import pytest
 
-from pytest_multiconn import (
-    Connection,
-    EchoServer,
-    LoopStuckError,
-    LoopThreadError,
-    Transcript,
-)
-from pytest_multiconn import _loop as loop_module
-from pytest_multiconn._connection import validate_water_marks
-from pytest_multiconn._loop import EVENT_READ, EVENT_WRITE, Loop, _fast_epoll, _Waker
-from pytest_multiconn._server import EchoConnection
+from pytest_multiconn import EchoServer, LoopStuckError, LoopThreadError
+from pytest_multiconn.core import loop as loop_module
+from pytest_multiconn.core.connection import validate_water_marks
+from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop, _fast_epoll, _Waker
+from pytest_multiconn.core.server import EchoConnection
+from pytest_multiconn.lowlevel import Connection, Transcript
 
 WAIT = 10.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_multiconn import EchoServer, MultiConnClient
-from pytest_multiconn._faults import (
+from pytest_multiconn.faults.client import (
     Burst,
     ClientFault,
     ConnectClose,

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from pytest_multiconn import EchoServer
-from pytest_multiconn._registry import current_test, live_servers, live_threads
+from pytest_multiconn.core.registry import current_test, live_servers, live_threads
 
 
 def test_server_left_running_is_an_error_at_teardown(pytester: pytest.Pytester) -> None:
@@ -68,7 +68,7 @@ def test_origin_names_the_helper_and_its_caller(pytester: pytest.Pytester) -> No
 def test_loop_thread_left_running_is_named(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        from pytest_multiconn import Loop
+        from pytest_multiconn.lowlevel import Loop
 
         LOOPS = []
 
@@ -90,7 +90,8 @@ def test_wide_scoped_fixtures_are_not_leaks(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
         import pytest
-        from pytest_multiconn import EchoServer, Loop
+        from pytest_multiconn import EchoServer
+        from pytest_multiconn.lowlevel import Loop
 
         @pytest.fixture(scope="module")
         def module_server():
@@ -163,7 +164,7 @@ def test_stopped_server_with_open_socket_is_reported(pytester: pytest.Pytester) 
         """
         import socket
         from pytest_multiconn import EchoServer
-        from pytest_multiconn._server import EchoConnection
+        from pytest_multiconn.core.server import EchoConnection
 
         HELD = []
 

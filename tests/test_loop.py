@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from pytest_multiconn import Loop, LoopStuckError, LoopThreadError
-from pytest_multiconn._loop import EVENT_READ
+from pytest_multiconn import LoopStuckError, LoopThreadError
+from pytest_multiconn.core.loop import EVENT_READ
+from pytest_multiconn.lowlevel import Loop
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ import socket
 
 import pytest
 
-from pytest_multiconn import ChunkedEcho, FaultyEchoServer
-from pytest_multiconn._seed import SEED_ENV, derive_seed
+from pytest_multiconn import FaultyEchoServer
+from pytest_multiconn.core.seed import SEED_ENV, derive_seed
+from pytest_multiconn.faults import ChunkedEcho
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -17,8 +18,8 @@ def test_factory_starts_seeded_servers_and_stops_them(pytester: pytest.Pytester)
     pytester.makepyfile(
         """
         import socket
-        from pytest_multiconn import ChunkedEcho, CloseAfter
-        from pytest_multiconn._seed import derive_seed, get_run_seed
+        from pytest_multiconn.faults import ChunkedEcho, CloseAfter
+        from pytest_multiconn.core.seed import derive_seed, get_run_seed
 
         SERVERS = []
 
@@ -60,7 +61,7 @@ def test_teardown_closes_stalled_connections_when_the_test_fails(
     pytester.makepyfile(
         """
         import socket
-        from pytest_multiconn import DelayEcho, Stall, StopAccepting
+        from pytest_multiconn.faults import DelayEcho, Stall, StopAccepting
 
         SERVERS = []
 
@@ -98,7 +99,7 @@ def test_errors_in_a_custom_fault_fail_the_test(pytester: pytest.Pytester) -> No
     pytester.makepyfile(
         """
         import socket
-        from pytest_multiconn import ServerFaultSession, ServerFault
+        from pytest_multiconn.faults import ServerFaultSession, ServerFault
 
         class Broken(ServerFault):
             def open(self, conn, rng):
@@ -150,7 +151,7 @@ def test_run_seed_replays_chunk_sizes_across_processes(
     pytester.makepyfile(
         test_sizes="""
         import socket
-        from pytest_multiconn import ChunkedEcho
+        from pytest_multiconn.faults import ChunkedEcho
 
         def test_sizes(multiconn_faulty_server_factory):
             server = multiconn_faulty_server_factory(ChunkedEcho(9))

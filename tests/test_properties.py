@@ -7,7 +7,8 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_multiconn import EchoServer, MultiConnClient, PartialSend
+from pytest_multiconn import EchoServer, MultiConnClient
+from pytest_multiconn.faults import PartialSend
 
 
 @settings(max_examples=20, deadline=None)

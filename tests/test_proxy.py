@@ -18,14 +18,12 @@ from proxy_helpers import TIMEOUT, abort, connect, raw_target, recv_exactly, rec
 from pytest_multiconn import (
     EchoServer,
     FaultProxy,
-    Latency,
-    LimitData,
     MultiConnClient,
     RemoteBindError,
-    Slicer,
     WaitTimeout,
     closed_port_address,
 )
+from pytest_multiconn.proxy import Latency, LimitData, Slicer
 
 
 def test_echo_through_proxy_many_connections(multiconn_server: EchoServer, multiconn_proxy):
@@ -634,7 +632,7 @@ def test_splice_off_gives_the_same_bytes(multiconn_server, multiconn_proxy):
 @needs_splice
 def test_splice_unsupported_falls_back_to_user_space(multiconn_server, multiconn_proxy,
                                                      monkeypatch):
-    import pytest_multiconn._proxy as proxy_module
+    import pytest_multiconn.proxy.proxy as proxy_module
 
     def no_splice(*args: object, **kwargs: object) -> int:
         raise OSError(errno.EINVAL, "Invalid argument")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from proxy_helpers import TIMEOUT, connect, raw_target, recv_exactly, recv_until_eof
-from pytest_multiconn import (
+from pytest_multiconn.proxy import (
     Bandwidth,
     Latency,
     LimitData,
@@ -21,7 +21,7 @@ from pytest_multiconn import (
     SlowClose,
     Timeout,
 )
-from pytest_multiconn._toxics import Stage
+from pytest_multiconn.proxy.toxics import Stage
 
 # Generous upper bounds: a loaded 2-core CI machine may be slow, never early.
 SLACK = 1.0
@@ -140,8 +140,8 @@ class _Collect:
 
 
 def _slice_sizes(seed: int) -> list[int]:
-    from pytest_multiconn import Loop
-    from pytest_multiconn._seed import rng_for
+    from pytest_multiconn.core.seed import rng_for
+    from pytest_multiconn.lowlevel import Loop
 
     class Pipe:
         def __init__(self) -> None:
@@ -323,7 +323,7 @@ def test_faults_show_in_failing_report(pytester: pytest.Pytester):
     pytester.makepyfile(
         """
         import socket
-        from pytest_multiconn import LimitData
+        from pytest_multiconn.proxy import LimitData
 
         def test_it(multiconn_server, multiconn_proxy):
             proxy = multiconn_proxy(multiconn_server)

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from proxy_helpers import TIMEOUT, connect, recv_exactly
-from pytest_multiconn import LimitData, ResetPeer, Slicer
-from pytest_multiconn._cli_proxy import parse_fault
+from pytest_multiconn.cli.proxy import parse_fault
+from pytest_multiconn.proxy import LimitData, ResetPeer, Slicer
 
 BODY = b"<html>" + b"0123456789" * 500 + b"</html>"
 

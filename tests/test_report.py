@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pytest_multiconn._plugin_report import MAX_CONNECTIONS, MAX_LINES, format_section
+from pytest_multiconn.plugin.report import MAX_CONNECTIONS, MAX_LINES, format_section
 
 FAILING_ECHO_TEST = """
 import socket

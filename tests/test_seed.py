@@ -7,8 +7,8 @@ import pytest
 _RECORDING_TEST = """
 import json, os
 from pytest_multiconn import EchoServer, MultiConnClient
-from pytest_multiconn._faults import Garbage, PartialSend
-from pytest_multiconn._seed import get_run_seed
+from pytest_multiconn.faults.client import Garbage, PartialSend
+from pytest_multiconn.core.seed import get_run_seed
 
 def test_record(tmp_path_factory):
     with EchoServer() as srv:
@@ -51,7 +51,7 @@ def test_failing_report_names_the_seed(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
         from pytest_multiconn import MultiConnClient
-        from pytest_multiconn._faults import PartialSend
+        from pytest_multiconn.faults.client import PartialSend
 
         def test_fails(multiconn_server):
             MultiConnClient(multiconn_server.address, 1, faults=[PartialSend(2)]).run().check()

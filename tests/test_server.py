@@ -20,9 +20,9 @@ from pytest_multiconn import (
     RemoteBindError,
     wait_until,
 )
-from pytest_multiconn._connection import Connection
-from pytest_multiconn._loop import EVENT_READ
-from pytest_multiconn._server import EchoConnection
+from pytest_multiconn.core.connection import Connection
+from pytest_multiconn.core.loop import EVENT_READ
+from pytest_multiconn.core.server import EchoConnection
 
 TIMEOUT = 10
 

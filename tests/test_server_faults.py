@@ -13,20 +13,22 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pytest_multiconn import (
-    AcceptThenClose,
-    ChunkedEcho,
-    CloseAfter,
     ClosedPort,
-    DelayEcho,
     EchoServer,
     FaultyEchoServer,
     MultiConnClient,
+    closed_port_address,
+    wait_until,
+)
+from pytest_multiconn.faults import (
+    AcceptThenClose,
+    ChunkedEcho,
+    CloseAfter,
+    DelayEcho,
     ResetAfter,
     ServerFault,
     Stall,
     StopAccepting,
-    closed_port_address,
-    wait_until,
 )
 
 TIMEOUT = 5.0  # bound on every blocking socket call in this file

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 
 from pytest_multiconn import EchoServer
-from pytest_multiconn._probe import listener_pid
-from pytest_multiconn._wait import wait_until
 from pytest_multiconn.cli import main
-from pytest_multiconn.testing import (
+from pytest_multiconn.core.wait import wait_until
+from pytest_multiconn.suite.checks import (
     CHECK_NAMES,
     ContractBreak,
     check_echo_server,
     run_check,
     run_suite,
 )
+from pytest_multiconn.suite.probes import listener_pid
 
 TUTORIAL = Path(__file__).with_name("tutorial_server.py")
 

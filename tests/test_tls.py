@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from pytest_multiconn import EchoServer, MultiConnClient
-from pytest_multiconn._tls import (
+from pytest_multiconn.tls.layer import (
     HANDSHAKE_TIMEOUT_REASON,
     TLSConfig,
     _load_cert_chain,
@@ -168,7 +168,7 @@ def test_tls_server_is_one_word(multiconn_server_factory: Callable[..., EchoServ
 
 
 def test_tls_connection_class_is_cached_and_keeps_the_base() -> None:
-    from pytest_multiconn._server import EchoConnection
+    from pytest_multiconn.core.server import EchoConnection
 
     cls = tls_connection_class(EchoConnection)
     assert cls is tls_connection_class(EchoConnection)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from pytest_multiconn import EchoServer, MultiConnClient
-from pytest_multiconn._faults import HalfClose, NeverRead, PartialSend, SlowReader
-from pytest_multiconn._tls import (
+from pytest_multiconn.faults.client import HalfClose, NeverRead, PartialSend, SlowReader
+from pytest_multiconn.suite.checks import ContractBreak, check_echo_server
+from pytest_multiconn.tls.layer import (
     HANDSHAKE_TIMEOUT_REASON,
     CertFault,
     ExpiredCert,
@@ -24,7 +25,6 @@ from pytest_multiconn._tls import (
     UntrustedCert,
     WrongHostCert,
 )
-from pytest_multiconn.testing import ContractBreak, check_echo_server
 
 Factory = Callable[..., EchoServer]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pytest_multiconn import ClientResults, EchoServer
-from pytest_multiconn._process import ServerProcess, ServerProcessError
+from pytest_multiconn.core.process import ServerProcess, ServerProcessError
 
 # -- multiconn_session_server ---------------------------------------------------------------
 
@@ -173,8 +173,8 @@ def test_coverage_measures_the_child_process(tmp_path: Path) -> None:
     subprocess.run([*run, "json", "-o", "cov.json"], cwd=tmp_path, env=env, check=True,
                    capture_output=True, timeout=60)
     files = json.loads((tmp_path / "cov.json").read_text())["files"]
-    tutorial = next(v for k, v in files.items() if k.endswith("_tutorial.py"))
-    cli = next(v for k, v in files.items() if k.endswith("cli.py"))
+    tutorial = next(v for k, v in files.items() if k.endswith("cli/tutorial.py"))
+    cli = next(v for k, v in files.items() if k.endswith("cli/__init__.py"))
     # Only the child runs the tutorial server: its lines are covered only if it was measured.
     serve = tutorial["functions"]["serve_until_interrupted"]
     assert serve["summary"]["covered_lines"] > 0

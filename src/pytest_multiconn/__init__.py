@@ -1,166 +1,132 @@
 """pytest-multiconn: make sockets misbehave on demand, in your own tests.
 
-Everything public is re-exported here; the private modules may change without notice.
+The top level holds the everyday names; the rest lives in namespaces:
+
+* :mod:`pytest_multiconn.faults`: client, server and TLS faults;
+* :mod:`pytest_multiconn.proxy`: the fault-injecting proxy and its toxics;
+* :mod:`pytest_multiconn.tls`: certificates and TLS configuration;
+* :mod:`pytest_multiconn.suite`: the fault-injection suite for your own server;
+* :mod:`pytest_multiconn.client`: the multi-connection client's types;
+* :mod:`pytest_multiconn.lowlevel`: the loop, connection and server base, for extending.
+
+Subpackages not listed there (``core``, ``plugin``, ``cli``) are internal.
 """
 
-from ._address import is_loopback, parse_hostport, parse_port
-from ._client import (
+from __future__ import annotations
+
+import importlib
+import warnings
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from pytest_multiconn.client.multiconn import (
     DEFAULT_MESSAGES,
     ClientResults,
     ConnectionResult,
-    EchoMismatch,
     MultiConnClient,
     run_clients,
 )
-from ._connection import Connection, Transcript, TranscriptEntry
-from ._errors import (
+from pytest_multiconn.core.process import ServerProcess
+from pytest_multiconn.core.public import publish
+from pytest_multiconn.core.server import EchoServer
+from pytest_multiconn.core.wait import wait_until
+from pytest_multiconn.errors import (
     AddressError,
     AddressInUseError,
+    ContractBreak,
+    EchoMismatch,
     LeakError,
     LoopStuckError,
     LoopThreadError,
     MulticonnError,
     RemoteBindError,
+    ServerProcessError,
+    TLSError,
     WaitTimeout,
 )
-from ._faults import (
-    Burst,
-    ClientFault,
-    ConnectClose,
-    FaultSession,
-    Garbage,
-    HalfClose,
-    NeverClose,
-    NeverRead,
-    PartialSend,
-    Reset,
-    Silent,
-    SlowReader,
-)
-from ._loop import Loop
-from ._process import ServerProcess, ServerProcessError
-from ._proxy import FaultProxy, ProxiedConnection, ProxyTranscript, ToxicInfo
-from ._server import ConnectionInfo, EchoServer, ServerBase, ServerStats
-from ._server_faults import (
-    AcceptThenClose,
-    ChunkedEcho,
-    CloseAfter,
-    ClosedPort,
-    DelayEcho,
-    FaultEvent,
-    FaultyEchoServer,
-    ResetAfter,
-    ServerFault,
-    ServerFaultSession,
-    Stall,
-    StopAccepting,
-    closed_port_address,
-)
-from ._tls import (
-    CertFault,
-    ExpiredCert,
-    NoCloseNotify,
-    StallHandshake,
-    TLSConfig,
-    TLSConnectionMixin,
-    TLSError,
-    UntrustedCert,
-    WrongHostCert,
-    make_tls_pair,
-    tls_connection_class,
-    write_ca_cert,
-)
-from ._toxics import (
-    Bandwidth,
-    Latency,
-    LimitData,
-    ResetPeer,
-    Slicer,
-    SlowClose,
-    Timeout,
-    Toxic,
-)
-from ._wait import wait_until
+from pytest_multiconn.faults.server import ClosedPort, FaultyEchoServer, closed_port_address
+from pytest_multiconn.proxy.proxy import FaultProxy
+from pytest_multiconn.tls.layer import TLSConfig
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("pytest-multiconn")
+except PackageNotFoundError:  # pragma: no cover - running from a tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "DEFAULT_MESSAGES",
-    "AcceptThenClose",
     "AddressError",
     "AddressInUseError",
-    "Bandwidth",
-    "Burst",
-    "CertFault",
-    "ChunkedEcho",
-    "ClientFault",
     "ClientResults",
-    "CloseAfter",
     "ClosedPort",
-    "ConnectClose",
-    "Connection",
-    "ConnectionInfo",
     "ConnectionResult",
-    "DelayEcho",
+    "ContractBreak",
     "EchoMismatch",
     "EchoServer",
-    "ExpiredCert",
-    "FaultEvent",
     "FaultProxy",
-    "FaultSession",
     "FaultyEchoServer",
-    "Garbage",
-    "HalfClose",
-    "Latency",
     "LeakError",
-    "LimitData",
-    "Loop",
     "LoopStuckError",
     "LoopThreadError",
     "MultiConnClient",
     "MulticonnError",
-    "NeverClose",
-    "NeverRead",
-    "NoCloseNotify",
-    "PartialSend",
-    "ProxiedConnection",
-    "ProxyTranscript",
     "RemoteBindError",
-    "Reset",
-    "ResetAfter",
-    "ResetPeer",
-    "ServerBase",
-    "ServerFault",
-    "ServerFaultSession",
     "ServerProcess",
     "ServerProcessError",
-    "ServerStats",
-    "Silent",
-    "Slicer",
-    "SlowClose",
-    "SlowReader",
-    "Stall",
-    "StallHandshake",
-    "StopAccepting",
     "TLSConfig",
-    "TLSConnectionMixin",
     "TLSError",
-    "Timeout",
-    "Toxic",
-    "ToxicInfo",
-    "Transcript",
-    "TranscriptEntry",
-    "UntrustedCert",
     "WaitTimeout",
-    "WrongHostCert",
     "__version__",
     "closed_port_address",
-    "is_loopback",
-    "make_tls_pair",
-    "parse_hostport",
-    "parse_port",
     "run_clients",
-    "tls_connection_class",
     "wait_until",
-    "write_ca_cert",
 ]
+
+publish(__name__, globals(), [n for n in __all__ if n != "__version__"])
+
+#: Names that were top-level in 0.1.0 and now live in a namespace: importing them from here
+#: still works for one release, with a DeprecationWarning naming the new path.
+_MOVED: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "Burst", "ClientFault", "ConnectClose", "FaultSession", "Garbage", "HalfClose",
+            "NeverClose", "NeverRead", "PartialSend", "Reset", "Silent", "SlowReader",
+            "AcceptThenClose", "ChunkedEcho", "CloseAfter", "DelayEcho", "FaultEvent",
+            "ResetAfter", "ServerFault", "ServerFaultSession", "Stall", "StopAccepting",
+            "CertFault", "ExpiredCert", "NoCloseNotify", "StallHandshake", "UntrustedCert",
+            "WrongHostCert",
+        ],
+        "pytest_multiconn.faults",
+    ),
+    **dict.fromkeys(
+        [
+            "Bandwidth", "Latency", "LimitData", "ResetPeer", "Slicer", "SlowClose", "Timeout",
+            "Toxic", "ProxiedConnection", "ProxyTranscript", "ToxicInfo",
+        ],
+        "pytest_multiconn.proxy",
+    ),
+    **dict.fromkeys(
+        ["TLSConnectionMixin", "make_tls_pair", "tls_connection_class", "write_ca_cert"],
+        "pytest_multiconn.tls",
+    ),
+    **dict.fromkeys(
+        [
+            "Connection", "ConnectionInfo", "Loop", "ServerBase", "ServerStats", "Transcript",
+            "TranscriptEntry", "is_loopback", "parse_hostport", "parse_port",
+        ],
+        "pytest_multiconn.lowlevel",
+    ),
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    new = _MOVED.get(name)
+    if new is None:
+        raise AttributeError(f"module 'pytest_multiconn' has no attribute {name!r}")
+    warnings.warn(
+        f"pytest_multiconn.{name} moved to {new}.{name}; import it from there "
+        f"(the top-level alias goes away in the next release)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(new), name)

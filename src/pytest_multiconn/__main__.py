@@ -1,5 +1,5 @@
 """``python -m pytest_multiconn`` is the ``multiconn`` command."""
 
-from .cli import main
+from pytest_multiconn.cli import main
 
 raise SystemExit(main())

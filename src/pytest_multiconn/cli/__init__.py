@@ -1,0 +1,152 @@
+"""The ``multiconn`` command: the tutorial's server and client, the demo, and more.
+
+``main(argv=None) -> int`` runs in-process (tests call it with a list); bad input prints one
+line starting with ``multiconn: error:`` and returns 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pytest_multiconn.cli.tutorial import printer, run_client, serve_until_interrupted
+from pytest_multiconn.errors import MulticonnError
+
+#: Modules that add subcommands: each has ``add_parser(subparsers)`` which registers its
+#: subcommand and sets ``func`` (a ``run(args) -> int``) as the parser default.
+SUBCOMMANDS: tuple[str, ...] = ("pytest_multiconn.cli.proxy", "pytest_multiconn.cli.suite")
+
+Runner = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line and exit status 2 (never a usage dump)."""
+
+    def error(self, message: str) -> Any:  # argparse's signature says NoReturn
+        self.exit(2, f"multiconn: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="multiconn",
+        description="Multi-connection echo server and client, and sockets that misbehave.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    server = sub.add_parser("server", help="the tutorial's echo server: serve until Ctrl-C")
+    server.add_argument("host")
+    server.add_argument("port", help="TCP port; 0 lets the kernel pick a free one")
+    server.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback host (off: test servers stay on loopback)",
+    )
+    server.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=None,
+        help="close a connection that sent nothing for this many seconds",
+    )
+    server.add_argument("--max-connections", type=int, default=None)
+    from pytest_multiconn.tls.layer import add_client_tls_arguments, add_server_tls_arguments
+
+    add_server_tls_arguments(server)
+    server.set_defaults(func=_run_server)
+
+    client = sub.add_parser("client", help="the tutorial's multi-connection client")
+    client.add_argument("host")
+    client.add_argument("port")
+    client.add_argument("num_connections")
+    client.add_argument(
+        "--message",
+        action="append",
+        default=None,
+        help="a message to send (repeatable; default: the tutorial's two)",
+    )
+    client.add_argument("--timeout", type=_positive_float, default=10.0)
+    client.add_argument("--allow-remote", action="store_true")
+    add_client_tls_arguments(client)
+    client.set_defaults(func=_run_client)
+
+    demo = sub.add_parser(
+        "demo", help="the tutorial's session on an ephemeral port, then a summary"
+    )
+    demo.add_argument("--connections", type=int, default=5)
+    demo.add_argument("--seed", type=int, default=None, help="seed for the fault-injection suite")
+    demo.add_argument("--no-suite", action="store_true", help="only the tutorial's session")
+    demo.set_defaults(func=_run_demo)
+
+    for name in SUBCOMMANDS:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    from pytest_multiconn.tls.layer import cli_server_tls
+
+    out = printer()
+    with cli_server_tls(args, out) as tls:
+        return serve_until_interrupted(
+            args.host,
+            args.port,
+            out,
+            allow_remote=args.allow_remote,
+            idle_timeout=args.idle_timeout,
+            max_connections=args.max_connections,
+            tls=tls,
+        )
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    messages = [m.encode() for m in args.message] if args.message else None
+    kwargs: dict[str, Any] = {"timeout": args.timeout, "allow_remote": args.allow_remote}
+    if messages is not None:
+        kwargs["messages"] = messages
+    from pytest_multiconn.tls.layer import cli_client_tls
+
+    tls = cli_client_tls(args)
+    if tls is not None:
+        kwargs.update(tls=tls, server_hostname=args.server_hostname)
+    results = run_client(args.host, args.port, args.num_connections, out=printer(), **kwargs)
+    for result in results.failed:
+        print(f"multiconn: {result}", file=sys.stderr)
+    return 0 if results.ok else 1
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from pytest_multiconn.cli.demo import run_demo
+
+    return run_demo(
+        connections=args.connections, seed=args.seed, suite=not args.no_suite, out=printer()
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``multiconn`` command; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    runner: Runner = args.func
+    try:
+        return runner(args)
+    except (MulticonnError, ValueError, OSError) as exc:
+        print(f"multiconn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

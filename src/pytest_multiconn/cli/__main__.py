@@ -1,0 +1,5 @@
+"""``python -m pytest_multiconn.cli`` is the ``multiconn`` command (as is ``-m pytest_multiconn``)."""
+
+from pytest_multiconn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""``multiconn proxy``: the fault-injecting proxy for clients that are not Python.
+
+    multiconn proxy 127.0.0.1 0 127.0.0.1 8080 --fault latency:ms=50,jitter=5
+
+prints ``proxy listening on 127.0.0.1:PORT -> 127.0.0.1:8080`` and relays until Ctrl-C (or
+``--duration`` seconds).  ``--fault`` (repeatable) is ``KIND[:key=value,...]``: KIND is a
+toxiproxy type name (latency, bandwidth, slicer, limit_data, timeout, reset_peer,
+slow_close), keys are the fault's parameters plus ``direction`` (upstream = client to server,
+downstream = server to client, both; default downstream), ``probability`` and ``name``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from pytest_multiconn.core.address import parse_port
+from pytest_multiconn.proxy.proxy import FaultProxy
+from pytest_multiconn.proxy.toxics import TOXICS, Toxic
+
+_ADD_KEYS = ("direction", "probability", "name")
+
+
+def _value(text: str) -> Any:
+    if text.lower() in ("none", "null"):
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_fault(spec: str) -> tuple[Toxic, dict[str, Any]]:
+    """``"latency:ms=50,direction=both"`` -> ``(Latency(ms=50), {"direction": "both"})``."""
+    kind, _, rest = spec.strip().partition(":")
+    cls = TOXICS.get(kind.strip().lower().replace("-", "_"))
+    if cls is None:
+        raise ValueError(f"unknown fault {kind!r} in --fault {spec!r}; known: {', '.join(TOXICS)}")
+    params: dict[str, Any] = {}
+    add: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, raw = item.partition("=")
+        if not eq:
+            raise ValueError(f"expected key=value in --fault {spec!r}, got {item!r}")
+        key = key.strip()
+        value = _value(raw.strip())
+        (add if key in _ADD_KEYS else params)[key] = value
+    try:
+        toxic = cls(**params)
+    except TypeError:
+        import dataclasses
+
+        names = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise ValueError(
+            f"bad parameter in --fault {spec!r}: {kind} takes {names} "
+            f"(and direction, probability, name)"
+        ) from None
+    if "name" in add and add["name"] is not None:
+        add["name"] = str(add["name"])
+    return toxic, add
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "proxy",
+        help="a TCP proxy that injects faults (toxiproxy's set) in front of a server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("listen_host")
+    parser.add_argument("listen_port", help="0 lets the kernel pick a free port")
+    parser.add_argument("target_host")
+    parser.add_argument("target_port")
+    parser.add_argument("--fault", action="append", default=[], metavar="KIND[:k=v,...]",
+                        help="add a fault, e.g. latency:ms=50,jitter=5,direction=downstream")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed for every random draw (default: the run seed)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="stop after this many seconds (default: run until Ctrl-C)")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow non-loopback addresses (off: test traffic stays local)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    faults = [parse_fault(spec) for spec in args.fault]
+    target = (args.target_host, parse_port(args.target_port, what="target port"))
+    listen = (args.listen_host, parse_port(args.listen_port, what="listen port"))
+    proxy = FaultProxy(target, listen, seed=args.seed, allow_remote=args.allow_remote)
+    for toxic, add in faults:
+        proxy.add(toxic, **add)
+    stop = threading.Event()
+    with proxy:
+        print(f"proxy listening on {proxy._format_address()} -> {target[0]}:{target[1]} "
+              f"(seed {proxy.seed})", flush=True)
+        for info in proxy.toxics():
+            print(f"  fault {info.name}: {info.toxic!r} {info.direction} "
+                  f"p={info.probability:g}", flush=True)
+        try:
+            # Event.wait is interrupted by Ctrl-C on the main thread; the bound is --duration.
+            stop.wait(args.duration)
+        except KeyboardInterrupt:
+            print("stopping", file=sys.stderr, flush=True)
+        stats = proxy.stats()
+    print(f"proxied {stats.accepted} connections, {stats.bytes_in} B up, "
+          f"{stats.bytes_out} B down", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pytest_multiconn.cli.proxy ...`` (same as ``multiconn proxy ...``)."""
+    parser = argparse.ArgumentParser(prog="multiconn")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["proxy", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return run(args)
+    except (ValueError, OSError) as exc:
+        print(f"multiconn: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through a subprocess
+    raise SystemExit(main())

@@ -1,0 +1,461 @@
+"""The tutorial's multi-connection client, done properly: :class:`MultiConnClient`."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from pytest_multiconn.core.address import check_host, parse_port
+from pytest_multiconn.core.connection import (
+    DEFAULT_HIGH_WATER,
+    DEFAULT_TRANSCRIPT_LIMIT,
+    Connection,
+)
+from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
+from pytest_multiconn.core.seed import default_seed, derive_seed
+from pytest_multiconn.errors import EchoMismatch
+from pytest_multiconn.faults.client import ClientFault, FaultDriver, check_faults, describe
+
+if TYPE_CHECKING:
+    from pytest_multiconn.tls.layer import ClientTLS
+
+#: The tutorial's two messages.
+DEFAULT_MESSAGES: tuple[bytes, ...] = (b"Message 1 from client.", b"Message 2 from client.")
+
+#: Observer signature: ``(event, connection number, data)``; event is "start", "send",
+#: "recv" or "close".
+ClientObserver = Callable[[str, int, "bytes | None"], None]
+
+
+#: How many failed connections an error message lists.
+_MAX_LISTED = 10
+
+
+@dataclass(frozen=True)
+class ConnectionResult:
+    """What one client connection sent, got back, and how it ended."""
+
+    conn_id: int
+    sent: int
+    received: int
+    expected: int
+    matched: bool
+    elapsed: float
+    error: str | None
+    transcript: str = ""
+    first_mismatch: int | None = None
+    #: Names of the faults this connection ran with ("" for none), e.g. "partial_send+reset".
+    faults: str = ""
+    #: What the faults did or saw (e.g. "stalled after 4194304 B"); "" without faults.
+    note: str = ""
+    #: Bytes taken by each ``send`` call (first 4096), recorded only for faulty connections:
+    #: the same seed gives the same sizes.
+    send_sizes: tuple[int, ...] = ()
+    #: The connection stayed open after its exchange (NeverClose, Silent, NeverRead).
+    lingering: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.matched
+
+    def __str__(self) -> str:
+        status = "ok" if self.ok else f"FAILED: {self.error or 'echo differed'}"
+        where = (
+            "" if self.first_mismatch is None else f" (echo differed at byte {self.first_mismatch})"
+        )
+        if self.error is None and self.first_mismatch is not None:
+            status, where = f"FAILED: echo differed at byte {self.first_mismatch}", ""
+        faults = f" [{self.faults}]" if self.faults else ""
+        note = f" ({self.note})" if self.note else ""
+        return (
+            f"connection {self.conn_id}{faults}: sent {self.sent}/{self.expected} B, received "
+            f"{self.received} B in {self.elapsed * 1e3:.1f} ms, {status}{where}{note}"
+        )
+
+
+class ClientResults(list[ConnectionResult]):
+    """One :class:`ConnectionResult` per connection, in connection order."""
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self)
+
+    @property
+    def failed(self) -> list[ConnectionResult]:
+        return [r for r in self if not r.ok]
+
+    def check(self) -> ClientResults:
+        """Raise :class:`EchoMismatch` describing every failed connection; return self."""
+        failed = self.failed
+        if failed:
+            lines = "\n".join(
+                f"  {r}" + (f"\n{r.transcript}" if r.transcript else "")
+                for r in failed[:_MAX_LISTED]
+            )
+            more = (
+                f"\n  ... and {len(failed) - _MAX_LISTED} more" if len(failed) > _MAX_LISTED else ""
+            )
+            raise EchoMismatch(f"{len(failed)} of {len(self)} connections failed:\n{lines}{more}")
+        return self
+
+
+class ClientConnection(Connection):
+    """Sends its messages, reads until it got that many bytes back, then closes."""
+
+    def __init__(
+        self,
+        client: MultiConnClient,
+        conn_id: int,
+        sock: socket.socket,
+        faults: Sequence[ClientFault] = (),
+    ) -> None:
+        super().__init__(
+            client.loop,
+            sock,
+            client.address,
+            high_water=client.high_water,
+            transcript_limit=client.transcript_limit,
+            label=f"client-{conn_id}",
+        )
+        self.client = client
+        self.conn_id = conn_id
+        self.messages = client.messages
+        self.expected = b"".join(self.messages)
+        self.received = 0
+        self.mismatch_at: int | None = None
+        self.started = time.monotonic()
+        self.finished_at: float | None = None
+        self.failure: str | None = None
+        self.done = False
+        self.lingering = False
+        self.notes: list[str] = []
+        self.driver: FaultDriver | None = None
+        if faults:
+            seed = client.seed
+            self.driver = FaultDriver(
+                self,
+                [
+                    f.session(self, random.Random(derive_seed(seed, "fault", conn_id, i, f.name)))
+                    for i, f in enumerate(faults)
+                ],
+            )
+
+    def connection_made(self) -> None:
+        if self.driver is not None:
+            self.driver.connection_made()
+            return
+        observer = self.client.on_event
+        for message in self.messages:
+            if observer is not None:
+                observer("send", self.conn_id, message)
+            self.write(message)
+        if not self.expected:
+            self._complete()
+
+    def data_received(self, data: bytes) -> None:
+        if self.client.on_event is not None:
+            self.client.on_event("recv", self.conn_id, data)
+        start = self.received
+        self.received += len(data)
+        if self.mismatch_at is None and self.expected[start : start + len(data)] != data:
+            chunk = self.expected[start : start + len(data)]
+            for i, (a, b) in enumerate(zip(chunk, data, strict=False)):
+                if a != b:
+                    self.mismatch_at = start + i
+                    break
+            else:
+                self.mismatch_at = start + len(chunk)
+        if self.driver is not None:
+            self.driver.received(data)
+            if self.received >= len(self.expected) and not self.closed:
+                self.driver.echo_complete()
+        elif self.received >= len(self.expected):
+            self._complete()
+
+    # -- used by faults -------------------------------------------------------------------
+    def fault_note(self, text: str) -> None:
+        """Record what a fault did (shown in the result and the transcript)."""
+        self.notes.append(text)
+        self.transcript.record("note", note=text)
+
+    def exchange_done(self) -> None:
+        """A fault says this connection's exchange is over (it may linger)."""
+        if self.driver is not None:
+            self.driver.exchange_done()
+
+    def linger(self) -> None:
+        """Count the exchange as done but keep the socket open until the client closes."""
+        if self.done:
+            return
+        self.lingering = True
+        self._mark_done()
+
+    def deliberate_reset(self, note: str) -> None:
+        if self.driver is not None:
+            self.driver.end(note, reset=True)
+
+    def deliberate_close(self, note: str) -> None:
+        if self.driver is not None:
+            self.driver.end(note, reset=False)
+
+    def pause_writing(self) -> None:
+        if self.driver is not None:
+            self.driver.writing_paused()
+
+    def resume_writing(self) -> None:
+        if self.driver is not None:
+            self.driver.writing_resumed()
+
+    def _mark_done(self) -> None:
+        if not self.done:
+            self.finished_at = time.monotonic()
+            self.done = True
+            self.client._pending -= 1
+
+    def _complete(self) -> None:
+        if self.received > len(self.expected):
+            self.failure = f"received {self.received - len(self.expected)} bytes more than sent"
+        if self.client.on_event is not None:
+            self.client.on_event("close", self.conn_id, None)
+        self.close(reason="complete")
+
+    def on_eof(self) -> None:
+        if self.driver is not None:
+            self.driver.on_eof()
+            return
+        self.failure = (
+            f"server closed the connection after echoing {self.received} of "
+            f"{len(self.expected)} bytes"
+        )
+        self.close(reason="eof before full echo")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        deliberate = self.driver is not None and self.driver.deliberate
+        if exc is not None and self.failure is None and not deliberate:
+            self.failure = f"{type(exc).__name__}: {exc}"
+        if self.driver is not None:
+            self.driver.closed()
+        self._mark_done()
+
+    def result(self) -> ConnectionResult:
+        end = self.finished_at if self.finished_at is not None else time.monotonic()
+        driver = self.driver
+        if driver is None:
+            matched = self.mismatch_at is None and self.received == len(self.expected)
+        else:
+            matched = driver.matched()
+        return ConnectionResult(
+            conn_id=self.conn_id,
+            sent=self.bytes_out,
+            received=self.received,
+            expected=len(self.expected),
+            matched=matched,
+            elapsed=end - self.started,
+            error=self.failure,
+            transcript="" if matched and self.failure is None else self.transcript.format("    "),
+            first_mismatch=self.mismatch_at,
+            faults=driver.names if driver is not None else "",
+            note="; ".join(self.notes),
+            send_sizes=tuple(driver.send_sizes) if driver is not None else (),
+            lingering=self.lingering and not self.closed,
+        )
+
+
+class MultiConnClient:
+    """Open ``num_connections`` non-blocking connections; each sends ``messages`` and reads
+    the echo back.  ``run()`` drives one selector in the calling thread, bounded by
+    ``timeout``, and returns one :class:`ConnectionResult` per connection.
+
+    It targets any ``(host, port)`` (or a Unix socket path), so it can be aimed at your own
+    server; non-loopback hosts need ``allow_remote=True``.
+
+    ``faults=[PartialSend(max_chunk=1), HalfClose()]`` makes connections misbehave (see
+    :mod:`pytest_multiconn.faults`); every random choice comes from ``seed`` (default: the
+    run seed and the current test's node id), so a seed replays the same chunk boundaries.
+    Connections whose faults linger (NeverClose, Silent, NeverRead) count as done when their
+    exchange is, and are closed when ``run()`` returns unless ``keep_open=True``: then they stay
+    open until :meth:`close` (or the end of a ``with`` block).
+    """
+
+    def __init__(
+        self,
+        address: Any,
+        num_connections: int = 2,
+        messages: Iterable[bytes] = DEFAULT_MESSAGES,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        allow_remote: bool = False,
+        high_water: int = DEFAULT_HIGH_WATER,
+        transcript_limit: int = DEFAULT_TRANSCRIPT_LIMIT,
+        on_event: ClientObserver | None = None,
+        faults: Iterable[ClientFault] = (),
+        seed: int | None = None,
+        keep_open: bool = False,
+        tls: Any = None,
+        server_hostname: str | None = None,
+    ) -> None:
+        if (
+            isinstance(num_connections, bool)
+            or not isinstance(num_connections, int)
+            or num_connections < 1
+        ):
+            raise ValueError(f"num_connections must be a positive integer, got {num_connections!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.address = _check_target(address, allow_remote=allow_remote)
+        #: TLS (a ClientTLS) when given ``tls=`` (an SSLContext such as ``server.client_tls``).
+        self.tls: ClientTLS | None = None
+        if tls is not None:
+            from pytest_multiconn.tls.layer import client_tls
+
+            self.tls = client_tls(tls, self.address, server_hostname)
+        self.faults = check_faults(faults)
+        for fault in self.faults:
+            num_connections = fault.connections(num_connections)
+        self.num_connections = num_connections
+        self.seed = default_seed() if seed is None else int(seed)
+        self.keep_open = keep_open
+        self.messages: Sequence[bytes] = tuple(bytes(m) for m in messages)
+        self.timeout = timeout
+        self.high_water = high_water
+        self.transcript_limit = transcript_limit
+        self.on_event = on_event
+        self.loop: Loop  # made by run(): it owns a socketpair, closed before run() returns
+        self.connections: list[ClientConnection] = []
+        #: What ``run()`` returned (None before it ran).
+        self.results: ClientResults | None = None
+        self._pending = 0
+
+    def __repr__(self) -> str:
+        faults = f" faults={describe(self.faults)} seed={self.seed}" if self.faults else ""
+        return (
+            f"<MultiConnClient to {self.address!r} connections={self.num_connections} "
+            f"pending={self._pending}{faults}>"
+        )
+
+    def _faults_for(self, conn_id: int) -> list[ClientFault]:
+        if not self.faults:
+            return []
+        pick = random.Random(derive_seed(self.seed, "assign", conn_id))
+        return [f for f in self.faults if f.applies_to(pick)]
+
+    @property
+    def lingering(self) -> list[ClientConnection]:
+        """Connections that finished their exchange and are still open."""
+        return [c for c in self.connections if c.lingering and not c.closed]
+
+    def wait_closed_by_peer(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Drive the loop until the server closed every lingering connection; return how many
+        it closed.  Raises :class:`EchoMismatch` naming the ones still open after ``timeout``."""
+        open_before = len(self.lingering)
+        if open_before and not self.loop._closed:
+            self.loop.run_until(lambda: not self.lingering, timeout)
+            self.loop.check()
+        still = self.lingering
+        if still:
+            names = ", ".join(c.label for c in still[:10])
+            raise EchoMismatch(
+                f"{len(still)} of {open_before} lingering connections were not closed by the "
+                f"server within {timeout}s: {names}"
+            )
+        return open_before
+
+    def close(self) -> None:
+        """Close lingering connections and the loop (idempotent)."""
+        for conn in self.connections:
+            if not conn.closed:
+                conn.close(reason="client closed")
+        loop = getattr(self, "loop", None)
+        if loop is not None:
+            loop.close()
+
+    def __enter__(self) -> MultiConnClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _family(self) -> socket.AddressFamily:
+        if isinstance(self.address, str):
+            return socket.AF_UNIX
+        return socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+
+    def run(self) -> ClientResults:
+        """Connect, exchange, close; never blocks longer than ``timeout``."""
+        if self.connections:
+            raise RuntimeError(f"{self!r} already ran; create a new client")
+        deadline_started = time.monotonic()
+        self.loop = Loop("multiconn-client")
+        try:
+            for conn_id in range(1, self.num_connections + 1):
+                if self.on_event is not None:
+                    self.on_event("start", conn_id, None)
+                sock = socket.socket(self._family(), socket.SOCK_STREAM)
+                cls = ClientConnection
+                if self.tls is not None:
+                    sock, cls = self.tls.wrap(sock), self.tls.connection_class(ClientConnection)
+                conn = cls(self, conn_id, sock, self._faults_for(conn_id))
+                if self.tls is not None:
+                    self.tls.adopt(conn)
+                self.connections.append(conn)
+                self._pending += 1
+                if sock.family != socket.AF_UNIX:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if conn.driver is not None:
+                    conn.driver.prepare()
+                conn.connect(self.address)
+            remaining = self.timeout - (time.monotonic() - deadline_started)
+            self.loop.run_until(lambda: self._pending <= 0, max(remaining, 0.0))
+            for conn in self.connections:
+                if not conn.done:
+                    conn.failure = (
+                        f"timed out after {self.timeout}s: sent {conn.bytes_out}/"
+                        f"{len(conn.expected)} B, received {conn.received} B"
+                    )
+                    if (
+                        conn.driver is not None
+                        and conn.driver.wants_eof
+                        and (conn.received == len(conn.expected))
+                    ):
+                        conn.failure = (
+                            f"timed out after {self.timeout}s: got the full echo after our "
+                            "half-close, but the server never closed the connection"
+                        )
+                    conn.close(reason="client timeout")
+            self.loop.check()
+            results = ClientResults(c.result() for c in self.connections)
+        except BaseException:
+            self.close()
+            raise
+        self.results = results
+        if not (self.keep_open and self.lingering):
+            self.close()
+        return results
+
+
+def _check_target(address: Any, *, allow_remote: bool) -> Any:
+    if isinstance(address, str):
+        return address  # a Unix socket path
+    try:
+        host, port, *rest = address
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"address must be (host, port) or a Unix socket path, got {address!r}"
+        ) from None
+    host = check_host(host, allow_remote=allow_remote, role="connect to")
+    return (host, parse_port(port), *rest)
+
+
+def run_clients(address: Any, num_connections: int = 2, **kwargs: Any) -> ClientResults:
+    """Shorthand for ``MultiConnClient(address, num_connections, **kwargs).run()``."""
+    return MultiConnClient(address, num_connections, **kwargs).run()

@@ -1,0 +1,561 @@
+"""One non-blocking stream connection on a :class:`~pytest_multiconn.core.loop.Loop`.
+
+The connection object is the selector's ``SelectorKey.data``.  Its rules, borrowed from asyncio's
+``selector_events.py``:
+
+* ``write()`` sends at once and buffers only what the kernel did not take;
+* ``EVENT_WRITE`` is registered only while output is pending (asking for it always makes an
+  idle loop spin at 100% CPU, which is what the tutorial's server does);
+* when the output buffer grows past the high-water mark the connection's ``pause_writing()``
+  hook runs (an echo connection then stops reading, so a peer that never reads cannot make
+  us buffer without bound) and ``resume_writing()`` runs once it drains below the low-water mark;
+* end-of-stream from the peer never loses data: pending output is flushed before we close.
+
+Subclasses override the hooks ``connection_made``, ``data_received``, ``eof_received`` and
+``connection_lost``, like an asyncio ``Protocol`` fused with its transport.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop, Timer
+
+Buffer = bytes | bytearray | memoryview
+
+DEFAULT_HIGH_WATER = 64 * 1024
+DEFAULT_LOW_WATER = 16 * 1024
+DEFAULT_READ_SIZE = 64 * 1024
+DEFAULT_TRANSCRIPT_LIMIT = 64
+
+_conn_ids = itertools.count(1)
+
+#: Errors that end one connection (the peer went away) and never the loop.
+_PEER_GONE = (ConnectionError, TimeoutError)
+_PEER_GONE_ERRNOS = frozenset(
+    {
+        errno.ECONNRESET,
+        errno.EPIPE,
+        errno.ECONNABORTED,
+        errno.ETIMEDOUT,
+        errno.ENOTCONN,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ECONNREFUSED,
+    }
+)
+
+
+def validate_water_marks(high: int, low: int | None) -> tuple[int, int]:
+    """Check a high/low water mark pair; ``low`` defaults to a quarter of ``high``."""
+    if isinstance(high, bool) or not isinstance(high, int) or high <= 0:
+        raise ValueError(f"high_water must be a positive number of bytes, got {high!r}")
+    if low is None:
+        low = high // 4
+    if isinstance(low, bool) or not isinstance(low, int) or low < 0:
+        raise ValueError(f"low_water must be a non-negative number of bytes, got {low!r}")
+    if low > high:
+        raise ValueError(f"low_water ({low}) must not exceed high_water ({high})")
+    return high, low
+
+
+@dataclass(frozen=True)
+class TranscriptEntry:
+    """Consecutive events of one kind, merged: ``count`` of them, ``size`` bytes in all."""
+
+    start: float
+    end: float
+    direction: str  # "in", "out", "eof-in", "eof-out", "connect", "close", "reset", "note"
+    size: int
+    count: int
+    note: str = ""
+
+    def format(self, origin: float) -> str:
+        span = f"{(self.start - origin) * 1e3:8.2f}ms"
+        what = f"{self.direction:<7}"
+        if self.direction in ("in", "out"):
+            times = f" in {self.count} {'op' if self.count == 1 else 'ops'}"
+            what += f" {self.size:>8} B{times if self.count > 1 else ''}"
+        return f"{span} {what}{('  ' + self.note) if self.note else ''}".rstrip()
+
+
+_DATA = ("in", "out")
+
+
+class Transcript:
+    """A bounded record of what crossed one connection, merging runs of the same event.
+
+    Consecutive reads (or writes) merge into one entry; an alternating exchange of reads and
+    writes merges into its last pair of entries.  The first entry and the most recent ones are
+    kept when the limit is reached.
+    """
+
+    __slots__ = ("_entries", "dropped", "limit", "origin")
+
+    def __init__(self, limit: int = DEFAULT_TRANSCRIPT_LIMIT, origin: float | None = None) -> None:
+        self.limit = limit
+        self.origin = time.monotonic() if origin is None else origin
+        self._entries: list[list[Any]] = []
+        self.dropped = 0
+
+    def record(self, direction: str, size: int = 0, note: str = "", now: float = 0.0) -> None:
+        """Add an event (``now``: its monotonic time, when the caller already read the clock)."""
+        if self.limit <= 0:
+            return
+        if not now:
+            now = time.monotonic()
+        entries = self._entries
+        if entries and (direction == "in" or direction == "out"):  # noqa: PLR1714 - hot path
+            last = entries[-1]
+            if last[2] == direction and last[5] == note:
+                last[1] = now
+                last[3] += size
+                last[4] += 1
+                return
+            # Ping-pong (in, out, in, out...) folds into the last pair of entries, so a long
+            # exchange costs no allocation per event and stays two lines long.
+            if len(entries) > 1 and not note and not last[5] and last[2] in _DATA:
+                pair = entries[-2]
+                if pair[2] == direction and not pair[5]:
+                    pair[1] = now
+                    pair[3] += size
+                    pair[4] += 1
+                    return
+        if len(entries) >= self.limit:
+            # Keep the first entry (how it started) and the most recent ones.
+            del entries[1]
+            self.dropped += 1
+        entries.append([now, now, direction, size, 1, note])
+
+    def entries(self) -> list[TranscriptEntry]:
+        return [TranscriptEntry(*e) for e in self._entries]
+
+    def __iter__(self) -> Iterator[TranscriptEntry]:
+        return iter(self.entries())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def format(self, indent: str = "  ") -> str:
+        lines = [indent + e.format(self.origin) for e in self.entries()]
+        if self.dropped:
+            lines.insert(1, f"{indent}... {self.dropped} earlier entries dropped ...")
+        return "\n".join(lines)
+
+
+class Connection:
+    """A non-blocking socket with buffered output, flow control and a transcript."""
+
+    # Slots, for memory: with more than 30 attributes CPython 3.11 gives up on key-sharing
+    # instance dicts, and each connection then carried a 1.6 KB dict (10,000 idle connections
+    # cost 2.9 KB each; with slots about 1.5 KB).  ``__dict__`` stays, so subclasses and mixins
+    # (TLS, faults, proxy) add attributes and class-level defaults as before.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_connecting",
+        "_eof_pending",
+        "_eof_received",
+        "_eof_sent",
+        "_finish_pending",
+        "_idle_timeout",
+        "_idle_timer",
+        "_mask",
+        "_out",
+        "_output_held",
+        "_reading_paused",
+        "_writing_paused",
+        "bytes_in",
+        "bytes_out",
+        "close_reason",
+        "closed",
+        "error",
+        "fd",
+        "high_water",
+        "id",
+        "label",
+        "last_received",
+        "loop",
+        "low_water",
+        "max_send",
+        "opened_at",
+        "peak_buffered",
+        "peer",
+        "sock",
+        "transcript",
+    )
+
+    #: Read size per ``recv`` call.
+    read_size = DEFAULT_READ_SIZE
+
+    def __init__(
+        self,
+        loop: Loop,
+        sock: socket.socket,
+        peer: Any = None,
+        *,
+        high_water: int = DEFAULT_HIGH_WATER,
+        low_water: int | None = None,
+        transcript_limit: int = DEFAULT_TRANSCRIPT_LIMIT,
+        label: str = "",
+    ) -> None:
+        self.high_water, self.low_water = validate_water_marks(high_water, low_water)
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        sock.setblocking(False)
+        self.peer = peer
+        self.id = next(_conn_ids)
+        self.label = label or f"conn-{self.id}"
+        self.opened_at = time.monotonic()
+        self.last_received = self.opened_at
+        self.transcript = Transcript(transcript_limit, self.opened_at)
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.peak_buffered = 0
+        self.closed = False
+        self.close_reason = ""
+        self.error: BaseException | None = None
+        #: Cap on bytes handed to one ``send`` call (a fault knob: forces short writes).
+        self.max_send: int | None = None
+        self._out = bytearray()
+        self._mask = 0
+        self._connecting = False
+        self._reading_paused = False
+        self._output_held = False
+        self._writing_paused = False
+        self._eof_received = False
+        self._eof_pending = False  # shut down our write side once output is flushed
+        self._eof_sent = False
+        self._finish_pending = False  # close once output is flushed
+        self._idle_timeout: float | None = None
+        self._idle_timer: Timer | None = None
+
+    # -- diagnostics ------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        if self.closed:
+            state = f"closed ({self.close_reason})" if self.close_reason else "closed"
+        elif self._connecting:
+            state = "connecting"
+        else:
+            state = "open"
+            if self._reading_paused:
+                state += " read-paused"
+            if self._eof_received:
+                state += " eof-received"
+            if self._output_held:
+                state += " output-held"
+        return (
+            f"<{type(self).__name__} {self.label} fd={self.fd} peer={self.peer!r} {state} "
+            f"in={self.bytes_in} out={self.bytes_out} buffered={len(self._out)}>"
+        )
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written by us and not yet taken by the kernel."""
+        return len(self._out)
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._reading_paused
+
+    @property
+    def eof_received(self) -> bool:
+        return self._eof_received
+
+    # -- hooks ------------------------------------------------------------------------------
+    def connection_made(self) -> None:
+        """Called once the socket is connected (at once for accepted sockets)."""
+
+    def data_received(self, data: bytes) -> None:
+        """Called with each chunk read from the peer."""
+
+    def on_eof(self) -> None:
+        """Called when the peer shut down its write side; the default closes once flushed."""
+        self.finish()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """Called once, after the socket is closed; ``exc`` is None for a clean close."""
+
+    def pause_writing(self) -> None:
+        """Called when the output buffer goes over the high-water mark."""
+
+    def resume_writing(self) -> None:
+        """Called when the output buffer drains under the low-water mark."""
+
+    # -- set-up -----------------------------------------------------------------------------
+    def attach(self) -> None:
+        """Register with the loop and run ``connection_made`` (loop thread)."""
+        self.transcript.record("connect", note=f"peer {self.peer!r}")
+        self._update_interest()
+        self.connection_made()
+
+    def connect(self, address: Any) -> None:
+        """Start a non-blocking connect; ``connection_made`` runs when it completes."""
+        self._connecting = True
+        err = self.sock.connect_ex(address)
+        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            self._connecting = False
+            self.close(
+                OSError(err, f"connect to {address!r} failed: {errno.errorcode.get(err, err)}")
+            )
+            return
+        self._update_interest()
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Close the connection when the peer has sent nothing for ``seconds``."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._idle_timeout = seconds
+        if seconds is not None and not self.closed:
+            self._idle_timer = self.loop.call_at(self.last_received + seconds, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self.closed or self._idle_timeout is None:
+            return
+        due = self.last_received + self._idle_timeout
+        if time.monotonic() >= due:
+            self.transcript.record("note", note=f"idle for {self._idle_timeout}s")
+            self.close(reason="idle timeout")
+        else:
+            # Data arrived since the timer was set: sleep again until the new deadline rather
+            # than rescheduling a timer on every recv.
+            self._idle_timer = self.loop.call_at(due, self._check_idle)
+
+    # -- flow control -------------------------------------------------------------------------
+    def pause_reading(self) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            self._update_interest()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            self._update_interest()
+
+    def hold_output(self) -> None:
+        """Buffer every write until ``release_output()`` (used by faults and step mode)."""
+        self._output_held = True
+        self._update_interest()
+
+    def release_output(self) -> None:
+        self._output_held = False
+        self._update_interest()
+
+    def _update_interest(self) -> None:
+        if self.closed:
+            return
+        mask = 0
+        if self._connecting:
+            mask = EVENT_WRITE
+        else:
+            if not self._reading_paused and not self._eof_received:
+                mask |= EVENT_READ
+            if (self._out or self._eof_pending) and not self._output_held:
+                mask |= EVENT_WRITE
+        self._set_interest(mask)
+
+    def _set_interest(self, mask: int) -> None:
+        """Register, modify or unregister with the loop so the selector asks for ``mask``."""
+        if mask == self._mask:
+            return
+        if mask == 0:
+            self.loop.unregister(self.sock)
+        elif self._mask == 0:
+            self.loop.register(self.sock, mask, self)
+        else:
+            self.loop.modify(self.sock, mask, self)
+        self._mask = mask
+
+    # -- I/O ----------------------------------------------------------------------------------
+    def handle_event(self, mask: int) -> None:
+        if self._connecting:
+            self._finish_connect()
+            return
+        if mask & EVENT_READ:
+            self._on_readable()
+        if mask & EVENT_WRITE and not self.closed:
+            self._on_writable()
+
+    def _finish_connect(self) -> None:
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self._connecting = False
+        if err:
+            exc = OSError(err, f"connect failed: {errno.errorcode.get(err, err)} ({self.peer!r})")
+            if err == errno.ECONNREFUSED:
+                exc = ConnectionRefusedError(err, f"connection refused by {self.peer!r}")
+            self.close(exc)
+            return
+        self.transcript.record("connect", note=f"to {self.peer!r}")
+        self._update_interest()
+        self.connection_made()
+        if self._out and not self.closed:
+            self._update_interest()
+
+    def _recv(self) -> bytes:
+        return self.sock.recv(self.read_size)
+
+    def _send(self, data: Buffer) -> int:
+        limit = self.max_send
+        if limit is not None:
+            with memoryview(data) as view:
+                return self.sock.send(view[:limit])
+        return self.sock.send(data)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self._recv()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._peer_failed(exc)
+            return
+        if data:
+            size = len(data)
+            self.bytes_in += size
+            self.last_received = now = time.monotonic()
+            self.transcript.record("in", size, "", now)
+            self.data_received(data)
+        else:
+            self._eof_received = True
+            self.transcript.record("eof-in")
+            self._update_interest()
+            self.on_eof()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` now if the kernel takes it, buffer the rest."""
+        if self.closed or self._eof_pending or self._eof_sent or not data:
+            return
+        if not self._out and not self._connecting and not self._output_held:
+            try:
+                sent = self._send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._peer_failed(exc)
+                return
+            if sent:
+                self.bytes_out += sent
+                self.transcript.record("out", sent)
+                if sent == len(data):
+                    return
+                data = memoryview(data)[sent:]
+        self._out += data
+        buffered = len(self._out)
+        self.peak_buffered = max(self.peak_buffered, buffered)
+        self._update_interest()
+        if buffered > self.high_water and not self._writing_paused:
+            self._writing_paused = True
+            self.pause_writing()
+
+    def _on_writable(self) -> None:
+        out = self._out
+        if out and not self._output_held:
+            try:
+                sent = self._send(out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._peer_failed(exc)
+                return
+            del out[:sent]
+            self.bytes_out += sent
+            self.transcript.record("out", sent)
+            if self._writing_paused and len(out) <= self.low_water:
+                self._writing_paused = False
+                self.resume_writing()
+                if self.closed:
+                    return
+        if not out:
+            if self._finish_pending:
+                self.close(reason="finished")
+                return
+            if self._eof_pending:
+                self._shutdown_write()
+        self._update_interest()
+
+    def write_eof(self) -> None:
+        """Half-close: shut down our write side once pending output is flushed."""
+        if self.closed or self._eof_sent:
+            return
+        self._eof_pending = True
+        if not self._out and not self._connecting and not self._output_held:
+            self._shutdown_write()
+        self._update_interest()
+
+    def _shutdown_write(self) -> None:
+        self._eof_pending = False
+        self._eof_sent = True
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._peer_failed(exc)
+            return
+        self.transcript.record("eof-out")
+        if self._eof_received:
+            self.close(reason="both sides closed")
+
+    def finish(self) -> None:
+        """Close gracefully: flush pending output first, then close."""
+        if self.closed:
+            return
+        if not self._out or (self._output_held and not self._out):
+            self.close(reason="finished")
+            return
+        self._finish_pending = True
+        self._update_interest()
+
+    def _peer_failed(self, exc: OSError) -> None:
+        if isinstance(exc, _PEER_GONE) or exc.errno in _PEER_GONE_ERRNOS:
+            self.transcript.record("reset", note=f"{type(exc).__name__}: {exc.strerror or exc}")
+            self.close(exc, reason=f"peer error: {type(exc).__name__}")
+            return
+        raise exc
+
+    def reset(self) -> None:
+        """Close with an RST instead of a FIN (``SO_LINGER`` with a zero timeout)."""
+        if self.closed:
+            return
+        try:  # noqa: SIM105 - try/except is cheaper than contextlib.suppress, and reads as well
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass  # a socket the peer already reset cannot take options; it closes anyway
+        self.transcript.record("reset", note="sent RST")
+        self.close(reason="reset by us")
+
+    def close(self, exc: BaseException | None = None, reason: str = "") -> None:
+        """Close now, dropping pending output.
+
+        Closing a TCP socket that still has unread bytes in its receive buffer makes Linux
+        send an RST instead of a FIN (RFC 2525, 2.17), and the peer may then lose data that we
+        already sent but it had not yet read.  So ``close()`` is for teardown and errors; a
+        graceful end goes through ``finish()`` after the peer's EOF, when nothing is unread.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        self.error = exc
+        self.close_reason = reason or (f"{type(exc).__name__}: {exc}" if exc else "closed")
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._mask:
+            try:  # noqa: SIM105 - close() is on the hot path of short connections
+                self.loop.unregister(self.sock)
+            except (KeyError, ValueError, OSError):
+                pass  # the loop's selector is already closed
+            self._mask = 0
+        self._connecting = False
+        self._out.clear()
+        self.transcript.record("close", note=self.close_reason)
+        self.sock.close()
+        self.connection_lost(exc)

@@ -1,0 +1,54 @@
+"""Exceptions raised by pytest-multiconn.
+
+Every error says what went wrong and what to do about it; the message is the documentation.
+"""
+
+from __future__ import annotations
+
+
+class MulticonnError(Exception):
+    """Base class of every error pytest-multiconn raises on purpose."""
+
+
+class AddressError(MulticonnError, ValueError):
+    """A host, port or socket path that cannot be used (bad value, or refused on purpose)."""
+
+
+class RemoteBindError(AddressError):
+    """A non-loopback address was given without ``allow_remote=True``."""
+
+
+class AddressInUseError(MulticonnError, OSError):
+    """The requested address is already bound by another socket."""
+
+
+class LoopStuckError(MulticonnError, RuntimeError):
+    """The loop thread did not answer or stop within its timeout."""
+
+
+class WaitTimeout(MulticonnError, TimeoutError):
+    """A ``wait_for_*`` helper gave up; the message names what it waited for and the state."""
+
+
+class LoopThreadError(MulticonnError):
+    """Raised by ``check()`` when the loop thread hit errors; the first one is the cause."""
+
+
+class LeakError(MulticonnError, AssertionError):
+    """A test left a loop thread running or a socket open."""
+
+
+class EchoMismatch(MulticonnError, AssertionError):
+    """Raised by :meth:`ClientResults.check` when a connection failed or its echo differed."""
+
+
+class ServerProcessError(MulticonnError, RuntimeError):
+    """The child server did not start, or had to be killed; the message has its output."""
+
+
+class ContractBreak(MulticonnError, AssertionError):
+    """An echo server broke a contract under a fault; the message says which and how."""
+
+
+class TLSError(MulticonnError, ConnectionError):
+    """A TLS handshake or record-layer failure on one connection (it closes; the loop goes on)."""

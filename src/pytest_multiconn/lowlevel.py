@@ -1,0 +1,35 @@
+"""The building blocks under the everyday API, for writing your own servers and faults.
+
+``Loop`` is the selector loop thread; ``Connection`` a non-blocking connection on it (the
+object in ``SelectorKey.data``); ``ServerBase`` a listener with counters and bounded waits.
+"""
+
+from pytest_multiconn.core.address import is_loopback, parse_hostport, parse_port
+from pytest_multiconn.core.connection import Connection, Transcript, TranscriptEntry
+from pytest_multiconn.core.loop import Loop, Timer
+from pytest_multiconn.core.public import publish
+from pytest_multiconn.core.server import (
+    ConnectionInfo,
+    EchoConnection,
+    ServerBase,
+    ServerStats,
+)
+from pytest_multiconn.core.wait import wait_until
+
+__all__ = [
+    "Connection",
+    "ConnectionInfo",
+    "EchoConnection",
+    "Loop",
+    "ServerBase",
+    "ServerStats",
+    "Timer",
+    "Transcript",
+    "TranscriptEntry",
+    "is_loopback",
+    "parse_hostport",
+    "parse_port",
+    "wait_until",
+]
+
+publish(__name__, globals(), __all__)

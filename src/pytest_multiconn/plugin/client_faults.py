@@ -1,0 +1,143 @@
+"""Sub-plugin for client faults: the run seed, ``--multiconn-target``, and the fault fixtures.
+
+The run seed is printed in the header, taken from ``--multiconn-seed N`` (or ini
+``multiconn_seed``), shown in every failing multiconn test's report, and handed to xdist
+workers through ``$PYTEST_MULTICONN_SEED`` (set here, in the controller, before they spawn).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pytest_multiconn.client.multiconn import MultiConnClient
+from pytest_multiconn.core import seed as _seed
+from pytest_multiconn.core.seed import SEED_ENV, derive_seed, get_run_seed, set_run_seed
+from pytest_multiconn.faults.client import ClientFault, catalogue
+from pytest_multiconn.plugin.options import get_option, register_option
+
+_SAVED = pytest.StashKey[tuple[str | None, int | None]]()
+
+
+def _seed_type(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"a seed is a non-negative integer, got {text!r}")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    register_option(
+        parser,
+        "seed",
+        type=_seed_type,
+        default=None,
+        help="run seed for every random choice of multiconn faults (chunk sizes, pauses, "
+        "which connection gets a fault); printed in the header and in failing reports, "
+        "so a failure replays with the same seed",
+    )
+    register_option(
+        parser,
+        "target",
+        default=None,
+        help="HOST:PORT of an echo server for the fault-injection suite "
+        "(pytest --pyargs pytest_multiconn.suite --multiconn-target HOST:PORT)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # Saved so an in-process pytester run restores the outer run's seed when it ends.
+    config.stash[_SAVED] = (os.environ.get(SEED_ENV), _seed._run_seed)
+    seed = get_option(config, "seed")
+    if seed is None:
+        seed = get_run_seed()
+    else:
+        set_run_seed(seed)
+    # xdist workers (and any subprocess) inherit the environment: same seed everywhere.
+    os.environ[SEED_ENV] = str(seed)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    saved = config.stash.get(_SAVED, None)
+    if saved is None:
+        return
+    env, run_seed = saved
+    if env is None:
+        os.environ.pop(SEED_ENV, None)
+    else:
+        os.environ[SEED_ENV] = env
+    _seed._run_seed = run_seed
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    seed = get_run_seed()
+    return f"multiconn: run seed {seed} (replay with --multiconn-seed {seed})"
+
+
+_CATALOGUE = catalogue()
+
+
+@pytest.fixture(params=_CATALOGUE, ids=[f.name for f in _CATALOGUE])
+def multiconn_fault(request: pytest.FixtureRequest) -> ClientFault:
+    """Each client fault of the catalogue in turn (PartialSend, SlowReader, NeverRead,
+    NeverClose, Silent, HalfClose, Reset, Garbage, Burst, ConnectClose); the test ids are the
+    fault names, so ``-k half_close`` picks one.
+    Function scope; yields a :class:`~pytest_multiconn.ClientFault` to pass as
+    ``faults=[multiconn_fault]``; no teardown (the clients that use it clean up).
+    """
+    fault: ClientFault = request.param
+    return fault
+
+
+class FaultyClientFactory:
+    """Runs faulty clients for one test and closes every one of them at teardown."""
+
+    def __init__(self, timeout: float, seed: int) -> None:
+        self.timeout = timeout
+        self.seed = seed
+        self.clients: list[MultiConnClient] = []
+
+    def __repr__(self) -> str:
+        return f"<FaultyClientFactory seed={self.seed} clients={len(self.clients)}>"
+
+    def __call__(
+        self,
+        address: Any,
+        num_connections: int = 2,
+        faults: list[ClientFault] | tuple[ClientFault, ...] = (),
+        **kwargs: Any,
+    ) -> MultiConnClient:
+        kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("seed", derive_seed(self.seed, len(self.clients)))
+        kwargs.setdefault("keep_open", True)
+        client = MultiConnClient(address, num_connections, faults=faults, **kwargs)
+        self.clients.append(client)
+        client.run()
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+@pytest.fixture
+def multiconn_faulty_client(
+    request: pytest.FixtureRequest, multiconn_timeout: float
+) -> Iterator[Callable[..., MultiConnClient]]:
+    """A factory: ``multiconn_faulty_client(address, n=2, faults=[...], **kwargs)`` runs a
+    :class:`~pytest_multiconn.MultiConnClient` with those faults and returns it after its
+    exchanges (``.results``; lingering connections stay open: ``.lingering``,
+    ``.wait_closed_by_peer()``).
+    Function scope.  Seeds come from the run seed and the test's node id.  Teardown closes
+    every connection it opened, the never-closing ones included, so nothing leaks or hangs.
+    """
+    seed = derive_seed(get_run_seed(), request.node.nodeid)
+    factory = FaultyClientFactory(multiconn_timeout, seed)
+    try:
+        yield factory
+    finally:
+        factory.close()

@@ -1,0 +1,45 @@
+"""The fault-injecting TCP proxy and its faults ("toxics", after toxiproxy).
+
+``FaultProxy(target)`` relays bytes to any TCP server or Unix socket and applies toxics per
+direction (``proxy.add(Latency(ms=50), direction="downstream")``).  A custom toxic subclasses
+:class:`Toxic` and returns a :class:`Stage` that talks to its direction only through
+:class:`PipeAPI`.
+"""
+
+from pytest_multiconn.core.public import publish
+from pytest_multiconn.proxy.proxy import FaultProxy, ProxiedConnection, ProxyTranscript, ToxicInfo
+from pytest_multiconn.proxy.toxics import (
+    TOXICS,
+    Bandwidth,
+    Latency,
+    LimitData,
+    PipeAPI,
+    ResetPeer,
+    Sink,
+    Slicer,
+    SlowClose,
+    Stage,
+    Timeout,
+    Toxic,
+)
+
+__all__ = [
+    "TOXICS",
+    "Bandwidth",
+    "FaultProxy",
+    "Latency",
+    "LimitData",
+    "PipeAPI",
+    "ProxiedConnection",
+    "ProxyTranscript",
+    "ResetPeer",
+    "Sink",
+    "Slicer",
+    "SlowClose",
+    "Stage",
+    "Timeout",
+    "Toxic",
+    "ToxicInfo",
+]
+
+publish(__name__, globals(), __all__)

@@ -1,0 +1,263 @@
+"""Measurements the fault-injection suite takes from outside a server: echo latency probes,
+the server process's CPU time, and how many bytes it holds in user space for one connection.
+
+Linux exposes the last two without any help from the server, through ``/proc``:
+
+* the process that owns a listening port is found by matching the socket's inode from
+  ``/proc/net/tcp{,6}`` against the ``socket:[inode]`` links in ``/proc/<pid>/fd`` (only our own
+  user's processes are readable, which is all a test needs);
+* for one connection, the bytes a server has read but not yet written back are
+  ``sent by us - our unsent (SIOCOUTQ) - its unread (rx_queue) - its unacked (tx_queue) - our
+  unread (SIOCINQ)``; every term is exact on loopback, so what is left is the server's own
+  buffer, to the byte.
+
+Elsewhere (macOS, a remote host, a Unix socket) these return ``None`` and the suite falls back
+to coarser checks; it never guesses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import os
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+_SIOCINQ = 0x541B  # FIONREAD: bytes in our receive queue
+_SIOCOUTQ = 0x5411  # TIOCOUTQ: bytes in our send queue (unsent + unacked)
+_TCP_LISTEN = "0A"
+_IPV4_BYTES = 4
+_PROC_FIELDS = 10  # sl, local, remote, st, queues, tr, retrnsmt, uid, timeout, inode
+
+
+def _parse_proc_addr(text: str) -> tuple[str, int]:
+    host_hex, port_hex = text.split(":")
+    raw = bytes.fromhex(host_hex)
+    if len(raw) == _IPV4_BYTES:
+        host = str(ipaddress.IPv4Address(raw[::-1]))
+    else:
+        # Four 32-bit words, each in host (little-endian) order.
+        words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+        addr = ipaddress.IPv6Address(words)
+        host = str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
+    return host, int(port_hex, 16)
+
+
+def _tcp_rows() -> list[list[str]]:
+    rows: list[list[str]] = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                rows.extend(line.split() for line in f)
+        except OSError:
+            continue
+    return rows
+
+
+def _same_host(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+
+
+def listener_pid(address: Any) -> int | None:
+    """The pid of the process listening on TCP ``(host, port)``, if Linux lets us see it."""
+    if isinstance(address, str):
+        return None
+    host, port = address[0], int(address[1])
+    inodes = set()
+    for row in _tcp_rows():
+        if len(row) < _PROC_FIELDS or row[3] != _TCP_LISTEN:
+            continue
+        lhost, lport = _parse_proc_addr(row[1])
+        if lport == port and (_same_host(lhost, host) or lhost in ("0.0.0.0", "::")):
+            inodes.add(f"socket:[{row[9]}]")
+    if not inodes:
+        return None
+    me = os.getpid()
+    pids = [me] + [int(p) for p in _listdir("/proc") if p.isdigit() and int(p) != me]
+    for pid in pids:
+        for fd in _listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return pid
+    return None
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    if pid == os.getpid():
+        return time.process_time()
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def preemptions(pid: int) -> int | None:
+    """How often the kernel took the CPU away from ``pid``'s threads while they still wanted
+    it (``nonvoluntary_ctxt_switches``, summed over threads).
+
+    A process blocked in ``select()`` is never preempted; one that spins is, all the time.  On
+    a busy machine a spinner gets little CPU time but many preemptions, so this catches it
+    where CPU time alone would not.
+    """
+    total = 0
+    tasks = _listdir(f"/proc/{pid}/task")
+    if not tasks:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith("nonvoluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of process ``pid``."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _queue(sock: socket.socket, request: int) -> int:
+    buf = fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0")
+    return int(struct.unpack("i", buf)[0])
+
+
+def server_held_bytes(sock: socket.socket, sent: int, received: int) -> int | None:
+    """Bytes the server at ``sock``'s peer has read from us and not yet sent back.
+
+    ``sent``/``received`` are what our side wrote and read on ``sock``.  None when the kernel
+    queues cannot be read (not Linux, not TCP, or the server's socket is not visible).
+    """
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        ours = sock.getsockname()
+        peer = sock.getpeername()
+        our_out = _queue(sock, _SIOCOUTQ)
+        our_in = _queue(sock, _SIOCINQ)
+    except OSError:
+        return None
+    for row in _tcp_rows():
+        if len(row) < _PROC_FIELDS:
+            continue
+        lhost, lport = _parse_proc_addr(row[1])
+        rhost, rport = _parse_proc_addr(row[2])
+        if (lport, rport) != (peer[1], ours[1]):
+            continue
+        if not (_same_host(lhost, peer[0]) and _same_host(rhost, ours[0])):
+            continue
+        tx_hex, rx_hex = row[4].split(":")
+        server_tx, server_rx = int(tx_hex, 16), int(rx_hex, 16)
+        return sent - our_out - server_rx - server_tx - our_in - received
+    return None
+
+
+@dataclass
+class LatencyProbe:
+    """A thread doing small echo round trips on its own connection until stopped.
+
+    A server that lets one connection starve the others shows up as slow or failed trips.
+    """
+
+    address: Any
+    size: int = 32
+    pace: float = 0.005
+    timeout: float = 5.0
+    max_trips: int = 100_000
+    trips: list[float] = field(default_factory=list)
+    error: str | None = None
+    #: A client SSLContext (or TLSConfig) to probe a TLS server; None for plaintext.
+    tls: Any = None
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="multiconn-probe", daemon=True)
+
+    def __enter__(self) -> LatencyProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 1.0)
+
+    def _run(self) -> None:
+        payload = bytes(range(self.size % 256)) * (self.size // 256 + 1)
+        payload = payload[: self.size] or b"p"
+        try:
+            family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as raw:
+                raw.settimeout(self.timeout)
+                raw.connect(self.address[:2])
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock = raw
+                if self.tls is not None:
+                    from pytest_multiconn.tls.layer import client_tls
+
+                    # wrap_socket detaches raw: the TLS socket is the one to close.
+                    sock = client_tls(self.tls, self.address).context.wrap_socket(
+                        raw, server_hostname=str(self.address[0])
+                    )
+                    self._tls_sock = sock
+                for _ in range(self.max_trips):
+                    if self._stop.is_set():
+                        return
+                    start = time.perf_counter()
+                    sock.sendall(payload)
+                    got = b""
+                    while len(got) < len(payload):
+                        chunk = sock.recv(len(payload) - len(got))
+                        if not chunk:
+                            self.error = "the server closed the probe connection"
+                            return
+                        got += chunk
+                    self.trips.append(time.perf_counter() - start)
+                    if got != payload:
+                        self.error = f"probe echo differed: sent {payload!r}, got {got!r}"
+                        return
+                    # Pacing between trips (not synchronisation): a stop request ends it early.
+                    self._stop.wait(self.pace)
+        except OSError as exc:
+            self.error = f"probe failed: {type(exc).__name__}: {exc}"
+        finally:
+            tls_sock = getattr(self, "_tls_sock", None)
+            if tls_sock is not None:
+                tls_sock.close()
+
+    @property
+    def worst(self) -> float:
+        return max(self.trips, default=0.0)
+
+    def median(self) -> float:
+        trips = sorted(self.trips)
+        return trips[len(trips) // 2] if trips else 0.0
