@@ -1,4 +1,4 @@
-"""``python -m pytest_multiconn.cli`` is the ``multiconn`` command (as is ``-m pytest_multiconn``)."""
+"""``python -m pytest_multiconn.cli`` is the ``multiconn`` command, like ``-m pytest_multiconn``."""
 
 from pytest_multiconn.cli import main
 
