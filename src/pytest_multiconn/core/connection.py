@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_multiconn.core.checks import check_seconds
 from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop, Timer
 
 Buffer = bytes | bytearray | memoryview
@@ -100,6 +101,10 @@ class Transcript:
     __slots__ = ("_entries", "dropped", "limit", "origin")
 
     def __init__(self, limit: int = DEFAULT_TRANSCRIPT_LIMIT, origin: float | None = None) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(
+                f"transcript_limit must be an integer >= 0 (0 records nothing), got {limit!r}"
+            )
         self.limit = limit
         self.origin = time.monotonic() if origin is None else origin
         self._entries: list[list[Any]] = []
@@ -129,8 +134,9 @@ class Transcript:
                     pair[4] += 1
                     return
         if len(entries) >= self.limit:
-            # Keep the first entry (how it started) and the most recent ones.
-            del entries[1]
+            # Keep the first entry (how it started) and the most recent ones; with room for
+            # one entry only, that one is the most recent.
+            del entries[1 if self.limit > 1 else 0]
             self.dropped += 1
         entries.append([now, now, direction, size, 1, note])
 
@@ -182,6 +188,7 @@ class Connection:
         "id",
         "label",
         "last_received",
+        "last_sent",
         "loop",
         "low_water",
         "max_send",
@@ -216,6 +223,8 @@ class Connection:
         self.label = label or f"conn-{self.id}"
         self.opened_at = time.monotonic()
         self.last_received = self.opened_at
+        #: When the peer last took bytes from us (idle means neither side made progress).
+        self.last_sent = self.opened_at
         self.transcript = Transcript(transcript_limit, self.opened_at)
         self.bytes_in = 0
         self.bytes_out = 0
@@ -310,19 +319,30 @@ class Connection:
         self._update_interest()
 
     def set_idle_timeout(self, seconds: float | None) -> None:
-        """Close the connection when the peer has sent nothing for ``seconds``."""
+        """Close the connection once neither side made progress for ``seconds``.
+
+        Progress is the peer sending us bytes *or* taking bytes we send: a slow reader that
+        drains our output keeps the connection alive even while we paused reading from it
+        (an echo connection does at its high-water mark), so our own pause never counts as
+        the peer's silence.
+        """
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        if seconds is not None:
+            seconds = check_seconds(seconds, "idle_timeout")
         self._idle_timeout = seconds
         if seconds is not None and not self.closed:
-            self._idle_timer = self.loop.call_at(self.last_received + seconds, self._check_idle)
+            self._idle_timer = self.loop.call_at(self._last_progress() + seconds, self._check_idle)
+
+    def _last_progress(self) -> float:
+        return max(self.last_received, self.last_sent)
 
     def _check_idle(self) -> None:
         self._idle_timer = None
         if self.closed or self._idle_timeout is None:
             return
-        due = self.last_received + self._idle_timeout
+        due = self._last_progress() + self._idle_timeout
         if time.monotonic() >= due:
             self.transcript.record("note", note=f"idle for {self._idle_timeout}s")
             self.close(reason="idle timeout")
@@ -445,7 +465,8 @@ class Connection:
                 return
             if sent:
                 self.bytes_out += sent
-                self.transcript.record("out", sent)
+                self.last_sent = now = time.monotonic()
+                self.transcript.record("out", sent, "", now)
                 if sent == len(data):
                     return
                 data = memoryview(data)[sent:]
@@ -469,7 +490,8 @@ class Connection:
                 return
             del out[:sent]
             self.bytes_out += sent
-            self.transcript.record("out", sent)
+            self.last_sent = now = time.monotonic()
+            self.transcript.record("out", sent, "", now)
             if self._writing_paused and len(out) <= self.low_water:
                 self._writing_paused = False
                 self.resume_writing()
