@@ -429,11 +429,25 @@ def test_timer_delays_the_selector_cannot_wait_on_are_refused(delay: object, mes
 def test_run_until_with_a_timeout_past_the_selector_limit_still_runs() -> None:
     # Before: poll() raised OverflowError ("timeout is too large") out of run_once.
     lp = Loop("multiconn-test-huge-timeout")
+    a, b = socket.socketpair()
     try:
-        fired: list[bool] = []
-        lp.call_soon(fired.append, True)
+        fired: list[int] = []
+
+        class Reader:
+            def handle_event(self, mask: int) -> None:
+                fired.append(mask)
+                lp.unregister(a)
+
+            def close(self) -> None:
+                pass
+
+        lp.register(a, EVENT_READ, Reader())
+        b.send(b"x")  # ready at once, but the loop still computes a 40-day poll timeout
         assert lp.run_until(lambda: bool(fired), timeout=40 * 24 * 3600.0)
+        assert fired == [EVENT_READ]
     finally:
+        a.close()
+        b.close()
         lp.close()
 
 
