@@ -49,6 +49,7 @@ from pytest_multiconn import (
 )
 from pytest_multiconn.faults import (
     AcceptThenClose,
+    Burst,
     ChunkedEcho,
     ClientFault,
     CloseAfter,
@@ -103,6 +104,7 @@ CLIENT_FAULTS: list[tuple[str, Callable[[Rng], ClientFault]]] = [
     ("reset", lambda r: Reset(at=r.choice(["before", "mid", "after"]))),
     ("garbage", lambda r: Garbage(size=r.choice([1024, 64 * 1024, 1 << 20]))),
     ("connect_close", lambda r: ConnectClose()),
+    ("burst", lambda r: Burst(connections=r.choice([50, 200]))),
 ]
 
 # Server faults, and whether a plain exchange still gets every byte back.

@@ -532,6 +532,54 @@ def test_idle_timeout_spares_a_slow_reader_that_drains_our_output() -> None:
             assert stats.open == 0
 
 
+def test_idle_timeout_spares_a_slow_reader_draining_the_kernel_buffer() -> None:
+    # The same client with the kernel holding the echo: the server paused reading, its own
+    # output is all in its socket's send buffer (hundreds of KB), and a slow reader drains
+    # that for seconds without the loop seeing one event (writable comes back only once a
+    # third of the buffer is free).  Forced: a fixed server SO_SNDBUF of 256 KiB (the kernel
+    # makes it 416 or 512 KiB), a client that sends all it can at once, then takes 4 KiB per
+    # tenth of the idle timeout for 30 reads (3 idle timeouts, 120 KiB: under a third of the
+    # buffer).  Before: reset after the first idle timeout ("got 128,512 of 16,000,000 bytes").
+    idle = 0.5
+    step = idle / 10
+    reads = 30
+
+    def big_send_buffer(event: str, conn: Connection, data: bytes | None) -> None:
+        if event == "accept":
+            # Fixed (no autotuning): Linux doubles it, to at most twice net.core.wmem_max.
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
+
+    pace = threading.Event()  # never set: a bounded pause between reads, not a sync point
+    with EchoServer(idle_timeout=idle, on_event=big_send_buffer) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        with sock:
+            sock.settimeout(WAIT)
+            sock.connect(server.address)
+            payload = os.urandom(16 << 20)
+            sock.setblocking(False)
+            sent = 0
+            with contextlib.suppress(BlockingIOError):
+                while sent < len(payload):
+                    sent += sock.send(memoryview(payload)[sent : sent + 65536])
+            sock.settimeout(WAIT)
+            server.wait_for(
+                lambda s: s.buffered > server.high_water, WAIT, "the server to pause reading"
+            )
+            echoed = bytearray()
+            for _ in range(reads):
+                data = sock.recv(4096)
+                assert data, f"server closed the slow reader after {len(echoed)} bytes"
+                echoed += data
+                pace.wait(step)
+            assert bytes(echoed) == payload[: len(echoed)]
+            stats = server.stats()
+            assert (stats.open, stats.idle_closed) == (1, 0), stats
+            # Stop reading: now nothing moves, and the idle timeout closes it.
+            stats = server.wait_for(lambda s: s.idle_closed == 1, WAIT, "the idle close")
+            assert stats.open == 0
+
+
 def test_idle_timeout_past_the_selector_limit_is_refused_at_construction() -> None:
     # Before: accepted, then the first client was reset by "OverflowError: timeout is too
     # large" inside the loop thread.

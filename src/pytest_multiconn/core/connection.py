@@ -29,6 +29,14 @@ from typing import Any
 from pytest_multiconn.core.checks import check_seconds
 from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop, Timer
 
+try:  # POSIX: how many bytes the kernel still holds in a socket's send queue (SIOCOUTQ)
+    import fcntl
+    import termios
+
+    _SIOCOUTQ: int | None = termios.TIOCOUTQ  # the same request number on Linux
+except (ImportError, AttributeError):  # pragma: no cover - Windows
+    _SIOCOUTQ = None
+
 Buffer = bytes | bytearray | memoryview
 
 DEFAULT_HIGH_WATER = 64 * 1024
@@ -171,6 +179,7 @@ class Connection:
         "_eof_received",
         "_eof_sent",
         "_finish_pending",
+        "_idle_queued",
         "_idle_timeout",
         "_idle_timer",
         "_mask",
@@ -246,6 +255,7 @@ class Connection:
         self._finish_pending = False  # close once output is flushed
         self._idle_timeout: float | None = None
         self._idle_timer: Timer | None = None
+        self._idle_queued = 0  # the kernel's send queue at the last idle check
 
     # -- diagnostics ------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -338,17 +348,40 @@ class Connection:
     def _last_progress(self) -> float:
         return max(self.last_received, self.last_sent)
 
+    def _kernel_queued(self) -> int:
+        """Bytes our kernel still holds for the peer (SIOCOUTQ); 0 where it cannot say."""
+        if _SIOCOUTQ is None or self.closed:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(self.fd, _SIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return 0
+
     def _check_idle(self) -> None:
         self._idle_timer = None
         if self.closed or self._idle_timeout is None:
             return
+        now = time.monotonic()
         due = self._last_progress() + self._idle_timeout
-        if time.monotonic() >= due:
+        if now >= due:
+            # Why the kernel's queue too: once all of our output is in the kernel's send
+            # buffer (megabytes, autotuned on loopback) a slow reader drains it for seconds
+            # without our loop seeing a single event, while we have paused reading from it.
+            # A queue that changed since the last check is the peer taking our bytes.  So a
+            # connection whose only progress is the kernel draining closes between one and
+            # two idle_timeouts after that progress stopped.
+            queued = self._kernel_queued()
+            if queued and queued != self._idle_queued:
+                self._idle_queued = queued
+                self.last_sent = now
+                self._idle_timer = self.loop.call_at(now + self._idle_timeout, self._check_idle)
+                return
             self.transcript.record("note", note=f"idle for {self._idle_timeout}s")
             self.close(reason="idle timeout")
         else:
-            # Data arrived since the timer was set: sleep again until the new deadline rather
+            # Progress since the timer was set: sleep again until the new deadline rather
             # than rescheduling a timer on every recv.
+            self._idle_queued = self._kernel_queued()
             self._idle_timer = self.loop.call_at(due, self._check_idle)
 
     # -- flow control -------------------------------------------------------------------------
