@@ -9,6 +9,7 @@ documented raw I/O points (``_recv``/``_send``) or a socket subclass fails one c
 from __future__ import annotations
 
 import errno
+import math
 import select
 import socket
 import struct
@@ -57,6 +58,23 @@ def test_transcript_limits_merging_and_dropping() -> None:
     text = t.format()
     assert "... 3 earlier entries dropped ..." in text.splitlines()[1]
     assert text.splitlines()[0].endswith("connect  peer x")
+
+
+def test_transcript_of_one_entry_keeps_the_most_recent() -> None:
+    # Before: the second event raised IndexError (``del entries[1]`` on a one-entry list).
+    t = Transcript(limit=1, origin=0.0)
+    t.record("connect", note="peer x")
+    t.record("in", 5)
+    t.record("close", note="done")
+    assert [(e.direction, e.note) for e in t] == [("close", "done")]
+    assert t.dropped == 2
+    assert "... 2 earlier entries dropped ..." in t.format()
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, "3", True, None])
+def test_transcript_limit_must_be_a_non_negative_integer(limit: object) -> None:
+    with pytest.raises(ValueError, match=rf"transcript_limit must be an integer >= 0.*{limit!r}"):
+        Transcript(limit=limit)  # type: ignore[arg-type]
 
 
 def test_connection_repr_follows_its_state(
@@ -135,6 +153,18 @@ def test_idle_timeout_can_be_replaced_and_cleared(
     conn.set_idle_timeout(1)  # closed: no timer
     assert conn._idle_timer is None
     conn._check_idle()  # a late timer on a closed connection does nothing
+
+
+@pytest.mark.parametrize("seconds", [math.inf, math.nan, 0, -1, "1", 30 * 24 * 3600])
+def test_idle_timeout_values_the_loop_cannot_wait_on_are_refused(
+    loop: Loop, tcp_pair: tuple[socket.socket, socket.socket], seconds: object
+) -> None:
+    conn = Recorder(loop, tcp_pair[0], "peer")
+    conn.attach()
+    with pytest.raises(ValueError, match=r"^idle_timeout must be"):
+        conn.set_idle_timeout(seconds)  # type: ignore[arg-type]
+    assert conn._idle_timer is None
+    conn.close()
 
 
 class FaultyIO(Recorder):
