@@ -21,7 +21,7 @@ from pytest_multiconn import (
 )
 from pytest_multiconn.core import loop as loop_module
 from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, _fast_epoll, _Waker
-from pytest_multiconn.lowlevel import Loop
+from pytest_multiconn.lowlevel import Loop, wait_until
 
 
 @pytest.fixture
@@ -502,3 +502,18 @@ def test_handler_close_errors_at_shutdown_are_recorded() -> None:
         lp.stop()
         with pytest.raises(LoopThreadError, match=r"(?s)ZeroDivisionError.*and 1 more"):
             lp.check()
+
+
+@pytest.mark.parametrize("timeout", [math.inf, math.nan, "1", -1])
+def test_wait_bounds_must_be_finite_numbers(timeout: object) -> None:
+    # An infinite bound made "every wait has a timeout" false without a word.
+    lp = Loop("multiconn-test-wait-bounds")
+    try:
+        with pytest.raises(ValueError, match=r"^timeout must be"):
+            lp.start(timeout)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"^timeout must be"):
+            lp.run_until(lambda: True, timeout)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"^timeout must be"):
+            wait_until(lambda: True, timeout)  # type: ignore[arg-type]
+    finally:
+        lp.close()

@@ -353,7 +353,8 @@ class Connection:
         if _SIOCOUTQ is None or self.closed:
             return 0
         try:
-            return struct.unpack("i", fcntl.ioctl(self.fd, _SIOCOUTQ, b"\0\0\0\0"))[0]
+            queued: int = struct.unpack("i", fcntl.ioctl(self.fd, _SIOCOUTQ, b"\0\0\0\0"))[0]
+            return queued
         except OSError:
             return 0
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from pytest_multiconn.core.checks import MAX_DELAY
+from pytest_multiconn.core.checks import MAX_DELAY, check_seconds
 from pytest_multiconn.errors import LoopStuckError, LoopThreadError
 
 T = TypeVar("T")
@@ -270,6 +270,7 @@ class Loop:
         callback is queued while the loop may be dispatching a batch polled *before* the
         caller's last socket operation; one extra zero-timeout poll closes that window.
         """
+        check_seconds(timeout, "timeout")
         if self.in_loop_thread() or not self.is_running():
             return fn()
         done = threading.Event()
@@ -416,6 +417,7 @@ class Loop:
 
     def run_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Drive the loop in this thread until ``predicate()`` or ``timeout``; True if met."""
+        check_seconds(timeout, "timeout", allow_zero=True, maximum=math.inf)
         deadline = time.monotonic() + timeout
         self._thread_ident = threading.get_ident()
         try:
@@ -430,6 +432,7 @@ class Loop:
 
     def start(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Start the loop thread; return once it is running."""
+        check_seconds(timeout, "timeout")
         if self._thread is not None:
             raise RuntimeError(f"{self.name}: already started")
         if self._closed:
@@ -476,6 +479,7 @@ class Loop:
         cannot join its own thread: it only asks the loop to stop, which happens as soon as the
         running callback returns; a later ``stop()`` from another thread then joins it.
         """
+        check_seconds(timeout, "timeout")
         thread = self._thread
         if thread is None:
             self._close_all()

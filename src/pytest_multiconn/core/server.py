@@ -528,6 +528,7 @@ class ServerBase:
         what: str = "a condition",
     ) -> ServerStats:
         """Block until ``predicate(stats)`` holds; raise :class:`WaitTimeout` naming ``what``."""
+        check_seconds(timeout, "timeout", allow_zero=True)
         deadline = time.monotonic() + timeout
         with self._cond:
             self._waiters += 1
