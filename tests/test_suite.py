@@ -28,10 +28,13 @@ TUTORIAL = Path(__file__).with_name("tutorial_server.py")
 
 
 #: SO_SNDBUF of the tutorial server's accepted sockets.  Why: its half-close loss is the echo
-#: still queued in its memory when it reads our EOF; with default loopback buffers the kernel
-#: often absorbs most of that echo and, under load, the check then sometimes passed.  A small
-#: send buffer keeps the echo in the server's memory, so the loss happens every time.
-TUTORIAL_SNDBUF = 4096
+#: still queued in its memory when it reads our EOF; with default (autotuned, up to 4 MB)
+#: loopback buffers the kernel often absorbs most of that echo and, under load, the check then
+#: sometimes passed.  A small fixed send buffer keeps the echo in the server's memory.  Not
+#: smaller: the tutorial appends to one ``bytes`` object (quadratic in what it holds), so at
+#: 4 KiB its echo of 6 MiB took 11-13 s alone and ran into the check's 20 s bound under load;
+#: 16 KiB lost 4-88 KiB in each of 8 runs here, in 3.6-6 s.
+TUTORIAL_SNDBUF = 16384
 
 
 @pytest.fixture
