@@ -309,7 +309,7 @@ def test_bad_fault_arguments_say_what_to_do(multiconn_server, multiconn_proxy):
         proxy.add(Latency(ms=1), direction="sideways")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Latency"):
         proxy.add("latency")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="Latency ms"):
+    with pytest.raises(ValueError, match="Latency: ms"):
         Latency(ms=-1)
     with pytest.raises(ValueError, match="size_variation"):
         Slicer(average_size=4, size_variation=4)

@@ -35,6 +35,13 @@ from pytest_multiconn.faults import params as checks
 from pytest_multiconn.faults.params import validate
 
 
+def parameter_names(cls: type[Fault] | Fault) -> list[str]:
+    """A fault's parameter names, its own first and the shared ones (``probability``) last."""
+    names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+    shared = [f.name for f in dataclasses.fields(Fault)]
+    return [n for n in names if n not in shared] + [n for n in shared if n in names]
+
+
 def fault_rng(seed: int, family: str, conn: int, position: object, name: str) -> random.Random:
     """The ``random.Random`` of fault ``name`` at ``position`` (its index in the list, or the
     proxy direction) on connection ``conn`` of a run seeded with ``seed``, in ``family``.
@@ -80,7 +87,7 @@ class Fault:
         if unknown:
             raise FaultParameterError(
                 f"{type(self).__name__} has no parameter {', '.join(sorted(unknown))}; "
-                f"its parameters are: {', '.join(f.name for f in dataclasses.fields(self))}"
+                f"its parameters are: {', '.join(parameter_names(self))}"
             )
         return dataclasses.replace(self, **params)
 
@@ -141,20 +148,18 @@ class Registry(dict[str, type[F]], Generic[F]):
         cls = self.get(name.strip().lower().replace("-", "_"))
         if cls is None:
             raise FaultParameterError(
-                f"unknown {self.family} fault {name!r}; known: {', '.join(self)}"
+                f"unknown fault {name!r}; known {self.family} faults: {', '.join(self)}"
             )
         return cls
 
     def create(self, name: str, **params: Any) -> F:
         """``create("latency", ms=50)`` -> ``Latency(ms=50)``; unknown keys name the known."""
         cls = self.lookup(name)
-        fields = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) \
-            else []
+        fields = parameter_names(cls)
         unknown = sorted(set(params) - set(fields)) if fields else []
         if unknown:
             raise FaultParameterError(
-                f"{cls.__name__} has no parameter {', '.join(unknown)}; "
-                f"its parameters are: {', '.join(fields)}"
+                f"{cls.name} takes {', '.join(fields)}; it has no parameter {', '.join(unknown)}"
             )
         try:
             return cls(**params)

@@ -26,6 +26,8 @@ from pytest_multiconn.errors import FaultParameterError
 EPOLL_MAX_MS = 2**31 - 1
 EPOLL_MAX_SECONDS = EPOLL_MAX_MS / 1000
 
+_EPOLL_WHY = " (about 24.8 days, the longest timer the loop can wait for)"
+
 #: ``check(fault_name, parameter, value) -> value``: raises FaultParameterError when bad.
 Check = Callable[[str, str, object], Any]
 
@@ -75,11 +77,14 @@ def _real(owner: str, name: str, value: object, expected: str) -> float:
     return value
 
 
-def number(minimum: float = 0.0, maximum: float | None = None, *, unit: str = "") -> Check:
+def number(
+    minimum: float = 0.0, maximum: float | None = None, *, unit: str = "", why: str = ""
+) -> Check:
     """A finite real number from ``minimum`` to ``maximum`` (ints accepted, bools not)."""
-    what = f"a finite number{f' of {unit}' if unit else ''} >= {minimum:g}"
+    of = f" of {unit}" if unit else ""
+    what = f"a finite number{of} >= {minimum:g}"
     if maximum is not None:
-        what = f"a finite number{f' of {unit}' if unit else ''} from {minimum:g} to {maximum:g}"
+        what = f"a finite number{of} from {minimum:g} to {maximum!r}{why}"
 
     def check(owner: str, name: str, value: object) -> Any:
         real = _real(owner, name, value, what)
@@ -92,17 +97,17 @@ def number(minimum: float = 0.0, maximum: float | None = None, *, unit: str = ""
 
 def seconds(minimum: float = 0.0) -> Check:
     """A duration in seconds that a loop timer can wait (up to about 24.8 days)."""
-    return number(minimum, EPOLL_MAX_SECONDS, unit="seconds")
+    return number(minimum, EPOLL_MAX_SECONDS, unit="seconds", why=_EPOLL_WHY)
 
 
 def milliseconds(minimum: float = 0.0) -> Check:
     """A duration in milliseconds that a loop timer can wait (up to 2**31 - 1)."""
-    return number(minimum, EPOLL_MAX_MS, unit="milliseconds")
+    return number(minimum, EPOLL_MAX_MS, unit="milliseconds", why=_EPOLL_WHY)
 
 
 def microseconds() -> Check:
     """A duration in microseconds that a loop timer can wait."""
-    return number(0.0, EPOLL_MAX_MS * 1000.0, unit="microseconds")
+    return number(0.0, EPOLL_MAX_MS * 1000, unit="microseconds", why=_EPOLL_WHY)
 
 
 def integer(minimum: int = 1, maximum: int | None = None) -> Check:
@@ -122,7 +127,7 @@ def integer(minimum: int = 1, maximum: int | None = None) -> Check:
 
 def probability() -> Check:
     """A chance from 0 to 1 (toxiproxy's *toxicity*)."""
-    return number(0.0, 1.0)
+    return number(0.0, 1)
 
 
 def flag() -> Check:
