@@ -168,6 +168,12 @@ class DelayEcho(ServerFault):
     seconds: float = param(check=checks.seconds())
     jitter: float = param(0.0, checks.seconds())
 
+    def check(self) -> None:
+        if self.seconds + self.jitter > checks.EPOLL_MAX_SECONDS:
+            raise checks.fail("DelayEcho", "seconds + jitter", self.seconds + self.jitter,
+                              f"at most {checks.EPOLL_MAX_SECONDS} (the longest timer the loop "
+                              "can wait for)")
+
     def open(self, conn: ServerConnectionAPI, rng: random.Random) -> ServerFaultSession:
         return _Delayed(self, conn, rng)
 

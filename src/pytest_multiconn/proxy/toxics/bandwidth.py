@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from random import Random
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from pytest_multiconn.core.loop import Timer
 from pytest_multiconn.errors import FaultParameterError
@@ -84,6 +85,7 @@ class Bandwidth(Toxic):
 
     name = "bandwidth"
     stage_class = BandwidthStage
+    quick: ClassVar[Mapping[str, Any]] = {"rate": 100}
 
     # Finite: an infinite rate is no limit (remove the toxic), and inf breaks the pacing.
     rate: float | None = param(None, optional(number(0.001, unit="KB/s")))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from pytest_multiconn.faults.params import EPOLL_MAX_MS, fail, milliseconds, param
 from pytest_multiconn.proxy.toxics.base import EOF_MARK, TOXICS, QueueStage, Toxic
@@ -34,6 +36,7 @@ class Latency(Toxic):
 
     name = "latency"
     stage_class = LatencyStage
+    quick: ClassVar[Mapping[str, Any]] = {"ms": 50}
 
     ms: float = param(0.0, milliseconds())
     jitter: float = param(0.0, milliseconds())

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from random import Random
+from typing import Any, ClassVar
 
 from pytest_multiconn.faults.params import integer, param
 from pytest_multiconn.proxy.toxics.base import TOXICS, PipeAPI, Stage, Toxic
@@ -57,5 +59,6 @@ class LimitData(Toxic):
 
     name = "limit_data"
     stage_class = LimitDataStage
+    quick: ClassVar[Mapping[str, Any]] = {"bytes": 100}
 
     bytes: int = param(0, integer(0))

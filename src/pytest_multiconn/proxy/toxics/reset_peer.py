@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from random import Random
+from typing import Any, ClassVar
 
 from pytest_multiconn.core.loop import Timer
 from pytest_multiconn.faults.params import milliseconds, param
@@ -45,5 +47,6 @@ class ResetPeer(Toxic):
 
     name = "reset_peer"
     stage_class = ResetPeerStage
+    quick: ClassVar[Mapping[str, Any]] = {"timeout_ms": 100}
 
     timeout_ms: float = param(0.0, milliseconds())

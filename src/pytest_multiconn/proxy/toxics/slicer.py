@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.faults.params import integer, microseconds, param
@@ -44,6 +46,7 @@ class Slicer(Toxic):
 
     name = "slicer"
     stage_class = SlicerStage
+    quick: ClassVar[Mapping[str, Any]] = {"average_size": 4}
 
     average_size: int = param(1, integer(1))
     size_variation: int = param(0, integer(0))

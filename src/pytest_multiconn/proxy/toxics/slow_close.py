@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from pytest_multiconn.faults.params import milliseconds, param
 from pytest_multiconn.proxy.toxics.base import EOF_MARK, TOXICS, QueueStage, Toxic
@@ -31,5 +33,6 @@ class SlowClose(Toxic):
 
     name = "slow_close"
     stage_class = SlowCloseStage
+    quick: ClassVar[Mapping[str, Any]] = {"delay_ms": 50}
 
     delay_ms: float = param(0.0, milliseconds())

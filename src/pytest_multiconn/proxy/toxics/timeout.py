@@ -9,8 +9,10 @@ ends, whatever the sending side does, is ``Timeout(ms=0, hold_eof=True)``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from random import Random
+from typing import Any, ClassVar
 
 from pytest_multiconn.core.loop import Timer
 from pytest_multiconn.faults.params import flag, milliseconds, param
@@ -74,6 +76,7 @@ class Timeout(Toxic):
 
     name = "timeout"
     stage_class = TimeoutStage
+    quick: ClassVar[Mapping[str, Any]] = {"ms": 100}
 
     ms: float = param(0.0, milliseconds())
     hold_eof: bool = param(False, flag())
