@@ -116,7 +116,7 @@ def test_constructor_shapes_users_have_still_work() -> None:
 
 
 def test_reset_kept_as_a_deprecated_alias() -> None:
-    import pytest_multiconn.faults as faults
+    from pytest_multiconn import faults
 
     with pytest.warns(DeprecationWarning, match="ClientReset"):
         old = faults.Reset
@@ -164,7 +164,7 @@ def test_replace_checks_like_a_new_fault_and_keeps_the_original() -> None:
     fault = Latency(ms=10)
     assert fault.replace(jitter=2) == Latency(ms=10, jitter=2)
     assert fault == Latency(ms=10)
-    with pytest.raises(FaultParameterError, match="ms must be .* got inf"):
+    with pytest.raises(FaultParameterError, match=r"ms must be .* got inf"):
         fault.replace(ms=math.inf)
     with pytest.raises(FaultParameterError, match="no parameter bogus; its parameters are: ms"):
         fault.replace(bogus=1)
@@ -214,7 +214,7 @@ class _TwoByteSession(FaultSession):
     def __init__(self, fault: ClientFault, conn: ClientConnectionAPI, rng: random.Random):
         super().__init__(fault, conn, rng)
         self.first_draw = rng.random()
-        SEEN_CLIENT.append(self.first_draw)
+        seen_client.append(self.first_draw)
 
     def connected(self) -> None:
         self.conn.max_send = self.fault.size
@@ -224,7 +224,7 @@ class _TwoByteSession(FaultSession):
         self.conn.max_send = self.fault.size
 
 
-SEEN_CLIENT: list[float] = []
+seen_client: list[float] = []
 
 
 @dataclass(frozen=True, repr=False)
@@ -237,21 +237,22 @@ class TwoByteSends(ClientFault):
 
 
 def test_a_custom_client_fault_runs_on_real_sockets(multiconn_server: EchoServer) -> None:
-    SEEN_CLIENT.clear()
+    seen_client.clear()
     client = MultiConnClient(multiconn_server.address, 2, messages=[b"x" * 40],
                              faults=[TwoByteSends()], seed=77, timeout=10)
     results = client.run()
     assert results.ok
     for result in results:
         assert result.faults == "two_byte_sends"
-        assert result.send_sizes and max(result.send_sizes) <= 2
+        assert result.send_sizes
+        assert max(result.send_sizes) <= 2
         assert "sending 2 B at a time" in result.note
     # Connections are numbered from 1; the fault is at position 0 of the list.
     expected = sorted(fault_rng(77, "client", c, 0, "two_byte_sends").random() for c in (1, 2))
-    assert sorted(SEEN_CLIENT) == expected
+    assert sorted(seen_client) == expected
 
 
-SEEN_SERVER: list[tuple[int, float]] = []
+seen_server: list[tuple[int, float]] = []
 
 
 class _CapSession(ServerFaultSession):
@@ -259,7 +260,7 @@ class _CapSession(ServerFaultSession):
 
     def __init__(self, fault: ServerFault, conn: ServerConnectionAPI, rng: random.Random):
         super().__init__(fault, conn, rng)
-        SEEN_SERVER.append((conn.number, rng.random()))
+        seen_server.append((conn.number, rng.random()))
 
     def made(self) -> None:
         self.conn.note("capping sends")
@@ -285,7 +286,7 @@ class CapSends(ServerFault):
 
 
 def test_a_custom_server_fault_runs_on_real_sockets() -> None:
-    SEEN_SERVER.clear()
+    seen_server.clear()
     with FaultyEchoServer(faults=[CapSends(4)], seed=5) as server, \
             socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(b"y" * 50)
@@ -299,17 +300,17 @@ def test_a_custom_server_fault_runs_on_real_sockets() -> None:
     assert sum(e.size for e in sends) == 50
     assert max(e.size for e in sends) <= 4
     assert sends[0].fault == "CapSends(cap=4)"
-    assert SEEN_SERVER == [(1, fault_rng(5, "server", 1, 0, "cap_sends").random())]
+    assert seen_server == [(1, fault_rng(5, "server", 1, 0, "cap_sends").random())]
     with pytest.raises(FaultParameterError, match="CapSends: cap must be an integer >= 1"):
         CapSends(0)
 
 
-SEEN_TOXIC: list[float] = []
+seen_toxic: list[float] = []
 
 
 class _UpperStage(Stage):
     def start(self) -> None:
-        SEEN_TOXIC.append(self.rng.random())
+        seen_toxic.append(self.rng.random())
 
     def feed(self, data: bytes) -> None:
         self.pipe.note(self, "upper-cased", len(data))
@@ -325,7 +326,7 @@ class Upper(Toxic):
 
 
 def test_a_custom_toxic_runs_in_a_real_proxy(multiconn_server: EchoServer, multiconn_proxy):
-    SEEN_TOXIC.clear()
+    seen_toxic.clear()
     proxy = multiconn_proxy(multiconn_server, seed=3)
     name = proxy.add(Upper(), direction="downstream")
     assert name == "upper_downstream"
@@ -338,4 +339,4 @@ def test_a_custom_toxic_runs_in_a_real_proxy(multiconn_server: EchoServer, multi
             got += chunk
     assert got == b"HELLO"
     # The proxy labels a stage's rng with the entry's name (two of one kind may be added).
-    assert SEEN_TOXIC == [fault_rng(3, "toxic", 1, "downstream", name).random()]
+    assert seen_toxic == [fault_rng(3, "toxic", 1, "downstream", name).random()]
