@@ -381,3 +381,25 @@ def test_random_draws_come_from_the_rng_given(bench: Bench) -> None:
         sizes(fault_rng(5, "toxic", 1, "upstream", "slicer"))
     assert sizes(fault_rng(5, "toxic", 1, "upstream", "slicer")) != \
         sizes(fault_rng(5, "toxic", 2, "upstream", "slicer"))
+
+
+def test_an_old_style_custom_toxic_still_works(bench: Bench) -> None:
+    # 0.1 custom toxics set ``kind``, override make_stage and use a plain frozen dataclass.
+    from dataclasses import dataclass
+
+    class Drop(Stage):
+        def feed(self, data: bytes) -> None:
+            self.pipe.dropped(len(data))
+
+    @dataclass(frozen=True)
+    class Blackhole(Toxic):
+        kind = "blackhole"
+
+        def make_stage(self, pipe: PipeAPI, rng: Random) -> Stage:
+            return Drop(self, "", pipe, rng)
+
+    assert Blackhole.name == "blackhole"
+    stage = bench.stage(Blackhole())
+    stage.feed(b"gone")
+    assert bench.pipe.dropped_bytes == 4
+    assert bench.sink.items == []
