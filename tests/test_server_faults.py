@@ -510,5 +510,5 @@ def test_reprs_name_the_faults(faulty: Factory) -> None:
         "AcceptThenClose(reset=True)", "StopAccepting(backlog=2)",
     ]
     server = faulty(DelayEcho(0.1), seed=99)
-    assert "seed=99 faults=[DelayEcho(0.1)]" in repr(server)
+    assert "seed=99 faults=[DelayEcho(seconds=0.1)]" in repr(server)
     assert isinstance(server, EchoServer)
