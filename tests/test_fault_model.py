@@ -340,3 +340,34 @@ def test_a_custom_toxic_runs_in_a_real_proxy(multiconn_server: EchoServer, multi
     assert got == b"HELLO"
     # The proxy labels a stage's rng with the entry's name (two of one kind may be added).
     assert seen_toxic == [fault_rng(3, "toxic", 1, "downstream", name).random()]
+
+
+def test_server_fault_probability_picks_connections_by_seeded_draw() -> None:
+    fault = ChunkedEcho(2, probability=0.5)
+    with FaultyEchoServer(faults=[fault], seed=11) as server:
+        for _ in range(8):
+            with socket.create_connection(server.address, timeout=10) as sock:
+                sock.sendall(b"abcd")
+                got = b""
+                while len(got) < 4:
+                    chunk = sock.recv(100)
+                    assert chunk, "EOF before the echo"
+                    got += chunk
+                assert got == b"abcd"
+        server.wait_for_closed(8)
+        chunked = {e.conn for e in server.fault_events("send")}
+    expected = {n for n in range(1, 9) if fault.applies(11, n, 0)}
+    assert chunked == expected
+    assert 0 < len(expected) < 8  # the seed was picked so that both cases occur
+
+
+def test_client_fault_probability_picks_connections_by_seeded_draw(
+    multiconn_server: EchoServer,
+) -> None:
+    fault = PartialSend(3, probability=0.5)
+    results = MultiConnClient(multiconn_server.address, 10, faults=[fault], seed=4,
+                              timeout=10).run()
+    assert results.ok
+    faulty = {r.conn_id for r in results if r.faults == "partial_send"}
+    assert faulty == {c for c in range(1, 11) if fault.applies(4, c, 0)}
+    assert 0 < len(faulty) < 10
