@@ -36,12 +36,12 @@ from pytest_multiconn.faults.client import (
     SlowReader,
     catalogue,
 )
+from pytest_multiconn.faults.closed_port import ClosedPort, closed_port_address
 from pytest_multiconn.faults.server import (
     SERVER_FAULTS,
     AcceptThenClose,
     ChunkedEcho,
     CloseAfter,
-    ClosedPort,
     DelayEcho,
     FaultEvent,
     FaultyEchoServer,
@@ -50,7 +50,6 @@ from pytest_multiconn.faults.server import (
     ServerFaultSession,
     Stall,
     StopAccepting,
-    closed_port_address,
 )
 from pytest_multiconn.tls.layer import (
     CertFault,
