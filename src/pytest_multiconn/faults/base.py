@@ -59,7 +59,7 @@ class Fault:
     Subclass a family's base (``ClientFault``, ``ServerFault``, ``Toxic``), decorate it with
     ``@dataclass(frozen=True, repr=False)``, declare parameters with :func:`param` and a check
     from :mod:`pytest_multiconn.faults.params`, set ``name``, and override :meth:`check` for
-    rules that involve several parameters.
+    rules that involve several parameters (not ``__post_init__``: that runs the checks).
     """
 
     #: The family's label in seeds and messages ("client", "server", "toxic").
