@@ -52,6 +52,7 @@ from pytest_multiconn.faults import (
     Burst,
     ChunkedEcho,
     ClientFault,
+    ClientReset,
     CloseAfter,
     ConnectClose,
     DelayEcho,
@@ -60,7 +61,6 @@ from pytest_multiconn.faults import (
     NeverClose,
     NeverRead,
     PartialSend,
-    Reset,
     ResetAfter,
     ServerFault,
     Silent,
@@ -94,21 +94,21 @@ Rng = random.Random
 # Factories take the phase's rng, so parameters are part of the seeded schedule.  Keyword
 # arguments throughout: other parts of the project are changing positional orders.
 
-CLIENT_FAULTS: list[tuple[str, Callable[[Rng], ClientFault]]] = [
+SOAK_CLIENT_FAULTS: list[tuple[str, Callable[[Rng], ClientFault]]] = [
     ("partial_send", lambda r: PartialSend(max_chunk=r.choice([1, 7, 512, 4096]))),
     ("slow_reader", lambda r: SlowReader(bytes_per_second=r.choice([256 * 1024, 1 << 20]))),
     ("never_read", lambda r: NeverRead(size=r.choice([1 << 20, 4 << 20]), stall=0.2)),
     ("never_close", lambda r: NeverClose()),
     ("silent", lambda r: Silent()),
     ("half_close", lambda r: HalfClose()),
-    ("reset", lambda r: Reset(at=r.choice(["before", "mid", "after"]))),
+    ("client_reset", lambda r: ClientReset(at=r.choice(["before", "mid", "after"]))),
     ("garbage", lambda r: Garbage(size=r.choice([1024, 64 * 1024, 1 << 20]))),
     ("connect_close", lambda r: ConnectClose()),
     ("burst", lambda r: Burst(connections=r.choice([50, 200]))),
 ]
 
 # Server faults, and whether a plain exchange still gets every byte back.
-SERVER_FAULTS: list[tuple[str, Callable[[Rng], ServerFault], bool]] = [
+SOAK_SERVER_FAULTS: list[tuple[str, Callable[[Rng], ServerFault], bool]] = [
     ("delay_echo", lambda r: DelayEcho(seconds=r.choice([0.001, 0.02]), jitter=0.005), True),
     ("chunked_echo", lambda r: ChunkedEcho(max_chunk=r.choice([1, 3, 100, 1400])), True),
     ("stall", lambda r: Stall(read=r.random() < 0.5), False),
@@ -119,7 +119,7 @@ SERVER_FAULTS: list[tuple[str, Callable[[Rng], ServerFault], bool]] = [
 ]
 
 # Toxics: a factory, an update (new parameters), and whether bytes survive.
-TOXICS: list[tuple[str, Callable[[Rng], Toxic], Callable[[Rng], dict[str, Any]], bool]] = [
+SOAK_TOXICS: list[tuple[str, Callable[[Rng], Toxic], Callable[[Rng], dict[str, Any]], bool]] = [
     ("latency", lambda r: Latency(ms=r.choice([1, 5, 20]), jitter=1),
      lambda r: {"ms": r.choice([0, 2, 10])}, True),
     ("bandwidth", lambda r: Bandwidth(rate=r.choice([500, 5000])),
@@ -274,7 +274,7 @@ def background(fn: Callable[[], None]) -> Iterator[None]:
             raise RuntimeError("soak traffic thread did not end: the soak itself is stuck")
 
 
-def phase_clean(t: Targets, tally: Tally, phase: int, rng: Rng) -> None:
+def phase_clean(t: Targets, tally: Tally, phase: int, rng: Rng) -> str:
     """Short and long connections to every server, direct and through the proxies."""
     plan = [
         ("echo", t.echo.address, None),
@@ -288,11 +288,12 @@ def phase_clean(t: Targets, tally: Tally, phase: int, rng: Rng) -> None:
         n = rng.randint(2, 4) if long else rng.randint(20, 120 if tls is None else 40)
         run_client(tally, phase, what, address, n=n, msgs=messages(rng, long), must_echo=True,
                    tls=tls, seed=rng.getrandbits(32))
+    return "every server, direct and proxied"
 
 
-def phase_client_fault(t: Targets, tally: Tally, phase: int, rng: Rng) -> None:
+def phase_client_fault(t: Targets, tally: Tally, phase: int, rng: Rng) -> str:
     """A client fault against a good server (direct or proxied, plain or TLS): it must pass."""
-    name, make = rng.choice(CLIENT_FAULTS)
+    name, make = rng.choice(SOAK_CLIENT_FAULTS)
     what, address, tls = rng.choice([
         ("echo", t.echo.address, None),
         ("tls-echo", t.tls_echo.address, t.tls_echo.client_tls),
@@ -303,13 +304,15 @@ def phase_client_fault(t: Targets, tally: Tally, phase: int, rng: Rng) -> None:
     run_client(tally, phase, f"{name} -> {what}", address, n=rng.randint(1, 4),
                msgs=messages(rng, False), must_echo=True, tls=tls, faults=[fault],
                seed=rng.getrandbits(32))
+    return f"{fault!r} -> {what}"
 
 
-def phase_server_fault(t: Targets, tally: Tally, phase: int, rng: Rng) -> None:
+def phase_server_fault(t: Targets, tally: Tally, phase: int, rng: Rng) -> str:
     """A server fault switched on under traffic; bytes must survive the ones that keep them."""
-    name, make, keeps_bytes = rng.choice(SERVER_FAULTS)
+    name, make, keeps_bytes = rng.choice(SOAK_SERVER_FAULTS)
     tally.faults[f"server:{name}"] += 1
-    t.faulty.set_faults([make(rng)])
+    fault = make(rng)
+    t.faulty.set_faults([fault])
     try:
         n = 3 if name == "stop_accepting" else rng.randint(5, 40)
         timeout_run = BOUND if keeps_bytes else 3.0
@@ -327,12 +330,13 @@ def phase_server_fault(t: Targets, tally: Tally, phase: int, rng: Rng) -> None:
             tally.violate(phase, f"server fault {name}: {results.failed[0]}")
     finally:
         t.faulty.set_faults([])
+    return repr(fault)
 
 
-def phase_toxics(t: Targets, tally: Tally, phase: int, rng: Rng) -> None:
+def phase_toxics(t: Targets, tally: Tally, phase: int, rng: Rng) -> str:
     """Toxics added, updated and removed on a proxy while traffic flows through it."""
     proxy, tls = rng.choice([(t.proxy, None), (t.tls_proxy, t.tls_echo.client_tls)])
-    chosen = rng.sample(TOXICS, rng.randint(1, 3))
+    chosen = rng.sample(SOAK_TOXICS, rng.randint(1, 3))
     keeps_bytes = all(keep for *_, keep in chosen)
     direction = rng.choice(["upstream", "downstream", "both"])
     n = rng.randint(5, 30)
@@ -358,11 +362,12 @@ def phase_toxics(t: Targets, tally: Tally, phase: int, rng: Rng) -> None:
         for name in names:
             proxy.remove(name)
             tally.faults["toxic-remove"] += 1
+    return f"{toxics!r} {direction} on {proxy.name}"
 
 
-def phase_live_toxic_churn(t: Targets, tally: Tally, phase: int, rng: Rng) -> None:
+def phase_live_toxic_churn(t: Targets, tally: Tally, phase: int, rng: Rng) -> str:
     """Byte-preserving toxics added and removed many times during one long exchange."""
-    keepers = [c for c in TOXICS if c[3]]
+    keepers = [c for c in SOAK_TOXICS if c[3]]
     msgs = [rng.randbytes(1 << 20)]
     seed = rng.getrandbits(32)
     churn = [(rng.choice(keepers), rng.choice(["upstream", "downstream"])) for _ in range(6)]
@@ -384,9 +389,10 @@ def phase_live_toxic_churn(t: Targets, tally: Tally, phase: int, rng: Rng) -> No
             done.wait(0.05)  # a bounded pause so traffic flows under the toxic
             t.proxy.remove(name)
             tally.faults["toxic-remove"] += 1
+    return f"{len(churn)} toxics on and off during a 1 MiB exchange"
 
 
-PHASES: list[tuple[str, Callable[[Targets, Tally, int, Rng], None], int]] = [
+PHASES: list[tuple[str, Callable[[Targets, Tally, int, Rng], str], int]] = [
     ("clean", phase_clean, 3),
     ("client_fault", phase_client_fault, 4),
     ("server_fault", phase_server_fault, 3),
@@ -395,13 +401,13 @@ PHASES: list[tuple[str, Callable[[Targets, Tally, int, Rng], None], int]] = [
 ]
 
 
-def settle(t: Targets, tally: Tally, phase: int) -> None:
+def settle(t: Targets, tally: Tally, phase: int, what: str) -> None:
     """Every server and proxy back to zero open connections, and no loop error."""
     for server in t.all():
         try:
             server.wait_for_idle(BOUND)
         except Exception as exc:  # noqa: BLE001 - reported as a violation
-            tally.violate(phase, f"stuck past {BOUND}s: {exc}".splitlines()[0])
+            tally.violate(phase, f"stuck past {BOUND}s after {what}: {exc}".splitlines()[0])
         try:
             server.check()
         except Exception as exc:  # noqa: BLE001 - reported as a violation
@@ -445,18 +451,19 @@ def soak(
             phase += 1
             name, fn, _ = rng.choices(PHASES, weights)[0]
             tally.phases[name] += 1
+            detail = ""
             try:
-                fn(targets, tally, phase, random.Random(rng.getrandbits(64)))
+                detail = fn(targets, tally, phase, random.Random(rng.getrandbits(64)))
             except Exception as exc:  # noqa: BLE001 - the soak reports and goes on
                 tally.violate(phase, f"{name} raised {type(exc).__name__}: {exc}")
-            settle(targets, tally, phase)
+            settle(targets, tally, phase, f"{name}: {detail}")
             if phase % 8 == 0:
                 idle_window(tally, phase)
             now = time.monotonic()
             current = rss()
             if verbose:
-                out(f"phase {phase:4d} {name:<13} rss {current / 2**20:7.1f} MiB "
-                    f"conns {tally.connections}")
+                out(f"phase {phase:4d} rss {current / 2**20:6.1f} MiB conns "
+                    f"{tally.connections:6d} {name}: {detail}")
             if tally.rss_baseline is None:
                 if now >= warmup_end:
                     tally.rss_baseline = reported = current
