@@ -28,7 +28,6 @@ from pytest_multiconn.client.multiconn import (
 )
 from pytest_multiconn.core.process import ServerProcess
 from pytest_multiconn.core.public import publish
-from pytest_multiconn.core.server import EchoServer
 from pytest_multiconn.core.wait import wait_until
 from pytest_multiconn.errors import (
     AddressError,
@@ -46,7 +45,8 @@ from pytest_multiconn.errors import (
 )
 from pytest_multiconn.faults.server import ClosedPort, FaultyEchoServer, closed_port_address
 from pytest_multiconn.proxy.proxy import FaultProxy
-from pytest_multiconn.tls.layer import TLSConfig
+from pytest_multiconn.servers.echo import EchoServer
+from pytest_multiconn.tls.config import TLSConfig
 
 try:
     __version__ = version("pytest-multiconn")

@@ -11,8 +11,21 @@ The connection object is the selector's ``SelectorKey.data``.  Its rules, borrow
   us buffer without bound) and ``resume_writing()`` runs once it drains below the low-water mark;
 * end-of-stream from the peer never loses data: pending output is flushed before we close.
 
-Subclasses override the hooks ``connection_made``, ``data_received``, ``eof_received`` and
+Subclasses override the hooks ``connection_made``, ``data_received``, ``on_eof`` and
 ``connection_lost``, like an asyncio ``Protocol`` fused with its transport.
+
+Extension points, the same in plaintext and under a layer (TLS):
+
+* ``send_allowance()`` is how many plaintext bytes the next ``send`` may carry (default
+  ``max_send``; 0: not now).  It is applied to plaintext *before* the layer, so a fault that
+  chunks its output makes small TLS records exactly as it makes small TCP writes;
+* ``after_send(n)`` runs after ``n`` plaintext bytes left (all their ciphertext, under TLS);
+* ``layer``: a :class:`~pytest_multiconn.core.layer.StreamLayer` between the socket and the
+  plaintext (set with ``use_layer()`` before the connection is attached or connects).  It
+  decides the selector interest while it is not ready (a handshake), sends its own bytes
+  first, and ends its stream before a half-close (``before_shutdown``) or a close.
+
+No subclass needs to override ``_send`` or any other private method for those.
 """
 
 from __future__ import annotations
@@ -26,9 +39,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_multiconn.core.layer import Buffer, StreamLayer
 from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop, Timer
 
-Buffer = bytes | bytearray | memoryview
+__all__ = ["Buffer", "Connection", "Transcript", "TranscriptEntry", "validate_water_marks"]
 
 DEFAULT_HIGH_WATER = 64 * 1024
 DEFAULT_LOW_WATER = 16 * 1024
@@ -182,6 +196,7 @@ class Connection:
         "id",
         "label",
         "last_received",
+        "layer",
         "loop",
         "low_water",
         "max_send",
@@ -225,6 +240,8 @@ class Connection:
         self.error: BaseException | None = None
         #: Cap on bytes handed to one ``send`` call (a fault knob: forces short writes).
         self.max_send: int | None = None
+        #: The byte layer between the socket and our plaintext (None: plaintext on the wire).
+        self.layer: StreamLayer | None = None
         self._out = bytearray()
         self._mask = 0
         self._connecting = False
@@ -252,6 +269,8 @@ class Connection:
                 state += " eof-received"
             if self._output_held:
                 state += " output-held"
+        if self.layer is not None:
+            state += f" {self.layer!r}"
         return (
             f"<{type(self).__name__} {self.label} fd={self.fd} peer={self.peer!r} {state} "
             f"in={self.bytes_in} out={self.bytes_out} buffered={len(self._out)}>"
@@ -269,6 +288,15 @@ class Connection:
     @property
     def eof_received(self) -> bool:
         return self._eof_received
+
+    @property
+    def output_held(self) -> bool:
+        return self._output_held
+
+    @property
+    def half_close_safe(self) -> bool:
+        """False when a half-close may lose what the peer still sends (TLS: see tls.stream)."""
+        return self.layer is None or self.layer.half_close_safe
 
     # -- hooks ------------------------------------------------------------------------------
     def connection_made(self) -> None:
@@ -290,12 +318,39 @@ class Connection:
     def resume_writing(self) -> None:
         """Called when the output buffer drains under the low-water mark."""
 
+    def send_allowance(self) -> int | None:
+        """The most plaintext bytes the next send may carry: ``None`` for no limit, 0 for
+        "not now" (the bytes stay buffered).  Default: ``max_send``.  Applied above the
+        layer, so under TLS each allowance becomes one record of its own."""
+        return self.max_send
+
+    def after_send(self, sent: int) -> None:
+        """``sent`` plaintext bytes just left (under a layer: all of their encoding)."""
+
     # -- set-up -----------------------------------------------------------------------------
+    def use_layer(self, layer: StreamLayer) -> None:
+        """Put ``layer`` between the socket and this connection (before attach/connect)."""
+        if self._mask or self._connecting or self.closed:
+            raise RuntimeError(f"{self!r}: a layer must be set before the connection starts")
+        self.layer = layer
+
     def attach(self) -> None:
         """Register with the loop and run ``connection_made`` (loop thread)."""
         self.transcript.record("connect", note=f"peer {self.peer!r}")
         self._update_interest()
+        self._tcp_up()
+
+    def _tcp_up(self) -> None:
+        if self.layer is not None:
+            self.layer.start()  # it calls layer_ready() once plaintext can flow
+        else:
+            self.connection_made()
+
+    def layer_ready(self) -> None:
+        """Called by the layer once it is open (a handshake is done): ``connection_made``."""
         self.connection_made()
+        if not self.closed:
+            self._update_interest()
 
     def connect(self, address: Any) -> None:
         """Start a non-blocking connect; ``connection_made`` runs when it completes."""
@@ -341,6 +396,8 @@ class Connection:
         if self._reading_paused:
             self._reading_paused = False
             self._update_interest()
+            if self.layer is not None:
+                self.layer.resumed()
 
     def hold_output(self) -> None:
         """Buffer every write until ``release_output()`` (used by faults and step mode)."""
@@ -355,14 +412,23 @@ class Connection:
         if self.closed:
             return
         mask = 0
+        layer = self.layer
         if self._connecting:
             mask = EVENT_WRITE
+        elif layer is not None and not layer.ready:
+            mask = layer.interest()
         else:
             if not self._reading_paused and not self._eof_received:
                 mask |= EVENT_READ
-            if (self._out or self._eof_pending) and not self._output_held:
+            if (
+                self._out or self._eof_pending or (layer is not None and layer.backlog())
+            ) and not self._output_held:
                 mask |= EVENT_WRITE
         self._set_interest(mask)
+
+    def update_interest(self) -> None:
+        """Re-derive the selector interest (a layer calls it when its wants change)."""
+        self._update_interest()
 
     def _set_interest(self, mask: int) -> None:
         """Register, modify or unregister with the loop so the selector asks for ``mask``."""
@@ -381,6 +447,10 @@ class Connection:
         if self._connecting:
             self._finish_connect()
             return
+        layer = self.layer
+        if layer is not None and not layer.ready:
+            layer.handle_event(mask)
+            return
         if mask & EVENT_READ:
             self._on_readable()
         if mask & EVENT_WRITE and not self.closed:
@@ -397,22 +467,38 @@ class Connection:
             return
         self.transcript.record("connect", note=f"to {self.peer!r}")
         self._update_interest()
-        self.connection_made()
+        self._tcp_up()
         if self._out and not self.closed:
             self._update_interest()
 
     def _recv(self) -> bytes:
+        """Raw read from the socket (no layer); tests inject errors here."""
         return self.sock.recv(self.read_size)
 
     def _send(self, data: Buffer) -> int:
-        limit = self.max_send
-        if limit is not None:
-            with memoryview(data) as view:
-                return self.sock.send(view[:limit])
-        return self.sock.send(data)
+        """The one place plaintext leaves: the allowance, then the layer or the socket."""
+        limit = self.send_allowance()
+        if limit is not None and limit < len(data):
+            if limit <= 0:
+                raise BlockingIOError  # "not now" (a fault's cut): the bytes stay buffered
+            with memoryview(data) as view, view[:limit] as part:
+                sent = self._send_raw(part)
+        else:
+            sent = self._send_raw(data)
+        if sent:
+            self.after_send(sent)
+        return sent
+
+    def _send_raw(self, data: Buffer) -> int:
+        layer = self.layer
+        return self.sock.send(data) if layer is None else layer.send(data)
 
     def _on_readable(self) -> None:
+        layer = self.layer
         try:
+            if layer is not None:
+                layer.readable()  # it calls deliver() / deliver_eof()
+                return
             data = self._recv()
         except (BlockingIOError, InterruptedError):
             return
@@ -420,16 +506,24 @@ class Connection:
             self._peer_failed(exc)
             return
         if data:
-            size = len(data)
-            self.bytes_in += size
-            self.last_received = now = time.monotonic()
-            self.transcript.record("in", size, "", now)
-            self.data_received(data)
+            self.deliver(data)
         else:
-            self._eof_received = True
-            self.transcript.record("eof-in")
-            self._update_interest()
-            self.on_eof()
+            self.deliver_eof()
+
+    def deliver(self, data: bytes) -> None:
+        """Plaintext from the peer (from the socket, or a layer): count it, ``data_received``."""
+        size = len(data)
+        self.bytes_in += size
+        self.last_received = now = time.monotonic()
+        self.transcript.record("in", size, "", now)
+        self.data_received(data)
+
+    def deliver_eof(self) -> None:
+        """The peer's end of stream (from the socket, or a layer): ``on_eof``."""
+        self._eof_received = True
+        self.transcript.record("eof-in")
+        self._update_interest()
+        self.on_eof()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` now if the kernel takes it, buffer the rest."""
@@ -459,6 +553,16 @@ class Connection:
 
     def _on_writable(self) -> None:
         out = self._out
+        layer = self.layer
+        if layer is not None and not out and not self._output_held and layer.backlog():
+            # The layer's own bytes with no plaintext behind them (a handshake message, a
+            # session ticket).
+            try:
+                if not layer.flush():
+                    return
+            except OSError as exc:
+                self._peer_failed(exc)
+                return
         if out and not self._output_held:
             try:
                 sent = self._send(out)
@@ -492,9 +596,21 @@ class Connection:
             self._shutdown_write()
         self._update_interest()
 
+    def end_output(self) -> None:
+        """Drop the output not sent yet and shut down our write side now (a fault's cut).
+
+        Under a layer its end of stream goes first (TLS: ``close_notify``), then the FIN.
+        """
+        if self.closed or self._eof_sent:
+            return
+        self._out.clear()
+        self._shutdown_write()
+
     def _shutdown_write(self) -> None:
         self._eof_pending = False
         self._eof_sent = True
+        if self.layer is not None:
+            self.layer.before_shutdown()
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
@@ -515,6 +631,8 @@ class Connection:
         self._update_interest()
 
     def _peer_failed(self, exc: OSError) -> None:
+        if self.layer is not None and self.layer.failed(exc):
+            return
         if isinstance(exc, _PEER_GONE) or exc.errno in _PEER_GONE_ERRNOS:
             self.transcript.record("reset", note=f"{type(exc).__name__}: {exc.strerror or exc}")
             self.close(exc, reason=f"peer error: {type(exc).__name__}")
@@ -530,7 +648,7 @@ class Connection:
         except OSError:
             pass  # a socket the peer already reset cannot take options; it closes anyway
         self.transcript.record("reset", note="sent RST")
-        self.close(reason="reset by us")
+        self._close(None, "reset by us", clean=False)
 
     def close(self, exc: BaseException | None = None, reason: str = "") -> None:
         """Close now, dropping pending output.
@@ -540,8 +658,13 @@ class Connection:
         already sent but it had not yet read.  So ``close()`` is for teardown and errors; a
         graceful end goes through ``finish()`` after the peer's EOF, when nothing is unread.
         """
+        self._close(exc, reason, clean=exc is None)
+
+    def _close(self, exc: BaseException | None, reason: str, *, clean: bool) -> None:
         if self.closed:
             return
+        if self.layer is not None:
+            self.layer.before_close(clean)  # TLS: close_notify on a clean close
         self.closed = True
         self.error = exc
         self.close_reason = reason or (f"{type(exc).__name__}: {exc}" if exc else "closed")

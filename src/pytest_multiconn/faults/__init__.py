@@ -37,7 +37,7 @@ from pytest_multiconn.faults.server import (
     StopAccepting,
     closed_port_address,
 )
-from pytest_multiconn.tls.layer import (
+from pytest_multiconn.faults.tls import (
     CertFault,
     ExpiredCert,
     NoCloseNotify,

@@ -39,10 +39,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Self
 
-from pytest_multiconn.core.connection import Buffer, Connection
+from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
 from pytest_multiconn.core.seed import get_run_seed, rng_for
-from pytest_multiconn.core.server import EchoConnection, EchoServer
+from pytest_multiconn.servers.echo import EchoConnection, EchoServer
 
 #: How many fault events a server keeps (the oldest are dropped first).
 FAULT_EVENT_LIMIT = 10_000
@@ -330,10 +330,10 @@ class _Closer(_Cut):
             return
         conn._fault_event(self.fault, "close", self.count)
         conn.transcript.record("note", note=f"{self.fault!r}: closing after {self.count} B")
-        # shutdown() queues the FIN behind the echoed bytes whatever close() does next (it
-        # sends an RST instead if the client sent more that we never read: RFC 2525, 2.17).
-        with contextlib.suppress(OSError):
-            conn.sock.shutdown(socket.SHUT_WR)
+        # The shutdown queues the FIN (under TLS: close_notify, then the FIN) behind the
+        # echoed bytes whatever close() does next (it sends an RST instead if the client sent
+        # more that we never read: RFC 2525, 2.17).
+        conn.end_output()
         conn.close(reason=f"{self.fault!r}")
 
 
@@ -683,25 +683,21 @@ class FaultyEchoConnection(EchoConnection):
         self._out_full = False
         self._sync_reading()
 
-    def _send(self, data: Buffer) -> int:
+    # Connection's send hooks: plaintext, above any layer, so the faults act alike in
+    # plaintext and over TLS (each allowance becomes one TLS record).
+    def send_allowance(self) -> int | None:
+        # 0 while a cut is under way (its hold stops further writes): the bytes stay
+        # buffered until the connection closes.
         limit: int | None = self.max_send
         for active in self._faults:
             cap = active.send_limit()
             if cap is not None and (limit is None or cap < limit):
                 limit = cap
-        if limit is None:
-            sent = self.sock.send(data)
-        elif limit <= 0:
-            # A cut is under way (its hold stops further writes); "would block" keeps the
-            # bytes buffered until the connection closes.
-            raise BlockingIOError
-        else:
-            with memoryview(data) as view:
-                sent = self.sock.send(view[:limit])
-        if sent:
-            for active in list(self._faults):
-                active.sent(sent)
-        return sent
+        return limit
+
+    def after_send(self, sent: int) -> None:
+        for active in list(self._faults):
+            active.sent(sent)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._pending_timer is not None:
