@@ -106,7 +106,7 @@ _MOVED: dict[str, str] = {
         "pytest_multiconn.proxy",
     ),
     **dict.fromkeys(
-        ["TLSConnectionMixin", "make_tls_pair", "tls_connection_class", "write_ca_cert"],
+        ["make_tls_pair", "write_ca_cert"],
         "pytest_multiconn.tls",
     ),
     **dict.fromkeys(
@@ -119,7 +119,17 @@ _MOVED: dict[str, str] = {
 }  # fmt: skip
 
 
+#: Names that are gone, with a replacement: the namespace's own ``__getattr__`` warns and names
+#: it (``TLSConnectionMixin`` became the layer ``pytest_multiconn.tls.TLSLayer``).
+_REPLACED: dict[str, str] = {
+    "TLSConnectionMixin": "pytest_multiconn.tls",
+    "tls_connection_class": "pytest_multiconn.tls",
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _REPLACED:
+        return getattr(importlib.import_module(_REPLACED[name]), name)
     new = _MOVED.get(name)
     if new is None:
         raise AttributeError(f"module 'pytest_multiconn' has no attribute {name!r}")
