@@ -478,20 +478,17 @@ class Connection:
     def _send(self, data: Buffer) -> int:
         """The one place plaintext leaves: the allowance, then the layer or the socket."""
         limit = self.send_allowance()
+        layer = self.layer
         if limit is not None and limit < len(data):
             if limit <= 0:
                 raise BlockingIOError  # "not now" (a fault's cut): the bytes stay buffered
             with memoryview(data) as view, view[:limit] as part:
-                sent = self._send_raw(part)
+                sent = self.sock.send(part) if layer is None else layer.send(part)
         else:
-            sent = self._send_raw(data)
+            sent = self.sock.send(data) if layer is None else layer.send(data)
         if sent:
             self.after_send(sent)
         return sent
-
-    def _send_raw(self, data: Buffer) -> int:
-        layer = self.layer
-        return self.sock.send(data) if layer is None else layer.send(data)
 
     def _on_readable(self) -> None:
         layer = self.layer
