@@ -6,11 +6,12 @@ object in ``SelectorKey.data``); ``ServerBase`` a listener with counters and bou
 """
 
 from pytest_multiconn.core.address import is_loopback, parse_hostport, parse_port
-from pytest_multiconn.core.connection import Connection, Transcript, TranscriptEntry
+from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.layer import LayerFactory, LayerHost, StreamLayer
 from pytest_multiconn.core.loop import Loop, Timer
 from pytest_multiconn.core.public import publish
 from pytest_multiconn.core.server import ConnectionInfo, ServerBase, ServerStats
+from pytest_multiconn.core.transcript import Transcript, TranscriptEntry
 from pytest_multiconn.core.wait import wait_until
 from pytest_multiconn.servers.echo import EchoConnection
 

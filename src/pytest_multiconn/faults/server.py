@@ -14,8 +14,9 @@ in it:
   each other; while more than ``high_water`` bytes wait in the queue the connection stops
   reading, so a client that floods a slow echo fills its own send buffer, not our memory;
 * a *send cap* (``ChunkedEcho``, ``CloseAfter``, ``ResetAfter``) limits the bytes handed to
-  each ``send()`` call; a pause between chunks holds the connection's output with
-  ``hold_output()`` and a timer releases it;
+  each send through the connection's ``send_allowance()`` hook (``after_send()`` sees what
+  left), on plaintext above any TLS layer, so over TLS each chunk is one record; a pause
+  between chunks holds the connection's output with ``hold_output()`` and a timer releases it;
 * a *cut* (``CloseAfter``, ``ResetAfter``, ``AcceptThenClose``) closes or resets from a loop
   callback, after exactly the promised bytes went out;
 * ``StopAccepting`` is a listener fault: the server stops calling ``accept()``.
