@@ -471,8 +471,9 @@ def test_partial_send_arrives_as_many_small_pieces(
 ) -> None:
     chunks: list[int] = []
     server = echo(on_event=_observed(chunks))
-    payload = bytes(range(200))
-    [result] = _client(server, 1, PartialSend(max_chunk=3, delay=0.002), messages=[payload]).run()
+    payload = bytes(range(256)) + bytes(range(44))
+    # A pause of up to 4 ms after each of about 150 sends: the server reads between them.
+    [result] = _client(server, 1, PartialSend(max_chunk=3, delay=0.004), messages=[payload]).run()
     assert result.matched, result
     # The client's send hook saw every capped send, in both modes.
     assert sum(result.send_sizes) == len(payload)
