@@ -515,14 +515,23 @@ class Connection:
         self._update_interest()
 
     def end_output(self) -> None:
-        """Drop the output not sent yet and shut down our write side now (a fault's cut).
+        """Drop the output not sent yet and shut down our write side now (a fault's cut,
+        which closes the connection next).
 
         Under a layer its end of stream goes first (TLS: ``close_notify``), then the FIN.
         """
         if self.closed or self._eof_sent:
             return
         self._out.clear()
-        self._shutdown_write()
+        self._eof_pending = False
+        self._eof_sent = True
+        if self.layer is not None:
+            self.layer.before_shutdown()
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return  # the peer is gone already; the caller closes anyway
+        self.transcript.record("eof-out")
 
     def _shutdown_write(self) -> None:
         self._eof_pending = False
