@@ -40,10 +40,6 @@ LAYERS: list[tuple[str, ...]] = [
 #: sessions are removing these; an entry that no longer matches fails the test, so the list
 #: only shrinks.
 ALLOWED: dict[tuple[str, str], str] = {
-    # faults.client names ClientConnection in annotations (TYPE_CHECKING) and the client
-    # builds fault sessions: the fault model work (issue 10, "one fault model") gives faults a
-    # narrow Protocol of the connection they act on instead.
-    ("pytest_multiconn.faults.client", "pytest_multiconn.client.multiconn"): "fault model",
     # The suite's ``--pyargs`` pytest module runs under pytest and reads the plugin's
     # --multiconn-* options; the pytest-free suite itself (checks, probes) does not.
     ("pytest_multiconn.suite.test_contracts", "pytest_multiconn.plugin.options"): "pytest module",
@@ -224,5 +220,6 @@ def test_the_checker_sees_cycles_and_upward_imports(tmp_path: Path) -> None:
     assert _layer_of("pytest_multiconn") == len(LAYERS) - 1
     edges = _graph()
     # The graph holds TYPE_CHECKING and function-level imports too.
-    assert "pytest_multiconn.client.multiconn" in edges["pytest_multiconn.faults.client"]
+    assert "pytest_multiconn.core.loop" in edges["pytest_multiconn.faults.client"]  # TYPE_CHECKING
+    assert "pytest_multiconn.cli.tls_args" in edges["pytest_multiconn.cli.suite"]  # in a function
     assert "pytest_multiconn.tls.config" in edges["pytest_multiconn.servers.echo"]

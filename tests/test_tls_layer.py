@@ -29,6 +29,7 @@ from pytest_multiconn.faults import (
     Burst,
     ChunkedEcho,
     ClientFault,
+    ClientReset,
     CloseAfter,
     ConnectClose,
     DelayEcho,
@@ -38,7 +39,6 @@ from pytest_multiconn.faults import (
     NeverRead,
     NoCloseNotify,
     PartialSend,
-    Reset,
     ResetAfter,
     Silent,
     SlowReader,
@@ -548,7 +548,7 @@ def test_half_close_reaches_the_server_as_eof_after_the_data(
 def test_reset_mid_message_is_a_peer_error_on_the_server(echo: Callable[..., EchoServer]) -> None:
     server = echo()
     payload = bytes(range(256)) * 4
-    results = _client(server, 2, Reset("mid"), messages=[payload]).run()
+    results = _client(server, 2, ClientReset("mid"), messages=[payload]).run()
     results.check()
     stats = server.wait_for_closed(2)
     assert stats.peer_errors == 2

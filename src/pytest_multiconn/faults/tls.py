@@ -11,11 +11,13 @@ import contextlib
 import datetime
 import ssl
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trustme
 
 from pytest_multiconn.faults.client import ClientFault, FaultSession
+from pytest_multiconn.faults.params import flag, param
 from pytest_multiconn.tls.certs import DEFAULT_HOSTS, issue_cert, new_ca, server_context
 from pytest_multiconn.tls.stream import TLSLayer
 
@@ -104,17 +106,21 @@ class _StallHandshakeSession(FaultSession):
 
     def _stall(self, layer: TLSLayer) -> None:
         conn = self.conn
-        if getattr(self.fault, "partial", True):
+        fault = self.fault
+        if isinstance(fault, StallHandshake) and fault.partial:
             obj = layer.ssl_object
             hello = client_hello(obj.context, obj.server_hostname)
             half = hello[: max(1, len(hello) // 2)]
             # Straight to the raw socket: these bytes go on the wire as they are.
             conn.sock.send(half)
-            conn.transcript.record("out", len(half), note="half a ClientHello")
+            conn.fault_note(f"sent half a ClientHello ({len(half)} B), then stalled")
         # The server dropping us is the outcome this fault waits for.
         layer.stall(on_peer_closed=conn.deliberate_close)
 
 
+# Not in the client registry: the catalogue's faults run against any server, plain or TLS,
+# and these two need a TLS client.
+@dataclass(frozen=True, repr=False)
 class StallHandshake(ClientFault):
     """Connects, then stalls the TLS handshake: sends half a ClientHello (or nothing).
 
@@ -124,12 +130,7 @@ class StallHandshake(ClientFault):
     name = "stall_handshake"
     session_class = _StallHandshakeSession
 
-    def __init__(self, partial: bool = True, *, probability: float = 1.0) -> None:
-        super().__init__(probability=probability)
-        self.partial = partial
-
-    def params(self) -> dict[str, Any]:
-        return {"partial": self.partial} | super().params()
+    partial: bool = param(True, flag())
 
 
 class _NoCloseNotifySession(FaultSession):
@@ -137,6 +138,7 @@ class _NoCloseNotifySession(FaultSession):
         _tls_layer(self.conn, self.fault).close_notify = False
 
 
+@dataclass(frozen=True, repr=False)
 class NoCloseNotify(ClientFault):
     """Ends the exchange by closing TCP without sending TLS ``close_notify``.
 
