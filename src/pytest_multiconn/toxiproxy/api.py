@@ -529,17 +529,17 @@ class ToxiproxyAPI:
         with self._locked():
             return self._get(name).proxy
 
-    def report(self) -> str:
-        """Every proxy's state and its connections' transcripts (for failure reports)."""
+    def summary(self) -> list[str]:
+        """One line per proxy: name, addresses, state, seed and toxics (for reports; each
+        FaultProxy reports its own connections)."""
         with self._lock:
-            parts = [repr(self)]
-            for record in self._proxies.values():
-                state = "enabled" if record.enabled else "disabled"
-                parts.append(f"proxy {record.name!r} {record.listen} -> {record.upstream} "
-                             f"({state}, seed {record.proxy.seed})")
-                if record.proxy._started:
-                    parts.append(record.proxy.report())
-            return "\n".join(parts)
+            lines = [f"seed={self.seed}"]
+            for r in self._proxies.values():
+                toxics = ", ".join(f"{t.name}={t.attributes}" for t in r.ordered_toxics())
+                lines.append(f"proxy {r.name!r} {r.listen} -> {r.upstream} "
+                             f"{'enabled' if r.enabled else 'disabled'} seed={r.proxy.seed}"
+                             f"{' toxics: ' + toxics if toxics else ''}")
+            return lines
 
     # -- shutdown ------------------------------------------------------------------------------
     def _stop_record(self, record: ProxyRecord) -> None:

@@ -352,9 +352,10 @@ class ToxiproxyServer(ServerBase):
         super().check()
         self.api.check()
 
-    def report(self) -> str:
-        """The proxies and their connections' transcripts (for failure reports)."""
-        return self.api.report()
+    def report(self, limit: int = 16) -> str:
+        """This server and one line per proxy (the multiconn report section shows each
+        proxy's connections under the proxy itself); ``limit`` bounds the lines."""
+        return "\n".join([repr(self), *(f"  {line}" for line in self.api.summary()[:limit])])
 
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
         return _HTTPConnection(self, sock, addr)
