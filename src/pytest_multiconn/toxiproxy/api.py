@@ -155,6 +155,7 @@ class ProxyRecord:
     enabled: bool
     proxy: FaultProxy
     toxics: list[ToxicRecord] = field(default_factory=list)
+    started: bool = False  # the FaultProxy was started once (then down()/up() toggle it)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -342,10 +343,11 @@ class ToxiproxyAPI:
             return
         proxy = record.proxy
         try:
-            if not proxy._started:
-                proxy.start()
-            else:
+            if record.started:
                 proxy.up()
+            else:
+                proxy.start()
+                record.started = True
         except OSError as exc:
             # toxiproxy answers a failed listen with a 500 and the error text.
             raise ToxiproxyError(f"proxy {record.name!r}: cannot listen on "
@@ -424,7 +426,8 @@ class ToxiproxyAPI:
                       "enabled": record.enabled, **body}
             merged["name"] = name  # a proxy is renamed by deleting and creating it
             spec = ProxySpec.from_json(merged)
-            enabled = bool(spec.enabled)
+            # "enabled": null changes nothing, as in Go's JSON decoding.
+            enabled = record.enabled if spec.enabled is None else spec.enabled
             if self._differs(record, spec):
                 new = self._make(spec, False)
                 for toxic in record.ordered_toxics():

@@ -228,7 +228,12 @@ class _HTTPConnection(Connection):
             return
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("utf-8", "replace")
-        status, value, allowed = self.server.router(method, target, bytes(self.body))
+        try:
+            status, value, allowed = self.server.router(method, target, bytes(self.body))
+        except Exception as exc:  # noqa: BLE001 - answered with a 500, re-raised by check()
+            self.loop.report_error(exc, self)
+            status, allowed = 500, []
+            value = {"error": f"internal error: {type(exc).__name__}: {exc}", "status": 500}
         self.server._request_done(method, target, status)
         extra = [(b"Allow", ", ".join(allowed).encode())] if allowed else []
         self._respond(status, value, extra=extra)
