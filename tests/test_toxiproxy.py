@@ -699,3 +699,15 @@ def test_config_file_is_checked_before_start(tmp_path: Path, multiconn_server):
 def test_a_remote_api_host_needs_allow_remote():
     with pytest.raises(ValueError, match="not a loopback address"):
         ToxiproxyServer("192.0.2.1").start()
+
+
+def test_slow_close_holds_the_end_of_stream(client, multiconn_server: EchoServer):
+    address = client.create("echo", upstream_of(multiconn_server))
+    client.add_toxic("echo", type="slow_close", attributes={"delay": 150})
+    with connect(address) as sock:
+        sock.sendall(b"bye")
+        assert recv_exactly(sock, 3) == b"bye"
+        start = time.monotonic()
+        sock.shutdown(socket.SHUT_WR)  # the echo server answers with its EOF, held 150 ms
+        assert recv_until_eof(sock) == b""
+        assert time.monotonic() - start >= 0.15
