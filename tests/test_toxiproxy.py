@@ -711,3 +711,24 @@ def test_slow_close_holds_the_end_of_stream(client, multiconn_server: EchoServer
         sock.shutdown(socket.SHUT_WR)  # the echo server answers with its EOF, held 150 ms
         assert recv_until_eof(sock) == b""
         assert time.monotonic() - start >= 0.15
+
+
+def test_ipv6_listen_and_upstream(multiconn_toxiproxy, multiconn_server_factory):
+    echo6 = multiconn_server_factory(host="::1")
+    status, value, _ = call(multiconn_toxiproxy, "POST", "/proxies", {
+        "name": "v6", "listen": "[::1]:0", "upstream": f"[::1]:{echo6.port}"})
+    assert status == 201
+    host, port = hostport(value["listen"])
+    assert host == "[::1]"
+    echo_once(("::1", port))
+
+
+def test_expect_100_continue(multiconn_toxiproxy, multiconn_server):
+    body = json.dumps({"name": "e", "upstream": upstream_of(multiconn_server)}).encode()
+    with socket.create_connection(multiconn_toxiproxy.address[:2], timeout=TIMEOUT) as sock:
+        sock.sendall(b"POST /proxies HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 ")
+        sock.sendall(body)
+        sock.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(sock).startswith(b"HTTP/1.1 201 ")
