@@ -11,7 +11,7 @@ import pytest
 
 from proxy_helpers import TIMEOUT, connect, recv_exactly, recv_until_eof
 from pytest_multiconn import EchoServer
-from pytest_multiconn.proxy import Latency, LimitData, ResetPeer, When
+from pytest_multiconn.proxy import Latency, LimitData, ResetPeer, Slicer, When
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
@@ -130,3 +130,35 @@ def test_when_checks_its_parameters(kwargs, error, message):
     params = {"toxic": ResetPeer(), **kwargs}
     with pytest.raises(error, match=message):
         When(**params)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("before_match", [True, False])
+def test_match_is_found_across_any_chunking(
+    multiconn_server: EchoServer, multiconn_proxy, seed: int, before_match: bool
+):
+    # A seeded slicer ahead of the condition cuts the stream at different places per seed;
+    # the trigger point must not move.
+    proxy = multiconn_proxy(multiconn_server, seed=seed)
+    proxy.add(Slicer(average_size=3, size_variation=2), direction="upstream")
+    proxy.add(When(LimitData(bytes=0), match=b"COMMIT", before_match=before_match),
+              direction="upstream")
+    stream = b"BEGIN; COMMENT; COMMA; COMMIT; SELECT 1;"
+    cut = stream.index(b"COMMIT") + (0 if before_match else len(b"COMMIT"))
+    with connect(proxy.address) as sock:
+        sock.sendall(stream)
+        handle = proxy.wait_for_connection()
+        handle.wait_closed()
+    assert handle.stats()["to_server"] == cut
+    assert f"condition met at byte {cut}" in handle.transcript
+
+
+def test_after_bytes_then_match(multiconn_server: EchoServer, multiconn_proxy):
+    proxy = multiconn_proxy(multiconn_server)
+    # The X inside the first 6 bytes does not count; the next one does.
+    proxy.add(When(LimitData(bytes=0), after_bytes=6, match=b"X"), direction="upstream")
+    with connect(proxy.address) as sock:
+        sock.sendall(b"aXbcdefXgh")
+        handle = proxy.wait_for_connection()
+        handle.wait_closed()
+    assert handle.stats()["to_server"] == len(b"aXbcdefX")
