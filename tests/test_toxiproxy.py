@@ -732,3 +732,37 @@ def test_expect_100_continue(multiconn_toxiproxy, multiconn_server):
         sock.sendall(body)
         sock.shutdown(socket.SHUT_WR)
         assert recv_until_eof(sock).startswith(b"HTTP/1.1 201 ")
+
+
+def test_fixture_in_a_fresh_project(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import json, socket, urllib.request
+
+        def post(url, body):
+            request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, json.load(response)
+
+        def test_proxy_through_the_fixture(multiconn_toxiproxy, multiconn_server):
+            status, proxy = post(multiconn_toxiproxy.url + "/proxies", {
+                "name": "echo", "upstream": "127.0.0.1:%d" % multiconn_server.port})
+            assert status == 201
+            port = int(proxy["listen"].rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"hi")
+                assert s.recv(2) == b"hi"
+
+        def test_failure_report_names_the_proxies(multiconn_toxiproxy, multiconn_server):
+            multiconn_toxiproxy.api.create({
+                "name": "db", "upstream": "127.0.0.1:%d" % multiconn_server.port})
+            multiconn_toxiproxy.api.add_toxic("db", {"type": "latency"})
+            assert False
+        """
+    )
+    result = pytester.runpytest("-W", "error", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)
+    # Teardown stopped the proxies made over HTTP (no leak error), and a failing test's
+    # report section lists them with their seed and toxics.
+    result.stdout.fnmatch_lines(["*proxy 'db' 127.0.0.1:* -> 127.0.0.1:* enabled seed=*"
+                                 " toxics: latency_downstream=*"])
