@@ -47,6 +47,9 @@ class When(Toxic):
     window: int = DEFAULT_WINDOW
 
     def __post_init__(self) -> None:
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:  # a base that checks shared parameters (probability)
+            parent()
         if not isinstance(self.toxic, Toxic):
             raise TypeError(f"When toxic must be a fault such as ResetPeer(), got {self.toxic!r}")
         for name in ("after_bytes", "window"):
@@ -76,6 +79,9 @@ class When(Toxic):
                 "before_match": self.before_match, "window": self.window}
 
     def make_stage(self, pipe: PipeAPI, rng: Random) -> Stage:
+        probability = getattr(self, "probability", 1.0)  # a toxic's own chance, where it has one
+        if probability < 1.0 and rng.random() >= probability:
+            return Stage(self, "", pipe, rng)  # passes everything on, untouched
         return _WhenStage(self, "", pipe, rng)
 
 

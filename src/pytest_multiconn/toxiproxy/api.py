@@ -69,8 +69,8 @@ class ToxicType:
             attrs = {}
         if not isinstance(attrs, dict):
             raise bad_body(f"attributes must be a JSON object, got {_json_kind(attrs)}")
-        known = {a for a, _, _ in self.attributes}
-        unknown = sorted(set(attrs) - known)
+        known = [a for a, _, _ in self.attributes]  # in toxiproxy's JSON order
+        unknown = sorted(set(attrs) - set(known))
         if unknown:
             raise bad_body(
                 f"{self.name} has no attribute {', '.join(map(repr, unknown))}; "
