@@ -11,6 +11,7 @@ import pytest
 
 from proxy_helpers import TIMEOUT, connect, recv_exactly, recv_until_eof
 from pytest_multiconn import EchoServer
+from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.proxy import Latency, LimitData, ResetPeer, Slicer, When
 
 
@@ -114,22 +115,35 @@ def test_held_prefix_is_released_at_eof_and_on_removal(
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "error", "message"),
+    ("kwargs", "message"),
     [
-        ({"toxic": "latency"}, TypeError, "must be a fault"),
-        ({"match": b""}, ValueError, "must not be empty"),
-        ({"match": "COMMIT"}, TypeError, "bytes or a compiled bytes regex"),
-        ({"match": re.compile("COMMIT")}, TypeError, "bytes pattern"),
-        ({"after_bytes": -1}, ValueError, "after_bytes must be an integer >= 0"),
-        ({"after_bytes": True}, ValueError, "after_bytes must be an integer >= 0"),
-        ({"window": 0}, ValueError, "window must be an integer >= 1"),
-        ({"before_match": 1}, TypeError, "before_match must be True or False"),
+        ({"toxic": "latency"}, "When: toxic must be a toxic such as ResetPeer(), got 'latency'"),
+        ({"match": b""}, "When: match must be non-empty bytes"),
+        ({"match": "COMMIT"}, "When: match must be bytes or a compiled bytes regex"),
+        ({"match": re.compile("COMMIT")}, "When: match must be bytes or a compiled bytes regex"),
+        ({"after_bytes": -1}, "When: after_bytes must be an integer >= 0, got -1"),
+        ({"after_bytes": True}, "When: after_bytes must be an integer >= 0, got True"),
+        ({"window": 0}, "When: window must be an integer >= 1, got 0"),
+        ({"before_match": 1}, "When: before_match must be True or False, got 1"),
+        ({"probability": 2}, "When: probability must be"),
     ],
 )
-def test_when_checks_its_parameters(kwargs, error, message):
+def test_when_checks_its_parameters(kwargs, message):
     params = {"toxic": ResetPeer(), **kwargs}
-    with pytest.raises(error, match=message):
+    with pytest.raises(FaultParameterError, match=re.escape(message)):
         When(**params)
+    # replace() checks the same way.
+    with pytest.raises(FaultParameterError, match=re.escape(message)):
+        When(ResetPeer()).replace(**kwargs)
+
+
+def test_probability_zero_never_arms(multiconn_server: EchoServer, multiconn_proxy):
+    proxy = multiconn_proxy(multiconn_server)
+    proxy.add(When(LimitData(bytes=0), probability=0.0), direction="upstream")
+    (sock,), (handle,) = open_echoing(proxy, 1)
+    sock.close()
+    handle.wait_closed()
+    assert "not applied" in handle.transcript
 
 
 @pytest.mark.parametrize("seed", range(6))

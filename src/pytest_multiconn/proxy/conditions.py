@@ -25,63 +25,49 @@ Conditions, all optional (none: the wrapped toxic acts from the first byte):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from random import Random
-from typing import Any, ClassVar
+from typing import Any
 
-from pytest_multiconn.proxy.toxics import PipeAPI, Stage, Toxic
+from pytest_multiconn.faults.params import checked, fail, flag, integer, param
+from pytest_multiconn.proxy.toxics import NotApplied, PipeAPI, Stage, Toxic
 
 #: Default bound on the bytes a regex condition looks back over.
 DEFAULT_WINDOW = 4096
 
 
-@dataclass(frozen=True)
+def _a_toxic(owner: str, name: str, value: object) -> Any:
+    if not isinstance(value, Toxic):
+        raise fail(owner, name, value, "a toxic such as ResetPeer()")
+    return value
+
+
+def _a_match(owner: str, name: str, value: object) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray):
+        if not value:
+            raise fail(owner, name, value, "non-empty bytes (empty would match at once)")
+        return bytes(value)
+    if isinstance(value, re.Pattern) and isinstance(value.pattern, bytes):
+        return value
+    raise fail(owner, name, value, "bytes or a compiled bytes regex (re.compile(rb'...'))")
+
+
+@dataclass(frozen=True, repr=False)
 class When(Toxic):
     """Arm ``toxic`` for one connection and direction once a condition holds there."""
 
-    kind: ClassVar[str] = "when"
-    toxic: Toxic
-    after_bytes: int = 0
-    match: bytes | re.Pattern[bytes] | None = None
-    before_match: bool = False
-    window: int = DEFAULT_WINDOW
-
-    def __post_init__(self) -> None:
-        parent = getattr(super(), "__post_init__", None)
-        if parent is not None:  # a base that checks shared parameters (probability)
-            parent()
-        if not isinstance(self.toxic, Toxic):
-            raise TypeError(f"When toxic must be a fault such as ResetPeer(), got {self.toxic!r}")
-        for name in ("after_bytes", "window"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (name == "window"):
-                minimum = 1 if name == "window" else 0
-                raise ValueError(f"When {name} must be an integer >= {minimum}, got {value!r}")
-        match = self.match
-        if isinstance(match, bytes | bytearray):
-            if not match:
-                raise ValueError("When match must not be empty (it would match at once)")
-            object.__setattr__(self, "match", bytes(match))
-        elif isinstance(match, re.Pattern):
-            if not isinstance(match.pattern, bytes):
-                raise TypeError(
-                    f"When match must be a bytes pattern (re.compile(rb'...')), got {match!r}"
-                )
-        elif match is not None:
-            raise TypeError(
-                f"When match must be bytes or a compiled bytes regex, got {match!r}"
-            )
-        if not isinstance(self.before_match, bool):
-            raise TypeError(f"When before_match must be True or False, got {self.before_match!r}")
-
-    def params(self) -> dict[str, Any]:
-        return {"toxic": self.toxic, "after_bytes": self.after_bytes, "match": self.match,
-                "before_match": self.before_match, "window": self.window}
+    name = "when"
+    toxic: Toxic = field(metadata=checked(_a_toxic))
+    after_bytes: int = param(0, integer(0))
+    match: bytes | re.Pattern[bytes] | None = field(default=None, metadata=checked(_a_match))
+    before_match: bool = param(False, flag())
+    window: int = param(DEFAULT_WINDOW, integer(1))
 
     def make_stage(self, pipe: PipeAPI, rng: Random) -> Stage:
-        probability = getattr(self, "probability", 1.0)  # a toxic's own chance, where it has one
-        if probability < 1.0 and rng.random() >= probability:
-            return Stage(self, "", pipe, rng)  # passes everything on, untouched
+        if self.probability < 1.0 and rng.random() >= self.probability:
+            return NotApplied(self, "", pipe, rng)
         return _WhenStage(self, "", pipe, rng)
 
 
