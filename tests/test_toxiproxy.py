@@ -766,3 +766,29 @@ def test_fixture_in_a_fresh_project(pytester: pytest.Pytester) -> None:
     # report section lists them with their seed and toxics.
     result.stdout.fnmatch_lines(["*proxy 'db' 127.0.0.1:* -> 127.0.0.1:* enabled seed=*"
                                  " toxics: latency_downstream=*"])
+
+
+def test_same_seed_same_toxicity_draws(multiconn_server: EchoServer):
+    """Which connections get a toxic with toxicity 0.5 is a seeded draw: the same seed picks
+    the same connections."""
+
+    def pattern(seed: int) -> list[bool]:
+        with ToxiproxyServer(seed=seed) as server:
+            listen = server.api.create({"name": "p", "listen": "127.0.0.1:0",
+                                        "upstream": upstream_of(multiconn_server)})["listen"]
+            server.api.add_toxic("p", {"type": "limit_data", "toxicity": 0.5,
+                                       "attributes": {"bytes": 1}})
+            hit = []
+            for _ in range(12):
+                with connect(hostport(listen)) as sock:
+                    sock.sendall(b"xy")
+                    sock.shutdown(socket.SHUT_WR)
+                    reply = recv_until_eof(sock)
+                assert reply in (b"x", b"xy")
+                hit.append(reply == b"x")
+            return hit
+
+    first = pattern(11)
+    assert pattern(11) == first
+    assert any(first)
+    assert not all(first)
