@@ -277,7 +277,7 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 def fmt(value: float, unit: str = "") -> str:
     if math.isnan(value):
         return "n/a"
-    if abs(value) >= 100_000:
+    if abs(value) >= 1000:
         text = f"{value:,.0f}"
     elif abs(value) >= 100:
         text = f"{value:.0f}"

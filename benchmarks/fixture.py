@@ -7,7 +7,9 @@ test file in a fresh ``python -m pytest -q -p no:cacheprovider`` subprocess, sam
 for every file, round-robin.  The headline figure is **wall time per test**: the wall time of
 the file with N tests that each use ``multiconn_server`` and make one 4-byte exchange, minus
 the wall time of the file with N empty tests, divided by N; the median over the rounds (3 by
-default).  Beside it, the in-process figures pytest itself reports (``report.duration`` of the
+default).  Beside it, the same from the first test's start to the last test's end (without
+interpreter start-up and collection: less noisy, same per-test content), and the figures
+pytest itself reports (``report.duration`` of the
 setup, call and teardown phases, median per test, minus the empty test's), which leave out
 what happens between the phases (reporting, hooks, garbage collection).  Each file is run
 once untimed first, so imports and bytecode compilation are not in the figures.
@@ -46,18 +48,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PYTHON, ROOT, fmt, machine_note
 
 CONFTEST = '''
-import json, os
+import json, os, time
 
 _durations = {}
+
+
+_span = []
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if not _span:
+        _span.append(time.perf_counter())
 
 
 def pytest_runtest_logreport(report):
     _durations.setdefault(report.nodeid, {})[report.when] = report.duration
 
 
+def pytest_runtest_logfinish(nodeid, location):
+    _span[1:] = [time.perf_counter()]
+
+
 def pytest_sessionfinish(session):
     with open(os.environ["MULTICONN_BENCH_OUT"], "w") as f:
-        json.dump(_durations, f)
+        json.dump({"durations": _durations, "span": _span[-1] - _span[0]}, f)
 
 
 if os.environ.get("MULTICONN_BENCH_BREAKDOWN"):
@@ -199,12 +213,14 @@ def run_variant(project: Path, variant: str, pin: int | None = None,
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{variant}: pytest exited {proc.returncode}:\n{proc.stdout[-2000:]}")
-    durations = json.loads(out.read_text())
+    data = json.loads(out.read_text())
+    durations = data["durations"]
     phases = {ph: statistics.median(d.get(ph, 0.0) for d in durations.values())
               for ph in ("setup", "call", "teardown")}
     return {
         "tests": len(durations),
         "wall": wall,
+        "span": data["span"],
         "phases": phases,
         "median_in_process": statistics.median(sum(d.values()) for d in durations.values()),
     }
@@ -247,6 +263,7 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
             raw = json.loads(path.read_text())
             bd = {k: {"ms_per_test": t / n * 1e3, "calls": c} for k, (t, c) in raw.items()}
     wall_ms: dict[str, float] = {}
+    span_ms: dict[str, float] = {}
     phase_ms: dict[str, dict[str, float]] = {}
     for v in variants:
         if v == "empty":
@@ -255,6 +272,8 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
         per_round = [(res[v]["wall"] / count - res["empty"]["wall"] / n) * 1e3
                      for res in rounds_out]
         wall_ms[v] = statistics.median(per_round)
+        span_ms[v] = statistics.median(
+            (res[v]["span"] / count - res["empty"]["span"] / n) * 1e3 for res in rounds_out)
         phase_ms[v] = {ph: statistics.median(
             (res[v]["phases"][ph] - res["empty"]["phases"][ph]) * 1e3 for res in rounds_out)
             for ph in ("setup", "call", "teardown")}
@@ -265,6 +284,7 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
             v: [(res[v]["wall"] / (n_http if v == "httpserver" else n)
                  - res["empty"]["wall"] / n) * 1e3 for res in rounds_out]
             for v in wall_ms},
+        "span_ms_per_test": span_ms,
         "in_process_ms": phase_ms,
         "empty_wall_ms_per_test": statistics.median(
             res["empty"]["wall"] / n * 1e3 for res in rounds_out),
@@ -287,13 +307,16 @@ def print_report(res: dict[str, Any]) -> None:
           f"tests per file, median of {len(res['rounds'])} rounds; an empty test costs "
           f"{fmt(res['empty_wall_ms_per_test'])} ms of wall time"
           f"{'' if pinned is None else f'; pytest pinned to CPU {pinned}'})")
-    print(f"  {'variant':10} {'wall/test':>10}   in-process: {'setup':>7} {'call':>7} "
-          f"{'teardown':>8}   (each minus the empty test's)")
+    print(f"  {'variant':10} {'wall/test':>10} {'first..last':>12}   phases: {'setup':>7} "
+          f"{'call':>7} {'teardown':>8}   (ms, each minus the empty test's)")
     for v, ms in res["wall_ms_per_test"].items():
         ph = res["in_process_ms"][v]
         rounds = ", ".join(f"{x:.3f}" for x in res["wall_ms_per_test_rounds"][v])
-        print(f"  {v:10} {ms:7.3f} ms   {'':11} {ph['setup']:7.3f} {ph['call']:7.3f} "
-              f"{ph['teardown']:8.3f}   (rounds: {rounds})")
+        print(f"  {v:10} {ms:10.3f} {res['span_ms_per_test'][v]:12.3f}   {'':7} "
+              f"{ph['setup']:7.3f} {ph['call']:7.3f} {ph['teardown']:8.3f}   (wall by round: "
+              f"{rounds})")
+    print("  wall/test: the pytest process's wall time; first..last: from the first test's "
+          "start to the last one's end (no start-up or collection)")
     if res.get("breakdown"):
         print("\n  where the exchange test's time goes (perf_counter wrappers, one extra run; "
               "ms per test):")

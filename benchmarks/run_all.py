@@ -144,8 +144,11 @@ def targets(res: dict[str, Any]) -> list[Row]:
     if "fixture" in res:
         fx = res["fixture"]["wall_ms_per_test"]
         v = fx.get("exchange")
+        by_round = res["fixture"]["wall_ms_per_test_rounds"].get("exchange", [])
+        noisy = bool(by_round) and (min(by_round) < 0 or max(by_round) - min(by_round) > 0.5)
         add("fixture + one 4-byte exchange, wall per test", "<= 0.3 ms", v,
-            v is not None and v <= 0.3, f"{v:.3f} ms" if v is not None else "")
+            None if noisy else (v is not None and v <= 0.3),
+            f"{v:.3f} ms{' NOISY' if noisy else ''}" if v is not None else "")
         v = fx.get("server")
         add("fixture alone, wall per test", "(reported)", v, None,
             f"{v:.3f} ms" if v is not None else "")
@@ -232,19 +235,21 @@ def markdown(res: dict[str, Any], servers: list[str]) -> str:  # noqa: PLR0912 -
                    f"plugin set, median of {len(fx['rounds'])} rounds; beside it pytest's own "
                    "phase durations (minus the empty test's).")
         out.append("")
-        out += ["| per test | wall time | setup | call | teardown |", "|---|---|---|---|---|"]
+        out += ["| per test | wall time | first to last test | setup | call | teardown |",
+                "|---|---|---|---|---|---|"]
         labels = {"server": "fixture alone", "exchange": "fixture + one 4-byte exchange",
                   "httpserver": "function-scoped pytest-httpserver (for comparison)"}
         for v, ms in fx["wall_ms_per_test"].items():
             ph = fx["in_process_ms"][v]
-            out.append(f"| {labels.get(v, v)} | {ms:.3f} ms | {ph['setup']:.3f} ms | "
+            out.append(f"| {labels.get(v, v)} | {ms:.3f} ms | "
+                       f"{fx['span_ms_per_test'][v]:.3f} ms | {ph['setup']:.3f} ms | "
                        f"{ph['call']:.3f} ms | {ph['teardown']:.3f} ms |")
         if "lifecycle" in res:
             lc = res["lifecycle"]
             out.append(f"| `EchoServer` start() + stop(), in process | "
-                       f"{lc['start_stop_ms']['median']:.3f} ms | | | |")
+                       f"{lc['start_stop_ms']['median']:.3f} ms | | | | |")
             out.append(f"| `stop()` with 100 idle clients, in process | "
-                       f"{lc['stop_100_clients_ms']['median']:.3f} ms | | | |")
+                       f"{lc['stop_100_clients_ms']['median']:.3f} ms | | | | |")
         out.append("")
     if "suite" in res:
         s = res["suite"]
@@ -266,7 +271,7 @@ def markdown(res: dict[str, Any], servers: list[str]) -> str:  # noqa: PLR0912 -
             f"{p['summary'][k]['relay_cpu_us_per_req']['median']:.1f}"
             for k in proxy.RELAYS[1:]) + " |")
         out.append("| ours / this | " + " | ".join(
-            f"{p['ratios'][k]:.2f}x" if k in p["ratios"] else ("1" if k == "ours" else "n/a")
+            f"{p['ratios'][k]:.2f}x" if k in p["ratios"] else ("-" if k == "ours" else "n/a")
             for k in proxy.RELAYS) + " |")
         out.append("")
     return "\n".join(out)
