@@ -112,9 +112,9 @@ def pyspy(stream: bool, seconds: float) -> None:
         lg = start_loadgen(exe, mode, s.port, args, timeout=seconds + 40)
         time.sleep(1.0)
         raw = Path(tmp) / "ours.raw"
-        subprocess.run([spy, "record", "-p", str(s.pid), "-r", "500", "-d", str(max(1, round(seconds))),
-                        "-f", "raw", "-o", str(raw), "--nonblocking"], check=True,
-                       capture_output=True, timeout=seconds + 60)
+        subprocess.run([spy, "record", "-p", str(s.pid), "-r", "500", "-d",
+                        str(max(1, round(seconds))), "-f", "raw", "-o", str(raw),
+                        "--nonblocking"], check=True, capture_output=True, timeout=seconds + 60)
         lg.result()
         leaf: collections.Counter[str] = collections.Counter()
         total = 0
