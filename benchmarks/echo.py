@@ -414,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
                         help=f"from {','.join(ALL_SERVERS)}")
     parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS))
-    parser.add_argument("--rounds", type=int, help="rounds per warm workload (>= 5 for claims)")
+    parser.add_argument("--rounds", "--repeat", type=int,
+                        help="rounds per warm workload (>= 5 for claims; --repeat: old name)")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     args = parser.parse_args(argv)
     cfg = Config(args.quick)
