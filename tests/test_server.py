@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -492,7 +493,9 @@ def test_idle_timeout_spares_a_slow_reader_that_drains_our_output() -> None:
     # from the high-water mark down to the low-water mark (0) takes at least 7 such reads, so
     # the old code's "no byte received for idle_timeout" fires every time; the new one sees
     # the peer take bytes at every read.
-    idle = 0.5
+    # Seconds, generous: the reader's thread must get the CPU once per step even on a loaded
+    # machine; the old code failed on the structure (>= 7 steps of pause), not on timing.
+    idle = 1.0
     step = idle / 5
     high = 16 * 1024
     chunk = 2048
@@ -532,43 +535,56 @@ def test_idle_timeout_spares_a_slow_reader_that_drains_our_output() -> None:
             assert stats.open == 0
 
 
-def test_idle_timeout_spares_a_slow_reader_draining_the_kernel_buffer() -> None:
+def test_idle_timeout_spares_a_slow_reader_draining_the_kernel_buffer(tmp_path: Path) -> None:
     # The same client with the kernel holding the echo: the server paused reading, its own
-    # output is all in its socket's send buffer (hundreds of KB), and a slow reader drains
-    # that for seconds without the loop seeing one event (writable comes back only once a
-    # third of the buffer is free).  Forced: a fixed server SO_SNDBUF of 256 KiB (the kernel
-    # makes it 416 or 512 KiB), a client that sends all it can at once, then takes 4 KiB per
-    # tenth of the idle timeout for 30 reads (3 idle timeouts, 120 KiB: under a third of the
-    # buffer).  Before: reset after the first idle timeout ("got 128,512 of 16,000,000 bytes").
-    idle = 0.5
-    step = idle / 10
-    reads = 30
+    # output sits in its socket's send buffer (hundreds of KB), and a slow reader drains that
+    # for seconds without the loop seeing one event (a stream socket is writable again only
+    # once a good part of its send buffer is free: a quarter for Unix, a third for TCP).
+    # Before: reset after the first idle timeout ("got 128,512 of 16,000,000 bytes").
+    # Forced over a Unix socket, where the kernel counts every byte the peer has not read yet
+    # against our send buffer, so each read shows in SIOCOUTQ (TCP on loopback opens its
+    # window only a 64 KiB segment at a time): a client that keeps sending (a thread) and
+    # takes 32 KiB per quarter of the idle timeout, for 60% of the server's send buffer
+    # (about 2 idle timeouts), under what would make that socket writable again.
+    idle = 1.5  # generous: a loaded machine may hold the reader's thread a while
+    step = idle / 4
+    # 32 KiB reads: the kernel gives a Unix socket's buffer space back one sent buffer (at
+    # most 32 KiB) at a time, so each read shows in SIOCOUTQ.
+    chunk = 32 * 1024
+    sndbuf: list[int] = []
 
     def big_send_buffer(event: str, conn: Connection, data: bytes | None) -> None:
         if event == "accept":
-            # Fixed (no autotuning): Linux doubles it, to at most twice net.core.wmem_max.
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
+            sndbuf.append(conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
 
     pace = threading.Event()  # never set: a bounded pause between reads, not a sync point
-    with EchoServer(idle_timeout=idle, on_event=big_send_buffer) as server:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-        with sock:
-            sock.settimeout(WAIT)
-            sock.connect(server.address)
-            payload = os.urandom(16 << 20)
-            sock.setblocking(False)
-            sent = 0
-            with contextlib.suppress(BlockingIOError):
-                while sent < len(payload):
-                    sent += sock.send(memoryview(payload)[sent : sent + 65536])
-            sock.settimeout(WAIT)
+    path = str(tmp_path / "echo.sock")
+    payload = os.urandom(16 << 20)
+
+    def send_all(sock: socket.socket) -> None:
+        # Blocks once the server pauses reading; ends when the test closes the socket.
+        with contextlib.suppress(OSError):
+            sock.sendall(payload)
+
+    with (
+        EchoServer(unix_path=path, idle_timeout=idle, on_event=big_send_buffer) as server,
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock,
+    ):
+        sock.settimeout(WAIT)
+        sock.connect(path)
+        sender = threading.Thread(target=send_all, args=(sock,), daemon=True)
+        sender.start()
+        try:
             server.wait_for(
                 lambda s: s.buffered > server.high_water, WAIT, "the server to pause reading"
             )
+            # Under 3/4 of the send buffer, or the socket turns writable (a visible event).
+            reads = int(0.6 * sndbuf[0] / chunk)
+            assert reads * step >= 1.5 * idle, f"send buffer {sndbuf[0]} too small to force"
             echoed = bytearray()
             for _ in range(reads):
-                data = sock.recv(4096)
+                data = sock.recv(chunk)
                 assert data, f"server closed the slow reader after {len(echoed)} bytes"
                 echoed += data
                 pace.wait(step)
@@ -578,6 +594,11 @@ def test_idle_timeout_spares_a_slow_reader_draining_the_kernel_buffer() -> None:
             # Stop reading: now nothing moves, and the idle timeout closes it.
             stats = server.wait_for(lambda s: s.idle_closed == 1, WAIT, "the idle close")
             assert stats.open == 0
+        finally:
+            with contextlib.suppress(OSError):  # the server may have closed it already
+                sock.shutdown(socket.SHUT_RDWR)
+            sender.join(WAIT)
+            assert not sender.is_alive()
 
 
 def test_idle_timeout_past_the_selector_limit_is_refused_at_construction() -> None:

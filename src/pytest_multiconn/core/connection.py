@@ -110,6 +110,7 @@ class Connection:
         "_eof_sent",
         "_finish_pending",
         "_idle_queued",
+        "_idle_sampled",
         "_idle_timeout",
         "_idle_timer",
         "_mask",
@@ -188,7 +189,8 @@ class Connection:
         self._finish_pending = False  # close once output is flushed
         self._idle_timeout: float | None = None
         self._idle_timer: Timer | None = None
-        self._idle_queued = 0  # the kernel's send queue at the last idle check
+        self._idle_queued = 0  # the kernel's send queue when it last changed, and when that was
+        self._idle_sampled = self.opened_at
 
     # -- diagnostics ------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -344,16 +346,22 @@ class Connection:
             # two idle_timeouts after that progress stopped.
             queued = self._kernel_queued()
             if queued and queued != self._idle_queued:
-                self._idle_queued = queued
+                self._idle_queued, self._idle_sampled = queued, now
                 self.last_sent = now
                 self._idle_timer = self.loop.call_at(now + self._idle_timeout, self._check_idle)
+                return
+            if queued and now - self._idle_sampled < self._idle_timeout:
+                # The same queue as a sample taken less than idle_timeout ago: too soon to
+                # tell a stalled peer from a slow one; look again a full timeout after it.
+                self._idle_timer = self.loop.call_at(
+                    self._idle_sampled + self._idle_timeout, self._check_idle
+                )
                 return
             self.transcript.record("note", note=f"idle for {self._idle_timeout}s")
             self.close(reason="idle timeout")
         else:
             # Progress since the timer was set: sleep again until the new deadline rather
             # than rescheduling a timer on every recv.
-            self._idle_queued = self._kernel_queued()
             self._idle_timer = self.loop.call_at(due, self._check_idle)
 
     # -- flow control -------------------------------------------------------------------------
