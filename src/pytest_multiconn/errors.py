@@ -52,3 +52,7 @@ class ContractBreak(MulticonnError, AssertionError):
 
 class TLSError(MulticonnError, ConnectionError):
     """A TLS handshake or record-layer failure on one connection (it closes; the loop goes on)."""
+
+
+class ScriptMismatch(MulticonnError, AssertionError):
+    """A client sent a scripted server something its script did not expect."""

@@ -1,0 +1,36 @@
+"""Servers on the loop: any protocol (asyncio-shaped handlers), fakes, and a scripted server."""
+
+from pytest_multiconn.core.public import publish
+from pytest_multiconn.servers.fakes import HTTPProtocol, LineProtocol, RedisProtocol
+from pytest_multiconn.servers.protocol import Handler, ProtocolServer, Transport
+from pytest_multiconn.servers.scripted import (
+    Close,
+    Expect,
+    HalfClose,
+    Pause,
+    Reply,
+    Reset,
+    ScriptedServer,
+    ScriptFailure,
+    Stall,
+)
+
+__all__ = [
+    "Close",
+    "Expect",
+    "HTTPProtocol",
+    "HalfClose",
+    "Handler",
+    "LineProtocol",
+    "Pause",
+    "ProtocolServer",
+    "RedisProtocol",
+    "Reply",
+    "Reset",
+    "ScriptFailure",
+    "ScriptedServer",
+    "Stall",
+    "Transport",
+]
+
+publish(__name__, globals(), __all__)
