@@ -134,6 +134,21 @@ class Exchange:
     def describe(self) -> str:
         return self.name
 
+    def flood(self, rng: random.Random) -> Flood | None:
+        """Requests that make a big reply for a small request, for the never-reader check
+        (None: the check pipelines ordinary requests)."""
+        return None
+
+
+@dataclass(frozen=True)
+class Flood:
+    """``setup`` requests (sent and answered first), then ``request`` again and again: each
+    answer is about ``reply_size`` bytes."""
+
+    setup: tuple[bytes, ...]
+    request: bytes
+    reply_size: int
+
 
 def check_count(count: object, name: str = "count") -> int:
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:

@@ -8,6 +8,7 @@ the connection (HTTP/1.0 without Content-Length) complete at EOF, as h11 says.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ class _Parsed:
     size: int
     keep_alive: bool
     http_version: bytes
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_cached(exchange: HTTP, buf: bytes, eof: bool) -> _Parsed | None:
+    return exchange._parse(buf, eof)
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,10 @@ class HTTP(Exchange):
 
     def parse(self, buf: bytes, eof: bool = False) -> _Parsed | None:
         """The first complete response in ``buf`` (None: incomplete); ValueError if broken."""
+        # frame(), check() and keeps_open() parse the same reply: parse it once.
+        return _parse_cached(self, bytes(buf), eof)
+
+    def _parse(self, buf: bytes, eof: bool) -> _Parsed | None:
         h11 = _h11()
         conn = h11.Connection(h11.CLIENT)
         conn.send(self._event(h11))
@@ -163,4 +173,8 @@ class HTTP(Exchange):
         return parsed is not None and parsed.keep_alive
 
     def is_error_reply(self, reply: bytes) -> bool:
-        return reply.startswith(b"HTTP/") and reply[9:10] in (b"4", b"5")
+        # A 4xx/5xx status; or a bare body without a status line, which is how servers answer
+        # a request line without a version (HTTP/0.9 style), such as garbage.
+        if reply.startswith(b"HTTP/"):
+            return reply[9:10] in (b"4", b"5")
+        return True

@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pytest_multiconn.exchanges.base import Exchange, check_bytes, check_count
+from pytest_multiconn.exchanges.base import Exchange, Flood, check_bytes, check_count
 
 _LINE = frozenset(b"+-:_#,(")
 _BULK = frozenset(b"$!=")
 _AGGREGATE = {ord("*"): 1, ord("~"): 1, ord(">"): 1, ord("%"): 2, ord("|"): 2}
+#: Size of the value the never-reader check GETs again and again.
+FLOOD_VALUE = 16 * 1024
 #: Nesting deeper than this is refused (a bound on the recursion).
 MAX_DEPTH = 64
 
@@ -96,8 +98,11 @@ class RESP(Exchange):
     each with its raw expected reply in ``replies`` (None: any reply that is not an error)."""
 
     name: ClassVar[str] = "redis"
-    # Redis answers an unparsable request with "-ERR Protocol error" and closes.
-    default_garbage_answers: ClassVar[frozenset[str] | None] = frozenset({"close", "error"})
+    # Redis answers an unparsable request with "-ERR Protocol error" and closes, a line it
+    # cannot run with "-ERR unknown command", and waits for the rest of a partial inline one.
+    default_garbage_answers: ClassVar[frozenset[str] | None] = frozenset(
+        {"close", "error", "nothing"}
+    )
 
     commands: Sequence[Sequence[str | bytes]] = ()
     replies: Sequence[bytes | None] = ()
@@ -159,6 +164,15 @@ class RESP(Exchange):
         if self.expected(request) is None and reply.startswith(b"-"):
             return f"error reply {reply[:80]!r}"
         return super().check(request, reply)
+
+    def flood(self, rng: random.Random) -> Flood | None:
+        # One 16 KiB value, then GETs of it: 22 bytes asked, 16 KiB answered.
+        if self.commands:
+            return None
+        key = f"{self.key_prefix}:flood:{rng.randbytes(6).hex()}"
+        value = b"v" * FLOOD_VALUE
+        return Flood((encode_command("SET", key, value),), encode_command("GET", key),
+                     len(_bulk(value)))
 
     def is_error_reply(self, reply: bytes) -> bool:
         return reply.startswith(b"-")
