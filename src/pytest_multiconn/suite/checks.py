@@ -61,7 +61,9 @@ def run_check(name: str, address: Any, exchange: Exchange | None = None, **kwarg
 
 
 def check_echo_server(address: Any, **kwargs: Any) -> SuiteReport:
-    """:func:`check_server` with the :class:`~pytest_multiconn.exchanges.Echo` exchange."""
+    """:func:`check_server` with the :class:`~pytest_multiconn.exchanges.Echo` exchange,
+    stopping at the first broken contract (``stop_on_failure=False`` runs them all)."""
+    kwargs.setdefault("stop_on_failure", True)
     return check_server(address, None, **kwargs)
 
 
