@@ -66,7 +66,8 @@ def test_cut_after_n_reply_bytes(fault: Any, words: str) -> None:
         results = _run(server, 1)
     (result,) = results
     assert not result.ok
-    assert 0 < result.received <= 70 + 65
+    # An RST may overtake the bytes before it (the kernel drops what was unread): at most N.
+    assert result.received <= 70 + 65
     assert words in str(result).lower()
     assert "reply 1" in result.problem or "replies missing" in result.problem
 
