@@ -24,7 +24,7 @@ _LINE = frozenset(b"+-:_#,(")
 _BULK = frozenset(b"$!=")
 _AGGREGATE = {ord("*"): 1, ord("~"): 1, ord(">"): 1, ord("%"): 2, ord("|"): 2}
 #: Size of the value the never-reader check GETs again and again.
-FLOOD_VALUE = 16 * 1024
+FLOOD_VALUE = 1024
 #: Nesting deeper than this is refused (a bound on the recursion).
 MAX_DEPTH = 64
 
@@ -166,7 +166,7 @@ class RESP(Exchange):
         return super().check(request, reply)
 
     def flood(self, rng: random.Random) -> Flood | None:
-        # One 16 KiB value, then GETs of it: 22 bytes asked, 16 KiB answered.
+        # One 1 KiB value, then GETs of it: about 40 bytes asked, 1 KiB answered.
         if self.commands:
             return None
         key = f"{self.key_prefix}:flood:{rng.randbytes(6).hex()}"

@@ -127,6 +127,8 @@ class HTTPProtocol:
 
 #: (fewest, most) arguments of each command, the command itself included.
 _ARITY = {b"PING": (1, 2), b"ECHO": (2, 2), b"SET": (3, 3), b"GET": (2, 2), b"DEL": (2, 1 << 20)}
+#: Output gathered before one write (so a pipeline costs few writes, and flow control acts).
+_FLUSH = 16 * 1024
 #: Longest inline command (redis-server's own limit is 64 KiB too).
 _MAX_INLINE = 65536
 
@@ -140,14 +142,20 @@ class RedisProtocol:
         self.store = {} if store is None else store
         self.buffer = bytearray()
         self.transport: Any = None
+        self.paused = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        self._process()
+
+    def _process(self) -> None:
+        # One command at a time, stopping while the client is not reading: a GET of a big
+        # value can answer 22 bytes with megabytes, so pausing the reads alone is not enough.
         out = bytearray()
-        while self.buffer:
+        while self.buffer and not self.paused:
             args = self._parse()
             if args is None:
                 break
@@ -158,8 +166,20 @@ class RedisProtocol:
                 return
             if args:
                 out += self._run(args)
+            if len(out) >= _FLUSH:
+                self.transport.write(out)  # may call pause_writing()
+                out = bytearray()
         if out:
             self.transport.write(out)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.transport.resume_reading()
+        self._process()
 
     def _parse(self) -> list[bytes] | bool | None:
         buf = self.buffer

@@ -348,27 +348,35 @@ def _never_reader(ctx: _Context, i: int, budget: float, results: list[dict[str, 
             sock.sendall(b"".join(flood.setup))
             read_replies(sock, reader, ctx.deadline())
             received = reader.received
-            batch = flood.request * FLOOD_REPLIES
+            batch = flood.request * (FLOOD_BYTES // len(flood.request))
             req_size, reply_size = float(len(flood.request)), float(flood.reply_size)
+            allowance = FLOOD_READ_AHEAD
             state["sent"] = sum(map(len, flood.setup))
         else:
             batch, per_batch = _request_batch(ctx, f"never-read-{i}", 256 * 1024)
             req_size, reply_size = len(batch) / per_batch, ctx.reply_size
+            allowance = 0
         _push(ctx, sock, state, batch, cycle=flood is None, budget=budget, received=received,
-              req_size=req_size, reply_size=reply_size)
+              req_size=req_size, reply_size=reply_size, allowance=allowance)
     except (OSError, PeerError) as exc:
         state["closed"] = f"{type(exc).__name__} after {state['sent']} B"
     finally:
         sock.close()
 
 
-#: Big replies a flood asks for (16 MiB of them with RESP's 16 KiB value).
-FLOOD_REPLIES = 1024
+#: Bytes of small requests for big replies a flood sends at most (1 MiB of 22-byte GETs asks
+#: for 47 MiB of 1 KiB values: enough to show a pile-up, not enough to hurt the machine).
+FLOOD_BYTES = 1024 * 1024
+#: Requests a bounded server may read ahead and not answer yet (its read buffer): a flood's
+#: request bytes are tiny, so without this allowance reading one buffer ahead would count as
+#: owing megabytes.
+FLOOD_READ_AHEAD = 128 * 1024
 
 
 def _push(  # noqa: PLR0912, PLR0915 - one bounded loop: send, measure, wait
     ctx: _Context, sock: socket.socket, state: dict[str, Any], batch: bytes, *,
-          cycle: bool, budget: float, received: int, req_size: float, reply_size: float) -> None:
+          cycle: bool, budget: float, received: int, req_size: float, reply_size: float,
+          allowance: int) -> None:
     deadline = time.monotonic() + budget
     base = state["sent"]
     view = memoryview(batch)
@@ -379,7 +387,8 @@ def _push(  # noqa: PLR0912, PLR0915 - one bounded loop: send, measure, wait
     last_flow = None
 
     def measure() -> int | None:
-        held = _held(ctx, sock, state["sent"], received, base, req_size, reply_size)
+        held = _held(ctx, sock, state["sent"], received, base + allowance, req_size,
+                     reply_size)
         if held is not None:
             state["held"] = max(held, state["held"] or 0)
         return held
