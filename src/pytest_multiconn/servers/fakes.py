@@ -54,7 +54,9 @@ class HTTPProtocol:
     ``200 OK`` and the body ``handler(method, target, body)`` (default ``b"hello\\n"``)."""
 
     def __init__(self, handler: Callable[[bytes, bytes, bytes], bytes] | None = None):
-        import h11
+        from pytest_multiconn.exchanges.http import _h11
+
+        h11 = _h11()  # a clear error naming the [http] extra when h11 is missing
 
         self.h11 = h11
         self.conn = h11.Connection(h11.SERVER)
