@@ -551,9 +551,7 @@ def _check_half_close(ctx: _Context) -> str:  # noqa: PLR0912 - each way it can 
         # close_notify: a TLS half-close cannot be sent from here.
         raise _Status(NA, "does not apply over TLS here: a TLS half-close is a close_notify, "
                       "which Python's ssl cannot send without waiting for the server's")
-    # Over TLS one thread sends and reads (an SSL object is not shared between threads), so
-    # the requests must fit in the socket buffers.
-    count = (1024 if ctx.tls is None else 8) if ctx.keep_alive else 1
+    count = 1024 if ctx.keep_alive else 1
     rng = ctx.rng("half-close")
     requests = ctx.exchange.requests(count, rng, 1024)
     reader = ReplyReader(ctx.exchange, requests)
@@ -571,10 +569,7 @@ def _check_half_close(ctx: _Context) -> str:  # noqa: PLR0912 - each way it can 
                     errors.append(f"{type(exc).__name__} while sending: {exc}")
 
             sender = threading.Thread(target=send_all, name="multiconn-half-close")
-            if ctx.tls is None:
-                sender.start()
-            else:
-                send_all()
+            sender.start()
             # Read slowly, so a server that reads without bound has taken everything (and our
             # EOF) while its replies still wait in its memory.
             try:
@@ -587,8 +582,7 @@ def _check_half_close(ctx: _Context) -> str:  # noqa: PLR0912 - each way it can 
                 problem = str(exc)
             except TimeoutError:
                 problem = "answered, but never closed the connection after our half-close"
-            if ctx.tls is None:
-                sender.join(ctx.limits.timeout)
+            sender.join(ctx.limits.timeout)
             if errors and problem is None and not reader.complete:
                 problem = errors[0]
     except OSError as exc:
