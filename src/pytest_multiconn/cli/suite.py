@@ -55,7 +55,7 @@ def add_parser(subparsers: Any) -> None:
                         "from the listening port on Linux)")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow a non-loopback host (off: the suite floods its target)")
-    from pytest_multiconn.tls.layer import add_client_tls_arguments
+    from pytest_multiconn.cli.tls_args import add_client_tls_arguments
 
     add_client_tls_arguments(parser)
     parser.set_defaults(func=run)
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     host = check_host(args.host, allow_remote=args.allow_remote, role="connect to")
     address = (host, parse_port(args.port))
     exchange = exchange_from_args(args)
-    from pytest_multiconn.tls.layer import cli_client_tls
+    from pytest_multiconn.cli.tls_args import cli_client_tls
 
     tls = cli_client_tls(args)
     ok = run_suite(address, args.seed, print, exchange=exchange, replay=_replay(args),
@@ -88,7 +88,7 @@ def run_exchange_client(args: argparse.Namespace) -> int:
     """``multiconn client HOST PORT N --protocol P``: N connections at once, each sending the
     exchange's request (and ``--message`` count of them, default 1) and judging the reply."""
     from pytest_multiconn.suite.peers import talk
-    from pytest_multiconn.tls.layer import cli_client_tls
+    from pytest_multiconn.cli.tls_args import cli_client_tls
 
     host = check_host(args.host, allow_remote=args.allow_remote, role="connect to")
     address = (host, parse_port(args.port))
@@ -103,7 +103,7 @@ def run_exchange_client(args: argparse.Namespace) -> int:
     tls = cli_client_tls(args)
     context = None
     if tls is not None:
-        from pytest_multiconn.tls.layer import client_tls
+        from pytest_multiconn.tls.config import client_tls
 
         context = client_tls(tls, address).context
     deadline = time.monotonic() + args.timeout

@@ -20,7 +20,8 @@ from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, M
 from pytest_multiconn.core.address import parse_port
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
-from pytest_multiconn.core.server import EchoServer, ServerBase
+from pytest_multiconn.core.server import ServerBase
+from pytest_multiconn.servers.echo import EchoServer
 
 Printer = Callable[[str], None]
 

@@ -1,4 +1,9 @@
-"""Servers on the loop: any protocol (asyncio-shaped handlers), fakes, and a scripted server."""
+"""Servers built on core's :class:`~pytest_multiconn.core.server.ServerBase` (above ``tls``).
+
+Any protocol on the loop (:class:`ProtocolServer`, asyncio-shaped handlers), ready-made
+fakes, and a scripted server for testing clients.  ``EchoServer`` is re-exported from the top
+level and ``EchoConnection`` from :mod:`pytest_multiconn.lowlevel`.
+"""
 
 from pytest_multiconn.core.public import publish
 from pytest_multiconn.servers.fakes import HTTPProtocol, LineProtocol, RedisProtocol

@@ -16,11 +16,13 @@ instead, so a client that never reads cannot make the fake buffer without bound.
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.server import ServerBase
+from pytest_multiconn.tls.config import ServerTLS, server_tls
 
 
 class Transport:
@@ -171,10 +173,25 @@ class ProtocolServer(ServerBase):
                 "protocol_factory must be a callable returning a handler (for example the "
                 f"handler class itself), got {protocol_factory!r}"
             )
+        self.tls = take_tls(kwargs)
         super().__init__(*args, **kwargs)
         self.protocol_factory = protocol_factory
 
+    @property
+    def client_tls(self) -> ssl.SSLContext | None:
+        """A client SSLContext that trusts this server (None for plaintext)."""
+        return self.tls.client_context if self.tls is not None else None
+
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
-        if self.tls is not None:
-            return self.tls.connection_class(ProtocolConnection)(self, sock, addr)
         return ProtocolConnection(self, sock, addr)
+
+
+def take_tls(kwargs: dict[str, Any]) -> ServerTLS | None:
+    """Turn a server's ``tls=`` (True, a TLSConfig, an SSLContext) into the TLS layer its
+    :class:`~pytest_multiconn.core.server.ServerBase` puts under every connection."""
+    tls = kwargs.pop("tls", None)
+    if tls is None or tls is False:
+        return None
+    layer = server_tls(tls)
+    kwargs["layer"] = layer
+    return layer

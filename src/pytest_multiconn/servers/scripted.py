@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
 from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.errors import ScriptMismatch
 from pytest_multiconn.exchanges.base import describe_difference
+from pytest_multiconn.servers.protocol import take_tls
 
 
 def _positive(value: object, name: str, *, zero: bool = False) -> float:
@@ -389,6 +391,7 @@ class ScriptedServer(ServerBase):
         self.cycle = cycle
         self.expect_timeout = (None if expect_timeout is None
                                else _positive(expect_timeout, "expect_timeout"))
+        self.tls = take_tls(kwargs)
         super().__init__(**kwargs)
         self.failures: list[ScriptFailure] = []
         self.completed = 0
@@ -404,11 +407,12 @@ class ScriptedServer(ServerBase):
 
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
         self._numbers += 1
-        steps = self._steps_for(self._numbers)
-        if self.tls is not None:
-            cls = self.tls.connection_class(ScriptedConnection)
-            return cls(self, sock, addr, self._numbers, steps)
-        return ScriptedConnection(self, sock, addr, self._numbers, steps)
+        return ScriptedConnection(self, sock, addr, self._numbers, self._steps_for(self._numbers))
+
+    @property
+    def client_tls(self) -> ssl.SSLContext | None:
+        """A client SSLContext that trusts this server (None for plaintext)."""
+        return self.tls.client_context if self.tls is not None else None
 
     def _record(self, failure: ScriptFailure) -> None:
         self._failed_conns.add(failure.connection)

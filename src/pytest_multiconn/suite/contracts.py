@@ -918,7 +918,7 @@ def run_server_checks(  # noqa: PLR0912 - validation, then three phases
 def _client_context(tls: Any, address: Any) -> Any:
     if tls is None:
         return None
-    from pytest_multiconn.tls.layer import client_tls
+    from pytest_multiconn.tls.config import client_tls
 
     return client_tls(tls, address).context
 
