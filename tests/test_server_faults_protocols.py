@@ -30,13 +30,18 @@ def _upper() -> LineProtocol:
     return LineProtocol(bytes.upper)
 
 
+@pytest.fixture(params=["plain", "tls"])
+def tls(request: pytest.FixtureRequest) -> bool:
+    return request.param == "tls"
+
+
 def _run(server: FaultyServer, n: int = 2, **kwargs: Any) -> ClientResults:
     return MultiConnClient(server.address, n, exchange=UPPER, requests=4, seed=3,
-                           **kwargs).run()
+                           tls=server.client_tls, **kwargs).run()
 
 
-def test_delay_delays_the_replies() -> None:
-    with FaultyServer(_upper, faults=[DelayEcho(0.05)]) as server:
+def test_delay_delays_the_replies(tls: bool) -> None:
+    with FaultyServer(_upper, tls=tls, faults=[DelayEcho(0.05)]) as server:
         start = time.monotonic()
         results = _run(server)
         results.check()
@@ -44,22 +49,22 @@ def test_delay_delays_the_replies() -> None:
     assert all(r.elapsed >= 0.05 for r in results)
 
 
-def test_chunked_replies_stay_right() -> None:
-    with FaultyServer(_upper, faults=[ChunkedEcho(max_chunk=1)]) as server:
+def test_chunked_replies_stay_right(tls: bool) -> None:
+    with FaultyServer(_upper, tls=tls, faults=[ChunkedEcho(max_chunk=1)]) as server:
         _run(server).check()
         assert server.fault_events("send")
 
 
-def test_stall_swallows_requests() -> None:
-    with FaultyServer(_upper, faults=[Stall()]) as server:
+def test_stall_swallows_requests(tls: bool) -> None:
+    with FaultyServer(_upper, tls=tls, faults=[Stall()]) as server:
         results = _run(server, 1, timeout=0.3)
     assert not results.ok
     assert "4 of 4 replies missing" in results[0].problem
 
 
 @pytest.mark.parametrize("fault", [CloseAfter(70), ResetAfter(70)], ids=repr)
-def test_cut_after_n_reply_bytes(fault: Any) -> None:
-    with FaultyServer(_upper, faults=[fault]) as server:
+def test_cut_after_n_reply_bytes(fault: Any, tls: bool) -> None:
+    with FaultyServer(_upper, tls=tls, faults=[fault]) as server:
         results = _run(server, 1)
     (result,) = results
     assert not result.ok
@@ -71,11 +76,11 @@ def test_cut_after_n_reply_bytes(fault: Any) -> None:
     assert "reply 1" in result.problem or "replies missing" in result.problem
 
 
-def test_accept_then_close_and_stop_accepting() -> None:
-    with FaultyServer(_upper, faults=[AcceptThenClose()]) as server:
+def test_accept_then_close_and_stop_accepting(tls: bool) -> None:
+    with FaultyServer(_upper, tls=tls, faults=[AcceptThenClose()]) as server:
         results = _run(server, 1, timeout=2)
     assert not results.ok
-    with FaultyServer(_upper, faults=[StopAccepting()]) as server:
+    with FaultyServer(_upper, tls=tls, faults=[StopAccepting()]) as server:
         server.set_faults([])
         _run(server, 1).check()
         server.set_faults([StopAccepting()])

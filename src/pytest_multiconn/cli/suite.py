@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
 def run_exchange_client(args: argparse.Namespace) -> int:
     """``multiconn client HOST PORT N --protocol P``: N connections at once, each sending the
     exchange's request (and ``--message`` count of them, default 1) and judging the reply."""
-    from pytest_multiconn.suite.peers import talk
     from pytest_multiconn.cli.tls_args import cli_client_tls
+    from pytest_multiconn.suite.peers import talk
 
     host = check_host(args.host, allow_remote=args.allow_remote, role="connect to")
     address = (host, parse_port(args.port))

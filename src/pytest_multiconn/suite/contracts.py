@@ -545,7 +545,7 @@ def _check_never_read(ctx: _Context) -> str:
     return f"held {shown} per never-reader; {', '.join(how) or 'bounded'}"
 
 
-def _check_half_close(ctx: _Context) -> str:  # noqa: PLR0912 - each way it can end
+def _check_half_close(ctx: _Context) -> str:
     if ctx.tls is not None:
         # Python's SSLSocket.shutdown() drops the TLS layer and unwrap() waits for the peer's
         # close_notify: a TLS half-close cannot be sent from here.
