@@ -91,3 +91,25 @@ def test_marker_protocol_and_scripted_fixture(pytester: pytest.Pytester) -> None
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3, errors=1)  # the broken script errors at teardown
     result.stdout.fnmatch_lines(["*ScriptMismatch*", "*connection 1, step 0: Expect(b'hi')*"])
+
+
+def test_multiconn_fault_runs_only_faults_the_exchange_supports(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_multiconn import MultiConnClient
+        from pytest_multiconn.exchanges import Lines
+        from pytest_multiconn.servers import LineProtocol, ProtocolServer
+
+        @pytest.mark.multiconn_exchange(Lines())
+        def test_line_fault(multiconn_fault):
+            with ProtocolServer(LineProtocol) as server:
+                with MultiConnClient(server.address, 2, exchange=Lines(), requests=3,
+                                     faults=[multiconn_fault]) as client:
+                    assert client.run().ok
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=9, deselected=1)  # every fault but Garbage

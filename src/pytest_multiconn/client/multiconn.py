@@ -515,23 +515,36 @@ def _check_exchange(
     if not isinstance(exchange, Exchange):
         raise TypeError(f"exchange must be an Exchange (pytest_multiconn.exchanges), got "
                         f"{exchange!r}")
-    probe = exchange.requests(1, random.Random(0))
-    exact = all(exchange.expected(r) is not None for r in probe)
-    names = {f.name for f in faults}
-    if "garbage" in names and "echo" not in (exchange.garbage_answers() or ()):
-        raise ValueError(
+    exact = _exact(exchange)
+    for fault in faults:
+        why = unsupported_fault(exchange, fault)
+        if why is not None:
+            raise ValueError(why)
+    return exchange, exact, requests
+
+
+def _exact(exchange: Exchange) -> bool:
+    return all(exchange.expected(r) is not None for r in exchange.requests(1, random.Random(0)))
+
+
+def unsupported_fault(exchange: Exchange | None, fault: ClientFault) -> str | None:
+    """Why ``fault`` cannot run with ``exchange`` (None: it can)."""
+    if exchange is None or isinstance(exchange, Echo):
+        return None
+    if fault.name == "garbage" and "echo" not in (exchange.garbage_answers() or ()):
+        return (
             f"Garbage replaces the requests with random bytes, so it needs a server that echoes "
             f"them; the {exchange.name} exchange says a server may answer garbage with "
             f"{sorted(exchange.garbage_answers() or ()) or 'nothing it knows'} (the suite's "
             "garbage row checks that)"
         )
-    if faults and not exact:
-        raise ValueError(
+    if not _exact(exchange):
+        return (
             f"client faults need an exchange whose replies are known bytes; the "
             f"{exchange.name} exchange judges replies by parsing them: use it without faults, "
             "or give it exact replies (for example Exact, Lines, RESP)"
         )
-    return exchange, exact, requests
+    return None
 
 
 def _check_target(address: Any, *, allow_remote: bool) -> Any:

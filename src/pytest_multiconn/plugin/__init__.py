@@ -47,6 +47,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
+        "multiconn_exchange(exchange): the exchange a test speaks; multiconn_fault then runs "
+        "only the client faults it supports",
+    )
+    config.addinivalue_line(
+        "markers",
         "multiconn_server(**kwargs): keyword arguments for the multiconn_server fixture's "
         "server (for example idle_timeout=0.5; protocol='line'|'http'|'redis' or a handler "
         "factory serves that protocol instead of echo)",
