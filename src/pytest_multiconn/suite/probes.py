@@ -135,6 +135,28 @@ def preemptions(pid: int) -> int | None:
     return total
 
 
+def wanted_cpu_seconds(pid: int) -> float | None:
+    """Seconds ``pid``'s threads spent on a CPU *or waiting for one* (``schedstat``: run time
+    plus run-queue wait), summed over threads.
+
+    A spinner is always runnable, so this grows at wall-clock speed however busy the machine
+    is (on a loaded box it gets little CPU, but waits for it the rest of the time); a process
+    blocked in ``select()`` adds nothing.  CPU time alone cannot tell them apart under load.
+    """
+    total = 0
+    tasks = _listdir(f"/proc/{pid}/task")
+    if not tasks:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                run_ns, wait_ns, _ = f.read().split()
+        except (OSError, ValueError):
+            continue
+        total += int(run_ns) + int(wait_ns)
+    return total / 1e9
+
+
 def rss_bytes(pid: int) -> int | None:
     """Resident memory of process ``pid``."""
     try:
