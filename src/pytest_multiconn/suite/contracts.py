@@ -386,6 +386,8 @@ def _push(  # noqa: PLR0912, PLR0915 - one bounded loop: send, measure, wait
     # Stalled: less than STALL_BYTES taken in a STALL_WINDOW.  The kernel may trickle in a
     # few bytes as windows open (autotuning), so "no byte at all" is not the test.
     window_start, window_sent, measured, window_held = time.monotonic(), 0, 0.0, 0
+    window_want = _wanted(ctx)
+    half = window_start + budget / 2
     last_flow = None
 
     def measure() -> int | None:
@@ -405,12 +407,19 @@ def _push(  # noqa: PLR0912, PLR0915 - one bounded loop: send, measure, wait
                 break  # a bounded flood, all sent, and the server did nothing more with it
             last_flow = flow
             held_now = state["held"] or 0
-            # Stopped reading: it took (almost) nothing from us, and what it holds did not
-            # grow either (a server slowed down by its own pile-up still grows it).
-            if view and window_sent < _STALL_BYTES and held_now - window_held < _STALL_BYTES:
+            want = _wanted(ctx)
+            busy = (want is not None and window_want is not None
+                    and (want - window_want) / (now - window_start) > _BUSY)
+            # Stopped reading: it took (almost) nothing from us, what it holds did not grow
+            # either (a server slowed down by its own pile-up still grows it), and it was not
+            # busy on (or waiting for) a CPU all along: a starved spinner is not a stop.
+            if (view and window_sent < _STALL_BYTES and held_now - window_held < _STALL_BYTES
+                    and not busy):
                 state["stalled"] = True
                 break
-            window_start, window_sent, window_held = now, 0, held_now
+            if now >= half and state.get("held_half") is None:
+                state["held_half"] = held_now
+            window_start, window_sent, window_held, window_want = now, 0, held_now, want
         sent = 0
         if view:
             try:
@@ -453,6 +462,20 @@ _MEASURE_EVERY = 0.02
 #: a bounded one then stops reading.  That buffer grows by autotuning to a few MB, at a few
 #: MB/s, so either verdict takes a second or so.
 NEVER_READ_BUDGET = 3.0
+
+
+#: Growth of what a server holds, over the second half of a never-reader's push, that shows
+#: it piles up (a bounded server stays near its high-water mark).
+_GROWING = 64 * 1024
+#: A server runnable more than this share of a stall window was busy, not stopped.
+_BUSY = 0.5
+
+
+def _wanted(ctx: _Context) -> float | None:
+    # Only for a server in another process: our own threads are busy pushing.
+    if ctx.pid is None or ctx.pid == os.getpid():
+        return None
+    return wanted_cpu_seconds(ctx.pid)
 
 
 def ssl_want_write() -> type[BaseException]:
@@ -530,6 +553,14 @@ def _check_never_read(ctx: _Context) -> str:
             f"their replies (up to {worst} B for one of {n}, limit {ctx.limits.max_held} B"
             + (f"; its memory grew {grown / 2**20:.1f} MiB" if grown and grown > 0 else "")
             + ")")
+    growing = [r for r in kept if not r.get("stalled") and r.get("held_half") is not None
+               and (r.get("held") or 0) - r["held_half"] > _GROWING]
+    if growing:
+        r = growing[0]
+        raise _Failed(
+            f"buffers without bound: it kept reading from clients that never read for the whole "
+            f"check and what it holds for them kept growing ({r['held_half']} B, then "
+            f"{r['held']} B)")
     still_sending = [r for r in kept if not r.get("stalled")]
     if worst is None and still_sending and sent > 64 * ctx.limits.max_held:
         raise _Failed(f"buffers without bound: a never-reading client could still send after "

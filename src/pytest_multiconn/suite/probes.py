@@ -417,9 +417,12 @@ class ExchangeProbe:
             for _ in range(100_000):
                 if self._stop.is_set():
                     return
-                start = time.monotonic()
                 if sock is None:
+                    # Not timed: a SYN the kernel dropped from a full listen queue (other
+                    # checks connect too) waits a second for its retry; the burst row
+                    # reports small backlogs.  A trip is a request and its reply.
                     sock = open_socket(self.address, self.tls, self.timeout)
+                start = time.monotonic()
                 (request,) = self.exchange.requests(1, self.rng, 32)
                 reader = ReplyReader(self.exchange, [request])
                 sock.sendall(request)
