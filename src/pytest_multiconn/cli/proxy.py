@@ -12,27 +12,36 @@ downstream = server to client, both; default downstream), ``probability`` and ``
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from pytest_multiconn.core.address import parse_port
+from pytest_multiconn.errors import MulticonnError
 from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.proxy.toxics import TOXICS, Toxic
 
 _ADD_KEYS = ("direction", "probability", "name")
 
 
-def _value(text: str) -> Any:
+def _value(key: str, text: str, spec: str) -> Any:
     if text.lower() in ("none", "null"):
         return None
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    # "inf" and "nan" parse as floats, but no fault parameter means them: a delay or a rate
+    # must be a finite number (and a timer past the selector's limit would kill the loop).
+    if not math.isfinite(number):
+        raise ValueError(f"--fault {spec!r}: {key} must be a finite number, got {text!r}")
+    return number
 
 
 def parse_fault(spec: str) -> tuple[Toxic, dict[str, Any]]:
@@ -48,7 +57,7 @@ def parse_fault(spec: str) -> tuple[Toxic, dict[str, Any]]:
         if not eq:
             raise ValueError(f"expected key=value in --fault {spec!r}, got {item!r}")
         key = key.strip()
-        value = _value(raw.strip())
+        value = _value(key, raw.strip(), spec)
         (add if key in _ADD_KEYS else params)[key] = value
     try:
         toxic = cls(**params)
@@ -60,6 +69,8 @@ def parse_fault(spec: str) -> tuple[Toxic, dict[str, Any]]:
             f"bad parameter in --fault {spec!r}: {kind} takes {names} "
             f"(and direction, probability, name)"
         ) from None
+    except ValueError as exc:  # the fault's own check of a value: name the flag it came from
+        raise ValueError(f"--fault {spec!r}: {exc}") from None
     if "name" in add and add["name"] is not None:
         add["name"] = str(add["name"])
     return toxic, add
@@ -88,7 +99,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_duration(value: float | None) -> float | None:
+    # argparse's type=float takes "nan", "inf" and negatives; Event.wait() would then return
+    # at once (nan, negative) or raise OverflowError (inf): refuse them here, in one line.
+    if value is not None and not 0 < value <= threading.TIMEOUT_MAX:
+        raise ValueError(f"--duration must be a positive, finite number of seconds, "
+                         f"got {value!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
+    duration = _check_duration(args.duration)
     faults = [parse_fault(spec) for spec in args.fault]
     target = (args.target_host, parse_port(args.target_port, what="target port"))
     listen = (args.listen_host, parse_port(args.listen_port, what="listen port"))
@@ -104,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                   f"p={info.probability:g}", flush=True)
         try:
             # Event.wait is interrupted by Ctrl-C on the main thread; the bound is --duration.
-            stop.wait(args.duration)
+            stop.wait(duration)
         except KeyboardInterrupt:
             print("stopping", file=sys.stderr, flush=True)
         stats = proxy.stats()
@@ -120,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(["proxy", *(sys.argv[1:] if argv is None else argv)])
     try:
         return run(args)
-    except (ValueError, OSError) as exc:
+    except (MulticonnError, ValueError, OSError) as exc:
         print(f"multiconn: error: {exc}", file=sys.stderr)
         return 2
 
