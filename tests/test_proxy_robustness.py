@@ -117,13 +117,20 @@ def test_closed_connections_are_kept_only_up_to_a_bounded_history(multiconn_serv
         # for reports, whatever the number of connections.
         bound = 2 * (2 * CLOSED_HISTORY) + 64
         assert retained <= bound, f"{retained} connection objects kept after {total} connections"
-        # A test can still claim recent connections, in accept order.
-        first = proxy.wait_for_connection()
-        assert first.closed
-        assert first.number > total + 5 - 2 * CLOSED_HISTORY
-        second = proxy.wait_for_connection()
-        assert second.number == first.number + 1
-        assert second.stats()["upstream"] == 1
+        # A test can still claim the recent connections, in accept order, down to the last.
+        claimed = []
+        for _ in range(2 * CLOSED_HISTORY):
+            handle = proxy.wait_for_connection()
+            assert handle.closed
+            claimed.append(handle.number)
+            if handle.number == 5 + total:
+                break
+        assert claimed == sorted(claimed)
+        assert claimed[-1] == 5 + total
+        assert len(claimed) >= CLOSED_HISTORY
+        assert claimed[0] > 5  # the oldest were dropped
+        with pytest.raises(WaitTimeout):
+            proxy.wait_for_connection(timeout=0.2)
 
 
 # -- fairness -----------------------------------------------------------------------------------
@@ -263,7 +270,8 @@ def test_cli_bad_fault_value_is_one_line_and_exit_2(capsys, spec: str):
     assert main(["proxy", "127.0.0.1", "0", "127.0.0.1", "9", "--fault", spec]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
-    assert err.startswith(f"multiconn: error: --fault {spec!r}:"), err
+    assert err.startswith("multiconn: error: "), err
+    assert repr(spec) in err, err
 
 
 # -- one wait mechanism --------------------------------------------------------------------------

@@ -44,7 +44,8 @@ from pytest_multiconn.errors import (
     TLSError,
     WaitTimeout,
 )
-from pytest_multiconn.faults.server import ClosedPort, FaultyEchoServer, closed_port_address
+from pytest_multiconn.faults.closed_port import ClosedPort, closed_port_address
+from pytest_multiconn.faults.server import FaultyEchoServer
 from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.tls.layer import TLSConfig
 

@@ -12,44 +12,39 @@ downstream = server to client, both; default downstream), ``probability`` and ``
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from pytest_multiconn.core.address import parse_port
-from pytest_multiconn.errors import MulticonnError
+from pytest_multiconn.errors import FaultParameterError, MulticonnError
 from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.proxy.toxics import TOXICS, Toxic
 
 _ADD_KEYS = ("direction", "probability", "name")
 
 
-def _value(key: str, text: str, spec: str) -> Any:
+def _value(text: str) -> Any:
     if text.lower() in ("none", "null"):
         return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    # "inf" and "nan" parse as floats, but no fault parameter means them: a delay or a rate
-    # must be a finite number (and a timer past the selector's limit would kill the loop).
-    if not math.isfinite(number):
-        raise ValueError(f"--fault {spec!r}: {key} must be a finite number, got {text!r}")
-    return number
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
 
 
 def parse_fault(spec: str) -> tuple[Toxic, dict[str, Any]]:
-    """``"latency:ms=50,direction=both"`` -> ``(Latency(ms=50), {"direction": "both"})``."""
+    """``"latency:ms=50,direction=both"`` -> ``(Latency(ms=50), {"direction": "both"})``.
+
+    Bad names, keys and values raise ``ValueError`` (a :class:`FaultParameterError`) with a
+    one-line message that quotes the ``--fault`` argument.
+    """
     kind, _, rest = spec.strip().partition(":")
-    cls = TOXICS.get(kind.strip().lower().replace("-", "_"))
-    if cls is None:
-        raise ValueError(f"unknown fault {kind!r} in --fault {spec!r}; known: {', '.join(TOXICS)}")
     params: dict[str, Any] = {}
     add: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
@@ -57,20 +52,14 @@ def parse_fault(spec: str) -> tuple[Toxic, dict[str, Any]]:
         if not eq:
             raise ValueError(f"expected key=value in --fault {spec!r}, got {item!r}")
         key = key.strip()
-        value = _value(key, raw.strip(), spec)
+        value = _value(raw.strip())
         (add if key in _ADD_KEYS else params)[key] = value
     try:
-        toxic = cls(**params)
-    except TypeError:
-        import dataclasses
-
-        names = ", ".join(f.name for f in dataclasses.fields(cls))
-        raise ValueError(
-            f"bad parameter in --fault {spec!r}: {kind} takes {names} "
-            f"(and direction, probability, name)"
+        toxic = TOXICS.create(kind, **params)
+    except FaultParameterError as exc:
+        raise FaultParameterError(
+            f"{exc} (in --fault {spec!r}; every fault also takes {', '.join(_ADD_KEYS)})"
         ) from None
-    except ValueError as exc:  # the fault's own check of a value: name the flag it came from
-        raise ValueError(f"--fault {spec!r}: {exc}") from None
     if "name" in add and add["name"] is not None:
         add["name"] = str(add["name"])
     return toxic, add

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +16,7 @@ from pytest_multiconn.core.connection import (
     Connection,
 )
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
-from pytest_multiconn.core.seed import default_seed, derive_seed
+from pytest_multiconn.core.seed import default_seed
 from pytest_multiconn.errors import EchoMismatch
 from pytest_multiconn.faults.client import ClientFault, FaultDriver, check_faults, describe
 
@@ -140,7 +139,7 @@ class ClientConnection(Connection):
             self.driver = FaultDriver(
                 self,
                 [
-                    f.session(self, random.Random(derive_seed(seed, "fault", conn_id, i, f.name)))
+                    f.session(self, f.rng(seed, conn_id, i))
                     for i, f in enumerate(faults)
                 ],
             )
@@ -316,7 +315,7 @@ class MultiConnClient:
             self.tls = client_tls(tls, self.address, server_hostname)
         self.faults = check_faults(faults)
         for fault in self.faults:
-            num_connections = fault.connections(num_connections)
+            num_connections = fault.connection_count(num_connections)
         self.num_connections = num_connections
         self.seed = default_seed() if seed is None else int(seed)
         self.keep_open = keep_open
@@ -341,8 +340,7 @@ class MultiConnClient:
     def _faults_for(self, conn_id: int) -> list[ClientFault]:
         if not self.faults:
             return []
-        pick = random.Random(derive_seed(self.seed, "assign", conn_id))
-        return [f for f in self.faults if f.applies_to(pick)]
+        return [f for i, f in enumerate(self.faults) if f.applies(self.seed, conn_id, i)]
 
     @property
     def lingering(self) -> list[ClientConnection]:
