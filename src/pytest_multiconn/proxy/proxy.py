@@ -48,10 +48,10 @@ from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.core.server import ConnectionInfo, Listener, ServerBase
 from pytest_multiconn.errors import AddressError, WaitTimeout
-from pytest_multiconn.proxy import splice
 from pytest_multiconn.proxy.handle import ProxiedConnection, ToxicInfo
 from pytest_multiconn.proxy.pair import Pair, ToxicEntry
 from pytest_multiconn.proxy.pipeline import DIRECTIONS, Direction, check_direction
+from pytest_multiconn.proxy.splice import splice_available
 from pytest_multiconn.proxy.toxics import Toxic
 
 #: Closed connections that ``wait_for_connection()`` has not returned yet are kept, oldest
@@ -167,7 +167,7 @@ class FaultProxy(ServerBase):
         self._recent_pairs: deque[Pair] = deque(maxlen=16)
         self._numbers = itertools.count(1)
         #: Splice bulk directions without faults (Linux); off for good after an EINVAL.
-        self._use_splice = splice.SPLICE is not None
+        self._use_splice = splice_available()
         self._spliced_bytes = 0  # moved by splice in pipes closed so far (tests, diagnostics)
 
     def __repr__(self) -> str:

@@ -26,6 +26,11 @@ _SPLICE_PIPE_SIZE = 256 * 1024
 _SPLICE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 
 
+def splice_available() -> bool:
+    """True where the kernel relay may be tried (it can still turn out unsupported)."""
+    return SPLICE is not None
+
+
 def _splice(src: int, dst: int, count: int, *, flags: int) -> int:
     fn = SPLICE
     if fn is None:  # only reached if SPLICE was taken away while a pipe was open
@@ -211,4 +216,4 @@ def make_pipe() -> tuple[int, int, int] | None:
     return r, w, size
 
 
-__all__ = ["SPLICE", "Splice", "SplicePair", "make_pipe"]
+__all__ = ["SPLICE", "Splice", "SplicePair", "make_pipe", "splice_available"]
