@@ -226,6 +226,17 @@ def test_bad_wait_timeout_is_refused(multiconn_server):
                 proxy.wait_for_connection(timeout=bad)
 
 
+@pytest.mark.parametrize("probability", ["x", math.nan, -0.1, 1.5, True])
+def test_bad_probability_is_refused_by_add_and_update(multiconn_server, probability: Any):
+    with FaultProxy(multiconn_server, timeout=TIMEOUT) as proxy:
+        with pytest.raises(ValueError, match=rf"probability must be .* got {probability!r}"):
+            proxy.add(Slicer(average_size=2), probability=probability)
+        name = proxy.add(Slicer(average_size=2))
+        with pytest.raises(ValueError, match=rf"probability must be .* got {probability!r}"):
+            proxy.update(name, probability=probability)
+        assert proxy.toxics()[0].probability == 1.0
+
+
 @pytest.mark.parametrize("target", [("127.0.0.1", 80, "junk"), ("127.0.0.1",), 80,
                                     ("127.0.0.1", "http"), (b"127.0.0.1", 80)])
 def test_bad_target_is_refused(target: Any):

@@ -68,6 +68,13 @@ def _check_timeout(value: object, what: str) -> float:
     return float(value)
 
 
+def _check_probability(value: object) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0.0 <= value <= 1.0):
+        raise ValueError(f"probability must be a number from 0 to 1, got {value!r}")
+    return float(value)
+
+
 def _looks_like_hostport(text: str) -> bool:
     # "10.0.0.1:80", "localhost:8080", "[::1]:80": an address, not a Unix socket path.  A
     # path with such a name can still be given as "./name" or as a pathlib.Path.
@@ -195,9 +202,7 @@ class FaultProxy(ServerBase):
         if not isinstance(fault, Toxic):
             raise TypeError(f"add() takes a fault such as Latency(ms=50), got {fault!r}")
         check_direction(direction, allow_both=True)
-        if isinstance(probability, bool) or not isinstance(probability, (int, float)) \
-                or not 0.0 <= probability <= 1.0:
-            raise ValueError(f"probability must be a number from 0 to 1, got {probability!r}")
+        probability = _check_probability(probability)
 
         def go() -> str:
             nonlocal name
@@ -224,14 +229,15 @@ class FaultProxy(ServerBase):
         """Change parameters of fault ``name`` (``probability=`` too, for new connections);
         live connections use the new values from now on.  Returns the new fault object."""
 
+        probability = params.pop("probability", None)
+        if probability is not None:
+            probability = _check_probability(probability)
+
         def go() -> Toxic:
             entry = self._entry(name)
-            probability = params.pop("probability", None)
             new = entry.toxic.replace(**params) if params else entry.toxic
             if probability is not None:
-                if not 0.0 <= probability <= 1.0:
-                    raise ValueError(f"probability must be from 0 to 1, got {probability!r}")
-                entry.probability = float(probability)
+                entry.probability = probability
             entry.toxic = new
             for pair in list(self._pairs.values()):
                 for stage in list(pair.stages_named(name)):
