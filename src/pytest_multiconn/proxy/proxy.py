@@ -117,9 +117,10 @@ def _parse_address(value: Any, *, what: str, allow_remote: bool, role: str,
 class FaultProxy(ServerBase):
     """A TCP proxy in front of ``target`` that injects faults on demand.
 
-    ``target`` is ``(host, port)`` on loopback (``allow_remote=True`` for others), a Unix
-    socket path, or a started server.  ``listen`` is ``(host, port)`` (port 0 = ephemeral) or
-    a Unix socket path.  Faults are added with :meth:`add`; ``hold=True`` starts every
+    ``target`` is ``(host, port)`` or ``"host:port"`` on loopback (``allow_remote=True`` for
+    others), a Unix socket path (a string with a ``/`` or a ``pathlib.Path``), or a started
+    server.  ``listen`` is the same (port 0 = ephemeral).  ``timeout`` bounds every wait and
+    every call into the loop thread.  Faults are added with :meth:`add`; ``hold=True`` starts every
     connection in step mode.  ``seed`` overrides the run seed for every random draw.
     Use as a context manager, or ``start()`` / ``stop()``; ``check()`` re-raises loop errors.
     """
