@@ -118,7 +118,7 @@ class FaultProxy(ServerBase):
     """A TCP proxy in front of ``target`` that injects faults on demand.
 
     ``target`` is ``(host, port)`` or ``"host:port"`` on loopback (``allow_remote=True`` for
-    others), a Unix socket path (a string with a ``/`` or a ``pathlib.Path``), or a started
+    others), a Unix socket path (any other string, or a ``pathlib.Path``), or a started
     server.  ``listen`` is the same (port 0 = ephemeral).  ``timeout`` bounds every wait and
     every call into the loop thread.  Faults are added with :meth:`add`; ``hold=True`` starts every
     connection in step mode.  ``seed`` overrides the run seed for every random draw.
