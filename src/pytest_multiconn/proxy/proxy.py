@@ -120,8 +120,8 @@ class FaultProxy(ServerBase):
     ``target`` is ``(host, port)`` or ``"host:port"`` on loopback (``allow_remote=True`` for
     others), a Unix socket path (any other string, or a ``pathlib.Path``), or a started
     server.  ``listen`` is the same (port 0 = ephemeral).  ``timeout`` bounds every wait and
-    every call into the loop thread.  Faults are added with :meth:`add`; ``hold=True`` starts every
-    connection in step mode.  ``seed`` overrides the run seed for every random draw.
+    every call into the loop thread.  Faults are added with :meth:`add`; ``hold=True`` starts
+    every connection in step mode.  ``seed`` overrides the run seed for every random draw.
     Use as a context manager, or ``start()`` / ``stop()``; ``check()`` re-raises loop errors.
     """
 
