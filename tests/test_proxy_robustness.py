@@ -52,6 +52,10 @@ _EMFILE_CHILD = textwrap.dedent(
     result = {}
     with EchoServer() as target, FaultProxy(target, timeout=5) as proxy:
         assert round_trip(proxy.address) == b"ping"
+        # Every descriptor of that connection closed (both proxy sides, the echo's) before
+        # the table is filled, or one freed later would let the next client through.
+        proxy.wait_for_connection().wait_closed()
+        target.wait_for_closed(1)
         fillers = []
         try:
             for _ in range(100_000):
@@ -60,15 +64,18 @@ _EMFILE_CHILD = textwrap.dedent(
             assert exc.errno == errno.EMFILE, exc
         os.close(fillers.pop())
         os.close(fillers.pop())
-        client = socket.create_connection(proxy.address, timeout=5)
+        client = None
         try:
+            # The RST can come before connect() returns: a loaded machine wakes us late.
+            client = socket.create_connection(proxy.address, timeout=5)
             client.sendall(b"x")
             result["refused_with"] = repr(client.recv(1))
         except OSError as exc:
             result["refused_with"] = type(exc).__name__
         stats = proxy.wait_for(lambda s: s.accept_errors >= 1, 5, "the EMFILE to be counted")
         result["accept_errors"] = stats.accept_errors
-        client.close()
+        if client is not None:
+            client.close()
         for fd in fillers:
             os.close(fd)
         result["after"] = [round_trip(proxy.address).decode() for _ in range(10)]
