@@ -66,7 +66,9 @@ class UDPServerBase(Generic[StatsT]):
 
     @property
     def name(self) -> str:
-        return self._loop.name if self._loop is not None else (self._name or f"multiconn-{self.kind}")
+        if self._loop is not None:
+            return self._loop.name
+        return self._name or f"multiconn-{self.kind}"
 
     @property
     def address(self) -> tuple[str, int]:

@@ -541,7 +541,11 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
                 settled = False
             return settled, done
 
-        return self._wait_on(lambda: self._run(take), lambda v: v[0], timeout,
+        def snapshot() -> tuple[bool, dict[tuple[str, int], int]]:
+            value: tuple[bool, dict[tuple[str, int], int]] = self._run(take)
+            return value
+
+        return self._wait_on(snapshot, lambda v: v[0], timeout,
                              "every datagram to be echoed through the proxy")[1]
 
     def open_sockets(self) -> list[str]:

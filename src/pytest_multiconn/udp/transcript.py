@@ -29,7 +29,8 @@ class FaultAction:
     action: str
 
     def format(self, origin: float) -> str:
-        return (f"{(self.when - origin) * 1e3:9.2f}ms {_SHORT.get(self.direction, self.direction):<4}"
+        where = _SHORT.get(self.direction, self.direction)
+        return (f"{(self.when - origin) * 1e3:9.2f}ms {where:<4}"
                 f" #{self.index:<5} {self.size:>6} B  {self.fault}: {self.action}")
 
 

@@ -10,6 +10,9 @@ from typing import Any, ClassVar
 from pytest_multiconn.faults.params import fail, integer, number, optional, param
 from pytest_multiconn.udp.faults.base import UDP_FAULTS, Datagram, DatagramFault, DatagramStage
 
+# Bit offsets named per transcript entry (a rate on a large datagram flips many).
+_SHOWN = 16
+
 
 def flipped_bits(fault: Corrupt, rng: Random, size: int) -> list[int]:
     """The bit offsets (0 = the first byte's most significant bit) ``fault`` flips in a
@@ -36,7 +39,7 @@ class CorruptStage(DatagramStage):
     def act(self, datagram: Datagram) -> None:
         bits = flipped_bits(self.fault, self.rng, len(datagram.data))
         if bits:
-            shown = ",".join(map(str, bits[:16])) + ("..." if len(bits) > 16 else "")
+            shown = ",".join(map(str, bits[:_SHOWN])) + ("..." if len(bits) > _SHOWN else "")
             self.note(datagram, f"corrupted: flipped bit(s) {shown}")
             datagram = Datagram(datagram.index, flip(datagram.data, bits))
         self.next.feed(datagram)
