@@ -414,25 +414,38 @@ def test_faults_added_updated_and_removed_while_running(
     assert proxy.stats().sessions_total == 1
 
 
-def test_idle_sessions_expire_and_the_table_is_bounded(
+def test_idle_sessions_expire(
     multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy,
     udp_socket: Callable[..., socket.socket],
 ) -> None:
-    proxy = multiconn_udp_proxy(multiconn_udp_server, idle_timeout=0.05, max_sessions=2)
+    proxy = multiconn_udp_proxy(multiconn_udp_server, idle_timeout=0.05)
+    sock = udp_socket(proxy.address)
+    sock.send(b"one")
+    assert sock.recv(10) == b"one"
+    stats = proxy.wait_for(lambda s: s.expired == 1 and s.sessions == 0,
+                           what="the idle session to expire")
+    assert stats.sessions_total == 1
+    assert [s.end_reason for s in proxy.sessions()] == ["idle timeout"]
+    assert proxy.open_sockets() == [repr(proxy._endpoint)]  # the session's socket is closed
+    sock.send(b"again")  # a new session for the same client
+    assert sock.recv(10) == b"again"
+    assert proxy.stats().sessions_total == 2
+
+
+def test_a_full_session_table_evicts_the_least_recently_active(
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy,
+    udp_socket: Callable[..., socket.socket],
+) -> None:
+    proxy = multiconn_udp_proxy(multiconn_udp_server, idle_timeout=None, max_sessions=2)
     socks = [udp_socket(proxy.address) for _ in range(3)]
-    for i, sock in enumerate(socks):
-        sock.send(b"%d" % i)
-        assert sock.recv(10) == b"%d" % i
-    stats = proxy.wait_for(lambda s: s.expired >= 1 and s.sessions == 0,
-                           what="idle sessions to expire")
-    assert stats.sessions_total == 3
-    assert stats.evicted == 1
-    reasons = [s.end_reason for s in proxy.sessions()]
-    assert reasons[0] == "evicted: session table full"
-    assert reasons[1:] == ["idle timeout", "idle timeout"]
-    socks[0].send(b"again")  # a new session for an old client
-    assert socks[0].recv(10) == b"again"
-    assert proxy.stats().sessions_total == 4
+    for i in (0, 1, 0, 2):  # client 1 is the least recently active when client 2 arrives
+        socks[i].send(b"%d" % i)
+        assert socks[i].recv(10) == b"%d" % i
+    stats = proxy.stats()
+    assert (stats.sessions, stats.sessions_total, stats.evicted) == (2, 3, 1)
+    ended = [s for s in proxy.sessions() if s.closed]
+    assert [s.client for s in ended] == [socks[1].getsockname()[:2]]
+    assert ended[0].end_reason == "evicted: session table full"
 
 
 def test_sessions_route_replies_to_their_own_clients(

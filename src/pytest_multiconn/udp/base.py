@@ -111,7 +111,12 @@ class UDPServerBase(Generic[StatsT]):
             raise RuntimeError(f"{self!r} was already started; create a new server")
         timeout = self.timeout if timeout is None else timeout
         self._loop = Loop("pending")  # the endpoint needs a loop; renamed once bound
-        endpoint = self._open()
+        try:
+            endpoint = self._open()
+        except BaseException:
+            self._loop.close()  # its wake-up socketpair
+            self._loop = None
+            raise
         self._started = True
         self._endpoint = endpoint
         self._address = (self._address_from(endpoint))
