@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from pytest_multiconn.core.loop import EVENT_WRITE, Loop
+from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop
 from pytest_multiconn.errors import (
     AddressError,
     EchoMismatch,
     FaultParameterError,
     RemoteBindError,
+    WaitTimeout,
 )
 from pytest_multiconn.faults import fault_rng
 from pytest_multiconn.udp import (
@@ -35,10 +36,12 @@ from pytest_multiconn.udp import (
     Truncate,
     UDPEchoServer,
     UDPFaultProxy,
+    bind_datagram,
     flip,
     flipped_bits,
     payload,
 )
+from pytest_multiconn.udp.endpoint import READ_BATCH
 
 SEED = 1234
 Proxy = Callable[..., UDPFaultProxy]
@@ -161,6 +164,49 @@ def test_send_queue_is_bounded_and_write_interest_only_while_queued() -> None:
     finally:
         loop.close()
         peer.close()
+
+
+def test_one_readiness_event_reads_a_bounded_batch() -> None:
+    # A flooded socket must not starve the others on its loop: one event, READ_BATCH reads.
+    loop = Loop("multiconn-test-udp-batch")
+    sock = bind_datagram("127.0.0.1")
+    got: list[bytes] = []
+    endpoint = DatagramEndpoint(loop, sock, lambda data, addr: got.append(data))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        endpoint.attach()
+        for i in range(READ_BATCH + 10):
+            sender.sendto(b"%d" % i, sock.getsockname())
+        endpoint.handle_event(EVENT_READ)
+        assert len(got) == READ_BATCH
+        endpoint.handle_event(EVENT_READ)
+        assert got == [b"%d" % i for i in range(READ_BATCH + 10)]
+    finally:
+        sender.close()
+        loop.close()
+
+
+def test_waits_are_bounded_and_say_what_they_waited_for(
+    multiconn_udp_server: UDPEchoServer,
+) -> None:
+    with pytest.raises(WaitTimeout, match="3 datagrams received"):
+        multiconn_udp_server.wait_for_datagrams(3, timeout=0.05)
+
+
+def test_a_stopped_target_is_counted_not_fatal(
+    multiconn_udp_proxy: Proxy, udp_socket: Callable[..., socket.socket]
+) -> None:
+    with UDPEchoServer() as gone:
+        target = gone.address
+    proxy = multiconn_udp_proxy(target)
+    sock = udp_socket(proxy.address)
+    sock.send(b"anyone there?")
+    # The kernel answers with ICMP port unreachable; the session's socket reports it once.
+    proxy.wait_for(lambda s: s.upstream_out == 1, what="the datagram to be sent")
+    sock.send(b"still there?")
+    stats = proxy.wait_for(lambda s: s.errors >= 1, what="the refused datagram to be counted")
+    assert stats.downstream_in == 0
+    proxy.check()  # nothing was raised in the loop thread
 
 
 # -- validation ----------------------------------------------------------------------------

@@ -179,10 +179,10 @@ class UDPServerBase(Generic[StatsT]):
         return []
 
     # -- observing -----------------------------------------------------------------------------
-    def _run(self, fn: Callable[[], Any]) -> Any:
+    def _run(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
         """``fn()`` in the loop thread while it runs, else here."""
         if self._started and not self._stopped and self.loop.is_running():
-            return self.loop.run_sync(fn, self.timeout)
+            return self.loop.run_sync(fn, self.timeout if timeout is None else timeout)
         return fn()
 
     def _stats(self) -> StatsT:

@@ -82,7 +82,11 @@ class UDPEchoServer(UDPServerBase[UDPStats]):
 
     def report(self, limit: int = 16) -> str:
         """Its repr and counters (the plugin's ``multiconn`` report section)."""
-        return f"{self!r}\n  counters: {self.stats()}"
+        try:
+            stats = self._run(self._stats, min(self.timeout, 2.0))
+        except Exception as exc:  # noqa: BLE001 - a report must not raise in a failing test
+            return f"{self!r}\n  (counters unavailable: {type(exc).__name__}: {exc})"
+        return f"{self!r}\n  counters: {stats}"
 
     # -- bounded waits ---------------------------------------------------------------------
     def wait_for_datagrams(self, n: int, timeout: float | None = None) -> UDPStats:

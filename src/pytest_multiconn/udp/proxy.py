@@ -48,6 +48,7 @@ _SHORT = {"upstream": "up", "downstream": "down"}
 
 #: Closed sessions kept for reports.
 RECENT_SESSIONS = 16
+_REPORT_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -570,7 +571,9 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
             return "\n".join(lines)
 
         try:
-            return str(self._run(build))
+            # Bounded tightly: a stuck loop is often why the test failed, and the report
+            # must not hang on it as well.
+            return str(self._run(build, min(self.timeout, _REPORT_TIMEOUT)))
         except Exception as exc:  # noqa: BLE001 - a report must not raise in a failing test
             return f"{self!r}: no report ({type(exc).__name__}: {exc})"
 

@@ -10,6 +10,9 @@ from pytest_multiconn.core.loop import Timer
 from pytest_multiconn.faults.params import integer, milliseconds, param
 from pytest_multiconn.udp.faults.base import UDP_FAULTS, Datagram, DatagramFault, DatagramStage
 
+# Indices named per transcript entry (a large window would make every line long).
+_SHOWN = 32
+
 
 class ReorderStage(DatagramStage):
     fault: Reorder
@@ -32,7 +35,8 @@ class ReorderStage(DatagramStage):
         self._cancel()
         held, self.held = self.held, []
         self.rng.shuffle(held)
-        order = ",".join(str(d.index) for d in held)
+        order = ",".join(str(d.index) for d in held[:_SHOWN]) + (
+            "..." if len(held) > _SHOWN else "")
         for d in held:
             self.note(d, f"reordered ({why}): released as {order}")
             self.next.feed(d)
