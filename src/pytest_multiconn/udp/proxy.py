@@ -138,7 +138,7 @@ class _Pipe:
 
     def note(self, stage: DatagramStage, datagram: Datagram, action: str) -> None:
         self.owner.transcript.record(FaultAction(
-            time.monotonic(), self.direction, getattr(stage, "entry_name", stage.name),
+            time.monotonic(), self.direction, stage.entry_name,
             datagram.index, len(datagram.data), action))
         self.owner.proxy._notify()
 
@@ -230,13 +230,13 @@ class _Session:
         rng = fault_rng(self.proxy.seed, "udp", self.number, direction, entry.name)
         pipe = self.pipes[direction]
         stage = entry.fault.make_stage(pipe, rng, f"{entry.name}[{_SHORT[direction]}]")
-        stage.entry_name = entry.name  # type: ignore[attr-defined]
+        stage.entry_name = entry.name
         pipe.stages.append(stage)
         pipe.relink()
 
     def remove_stages(self, name: str) -> None:
         for pipe in self.pipes.values():
-            gone = [s for s in pipe.stages if getattr(s, "entry_name", "") == name]
+            gone = [s for s in pipe.stages if s.entry_name == name]
             if not gone:
                 continue
             pipe.stages = [s for s in pipe.stages if s not in gone]
@@ -246,7 +246,7 @@ class _Session:
 
     def stages_named(self, name: str) -> list[DatagramStage]:
         return [s for p in self.pipes.values() for s in p.stages
-                if getattr(s, "entry_name", "") == name]
+                if s.entry_name == name]
 
     def pending(self) -> int:
         return sum(p.pending() for p in self.pipes.values())

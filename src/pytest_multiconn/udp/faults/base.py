@@ -96,6 +96,8 @@ class DatagramStage:
         self.pipe = pipe
         self.rng = rng
         self.next: DatagramSink
+        #: The name the fault was added under (``drop_upstream``): transcripts show it.
+        self.entry_name = name.partition("[")[0]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.fault!r}>"
