@@ -557,4 +557,5 @@ def test_udp_server_left_running_is_a_leak(pytester: pytest.Pytester) -> None:
     out = result.stdout.str()
     assert "LeakError" in out
     assert "UDPEchoServer" in out
-    assert "is still running" in out
+    assert "is still running; started at test_udp_server_left_running_is_a_leak.py:4 in " \
+        "test_leaky during" in out
