@@ -51,7 +51,7 @@ from pytest_multiconn.faults.server import (
     Stall,
     StopAccepting,
 )
-from pytest_multiconn.tls.layer import (
+from pytest_multiconn.faults.tls import (
     CertFault,
     ExpiredCert,
     NoCloseNotify,

@@ -45,6 +45,12 @@ class ClientConnectionAPI(Protocol):
         """Bytes written but not yet handed to the kernel."""
         ...
 
+    @property
+    def half_close_safe(self) -> bool:
+        """False under TLS: a half-close may lose what the server still sends, so HalfClose
+        waits for the full echo first (see :mod:`pytest_multiconn.tls.stream`)."""
+        ...
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` (at once if the kernel takes it, the rest buffered)."""
 
@@ -106,6 +112,10 @@ class ServerConnectionAPI(Protocol):
 
     def note(self, text: str) -> None:
         """Add a note to the connection's transcript."""
+
+    def end_output(self) -> None:
+        """Drop unsent output and shut our write side now (under TLS: ``close_notify``, then
+        the FIN); a cut calls :meth:`close` next."""
 
     def close(self, exc: BaseException | None = None, reason: str = "") -> None:
         """Close now (a FIN; an RST if unread input is left, as the kernel does)."""

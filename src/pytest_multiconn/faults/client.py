@@ -32,7 +32,6 @@ from pytest_multiconn.faults.base import Fault, Registry
 from pytest_multiconn.faults.params import choice, integer, optional, param, seconds
 
 if TYPE_CHECKING:
-    from pytest_multiconn.core.connection import Buffer
     from pytest_multiconn.core.loop import Timer
 
 #: Send-size records kept per connection (enough to compare schedules, bounded for big runs).
@@ -379,13 +378,13 @@ class _HalfCloseSession(FaultSession):
 
     def payload_written(self) -> None:
         # write_eof() waits for pending (or held) output to flush, then shuts down.  Over TLS
-        # (tls_half_close_safe False) it waits for the full echo: see tls/layer.py's essay.
-        if getattr(self.conn, "tls_half_close_safe", True) or not self.conn.expected:
+        # (half_close_safe False) it waits for the full echo: see tls/stream.py's essay.
+        if self.conn.half_close_safe or not self.conn.expected:
             self.conn.write_eof()
 
     def received(self, data: bytes) -> None:
         conn = self.conn
-        if not getattr(conn, "tls_half_close_safe", True) and conn.received >= len(conn.expected):
+        if not conn.half_close_safe and conn.received >= len(conn.expected):
             conn.write_eof()
 
 
@@ -568,8 +567,6 @@ class _DriverConnection(ClientConnectionAPI, Protocol):
     failure: str | None
     mismatch_at: int | None
 
-    def _send(self, data: Buffer) -> int: ...
-
     def close(self, exc: BaseException | None = None, reason: str = "") -> None: ...
 
     def reset(self) -> None: ...
@@ -585,8 +582,9 @@ class _DriverConnection(ClientConnectionAPI, Protocol):
 class FaultDriver:
     """Runs the fault sessions of one client connection and decides when its exchange is done.
 
-    It wraps the connection's ``_send`` on the instance (not the class), so a subclass's own
-    ``_send`` (TLS, say) still does the I/O and connections without faults pay nothing.
+    The connection calls :meth:`after_send` from its ``Connection.after_send`` hook, which
+    runs for plaintext above any layer, so the faults see the same sends in plaintext and over
+    TLS; connections without faults pay nothing.
     """
 
     def __init__(self, conn: _DriverConnection, sessions: list[FaultSession]) -> None:
@@ -600,11 +598,10 @@ class FaultDriver:
         self.send_sizes: list[int] = []
         self.deliberate = ""
         self.peer_closed = False
-        self._inner_send = conn._send
+        self._check_queued = False
         test = current_test_id()
         if test is not None:
             FAULTY_TESTS.add(test)
-        conn._send = self._send  # type: ignore[method-assign]  # per-instance hook, see above
 
     def __repr__(self) -> str:
         return f"<FaultDriver {self.conn.label} {describe([s.fault for s in self.sessions])}>"
@@ -617,18 +614,19 @@ class FaultDriver:
         for s in self.sessions:
             s.prepare()
 
-    def _send(self, data: bytes | bytearray | memoryview) -> int:
-        sent = self._inner_send(data)
+    def after_send(self, sent: int) -> None:
+        """``sent`` plaintext bytes left in one send (the connection's ``after_send`` hook)."""
         if len(self.send_sizes) < MAX_RECORDED_SENDS:
             self.send_sizes.append(sent)
         for s in self.sessions:
             s.after_send(sent)
-        if self.written and sent == len(data) and not self.all_sent_fired:
-            # Not from inside _send: the caller still updates the buffer after we return.
+        if self.written and not self.all_sent_fired and not self._check_queued:
+            # Not from inside the send: the caller still updates the buffer after we return.
+            self._check_queued = True
             self.conn.loop.call_soon(self._check_all_sent)
-        return sent
 
     def _check_all_sent(self) -> None:
+        self._check_queued = False
         conn = self.conn
         if self.all_sent_fired or conn.closed or conn.buffered:
             return

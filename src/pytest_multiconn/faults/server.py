@@ -14,8 +14,9 @@ in it:
   each other; while more than ``high_water`` bytes wait in the queue the connection stops
   reading, so a client that floods a slow echo fills its own send buffer, not our memory;
 * a *send cap* (``ChunkedEcho``, ``CloseAfter``, ``ResetAfter``) limits the bytes handed to
-  each ``send()`` call; a pause between chunks holds the connection's output with
-  ``hold_output()`` and a timer releases it;
+  each send through the connection's ``send_allowance()`` hook (``after_send()`` sees what
+  left), on plaintext above any TLS layer, so over TLS each chunk is one record; a pause
+  between chunks holds the connection's output with ``hold_output()`` and a timer releases it;
 * a *cut* (``CloseAfter``, ``ResetAfter``, ``AcceptThenClose``) closes or resets from a loop
   callback, after exactly the promised bytes went out;
 * ``StopAccepting`` is a listener fault: the server stops calling ``accept()``.
@@ -28,7 +29,6 @@ what the faults did (each chunk sent, each cut), for tests that assert on it.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import socket
 import sys
@@ -38,14 +38,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from pytest_multiconn.core.connection import Buffer, Connection
+from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
 from pytest_multiconn.core.seed import get_run_seed
-from pytest_multiconn.core.server import EchoConnection, EchoServer
 from pytest_multiconn.faults import params as checks
 from pytest_multiconn.faults.api import ServerConnectionAPI
 from pytest_multiconn.faults.base import Fault, Registry
 from pytest_multiconn.faults.params import param
+from pytest_multiconn.servers.echo import EchoConnection, EchoServer
 
 #: How many fault events a server keeps (the oldest are dropped first).
 FAULT_EVENT_LIMIT = 10_000
@@ -335,10 +335,10 @@ class _Closer(_Cut):
             return
         conn.record(self.fault, "close", self.count)
         conn.note(f"{self.fault!r}: closing after {self.count} B")
-        # shutdown() queues the FIN behind the echoed bytes whatever close() does next (it
-        # sends an RST instead if the client sent more that we never read: RFC 2525, 2.17).
-        with contextlib.suppress(OSError):
-            conn.sock.shutdown(socket.SHUT_WR)
+        # The shutdown queues the FIN (under TLS: close_notify, then the FIN) behind the
+        # echoed bytes whatever close() does next (it sends an RST instead if the client sent
+        # more that we never read: RFC 2525, 2.17).
+        conn.end_output()
         conn.close(reason=f"{self.fault!r}")
 
 
@@ -635,25 +635,21 @@ class FaultyEchoConnection(EchoConnection):
         self._out_full = False
         self._sync_reading()
 
-    def _send(self, data: Buffer) -> int:
+    # Connection's send hooks: plaintext, above any layer, so the faults act alike in
+    # plaintext and over TLS (each allowance becomes one TLS record).
+    def send_allowance(self) -> int | None:
+        # 0 while a cut is under way (its hold stops further writes): the bytes stay
+        # buffered until the connection closes.
         limit: int | None = self.max_send
         for active in self._faults:
             cap = active.send_limit()
             if cap is not None and (limit is None or cap < limit):
                 limit = cap
-        if limit is None:
-            sent = self.sock.send(data)
-        elif limit <= 0:
-            # A cut is under way (its hold stops further writes); "would block" keeps the
-            # bytes buffered until the connection closes.
-            raise BlockingIOError
-        else:
-            with memoryview(data) as view:
-                sent = self.sock.send(view[:limit])
-        if sent:
-            for active in list(self._faults):
-                active.sent(sent)
-        return sent
+        return limit
+
+    def after_send(self, sent: int) -> None:
+        for active in list(self._faults):
+            active.sent(sent)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._pending_timer is not None:
