@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("client",),
     ("proxy",),
     ("udp",),
-    ("suite",),
+    ("suite", "toxiproxy"),
     ("plugin", "cli"),
     # The public namespaces re-export from everywhere; nothing inside the package may import
     # them (``testing`` is the old name of ``suite``, kept as an alias module).

@@ -7,6 +7,7 @@ direction (``proxy.add(Latency(ms=50), direction="downstream")``).  A custom tox
 """
 
 from pytest_multiconn.core.public import publish
+from pytest_multiconn.proxy.conditions import When
 from pytest_multiconn.proxy.proxy import FaultProxy, ProxiedConnection, ProxyTranscript, ToxicInfo
 from pytest_multiconn.proxy.toxics import (
     TOXICS,
@@ -40,6 +41,7 @@ __all__ = [
     "Timeout",
     "Toxic",
     "ToxicInfo",
+    "When",
 ]
 
 publish(__name__, globals(), __all__)
