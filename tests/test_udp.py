@@ -446,7 +446,7 @@ def test_faults_added_updated_and_removed_while_running(
     assert sock.recv(100) == b"before any fault"
     name = proxy.add(Truncate(bytes=6), "downstream")  # the live session gets it
     sock.send(b"now cut short")
-    assert sock.recv(100) == b"now c"[:5] + b"u"
+    assert sock.recv(100) == b"now cu"
     proxy.update(name, bytes=3)
     sock.send(b"shorter")
     assert sock.recv(100) == b"sho"
