@@ -30,6 +30,7 @@ pytest_plugins: list[str] = [
     "pytest_multiconn.plugin.proxy",
     "pytest_multiconn.plugin.tls",
     "pytest_multiconn.plugin.toxiproxy",
+    "pytest_multiconn.plugin.udp",
 ]
 
 
