@@ -21,7 +21,9 @@ def _h11() -> Any:
     try:
         import h11
     except ImportError:  # pragma: no cover - the extra is installed in the test environment
-        raise ImportError(
+        from pytest_multiconn.errors import MissingExtraError
+
+        raise MissingExtraError(
             "the HTTP exchange needs h11: pip install 'pytest-multiconn[http]'"
         ) from None
     return h11

@@ -31,6 +31,8 @@ pytest_plugins: list[str] = [
     "pytest_multiconn.plugin.tls",
     "pytest_multiconn.plugin.scripted",
     "pytest_multiconn.plugin.suite",
+    "pytest_multiconn.plugin.toxiproxy",
+    "pytest_multiconn.plugin.udp",
 ]
 
 
