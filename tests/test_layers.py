@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("faults",),
     ("client",),
     ("proxy",),
+    ("udp",),
     ("suite", "toxiproxy"),
     ("plugin", "cli"),
     # The public namespaces re-export from everywhere; nothing inside the package may import

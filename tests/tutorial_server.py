@@ -13,28 +13,21 @@ catches:
 
 Run it as ``python tests/tutorial_server.py HOST PORT``.  The one deviation: port 0 is allowed,
 and the "Listening on" line shows the port the kernel picked, so tests can read it (the
-original prints the port it was given).  A second, for the tests: ``TUTORIAL_SNDBUF=N`` in the
-environment sets ``SO_SNDBUF`` on each accepted socket, so the kernel cannot absorb the echo the
-server queues and the half-close loss shows every time instead of depending on timing.  Nothing
-else is fixed: that is the point.
+original prints the port it was given).  Nothing else is fixed: that is the point.
 """
 
-import os
 import selectors
 import socket
 import sys
 import types
 
 sel = selectors.DefaultSelector()
-SNDBUF = int(os.environ.get("TUTORIAL_SNDBUF", "0"))
 
 
 def accept_wrapper(sock):
     conn, addr = sock.accept()  # Should be ready to read
     print(f"Accepted connection from {addr}")
     conn.setblocking(False)
-    if SNDBUF:  # deviation, for the tests (see the module docstring)
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
     data = types.SimpleNamespace(addr=addr, inb=b"", outb=b"")
     events = selectors.EVENT_READ | selectors.EVENT_WRITE
     sel.register(conn, events, data=data)
