@@ -19,7 +19,7 @@ space := $(subst ,, )
 # Only lint directories that exist (ruff errors on missing paths).
 LINT_PATHS = $(wildcard src tests examples benchmarks tools)
 
-.PHONY: all install install-test install-bench demo lint typecheck test coverage bench bench-quick clean distclean
+.PHONY: all install install-test install-bench demo lint typecheck test coverage bench bench-quick soak clean distclean
 
 all: test
 
@@ -93,6 +93,15 @@ bench: $(VENV)/.installed-bench
 # The same machinery with short runs, to check it works; its figures are not for publishing.
 bench-quick: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run_all.py --quick $(BENCH_ARGS)
+
+# Servers, a TLS server and fault proxies under a seeded random schedule of every client fault,
+# server fault and toxic, with invariants checked as it runs (benchmarks/soak.py says which).
+# Exit status 1 on any violation; the seed and a replay command are printed.
+# `make soak SOAK_DURATION=60 SOAK_SEED=1234` for a short, repeatable run.
+SOAK_DURATION ?= 600
+SOAK_SEED ?=
+soak: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/soak.py --duration $(SOAK_DURATION) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 # --- cleanup -----------------------------------------------------------------
 
