@@ -11,6 +11,8 @@ from pytest_multiconn.proxy.proxy import FaultProxy, ProxiedConnection, ProxyTra
 from pytest_multiconn.proxy.toxics import (
     TOXICS,
     Bandwidth,
+    Coalesce,
+    Corrupt,
     Latency,
     LimitData,
     PipeAPI,
@@ -19,13 +21,17 @@ from pytest_multiconn.proxy.toxics import (
     Slicer,
     SlowClose,
     Stage,
+    Substitute,
     Timeout,
     Toxic,
+    Truncate,
 )
 
 __all__ = [
     "TOXICS",
     "Bandwidth",
+    "Coalesce",
+    "Corrupt",
     "FaultProxy",
     "Latency",
     "LimitData",
@@ -37,9 +43,11 @@ __all__ = [
     "Slicer",
     "SlowClose",
     "Stage",
+    "Substitute",
     "Timeout",
     "Toxic",
     "ToxicInfo",
+    "Truncate",
 ]
 
 publish(__name__, globals(), __all__)
