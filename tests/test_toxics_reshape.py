@@ -14,9 +14,19 @@ from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.faults import fault_rng
 from pytest_multiconn.proxy import Coalesce, Corrupt, Slicer, Substitute, Truncate
 from pytest_multiconn.proxy.toxics.corrupt import flips
-from test_toxics import Bench, bench  # noqa: F401 - bench is the fixture the tests use
+from pytest_multiconn.proxy.toxics import base as toxics_base
+from pytest_multiconn.proxy.toxics import slicer as slicer_module
+from test_toxics import Bench, FakeClock
 
 SEED = 1  # Bench.stage's seed; its rng is fault_rng(seed, "toxic", 1, "downstream", name)
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> Bench:
+    clock = FakeClock()
+    for module in (toxics_base, slicer_module):  # the reshaping toxics use loop timers only
+        monkeypatch.setattr(module, "time", clock)
+    return Bench(clock)
 
 
 def _rng(name: str, seed: int = SEED) -> Random:
