@@ -50,5 +50,5 @@ class Truncate(Toxic):
     stage_class = TruncateStage
     quick: ClassVar[Mapping[str, Any]] = {"bytes": 4}
 
-    bytes: int = param(0, integer(0))
+    bytes: int = param(check=integer(0))  # no default: how much to keep is the point
     every: int = param(1, integer(1))
