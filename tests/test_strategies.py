@@ -258,3 +258,40 @@ def test_chunking_describes_itself_in_words() -> None:
     assert "pauses 0.5, 0 s" in Chunking(11, (3, 4), (0.5, 0.0)).describe()
     assert repr(Chunking(11, (3,))) == "Chunking(size=11, cuts=(3,))"
     assert st is not None  # hypothesis.strategies importable next to ours
+
+
+def test_as_a_pytest_user_writes_it(pytester: pytest.Pytester) -> None:
+    # The documented pattern, run by pytest itself: @given with the function-scoped
+    # multiconn_server fixture trips Hypothesis's health check; serving() inside @given does
+    # not, and the failure prints the shrunk schedule with its replay seed.
+    pytester.makepyfile(test_user="""
+        import socket
+        from hypothesis import Phase, given, settings, strategies as st
+        from pytest_multiconn.strategies import fault_schedules, serving, toxics
+
+        @given(n=st.integers())
+        def test_with_the_fixture(multiconn_server, n):
+            pass
+
+        @settings(max_examples=30, derandomize=True, database=None, deadline=None,
+                  phases=[Phase.generate, Phase.shrink])
+        @given(schedule=fault_schedules(toxics(("latency", "truncate"), max_ms=1)))
+        def test_echo_is_exact(schedule):
+            with serving(schedule=schedule, timeout=5.0) as served:
+                sock = served.connect()
+                sock.sendall(b"hello")
+                sock.shutdown(socket.SHUT_WR)
+                got = b""
+                for _ in range(100):
+                    chunk = sock.recv(100)
+                    if not chunk:
+                        break
+                    got += chunk
+                assert got == b"hello"
+    """)
+    result = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    assert "function_scoped_fixture" in out
+    assert "toxics=((Truncate(bytes=0), 'upstream'),)," in out  # the shrunk schedule
+    assert "faults Truncate(bytes=0) upstream (replay seed 0)" in out
