@@ -3,7 +3,9 @@
 Bytes are held until ``bytes`` of them are waiting, then everything held goes on in one
 piece (one write to the receiver, so its first ``recv`` can see all of it); what waits
 longer than ``timeout_ms`` since the first held byte goes on as it is, and end-of-stream
-flushes what is held before it.  Nothing random: the rng is unused.
+flushes what is held before it.  A ``bytes`` above the proxy's high-water mark (64 KiB) is
+never reached: the proxy stops reading the sender while its pipeline holds that much, so
+the timeout flushes instead.  Nothing random: the rng is unused.
 """
 
 from __future__ import annotations
