@@ -101,7 +101,10 @@ class FragileLineServer:
                     self.cond.notify_all()
                 # The bug under test: no buffering of a partial line.
                 reply = b"OK " + data if data.endswith(b"\n") else b"ERR split line\n"
-                conn.sendall(reply)
+                try:
+                    conn.sendall(reply)
+                except OSError:  # the client read its first reply and closed: RST
+                    return
 
     def stats(self) -> _Stats:
         with self.cond:
@@ -230,6 +233,8 @@ def test_strategies_draw_valid_values_and_shrink_to_the_simplest() -> None:
     (lambda: chunkings(5, max_pause=float("inf")), "max_pause must be seconds"),
     (lambda: pauses(-1), "count must be an integer >= 0, got -1"),
     (lambda: toxics(("lag",)), "unknown kinds ['lag']"),
+    (lambda: fault_schedules(directions=("up",)), "directions must be some of"),
+    (lambda: fault_schedules(max_toxics=-1), "max_toxics must be an integer >= 0, got -1"),
     (lambda: FaultSchedule(seed="1"), "seed must be an integer, got '1'"),
     (lambda: FaultSchedule(toxics=((Latency(ms=1), "sideways"),)), "(Toxic, direction) pairs"),
     (lambda: serving(seed=1.5).__enter__(), "seed must be an integer, got 1.5"),

@@ -308,6 +308,13 @@ def fault_schedules(toxic: SearchStrategy[Toxic] | None = None, *, max_toxics: i
     from ``client_fault``, and the proxy seed.  Shrinks towards fewer faults, the first
     direction, simpler parameters and seed 0."""
     st = _st()
+    for name, value in (("max_toxics", max_toxics), ("max_client_faults", max_client_faults)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"fault_schedules: {name} must be an integer >= 0, got {value!r}")
+    bad = [d for d in directions if d not in ("upstream", "downstream", "both")]
+    if bad or not directions:
+        raise ValueError(f"fault_schedules: directions must be some of 'upstream', "
+                         f"'downstream', 'both', got {list(directions)!r}")
     entry = st.tuples(toxics() if toxic is None else toxic, st.sampled_from(list(directions)))
     faults = st.lists(client_faults() if client_fault is None else client_fault,
                       max_size=max_client_faults).map(tuple)
