@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
-from pytest_multiconn import EchoServer
+from pytest_multiconn import EchoServer, MultiConnClient
 from pytest_multiconn.faults import PartialSend
 from pytest_multiconn.proxy import Latency, Slicer, Truncate
 from pytest_multiconn.strategies import (
@@ -200,6 +200,19 @@ def test_serving_replays_a_schedule_under_its_seed() -> None:
     sizes = re.findall(r"to-client\s+(\d+)", first)
     assert sizes
     assert re.findall(r"to-client\s+(\d+)", transcript()) == sizes
+
+
+def test_a_schedule_s_client_faults_run_on_the_multiconn_client() -> None:
+    schedule = FaultSchedule(seed=9, toxics=((Slicer(average_size=2), "downstream"),),
+                             client_faults=(PartialSend(max_chunk=3),))
+    payload = bytes(range(30))
+    with serving(schedule=schedule, timeout=TIMEOUT) as served:
+        results = MultiConnClient(served.address, 2, [payload], timeout=TIMEOUT,
+                                  **schedule.client_kwargs()).run()
+        results.check()  # byte-exact echo through the slicer, sent in pieces of <= 3
+    for result in results:
+        assert max(result.send_sizes) <= 3
+        assert sum(result.send_sizes) == len(payload)
 
 
 def test_strategies_draw_valid_values_and_shrink_to_the_simplest() -> None:

@@ -83,6 +83,15 @@ def test_corrupt_rate_matches_the_documented_draws_and_replays(bench: Bench) -> 
     assert 115 <= len(_diff(payload, first)) <= 285
 
 
+def test_corrupt_update_acts_from_the_next_byte(bench: Bench) -> None:
+    stage = bench.stage(Corrupt(offsets=(1,)))
+    stage.feed(bytes(4))
+    stage.toxic = stage.toxic.replace(offsets=(2, 6))  # 2 has passed: only 6 is flipped
+    stage.updated()
+    stage.feed(bytes(4))
+    assert sorted(_diff(bytes(8), bench.sink.data)) == [1, 6]
+
+
 def test_corrupt_rate_one_flips_every_byte(bench: Bench) -> None:
     stage = bench.stage(Corrupt(rate=1.0))
     stage.feed(bytes(50))

@@ -190,6 +190,11 @@ class FaultSchedule:
         """Add the toxics to ``proxy`` (made with ``seed=self.seed`` to replay); their names."""
         return [proxy.add(toxic, direction=d) for toxic, d in self.toxics]  # type: ignore[arg-type]
 
+    def client_kwargs(self) -> dict[str, Any]:
+        """``MultiConnClient(address, n, messages, **schedule.client_kwargs())``: the client
+        faults with the same seed, so the client's chunk boundaries replay too."""
+        return {"faults": list(self.client_faults), "seed": self.seed}
+
     def describe(self) -> str:
         parts = [f"{t!r} {d}" for t, d in self.toxics] + [repr(f) for f in self.client_faults]
         return f"faults {', '.join(parts) or 'none'} (replay seed {self.seed})"

@@ -31,15 +31,17 @@ from pytest_multiconn.proxy.toxics.base import TOXICS, PipeAPI, Stage, Toxic
 _SHOWN = 8  # flips listed per transcript note (the count is always given)
 
 
-def flips(toxic: Corrupt, rng: Random) -> Iterator[tuple[int, int]]:
-    """``(offset, bit)`` of every flip ``toxic`` makes, in stream order, from ``rng``
-    (endless in rate mode).  The stage uses exactly this sequence."""
+def flips(toxic: Corrupt, rng: Random, start: int = 0) -> Iterator[tuple[int, int]]:
+    """``(offset, bit)`` of every flip ``toxic`` makes from stream offset ``start`` on, in
+    stream order, from ``rng`` (endless in rate mode).  The stage uses exactly this sequence
+    (``start`` is 0, or where the stream was when the toxic was updated)."""
     if toxic.offsets:
         for offset in toxic.offsets:
-            yield offset, rng.randrange(8)
+            if offset >= start:
+                yield offset, rng.randrange(8)
         return
     rate = toxic.rate
-    position = 0
+    position = start
     log_keep = math.log1p(-rate) if rate < 1.0 else 0.0
     while True:
         gap = 0 if rate >= 1.0 else int(math.log(1.0 - rng.random()) / log_keep)
@@ -60,6 +62,11 @@ class CorruptStage(Stage):
 
     def start(self) -> None:
         self._plan = flips(self.toxic, self.rng)
+        self._next = next(self._plan, None)
+
+    def updated(self) -> None:
+        # New parameters act from the next byte on (offsets already passed are not revisited).
+        self._plan = flips(self.toxic, self.rng, self.position)
         self._next = next(self._plan, None)
 
     def feed(self, data: bytes) -> None:
