@@ -17,7 +17,11 @@ from pytest_multiconn.errors import MulticonnError
 
 #: Modules that add subcommands: each has ``add_parser(subparsers)`` which registers its
 #: subcommand and sets ``func`` (a ``run(args) -> int``) as the parser default.
-SUBCOMMANDS: tuple[str, ...] = ("pytest_multiconn.cli.proxy", "pytest_multiconn.cli.suite")
+SUBCOMMANDS: tuple[str, ...] = (
+    "pytest_multiconn.cli.proxy",
+    "pytest_multiconn.cli.suite",
+    "pytest_multiconn.cli.toxiproxy_server",
+)
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -62,7 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="close a connection that sent nothing for this many seconds",
     )
     server.add_argument("--max-connections", type=int, default=None)
-    from pytest_multiconn.tls.layer import add_client_tls_arguments, add_server_tls_arguments
+    server.add_argument(
+        "--protocol",
+        choices=("echo", "line", "http", "redis"),
+        default="echo",
+        help="what to serve: the tutorial's echo server (default), a line echo server, a "
+        "small HTTP/1.1 server (h11) or a small Redis-protocol server (PING, SET, GET)",
+    )
+    from pytest_multiconn.cli.tls_args import add_client_tls_arguments, add_server_tls_arguments
 
     add_server_tls_arguments(server)
     server.set_defaults(func=_run_server)
@@ -79,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument("--timeout", type=_positive_float, default=10.0)
     client.add_argument("--allow-remote", action="store_true")
+    from pytest_multiconn.cli.suite import add_exchange_arguments
+
+    add_exchange_arguments(client, default=None)
     add_client_tls_arguments(client)
     client.set_defaults(func=_run_client)
 
@@ -96,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_server(args: argparse.Namespace) -> int:
-    from pytest_multiconn.tls.layer import cli_server_tls
+    from pytest_multiconn.cli.tls_args import cli_server_tls
 
     out = printer()
     with cli_server_tls(args, out) as tls:
@@ -108,15 +122,20 @@ def _run_server(args: argparse.Namespace) -> int:
             idle_timeout=args.idle_timeout,
             max_connections=args.max_connections,
             tls=tls,
+            protocol=args.protocol,
         )
 
 
 def _run_client(args: argparse.Namespace) -> int:
+    if args.protocol is not None:
+        from pytest_multiconn.cli.suite import run_exchange_client
+
+        return run_exchange_client(args)
     messages = [m.encode() for m in args.message] if args.message else None
     kwargs: dict[str, Any] = {"timeout": args.timeout, "allow_remote": args.allow_remote}
     if messages is not None:
         kwargs["messages"] = messages
-    from pytest_multiconn.tls.layer import cli_client_tls
+    from pytest_multiconn.cli.tls_args import cli_client_tls
 
     tls = cli_client_tls(args)
     if tls is not None:

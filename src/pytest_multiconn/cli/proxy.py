@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytest_multiconn.core.address import parse_port
+from pytest_multiconn.errors import FaultParameterError, MulticonnError
 from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.proxy.toxics import TOXICS, Toxic
 
@@ -27,6 +28,8 @@ _ADD_KEYS = ("direction", "probability", "name")
 def _value(text: str) -> Any:
     if text.lower() in ("none", "null"):
         return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for convert in (int, float):
         try:
             return convert(text)
@@ -36,11 +39,12 @@ def _value(text: str) -> Any:
 
 
 def parse_fault(spec: str) -> tuple[Toxic, dict[str, Any]]:
-    """``"latency:ms=50,direction=both"`` -> ``(Latency(ms=50), {"direction": "both"})``."""
+    """``"latency:ms=50,direction=both"`` -> ``(Latency(ms=50), {"direction": "both"})``.
+
+    Bad names, keys and values raise ``ValueError`` (a :class:`FaultParameterError`) with a
+    one-line message that quotes the ``--fault`` argument.
+    """
     kind, _, rest = spec.strip().partition(":")
-    cls = TOXICS.get(kind.strip().lower().replace("-", "_"))
-    if cls is None:
-        raise ValueError(f"unknown fault {kind!r} in --fault {spec!r}; known: {', '.join(TOXICS)}")
     params: dict[str, Any] = {}
     add: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
@@ -51,14 +55,10 @@ def parse_fault(spec: str) -> tuple[Toxic, dict[str, Any]]:
         value = _value(raw.strip())
         (add if key in _ADD_KEYS else params)[key] = value
     try:
-        toxic = cls(**params)
-    except TypeError:
-        import dataclasses
-
-        names = ", ".join(f.name for f in dataclasses.fields(cls))
-        raise ValueError(
-            f"bad parameter in --fault {spec!r}: {kind} takes {names} "
-            f"(and direction, probability, name)"
+        toxic = TOXICS.create(kind, **params)
+    except FaultParameterError as exc:
+        raise FaultParameterError(
+            f"{exc} (in --fault {spec!r}; every fault also takes {', '.join(_ADD_KEYS)})"
         ) from None
     if "name" in add and add["name"] is not None:
         add["name"] = str(add["name"])
@@ -88,7 +88,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_duration(value: float | None) -> float | None:
+    # argparse's type=float takes "nan", "inf" and negatives; Event.wait() would then return
+    # at once (nan, negative) or raise OverflowError (inf): refuse them here, in one line.
+    if value is not None and not 0 < value <= threading.TIMEOUT_MAX:
+        raise ValueError(f"--duration must be a positive, finite number of seconds, "
+                         f"got {value!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
+    duration = _check_duration(args.duration)
     faults = [parse_fault(spec) for spec in args.fault]
     target = (args.target_host, parse_port(args.target_port, what="target port"))
     listen = (args.listen_host, parse_port(args.listen_port, what="listen port"))
@@ -104,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                   f"p={info.probability:g}", flush=True)
         try:
             # Event.wait is interrupted by Ctrl-C on the main thread; the bound is --duration.
-            stop.wait(args.duration)
+            stop.wait(duration)
         except KeyboardInterrupt:
             print("stopping", file=sys.stderr, flush=True)
         stats = proxy.stats()
@@ -120,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(["proxy", *(sys.argv[1:] if argv is None else argv)])
     try:
         return run(args)
-    except (ValueError, OSError) as exc:
+    except (MulticonnError, ValueError, OSError) as exc:
         print(f"multiconn: error: {exc}", file=sys.stderr)
         return 2
 
