@@ -38,7 +38,7 @@ def test_session_server_is_shared_within_a_worker_only(pytester: pytest.Pytester
                 json.dump(record, f)
         """
     )
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=20)
     records = [json.loads(p.read_text()) for p in out_dir.iterdir()]
     assert len(records) == 20
