@@ -118,3 +118,46 @@ def test_serve_prints_server_lines_and_stops_on_event() -> None:
     assert any(line.startswith("Echoing b'ping' to ('127.0.0.1', ") for line in lines)
     assert result[0].stats().bytes_out == 4
     printer()("printer writes whole lines")  # the shared printer is line-buffered
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"multiconn {version('pytest-multiconn')}"
+
+
+@pytest.mark.parametrize("command", ["server", "client", "demo"])
+def test_every_option_of_the_tutorial_commands_has_help(command: str) -> None:
+    import argparse
+
+    from pytest_multiconn.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    sub = subparsers.choices[command]
+    missing = [
+        a.option_strings[0] if a.option_strings else a.dest
+        for a in sub._actions
+        if not a.help or a.help == argparse.SUPPRESS
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--seed", "-5"], "a seed is a non-negative integer, got '-5'"),
+        (["demo", "--connections", "0"], "expected a positive integer, got '0'"),
+        (["server", "127.0.0.1", "0", "--max-connections", "x"], "positive integer, got 'x'"),
+    ],
+)
+def test_bad_numbers_are_one_clear_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "invalid" not in err

@@ -40,6 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser,
         "target",
         default=None,
+        default_text="not set",
         help="HOST:PORT of an echo server for the fault-injection suite "
         "(pytest --pyargs pytest_multiconn.suite --multiconn-target HOST:PORT)",
     )
