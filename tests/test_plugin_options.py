@@ -12,13 +12,17 @@ pytest_plugins = ["pytester"]
 
 USAGE_ERROR = pytest.ExitCode.USAGE_ERROR
 
+# Command-line usage errors run in a subprocess: in-process, pytest 7.4 with pluggy >= 1.4
+# turns argparse's exit inside a hook wrapper into a PluggyTeardownRaisedWarning, which
+# this suite's filterwarnings=error would report instead of the usage error.
+
 PASSING = "def test_nothing():\n    pass\n"
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "abc", "1e12"])
 def test_bad_timeout_flag_is_a_usage_error(pytester: pytest.Pytester, value: str) -> None:
     pytester.makepyfile(PASSING)
-    result = pytester.runpytest(f"--multiconn-timeout={value}")
+    result = pytester.runpytest_subprocess(f"--multiconn-timeout={value}")
     assert result.ret == USAGE_ERROR
     err = result.stderr.str()
     assert "--multiconn-timeout" in err
@@ -44,7 +48,7 @@ def test_bad_timeout_ini_key_is_a_usage_error_at_start_up(
 
 def test_negative_seed_is_one_clear_message(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(PASSING)
-    result = pytester.runpytest("--multiconn-seed=-5")
+    result = pytester.runpytest_subprocess("--multiconn-seed=-5")
     assert result.ret == USAGE_ERROR
     err = result.stderr.str()
     assert "--multiconn-seed: a seed is a non-negative integer, got '-5'" in err
