@@ -17,9 +17,9 @@ comma := ,
 space := $(subst ,, )
 
 # Only lint directories that exist (ruff errors on missing paths).
-LINT_PATHS = $(wildcard src tests examples benchmarks tools)
+LINT_PATHS = $(wildcard src tests examples benchmarks tools noxfile.py)
 
-.PHONY: all install install-test install-bench demo lint typecheck test coverage bench clean distclean
+.PHONY: all install install-test install-bench install-dev demo lint typecheck test coverage bench matrix matrix-smoke dist clean distclean
 
 all: test
 
@@ -43,9 +43,15 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(PIP) install $(PIP_FLAGS) -e '.[test,bench]'
 	touch $@
 
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install $(PIP_FLAGS) --upgrade pip
+	$(PIP) install $(PIP_FLAGS) -e '.[test,dev]'
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 install-bench: $(VENV)/.installed-bench
+install-dev: $(VENV)/.installed-dev
 
 # --- everyday targets --------------------------------------------------------
 
@@ -83,13 +89,27 @@ coverage: $(VENV)/.installed-test
 	  || { echo "coverage: $$m.py is below the $(COV_CORE_FLOOR)% floor"; exit 1; }; \
 	done
 
+# The version matrix (noxfile.py): Python 3.11/3.12/3.13 x pytest 7.4/8.x/9.x, the whole
+# suite in each cell.  matrix-smoke runs a few version-sensitive files per cell (.ci/run).
+matrix: $(VENV)/.installed-dev
+	$(BIN)/nox -s tests $(NOX_ARGS)
+
+matrix-smoke: $(VENV)/.installed-dev
+	$(BIN)/nox -s smoke $(NOX_ARGS)
+
+# A wheel and an sdist in dist/, checked the way PyPI would check them.
+dist: $(VENV)/.installed-dev
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run_all.py
 
 # --- cleanup -----------------------------------------------------------------
 
 clean:
-	rm -rf build dist *.egg-info src/*.egg-info htmlcov .coverage .coverage.* \
+	rm -rf build dist .nox *.egg-info src/*.egg-info htmlcov .coverage .coverage.* \
 	       .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 

@@ -23,9 +23,9 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 #: Cell id -> requirement.  "Latest 8.x/9.x" is whatever the index has when the cell runs.
 PYTESTS = {"7.4": "pytest==7.4.4", "8": "pytest>=8,<9", "9": "pytest>=9,<10"}
 
-#: Version-sensitive tests: option and ini handling, hook wrappers, fixtures, report,
-#: xdist node ids.  About 30 seconds a cell on an idle machine.
-SMOKE_TESTS = ["tests/test_plugin_options.py", "tests/test_plugin_api.py"]
+#: Version-sensitive tests: option and typed ini handling (pytest 8.4 and 9 differ), usage
+#: errors, hook wrappers, the fixtures' wait bounds, xdist's loadgroup node ids.
+SMOKE_TESTS = ["tests/test_plugin_options.py"]
 
 nox.options.default_venv_backend = "uv|venv"
 nox.options.download_python = "never"
@@ -35,7 +35,8 @@ nox.options.sessions = ["tests"]
 
 def _works(python: str) -> bool:
     try:
-        subprocess.run([python, "-c", "pass"], check=True, capture_output=True, timeout=30)
+        # S603: runs an interpreter found on PATH or under pyenv, which is the point.
+        subprocess.run([python, "-c", "pass"], check=True, capture_output=True, timeout=30)  # noqa: S603
     except (OSError, subprocess.SubprocessError):
         return False
     return True
