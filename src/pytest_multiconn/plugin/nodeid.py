@@ -14,9 +14,15 @@ import pytest
 def base_nodeid(item: pytest.Item) -> str:
     """``item.nodeid`` without the ``@group`` suffix that ``--dist loadgroup`` appends."""
     nodeid = item.nodeid
-    marker = item.get_closest_marker("xdist_group")
-    if marker is None:
+    names = [
+        str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+        for mark in item.iter_markers("xdist_group")
+    ]
+    if not names:
         return nodeid
-    group = marker.args[0] if marker.args else marker.kwargs.get("name", "default")
-    suffix = f"@{group}"
-    return nodeid[: -len(suffix)] if nodeid.endswith(suffix) else nodeid
+    # xdist >= 3.6 joins every group of the item, sorted; older releases used the closest.
+    for group in ("_".join(sorted(set(names))), names[0]):
+        suffix = f"@{group}"
+        if nodeid.endswith(suffix):
+            return nodeid[: -len(suffix)]
+    return nodeid
