@@ -39,6 +39,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _version() -> str:
+    # From the package metadata, as pytest_multiconn.__version__ (a namespace above cli/).
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-multiconn")
+    except PackageNotFoundError:  # pragma: no cover - a tree that was never installed
+        return "0.0.0+unknown"
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -64,10 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="multiconn",
         description="Multi-connection echo server and client, and sockets that misbehave.",
     )
-    from pytest_multiconn import __version__
-
     parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {__version__}",
+        "--version", action="version", version=f"%(prog)s {_version()}",
         help="print the installed version and exit",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -94,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept at most this many connections at once; more wait in the backlog "
         "(default: no limit)",
     )
-    from pytest_multiconn.tls.layer import add_client_tls_arguments, add_server_tls_arguments
+    from pytest_multiconn.cli.tls_args import add_client_tls_arguments, add_server_tls_arguments
 
     add_server_tls_arguments(server)
     server.set_defaults(func=_run_server)
@@ -147,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_server(args: argparse.Namespace) -> int:
-    from pytest_multiconn.tls.layer import cli_server_tls
+    from pytest_multiconn.cli.tls_args import cli_server_tls
 
     out = printer()
     with cli_server_tls(args, out) as tls:
@@ -167,7 +175,7 @@ def _run_client(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {"timeout": args.timeout, "allow_remote": args.allow_remote}
     if messages is not None:
         kwargs["messages"] = messages
-    from pytest_multiconn.tls.layer import cli_client_tls
+    from pytest_multiconn.cli.tls_args import cli_client_tls
 
     tls = cli_client_tls(args)
     if tls is not None:

@@ -18,7 +18,7 @@ import pytest
 
 from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, MultiConnClient
 from pytest_multiconn.core.process import ServerProcess
-from pytest_multiconn.core.server import EchoServer, ServerBase
+from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.plugin.nodeid import base_nodeid
 from pytest_multiconn.plugin.options import (
     get_option,
@@ -27,6 +27,7 @@ from pytest_multiconn.plugin.options import (
     validate_options,
 )
 from pytest_multiconn.plugin.types import Address, ClientRunner, ServerFactory
+from pytest_multiconn.servers.echo import EchoServer
 
 S = TypeVar("S", bound=ServerBase)
 

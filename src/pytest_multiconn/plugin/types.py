@@ -22,10 +22,11 @@ from collections.abc import Iterable
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, MultiConnClient
-from pytest_multiconn.core.server import EchoServer, ServerBase
+from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.faults.client import ClientFault
 from pytest_multiconn.faults.server import FaultyEchoServer, ServerFault
 from pytest_multiconn.proxy.proxy import FaultProxy
+from pytest_multiconn.servers.echo import EchoServer
 
 #: A TCP address as ``socket.getsockname()`` gives it: ``(host, port)`` for IPv4, and
 #: ``(host, port)`` or ``(host, port, flowinfo, scope_id)`` for IPv6.
