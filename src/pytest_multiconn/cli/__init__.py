@@ -17,7 +17,11 @@ from pytest_multiconn.errors import MulticonnError
 
 #: Modules that add subcommands: each has ``add_parser(subparsers)`` which registers its
 #: subcommand and sets ``func`` (a ``run(args) -> int``) as the parser default.
-SUBCOMMANDS: tuple[str, ...] = ("pytest_multiconn.cli.proxy", "pytest_multiconn.cli.suite")
+SUBCOMMANDS: tuple[str, ...] = (
+    "pytest_multiconn.cli.proxy",
+    "pytest_multiconn.cli.suite",
+    "pytest_multiconn.cli.toxiproxy_server",
+)
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -102,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept at most this many connections at once; more wait in the backlog "
         "(default: no limit)",
     )
+    server.add_argument(
+        "--protocol",
+        choices=("echo", "line", "http", "redis"),
+        default="echo",
+        help="what to serve: the tutorial's echo server (default), a line echo server, a "
+        "small HTTP/1.1 server (h11) or a small Redis-protocol server (PING, SET, GET)",
+    )
     from pytest_multiconn.cli.tls_args import add_client_tls_arguments, add_server_tls_arguments
 
     add_server_tls_arguments(server)
@@ -128,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a non-loopback host (off: test traffic stays on this machine)",
     )
+    from pytest_multiconn.cli.suite import add_exchange_arguments
+
+    add_exchange_arguments(client, default=None)
     add_client_tls_arguments(client)
     client.set_defaults(func=_run_client)
 
@@ -167,10 +181,15 @@ def _run_server(args: argparse.Namespace) -> int:
             idle_timeout=args.idle_timeout,
             max_connections=args.max_connections,
             tls=tls,
+            protocol=args.protocol,
         )
 
 
 def _run_client(args: argparse.Namespace) -> int:
+    if args.protocol is not None:
+        from pytest_multiconn.cli.suite import run_exchange_client
+
+        return run_exchange_client(args)
     messages = [m.encode() for m in args.message] if args.message else None
     kwargs: dict[str, Any] = {"timeout": args.timeout, "allow_remote": args.allow_remote}
     if messages is not None:

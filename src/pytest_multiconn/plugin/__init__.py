@@ -42,6 +42,10 @@ pytest_plugins: list[str] = [
     "pytest_multiconn.plugin.server_faults",
     "pytest_multiconn.plugin.proxy",
     "pytest_multiconn.plugin.tls",
+    "pytest_multiconn.plugin.scripted",
+    "pytest_multiconn.plugin.suite",
+    "pytest_multiconn.plugin.toxiproxy",
+    "pytest_multiconn.plugin.udp",
 ]
 
 
@@ -64,9 +68,15 @@ def pytest_configure(config: pytest.Config) -> None:
     validate_options(config)
     config.addinivalue_line(
         "markers",
-        f"{SERVER_MARKER}(**kwargs): keyword arguments for the EchoServer of the "
+        "multiconn_exchange(exchange): the exchange a test speaks; multiconn_fault then runs "
+        "only the client faults it supports",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{SERVER_MARKER}(**kwargs): keyword arguments for the server of the "
         "multiconn_server, multiconn_tls_server and multiconn_any_server fixtures "
-        "(for example idle_timeout=0.5)",
+        "(for example idle_timeout=0.5; protocol='line'|'http'|'redis' or a handler "
+        "factory serves that protocol instead of echo)",
     )
 
 
@@ -98,13 +108,16 @@ def _keywords_of(cls: type) -> set[str]:
     return names
 
 
-def server_marker_kwargs(request: pytest.FixtureRequest, cls: type = EchoServer) -> dict[str, Any]:
+def server_marker_kwargs(
+    request: pytest.FixtureRequest, cls: type = EchoServer, extra: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The keyword arguments of the closest ``@pytest.mark.multiconn_server(...)``, checked
-    against ``cls``'s constructor so that a typo names the marker and the known keys."""
+    against ``cls``'s constructor (and ``extra``) so that a typo names the marker and the
+    known keys."""
     marker = request.node.get_closest_marker(SERVER_MARKER)
     if marker is None:
         return {}
-    known = _keywords_of(cls)
+    known = _keywords_of(cls) | extra
     unknown = sorted(set(marker.kwargs) - known)
     if marker.args or unknown:
         what = (
@@ -183,17 +196,35 @@ def multiconn_server_factory(
 
 @pytest.fixture
 def multiconn_server(
-    request: pytest.FixtureRequest, multiconn_server_factory: ServerFactory
-) -> EchoServer:
+    request: pytest.FixtureRequest,
+    multiconn_server_factory: ServerFactory,
+    multiconn_timeout: float,
+) -> ServerBase:
     """Yields a started EchoServer on 127.0.0.1 and an ephemeral port, configured by the
     marker @pytest.mark.multiconn_server(**kwargs), for example
     @pytest.mark.multiconn_server(idle_timeout=0.5); an unknown keyword fails the test
-    naming the known ones.  Function scope (start and stop take about a millisecond).
+    naming the known ones.  protocol="line" (or "http", "redis", or a handler factory such
+    as your own asyncio.Protocol subclass) serves that protocol with a ProtocolServer
+    instead of echo.  Function scope (start and stop take about a millisecond).
 
     server.wait_for_*() waits up to --multiconn-timeout unless given timeout=.  Teardown
     stops it, re-raises errors from its loop thread in this test, and fails it on leaks.
     """
-    return multiconn_server_factory(**server_marker_kwargs(request))
+    marker = request.node.get_closest_marker(SERVER_MARKER)
+    protocol = marker.kwargs.get("protocol", "echo") if marker else "echo"
+    if protocol == "echo":
+        kwargs = server_marker_kwargs(request, extra=frozenset({"protocol"}))
+        kwargs.pop("protocol", None)
+        return multiconn_server_factory(**kwargs)
+    from pytest_multiconn.servers.fakes import handler_factory
+    from pytest_multiconn.servers.protocol import ProtocolServer
+
+    kwargs = server_marker_kwargs(request, ProtocolServer, frozenset({"protocol"}))
+    kwargs.pop("protocol", None)
+    factory = handler_factory(protocol) if isinstance(protocol, str) else protocol
+    server = ProtocolServer(factory, **kwargs)
+    server.timeout = multiconn_timeout
+    return multiconn_server_factory.adopt(server)
 
 
 @pytest.fixture
