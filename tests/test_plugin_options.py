@@ -112,23 +112,23 @@ TIMEOUT_BOUNDS = """
     from pytest_multiconn.faults import NeverClose
 
     def test_server_wait(multiconn_server):
-        with pytest.raises(WaitTimeout, match=r"after 1\\.0s"):
+        with pytest.raises(WaitTimeout, match=r"after 1(\\.0)?s"):
             multiconn_server.wait_for_connections(1)
 
     def test_factory_and_faulty_server_waits(
         multiconn_server_factory, multiconn_faulty_server_factory
     ):
         for server in (multiconn_server_factory(), multiconn_faulty_server_factory()):
-            with pytest.raises(WaitTimeout, match=r"after 1\\.0s"):
+            with pytest.raises(WaitTimeout, match=r"after 1(\\.0)?s"):
                 server.wait_for_accepted(1)
 
     def test_session_server_wait(multiconn_session_server):
-        with pytest.raises(WaitTimeout, match=r"after 1\\.0s"):
+        with pytest.raises(WaitTimeout, match=r"after 1(\\.0)?s"):
             multiconn_session_server.wait_for_closed(10**6)
 
     def test_proxy_wait(multiconn_server, multiconn_proxy):
         proxy = multiconn_proxy(multiconn_server)
-        with pytest.raises(WaitTimeout, match=r"after 1\\.0s"):
+        with pytest.raises(WaitTimeout, match=r"after 1(\\.0)?s"):
             proxy.wait_for_connection()
 
     def test_faulty_client_wait(multiconn_server, multiconn_faulty_client):

@@ -217,6 +217,11 @@ class ServerBase:
 
     kind = "server"
 
+    #: The bound in seconds on a ``wait_for*()`` called without ``timeout=`` (the pytest
+    #: fixtures set it to ``--multiconn-timeout`` on the servers they make).  A class
+    #: attribute, so a subclass that sets its own before ``__init__`` (FaultProxy) keeps it.
+    timeout: float = DEFAULT_TIMEOUT
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -251,9 +256,6 @@ class ServerBase:
         self.transcript_limit = transcript_limit
         self._name = name
         self.on_event = on_event
-        #: The bound in seconds on a ``wait_for*()`` called without ``timeout=`` (the pytest
-        #: fixtures set it to ``--multiconn-timeout``).
-        self.timeout: float = DEFAULT_TIMEOUT
         #: Puts a layer (TLS) under each accepted connection; None: plaintext.
         self.layer_factory = layer
         self._loop: Loop | None = None  # made by start(): it owns a socketpair

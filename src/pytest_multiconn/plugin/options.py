@@ -112,7 +112,10 @@ def register_option(
     dest = f"multiconn_{name.replace('-', '_')}"
     flag = f"--multiconn-{name}"
     group = parser.getgroup(GROUP, GROUP_DESCRIPTION)
-    shown = default_text if default_text is not None else str(default)
+    if default_text is not None:
+        shown = default_text
+    else:
+        shown = "not set" if default is None else str(default)
     text = f"{help} (default: {shown})" if action is None else help
     kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": text}
     if action is not None:
