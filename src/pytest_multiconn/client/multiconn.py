@@ -397,10 +397,15 @@ class MultiConnClient:
         self._pending = 0
 
     def __repr__(self) -> str:
-        faults = f" faults={describe(self.faults)} seed={self.seed}" if self.faults else ""
+        # getattr: a constructor that raised leaves a half-built object, and a traceback or a
+        # debugger shows it; repr() must not raise a second error there.
+        faults = getattr(self, "faults", ())
+        seed = getattr(self, "seed", None)
+        fault_text = f" faults={describe(faults)} seed={seed}" if faults else ""
         return (
-            f"<MultiConnClient to {self.address!r} connections={self.num_connections} "
-            f"pending={self._pending}{faults}>"
+            f"<MultiConnClient to {getattr(self, 'address', '?')!r} "
+            f"connections={getattr(self, 'num_connections', '?')} "
+            f"pending={getattr(self, '_pending', 0)}{fault_text}>"
         )
 
     def _faults_for(self, conn_id: int) -> list[ClientFault]:
@@ -413,9 +418,11 @@ class MultiConnClient:
         """Connections that finished their exchange and are still open."""
         return [c for c in self.connections if c.lingering and not c.closed]
 
-    def wait_closed_by_peer(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+    def wait_closed_by_peer(self, timeout: float | None = None) -> int:
         """Drive the loop until the server closed every lingering connection; return how many
-        it closed.  Raises :class:`EchoMismatch` naming the ones still open after ``timeout``."""
+        it closed.  Raises :class:`EchoMismatch` naming the ones still open after ``timeout``
+        (default: the client's ``timeout``)."""
+        timeout = self.timeout if timeout is None else timeout
         open_before = len(self.lingering)
         if open_before and not self.loop._closed:
             self.loop.run_until(lambda: not self.lingering, timeout)

@@ -218,6 +218,11 @@ class ServerBase:
 
     kind = "server"
 
+    #: The bound in seconds on a ``wait_for*()`` called without ``timeout=`` (the pytest
+    #: fixtures set it to ``--multiconn-timeout`` on the servers they make).  A class
+    #: attribute, so a subclass that sets its own before ``__init__`` (FaultProxy) keeps it.
+    timeout: float = DEFAULT_TIMEOUT
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -532,10 +537,13 @@ class ServerBase:
     def wait_for(
         self,
         predicate: Callable[[ServerStats], bool],
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         what: str = "a condition",
     ) -> ServerStats:
-        """Block until ``predicate(stats)`` holds; raise :class:`WaitTimeout` naming ``what``."""
+        """Block until ``predicate(stats)`` holds; raise :class:`WaitTimeout` naming ``what``.
+
+        ``timeout`` defaults to :attr:`timeout`."""
+        timeout = self.timeout if timeout is None else timeout
         check_seconds(timeout, "timeout", allow_zero=True)
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -570,23 +578,23 @@ class ServerBase:
             f"stats: {stats}\nlive connections:\n{live}"
         )
 
-    def wait_for_connections(self, n: int, timeout: float = DEFAULT_TIMEOUT) -> ServerStats:
+    def wait_for_connections(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until at least ``n`` connections are open at once."""
         return self.wait_for(lambda s: s.open >= n, timeout, f"{n} open connections")
 
-    def wait_for_accepted(self, n: int, timeout: float = DEFAULT_TIMEOUT) -> ServerStats:
+    def wait_for_accepted(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until ``n`` connections have been accepted in all."""
         return self.wait_for(lambda s: s.accepted >= n, timeout, f"{n} accepted connections")
 
-    def wait_for_closed(self, n: int, timeout: float = DEFAULT_TIMEOUT) -> ServerStats:
+    def wait_for_closed(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until ``n`` connections have been closed in all."""
         return self.wait_for(lambda s: s.closed >= n, timeout, f"{n} closed connections")
 
-    def wait_for_idle(self, timeout: float = DEFAULT_TIMEOUT) -> ServerStats:
+    def wait_for_idle(self, timeout: float | None = None) -> ServerStats:
         """Wait until no connection is open."""
         return self.wait_for(lambda s: s.open == 0, timeout, "no open connections")
 
-    def wait_for_bytes(self, n: int, timeout: float = DEFAULT_TIMEOUT) -> ServerStats:
+    def wait_for_bytes(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until the server has received ``n`` bytes in all."""
         return self.wait_for(lambda s: s.bytes_in >= n, timeout, f"{n} bytes received")
 
