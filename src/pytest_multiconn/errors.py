@@ -52,3 +52,11 @@ class ContractBreak(MulticonnError, AssertionError):
 
 class TLSError(MulticonnError, ConnectionError):
     """A TLS handshake or record-layer failure on one connection (it closes; the loop goes on)."""
+
+
+class BlockingCallError(MulticonnError, RuntimeError):
+    """A blocking call was made from a thread running an event loop; use its awaitable twin."""
+
+
+class MissingExtraError(MulticonnError, ImportError):
+    """An optional dependency is missing; the message names the extra that installs it."""
