@@ -17,7 +17,7 @@ from pytest_multiconn import (
     run_clients,
 )
 from pytest_multiconn.core.connection import Connection
-from pytest_multiconn.core.server import EchoConnection
+from pytest_multiconn.lowlevel import EchoConnection
 
 
 @pytest.fixture

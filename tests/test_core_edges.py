@@ -28,8 +28,7 @@ from pytest_multiconn import EchoServer, LoopStuckError, LoopThreadError
 from pytest_multiconn.core import loop as loop_module
 from pytest_multiconn.core.connection import validate_water_marks
 from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop, _fast_epoll, _Waker
-from pytest_multiconn.core.server import EchoConnection
-from pytest_multiconn.lowlevel import Connection, Transcript
+from pytest_multiconn.lowlevel import Connection, EchoConnection, Transcript
 
 WAIT = 10.0
 

@@ -8,13 +8,13 @@ from pytest_multiconn import EchoServer, MultiConnClient
 from pytest_multiconn.faults.client import (
     Burst,
     ClientFault,
+    ClientReset,
     ConnectClose,
     Garbage,
     HalfClose,
     NeverClose,
     NeverRead,
     PartialSend,
-    Reset,
     Silent,
     SlowReader,
     catalogue,
@@ -144,7 +144,7 @@ def test_half_close_gets_full_echo_then_eof(multiconn_server: EchoServer) -> Non
 
 @pytest.mark.parametrize("at", ["before", "mid", "after"])
 def test_reset_reaches_server_as_peer_error(multiconn_server: EchoServer, at: str) -> None:
-    results = _run(multiconn_server, 3, [Garbage(50_000), Reset(at)], seed=5)
+    results = _run(multiconn_server, 3, [Garbage(50_000), ClientReset(at)], seed=5)
     assert results.ok, results
     assert all("RST" in r.note for r in results)
     if at == "mid":
@@ -225,7 +225,7 @@ def test_names_and_reprs() -> None:
     assert len(names) == len(set(names))
     expected = "PartialSend(max_chunk=3, delay=0.5, sndbuf=100)"
     assert repr(PartialSend(3, 0.5, sndbuf=100)) == expected
-    assert repr(Reset("after")) == "Reset(at='after')"
+    assert repr(ClientReset("after")) == "ClientReset(at='after')"
     assert repr(Silent()) == "Silent()"
 
 
@@ -234,7 +234,7 @@ def test_names_and_reprs() -> None:
     [
         (lambda: PartialSend(0), "max_chunk"),
         (lambda: PartialSend(1, -1), "delay"),
-        (lambda: Reset("sometime"), "Reset"),
+        (lambda: ClientReset("sometime"), "ClientReset"),
         (lambda: Garbage(0), "size"),
         (lambda: SlowReader(0), "bytes_per_second"),
         (lambda: HalfClose(probability=2), "probability"),

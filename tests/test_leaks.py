@@ -164,7 +164,7 @@ def test_stopped_server_with_open_socket_is_reported(pytester: pytest.Pytester) 
         """
         import socket
         from pytest_multiconn import EchoServer
-        from pytest_multiconn.core.server import EchoConnection
+        from pytest_multiconn.lowlevel import EchoConnection
 
         HELD = []
 

@@ -54,7 +54,7 @@ def test_loop_errors_fail_the_test_that_caused_them(pytester: pytest.Pytester) -
         """
         import socket
         from pytest_multiconn import EchoServer
-        from pytest_multiconn.core.server import EchoConnection
+        from pytest_multiconn.lowlevel import EchoConnection
 
         class Bad(EchoConnection):
             def data_received(self, data):

@@ -210,6 +210,33 @@ def test_timeout_zero_stalls_forever_without_closing(multiconn_proxy):
             assert recv_exactly(server, 5) == b"found"
 
 
+def test_timeout_zero_passes_the_senders_close_as_toxiproxy_does(multiconn_proxy):
+    # toxiproxy's timeout with 0 arms no timer but closes when its input ends.
+    with raw_target() as target:
+        proxy = multiconn_proxy(target.address)
+        proxy.add(Timeout(ms=0), direction="upstream")
+        with connect(proxy.address) as client:
+            server = target.accept()
+            client.sendall(b"lost")
+            client.shutdown(socket.SHUT_WR)
+            assert server.recv(10) == b""  # the data was dropped, the EOF passed
+
+
+def test_timeout_hold_eof_stalls_even_after_the_senders_close(multiconn_proxy):
+    with raw_target() as target:
+        proxy = multiconn_proxy(target.address)
+        proxy.add(Timeout(ms=0, hold_eof=True), direction="upstream")
+        with connect(proxy.address) as client:
+            server = target.accept()
+            client.sendall(b"lost")
+            client.shutdown(socket.SHUT_WR)
+            # Nothing arrives, not even the EOF, while the fault is on...
+            assert select.select([server], [], [], 0.3)[0] == []
+            proxy.remove("timeout_upstream")
+            # ...and the held EOF goes on once it is removed.
+            assert server.recv(10) == b""
+
+
 def test_timeout_closes_after_ms(multiconn_proxy):
     with raw_target() as target:
         proxy = multiconn_proxy(target.address)
@@ -309,7 +336,7 @@ def test_bad_fault_arguments_say_what_to_do(multiconn_server, multiconn_proxy):
         proxy.add(Latency(ms=1), direction="sideways")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Latency"):
         proxy.add("latency")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="Latency ms"):
+    with pytest.raises(ValueError, match="Latency: ms"):
         Latency(ms=-1)
     with pytest.raises(ValueError, match="size_variation"):
         Slicer(average_size=4, size_variation=4)

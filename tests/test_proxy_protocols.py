@@ -19,7 +19,7 @@ import pytest
 
 from proxy_helpers import TIMEOUT, connect, recv_exactly
 from pytest_multiconn.cli.proxy import parse_fault
-from pytest_multiconn.proxy import LimitData, ResetPeer, Slicer
+from pytest_multiconn.proxy import Latency, LimitData, ResetPeer, Slicer
 
 BODY = b"<html>" + b"0123456789" * 500 + b"</html>"
 
@@ -124,12 +124,12 @@ def test_http_reset_by_reset_peer(http_server, multiconn_proxy):
 # -- the CLI -----------------------------------------------------------------------------------
 def test_parse_fault_syntax():
     toxic, add = parse_fault("latency:ms=50,jitter=5,direction=both,probability=0.5")
-    assert toxic.params() == {"ms": 50, "jitter": 5}
+    assert toxic == Latency(ms=50, jitter=5)
     assert add == {"direction": "both", "probability": 0.5}
     toxic, add = parse_fault("limit-data:bytes=10,name=cut")
     assert toxic == LimitData(bytes=10)
     assert add == {"name": "cut"}
-    with pytest.raises(ValueError, match=r"unknown fault 'lag'.*known: latency"):
+    with pytest.raises(ValueError, match=r"unknown fault 'lag'.*known toxic faults: latency"):
         parse_fault("lag:ms=1")
     with pytest.raises(ValueError, match="latency takes ms, jitter"):
         parse_fault("latency:seconds=1")

@@ -22,7 +22,7 @@ from pytest_multiconn import (
 )
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import EVENT_READ
-from pytest_multiconn.core.server import EchoConnection
+from pytest_multiconn.lowlevel import EchoConnection
 
 TIMEOUT = 10
 

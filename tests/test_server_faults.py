@@ -505,10 +505,10 @@ def test_reprs_name_the_faults(faulty: Factory) -> None:
     faults = [DelayEcho(0.1, jitter=0.2), ChunkedEcho(3, delay=0.01), Stall(read=False),
               CloseAfter(4), ResetAfter(5), AcceptThenClose(reset=True), StopAccepting(backlog=2)]
     assert [repr(f) for f in faults] == [
-        "DelayEcho(0.1, jitter=0.2)", "ChunkedEcho(max_chunk=3, delay=0.01)", "Stall(read=False)",
-        "CloseAfter(4)", "ResetAfter(5)", "AcceptThenClose(reset=True)",
-        "StopAccepting(backlog=2)",
+        "DelayEcho(seconds=0.1, jitter=0.2)", "ChunkedEcho(max_chunk=3, delay=0.01)",
+        "Stall(read=False)", "CloseAfter(n_bytes=4)", "ResetAfter(n_bytes=5)",
+        "AcceptThenClose(reset=True)", "StopAccepting(backlog=2)",
     ]
     server = faulty(DelayEcho(0.1), seed=99)
-    assert "seed=99 faults=[DelayEcho(0.1)]" in repr(server)
+    assert "seed=99 faults=[DelayEcho(seconds=0.1)]" in repr(server)
     assert isinstance(server, EchoServer)

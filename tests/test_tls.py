@@ -19,14 +19,9 @@ import pytest
 import trustme
 
 from pytest_multiconn import EchoServer, MultiConnClient
-from pytest_multiconn.tls.layer import (
-    HANDSHAKE_TIMEOUT_REASON,
-    TLSConfig,
-    _load_cert_chain,
-    make_tls_pair,
-    tls_connection_class,
-    write_ca_cert,
-)
+from pytest_multiconn.tls import TLSConfig, TLSLayer, make_tls_pair, write_ca_cert
+from pytest_multiconn.tls.certs import _load_cert_chain
+from pytest_multiconn.tls.stream import HANDSHAKE_TIMEOUT_REASON
 
 
 def _ipv6_loopback() -> bool:
@@ -167,13 +162,16 @@ def test_tls_server_is_one_word(multiconn_server_factory: Callable[..., EchoServ
     MultiConnClient(server.address, 2, tls=server.client_tls, timeout=5).run().check()
 
 
-def test_tls_connection_class_is_cached_and_keeps_the_base() -> None:
-    from pytest_multiconn.core.server import EchoConnection
+def test_old_tls_mixin_names_warn_and_name_the_layer() -> None:
+    import pytest_multiconn.tls as tls_namespace
+    from pytest_multiconn.lowlevel import EchoConnection
 
-    cls = tls_connection_class(EchoConnection)
-    assert cls is tls_connection_class(EchoConnection)
-    assert issubclass(cls, EchoConnection)
-    assert tls_connection_class(cls) is cls
+    with pytest.warns(DeprecationWarning, match=r"pytest_multiconn\.tls\.TLSLayer"):
+        assert tls_namespace.TLSConnectionMixin is TLSLayer
+    with pytest.warns(DeprecationWarning, match="not needed any more"):
+        assert tls_namespace.tls_connection_class(EchoConnection) is EchoConnection
+    with pytest.raises(AttributeError):
+        tls_namespace.NoSuchName  # noqa: B018 - the attribute access is the test
 
 
 def test_server_sends_close_notify_when_it_closes(
@@ -216,7 +214,8 @@ def test_mutual_tls_server_sees_the_client_certificate(
 
     def observe(event: str, conn: Any, data: bytes | None) -> None:
         if event == "data" and not seen:
-            seen.append(conn.peer_certificate())
+            assert isinstance(conn.layer, TLSLayer)
+            seen.append(conn.layer.peer_certificate())
 
     server = multiconn_server_factory(tls=mutual, on_event=observe)
     MultiConnClient(server.address, 2, tls=server.client_tls, timeout=5).run().check()

@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 
 from pytest_multiconn import EchoServer, MultiConnClient
-from pytest_multiconn.faults.client import HalfClose, NeverRead, PartialSend, SlowReader
-from pytest_multiconn.suite.checks import ContractBreak, check_echo_server
-from pytest_multiconn.tls.layer import (
-    HANDSHAKE_TIMEOUT_REASON,
+from pytest_multiconn.faults import (
     CertFault,
     ExpiredCert,
     NoCloseNotify,
     StallHandshake,
-    TLSConfig,
     UntrustedCert,
     WrongHostCert,
 )
+from pytest_multiconn.faults.client import HalfClose, NeverRead, PartialSend, SlowReader
+from pytest_multiconn.suite.checks import ContractBreak, check_echo_server
+from pytest_multiconn.tls import TLSConfig
+from pytest_multiconn.tls.stream import HANDSHAKE_TIMEOUT_REASON
 
 Factory = Callable[..., EchoServer]
 

@@ -28,7 +28,6 @@ from pytest_multiconn.client.multiconn import (
 )
 from pytest_multiconn.core.process import ServerProcess
 from pytest_multiconn.core.public import publish
-from pytest_multiconn.core.server import EchoServer
 from pytest_multiconn.core.wait import wait_until
 from pytest_multiconn.errors import (
     AddressError,
@@ -44,9 +43,11 @@ from pytest_multiconn.errors import (
     TLSError,
     WaitTimeout,
 )
-from pytest_multiconn.faults.server import ClosedPort, FaultyEchoServer, closed_port_address
+from pytest_multiconn.faults.closed_port import ClosedPort, closed_port_address
+from pytest_multiconn.faults.server import FaultyEchoServer
 from pytest_multiconn.proxy.proxy import FaultProxy
-from pytest_multiconn.tls.layer import TLSConfig
+from pytest_multiconn.servers.echo import EchoServer
+from pytest_multiconn.tls.config import TLSConfig
 
 try:
     __version__ = version("pytest-multiconn")
@@ -106,7 +107,7 @@ _MOVED: dict[str, str] = {
         "pytest_multiconn.proxy",
     ),
     **dict.fromkeys(
-        ["TLSConnectionMixin", "make_tls_pair", "tls_connection_class", "write_ca_cert"],
+        ["make_tls_pair", "write_ca_cert"],
         "pytest_multiconn.tls",
     ),
     **dict.fromkeys(
@@ -119,7 +120,17 @@ _MOVED: dict[str, str] = {
 }  # fmt: skip
 
 
+#: Names that are gone, with a replacement: the namespace's own ``__getattr__`` warns and names
+#: it (``TLSConnectionMixin`` became the layer ``pytest_multiconn.tls.TLSLayer``).
+_REPLACED: dict[str, str] = {
+    "TLSConnectionMixin": "pytest_multiconn.tls",
+    "tls_connection_class": "pytest_multiconn.tls",
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _REPLACED:
+        return getattr(importlib.import_module(_REPLACED[name]), name)
     new = _MOVED.get(name)
     if new is None:
         raise AttributeError(f"module 'pytest_multiconn' has no attribute {name!r}")

@@ -14,6 +14,14 @@ class AddressError(MulticonnError, ValueError):
     """A host, port or socket path that cannot be used (bad value, or refused on purpose)."""
 
 
+class FaultParameterError(MulticonnError, ValueError, TypeError):
+    """A fault (client fault, server fault, toxic) was given a bad parameter value.
+
+    It is a ``ValueError`` and a ``TypeError`` both, so code that caught either from the old
+    constructors still does; the message names the fault, the parameter and the value.
+    """
+
+
 class RemoteBindError(AddressError):
     """A non-loopback address was given without ``allow_remote=True``."""
 

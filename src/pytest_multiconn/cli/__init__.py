@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="close a connection that sent nothing for this many seconds",
     )
     server.add_argument("--max-connections", type=int, default=None)
-    from pytest_multiconn.tls.layer import add_client_tls_arguments, add_server_tls_arguments
+    from pytest_multiconn.cli.tls_args import add_client_tls_arguments, add_server_tls_arguments
 
     add_server_tls_arguments(server)
     server.set_defaults(func=_run_server)
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_server(args: argparse.Namespace) -> int:
-    from pytest_multiconn.tls.layer import cli_server_tls
+    from pytest_multiconn.cli.tls_args import cli_server_tls
 
     out = printer()
     with cli_server_tls(args, out) as tls:
@@ -116,7 +116,7 @@ def _run_client(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {"timeout": args.timeout, "allow_remote": args.allow_remote}
     if messages is not None:
         kwargs["messages"] = messages
-    from pytest_multiconn.tls.layer import cli_client_tls
+    from pytest_multiconn.cli.tls_args import cli_client_tls
 
     tls = cli_client_tls(args)
     if tls is not None:

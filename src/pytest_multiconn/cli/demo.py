@@ -8,7 +8,7 @@ import time
 
 from pytest_multiconn.cli.tutorial import Printer, client_observer, peer_text, server_observer
 from pytest_multiconn.client.multiconn import MultiConnClient
-from pytest_multiconn.core.server import EchoServer
+from pytest_multiconn.servers.echo import EchoServer
 from pytest_multiconn.suite.checks import run_suite
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytest_multiconn.core.address import parse_port
+from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.proxy.toxics import TOXICS, Toxic
 
@@ -27,6 +28,8 @@ _ADD_KEYS = ("direction", "probability", "name")
 def _value(text: str) -> Any:
     if text.lower() in ("none", "null"):
         return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for convert in (int, float):
         try:
             return convert(text)
@@ -36,11 +39,12 @@ def _value(text: str) -> Any:
 
 
 def parse_fault(spec: str) -> tuple[Toxic, dict[str, Any]]:
-    """``"latency:ms=50,direction=both"`` -> ``(Latency(ms=50), {"direction": "both"})``."""
+    """``"latency:ms=50,direction=both"`` -> ``(Latency(ms=50), {"direction": "both"})``.
+
+    Bad names, keys and values raise ``ValueError`` (a :class:`FaultParameterError`) with a
+    one-line message that quotes the ``--fault`` argument.
+    """
     kind, _, rest = spec.strip().partition(":")
-    cls = TOXICS.get(kind.strip().lower().replace("-", "_"))
-    if cls is None:
-        raise ValueError(f"unknown fault {kind!r} in --fault {spec!r}; known: {', '.join(TOXICS)}")
     params: dict[str, Any] = {}
     add: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
@@ -51,14 +55,10 @@ def parse_fault(spec: str) -> tuple[Toxic, dict[str, Any]]:
         value = _value(raw.strip())
         (add if key in _ADD_KEYS else params)[key] = value
     try:
-        toxic = cls(**params)
-    except TypeError:
-        import dataclasses
-
-        names = ", ".join(f.name for f in dataclasses.fields(cls))
-        raise ValueError(
-            f"bad parameter in --fault {spec!r}: {kind} takes {names} "
-            f"(and direction, probability, name)"
+        toxic = TOXICS.create(kind, **params)
+    except FaultParameterError as exc:
+        raise FaultParameterError(
+            f"{exc} (in --fault {spec!r}; every fault also takes {', '.join(_ADD_KEYS)})"
         ) from None
     if "name" in add and add["name"] is not None:
         add["name"] = str(add["name"])

@@ -26,7 +26,7 @@ def add_parser(subparsers: Any) -> None:
                         "from the listening port on Linux)")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow a non-loopback host (off: the suite floods its target)")
-    from pytest_multiconn.tls.layer import add_client_tls_arguments
+    from pytest_multiconn.cli.tls_args import add_client_tls_arguments
 
     add_client_tls_arguments(parser)
     parser.set_defaults(func=run)
@@ -35,7 +35,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     host = check_host(args.host, allow_remote=args.allow_remote, role="connect to")
     address = (host, parse_port(args.port))
-    from pytest_multiconn.tls.layer import cli_client_tls
+    from pytest_multiconn.cli.tls_args import cli_client_tls
 
     tls = cli_client_tls(args)
     ok = run_suite(address, args.seed, print, pid=args.pid, only=args.only, tls=tls)

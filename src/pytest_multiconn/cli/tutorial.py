@@ -20,7 +20,7 @@ from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, M
 from pytest_multiconn.core.address import parse_port
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
-from pytest_multiconn.core.server import EchoServer
+from pytest_multiconn.servers.echo import EchoServer
 
 Printer = Callable[[str], None]
 

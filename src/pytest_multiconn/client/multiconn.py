@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import random
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_multiconn.core.address import check_host, parse_port
 from pytest_multiconn.core.connection import (
@@ -17,12 +16,10 @@ from pytest_multiconn.core.connection import (
     Connection,
 )
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
-from pytest_multiconn.core.seed import default_seed, derive_seed
+from pytest_multiconn.core.seed import default_seed
 from pytest_multiconn.errors import EchoMismatch
 from pytest_multiconn.faults.client import ClientFault, FaultDriver, check_faults, describe
-
-if TYPE_CHECKING:
-    from pytest_multiconn.tls.layer import ClientTLS
+from pytest_multiconn.tls.config import ClientTLS, client_tls
 
 #: The tutorial's two messages.
 DEFAULT_MESSAGES: tuple[bytes, ...] = (b"Message 1 from client.", b"Message 2 from client.")
@@ -140,7 +137,7 @@ class ClientConnection(Connection):
             self.driver = FaultDriver(
                 self,
                 [
-                    f.session(self, random.Random(derive_seed(seed, "fault", conn_id, i, f.name)))
+                    f.session(self, f.rng(seed, conn_id, i))
                     for i, f in enumerate(faults)
                 ],
             )
@@ -202,6 +199,10 @@ class ClientConnection(Connection):
     def deliberate_close(self, note: str) -> None:
         if self.driver is not None:
             self.driver.end(note, reset=False)
+
+    def after_send(self, sent: int) -> None:
+        if self.driver is not None:
+            self.driver.after_send(sent)
 
     def pause_writing(self) -> None:
         if self.driver is not None:
@@ -311,12 +312,10 @@ class MultiConnClient:
         #: TLS (a ClientTLS) when given ``tls=`` (an SSLContext such as ``server.client_tls``).
         self.tls: ClientTLS | None = None
         if tls is not None:
-            from pytest_multiconn.tls.layer import client_tls
-
             self.tls = client_tls(tls, self.address, server_hostname)
         self.faults = check_faults(faults)
         for fault in self.faults:
-            num_connections = fault.connections(num_connections)
+            num_connections = fault.connection_count(num_connections)
         self.num_connections = num_connections
         self.seed = default_seed() if seed is None else int(seed)
         self.keep_open = keep_open
@@ -341,8 +340,7 @@ class MultiConnClient:
     def _faults_for(self, conn_id: int) -> list[ClientFault]:
         if not self.faults:
             return []
-        pick = random.Random(derive_seed(self.seed, "assign", conn_id))
-        return [f for f in self.faults if f.applies_to(pick)]
+        return [f for i, f in enumerate(self.faults) if f.applies(self.seed, conn_id, i)]
 
     @property
     def lingering(self) -> list[ClientConnection]:
@@ -401,12 +399,9 @@ class MultiConnClient:
                 if self.on_event is not None:
                     self.on_event("start", conn_id, None)
                 sock = socket.socket(self._family(), socket.SOCK_STREAM)
-                cls = ClientConnection
+                conn = ClientConnection(self, conn_id, sock, self._faults_for(conn_id))
                 if self.tls is not None:
-                    sock, cls = self.tls.wrap(sock), self.tls.connection_class(ClientConnection)
-                conn = cls(self, conn_id, sock, self._faults_for(conn_id))
-                if self.tls is not None:
-                    self.tls.adopt(conn)
+                    conn.use_layer(self.tls.new_layer(conn))
                 self.connections.append(conn)
                 self._pending += 1
                 if sock.family != socket.AF_UNIX:

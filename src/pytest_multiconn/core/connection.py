@@ -11,8 +11,21 @@ The connection object is the selector's ``SelectorKey.data``.  Its rules, borrow
   us buffer without bound) and ``resume_writing()`` runs once it drains below the low-water mark;
 * end-of-stream from the peer never loses data: pending output is flushed before we close.
 
-Subclasses override the hooks ``connection_made``, ``data_received``, ``eof_received`` and
+Subclasses override the hooks ``connection_made``, ``data_received``, ``on_eof`` and
 ``connection_lost``, like an asyncio ``Protocol`` fused with its transport.
+
+Extension points, the same in plaintext and under a layer (TLS):
+
+* ``send_allowance()`` is how many plaintext bytes the next ``send`` may carry (default
+  ``max_send``; 0: not now).  It is applied to plaintext *before* the layer, so a fault that
+  chunks its output makes small TLS records exactly as it makes small TCP writes;
+* ``after_send(n)`` runs after ``n`` plaintext bytes left (all their ciphertext, under TLS);
+* ``layer``: a :class:`~pytest_multiconn.core.layer.StreamLayer` between the socket and the
+  plaintext (set with ``use_layer()`` before the connection is attached or connects).  It
+  decides the selector interest while it is not ready (a handshake), sends its own bytes
+  first, and ends its stream before a half-close (``before_shutdown``) or a close.
+
+No subclass needs to override ``_send`` or any other private method for those.
 """
 
 from __future__ import annotations
@@ -22,18 +35,24 @@ import itertools
 import socket
 import struct
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
+from pytest_multiconn.core.layer import Buffer, StreamLayer
 from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop, Timer
+from pytest_multiconn.core.transcript import DEFAULT_TRANSCRIPT_LIMIT, Transcript, TranscriptEntry
 
-Buffer = bytes | bytearray | memoryview
+__all__ = [
+    "DEFAULT_TRANSCRIPT_LIMIT",
+    "Buffer",
+    "Connection",
+    "Transcript",
+    "TranscriptEntry",
+    "validate_water_marks",
+]
 
 DEFAULT_HIGH_WATER = 64 * 1024
 DEFAULT_LOW_WATER = 16 * 1024
 DEFAULT_READ_SIZE = 64 * 1024
-DEFAULT_TRANSCRIPT_LIMIT = 64
 
 _conn_ids = itertools.count(1)
 
@@ -66,97 +85,13 @@ def validate_water_marks(high: int, low: int | None) -> tuple[int, int]:
     return high, low
 
 
-@dataclass(frozen=True)
-class TranscriptEntry:
-    """Consecutive events of one kind, merged: ``count`` of them, ``size`` bytes in all."""
-
-    start: float
-    end: float
-    direction: str  # "in", "out", "eof-in", "eof-out", "connect", "close", "reset", "note"
-    size: int
-    count: int
-    note: str = ""
-
-    def format(self, origin: float) -> str:
-        span = f"{(self.start - origin) * 1e3:8.2f}ms"
-        what = f"{self.direction:<7}"
-        if self.direction in ("in", "out"):
-            times = f" in {self.count} {'op' if self.count == 1 else 'ops'}"
-            what += f" {self.size:>8} B{times if self.count > 1 else ''}"
-        return f"{span} {what}{('  ' + self.note) if self.note else ''}".rstrip()
-
-
-_DATA = ("in", "out")
-
-
-class Transcript:
-    """A bounded record of what crossed one connection, merging runs of the same event.
-
-    Consecutive reads (or writes) merge into one entry; an alternating exchange of reads and
-    writes merges into its last pair of entries.  The first entry and the most recent ones are
-    kept when the limit is reached.
-    """
-
-    __slots__ = ("_entries", "dropped", "limit", "origin")
-
-    def __init__(self, limit: int = DEFAULT_TRANSCRIPT_LIMIT, origin: float | None = None) -> None:
-        self.limit = limit
-        self.origin = time.monotonic() if origin is None else origin
-        self._entries: list[list[Any]] = []
-        self.dropped = 0
-
-    def record(self, direction: str, size: int = 0, note: str = "", now: float = 0.0) -> None:
-        """Add an event (``now``: its monotonic time, when the caller already read the clock)."""
-        if self.limit <= 0:
-            return
-        if not now:
-            now = time.monotonic()
-        entries = self._entries
-        if entries and (direction == "in" or direction == "out"):  # noqa: PLR1714 - hot path
-            last = entries[-1]
-            if last[2] == direction and last[5] == note:
-                last[1] = now
-                last[3] += size
-                last[4] += 1
-                return
-            # Ping-pong (in, out, in, out...) folds into the last pair of entries, so a long
-            # exchange costs no allocation per event and stays two lines long.
-            if len(entries) > 1 and not note and not last[5] and last[2] in _DATA:
-                pair = entries[-2]
-                if pair[2] == direction and not pair[5]:
-                    pair[1] = now
-                    pair[3] += size
-                    pair[4] += 1
-                    return
-        if len(entries) >= self.limit:
-            # Keep the first entry (how it started) and the most recent ones.
-            del entries[1]
-            self.dropped += 1
-        entries.append([now, now, direction, size, 1, note])
-
-    def entries(self) -> list[TranscriptEntry]:
-        return [TranscriptEntry(*e) for e in self._entries]
-
-    def __iter__(self) -> Iterator[TranscriptEntry]:
-        return iter(self.entries())
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def format(self, indent: str = "  ") -> str:
-        lines = [indent + e.format(self.origin) for e in self.entries()]
-        if self.dropped:
-            lines.insert(1, f"{indent}... {self.dropped} earlier entries dropped ...")
-        return "\n".join(lines)
-
-
 class Connection:
     """A non-blocking socket with buffered output, flow control and a transcript."""
 
     # Slots, for memory: with more than 30 attributes CPython 3.11 gives up on key-sharing
     # instance dicts, and each connection then carried a 1.6 KB dict (10,000 idle connections
-    # cost 2.9 KB each; with slots about 1.5 KB).  ``__dict__`` stays, so subclasses and mixins
-    # (TLS, faults, proxy) add attributes and class-level defaults as before.
+    # cost 2.9 KB each; with slots about 1.5 KB).  ``__dict__`` stays, so subclasses (echo,
+    # faults, proxy, client) add attributes and class-level defaults as before.
     __slots__ = (
         "__dict__",
         "__weakref__",
@@ -182,6 +117,7 @@ class Connection:
         "id",
         "label",
         "last_received",
+        "layer",
         "loop",
         "low_water",
         "max_send",
@@ -225,6 +161,8 @@ class Connection:
         self.error: BaseException | None = None
         #: Cap on bytes handed to one ``send`` call (a fault knob: forces short writes).
         self.max_send: int | None = None
+        #: The byte layer between the socket and our plaintext (None: plaintext on the wire).
+        self.layer: StreamLayer | None = None
         self._out = bytearray()
         self._mask = 0
         self._connecting = False
@@ -252,6 +190,8 @@ class Connection:
                 state += " eof-received"
             if self._output_held:
                 state += " output-held"
+        if self.layer is not None:
+            state += f" {self.layer!r}"
         return (
             f"<{type(self).__name__} {self.label} fd={self.fd} peer={self.peer!r} {state} "
             f"in={self.bytes_in} out={self.bytes_out} buffered={len(self._out)}>"
@@ -269,6 +209,15 @@ class Connection:
     @property
     def eof_received(self) -> bool:
         return self._eof_received
+
+    @property
+    def output_held(self) -> bool:
+        return self._output_held
+
+    @property
+    def half_close_safe(self) -> bool:
+        """False when a half-close may lose what the peer still sends (TLS: see tls.stream)."""
+        return self.layer is None or self.layer.half_close_safe
 
     # -- hooks ------------------------------------------------------------------------------
     def connection_made(self) -> None:
@@ -290,12 +239,39 @@ class Connection:
     def resume_writing(self) -> None:
         """Called when the output buffer drains under the low-water mark."""
 
+    def send_allowance(self) -> int | None:
+        """The most plaintext bytes the next send may carry: ``None`` for no limit, 0 for
+        "not now" (the bytes stay buffered).  Default: ``max_send``.  Applied above the
+        layer, so under TLS each allowance becomes one record of its own."""
+        return self.max_send
+
+    def after_send(self, sent: int) -> None:
+        """``sent`` plaintext bytes just left (under a layer: all of their encoding)."""
+
     # -- set-up -----------------------------------------------------------------------------
+    def use_layer(self, layer: StreamLayer) -> None:
+        """Put ``layer`` between the socket and this connection (before attach/connect)."""
+        if self._mask or self._connecting or self.closed:
+            raise RuntimeError(f"{self!r}: a layer must be set before the connection starts")
+        self.layer = layer
+
     def attach(self) -> None:
         """Register with the loop and run ``connection_made`` (loop thread)."""
         self.transcript.record("connect", note=f"peer {self.peer!r}")
         self._update_interest()
+        self._tcp_up()
+
+    def _tcp_up(self) -> None:
+        if self.layer is not None:
+            self.layer.start()  # it calls layer_ready() once plaintext can flow
+        else:
+            self.connection_made()
+
+    def layer_ready(self) -> None:
+        """Called by the layer once it is open (a handshake is done): ``connection_made``."""
         self.connection_made()
+        if not self.closed:
+            self._update_interest()
 
     def connect(self, address: Any) -> None:
         """Start a non-blocking connect; ``connection_made`` runs when it completes."""
@@ -341,6 +317,8 @@ class Connection:
         if self._reading_paused:
             self._reading_paused = False
             self._update_interest()
+            if self.layer is not None:
+                self.layer.resumed()
 
     def hold_output(self) -> None:
         """Buffer every write until ``release_output()`` (used by faults and step mode)."""
@@ -355,14 +333,23 @@ class Connection:
         if self.closed:
             return
         mask = 0
+        layer = self.layer
         if self._connecting:
             mask = EVENT_WRITE
+        elif layer is not None and not layer.ready:
+            mask = layer.interest()
         else:
             if not self._reading_paused and not self._eof_received:
                 mask |= EVENT_READ
-            if (self._out or self._eof_pending) and not self._output_held:
+            if (
+                self._out or self._eof_pending or (layer is not None and layer.backlog())
+            ) and not self._output_held:
                 mask |= EVENT_WRITE
         self._set_interest(mask)
+
+    def update_interest(self) -> None:
+        """Re-derive the selector interest (a layer calls it when its wants change)."""
+        self._update_interest()
 
     def _set_interest(self, mask: int) -> None:
         """Register, modify or unregister with the loop so the selector asks for ``mask``."""
@@ -381,6 +368,10 @@ class Connection:
         if self._connecting:
             self._finish_connect()
             return
+        layer = self.layer
+        if layer is not None and not layer.ready:
+            layer.handle_event(mask)
+            return
         if mask & EVENT_READ:
             self._on_readable()
         if mask & EVENT_WRITE and not self.closed:
@@ -397,22 +388,35 @@ class Connection:
             return
         self.transcript.record("connect", note=f"to {self.peer!r}")
         self._update_interest()
-        self.connection_made()
+        self._tcp_up()
         if self._out and not self.closed:
             self._update_interest()
 
     def _recv(self) -> bytes:
+        """Raw read from the socket (no layer); tests inject errors here."""
         return self.sock.recv(self.read_size)
 
     def _send(self, data: Buffer) -> int:
-        limit = self.max_send
-        if limit is not None:
-            with memoryview(data) as view:
-                return self.sock.send(view[:limit])
-        return self.sock.send(data)
+        """The one place plaintext leaves: the allowance, then the layer or the socket."""
+        limit = self.send_allowance()
+        layer = self.layer
+        if limit is not None and limit < len(data):
+            if limit <= 0:
+                raise BlockingIOError  # "not now" (a fault's cut): the bytes stay buffered
+            with memoryview(data) as view, view[:limit] as part:
+                sent = self.sock.send(part) if layer is None else layer.send(part)
+        else:
+            sent = self.sock.send(data) if layer is None else layer.send(data)
+        if sent:
+            self.after_send(sent)
+        return sent
 
     def _on_readable(self) -> None:
+        layer = self.layer
         try:
+            if layer is not None:
+                layer.readable()  # it calls deliver() / deliver_eof()
+                return
             data = self._recv()
         except (BlockingIOError, InterruptedError):
             return
@@ -420,16 +424,24 @@ class Connection:
             self._peer_failed(exc)
             return
         if data:
-            size = len(data)
-            self.bytes_in += size
-            self.last_received = now = time.monotonic()
-            self.transcript.record("in", size, "", now)
-            self.data_received(data)
+            self.deliver(data)
         else:
-            self._eof_received = True
-            self.transcript.record("eof-in")
-            self._update_interest()
-            self.on_eof()
+            self.deliver_eof()
+
+    def deliver(self, data: bytes) -> None:
+        """Plaintext from the peer (from the socket, or a layer): count it, ``data_received``."""
+        size = len(data)
+        self.bytes_in += size
+        self.last_received = now = time.monotonic()
+        self.transcript.record("in", size, "", now)
+        self.data_received(data)
+
+    def deliver_eof(self) -> None:
+        """The peer's end of stream (from the socket, or a layer): ``on_eof``."""
+        self._eof_received = True
+        self.transcript.record("eof-in")
+        self._update_interest()
+        self.on_eof()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` now if the kernel takes it, buffer the rest."""
@@ -459,6 +471,16 @@ class Connection:
 
     def _on_writable(self) -> None:
         out = self._out
+        layer = self.layer
+        if layer is not None and not out and not self._output_held and layer.backlog():
+            # The layer's own bytes with no plaintext behind them (a handshake message, a
+            # session ticket).
+            try:
+                if not layer.flush():
+                    return
+            except OSError as exc:
+                self._peer_failed(exc)
+                return
         if out and not self._output_held:
             try:
                 sent = self._send(out)
@@ -492,9 +514,30 @@ class Connection:
             self._shutdown_write()
         self._update_interest()
 
+    def end_output(self) -> None:
+        """Drop the output not sent yet and shut down our write side now (a fault's cut,
+        which closes the connection next).
+
+        Under a layer its end of stream goes first (TLS: ``close_notify``), then the FIN.
+        """
+        if self.closed or self._eof_sent:
+            return
+        self._out.clear()
+        self._eof_pending = False
+        self._eof_sent = True
+        if self.layer is not None:
+            self.layer.before_shutdown()
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return  # the peer is gone already; the caller closes anyway
+        self.transcript.record("eof-out")
+
     def _shutdown_write(self) -> None:
         self._eof_pending = False
         self._eof_sent = True
+        if self.layer is not None:
+            self.layer.before_shutdown()
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
@@ -515,6 +558,8 @@ class Connection:
         self._update_interest()
 
     def _peer_failed(self, exc: OSError) -> None:
+        if self.layer is not None and self.layer.failed(exc):
+            return
         if isinstance(exc, _PEER_GONE) or exc.errno in _PEER_GONE_ERRNOS:
             self.transcript.record("reset", note=f"{type(exc).__name__}: {exc.strerror or exc}")
             self.close(exc, reason=f"peer error: {type(exc).__name__}")
@@ -530,7 +575,7 @@ class Connection:
         except OSError:
             pass  # a socket the peer already reset cannot take options; it closes anyway
         self.transcript.record("reset", note="sent RST")
-        self.close(reason="reset by us")
+        self._close(None, "reset by us", clean=False)
 
     def close(self, exc: BaseException | None = None, reason: str = "") -> None:
         """Close now, dropping pending output.
@@ -540,8 +585,13 @@ class Connection:
         already sent but it had not yet read.  So ``close()`` is for teardown and errors; a
         graceful end goes through ``finish()`` after the peer's EOF, when nothing is unread.
         """
+        self._close(exc, reason, clean=exc is None)
+
+    def _close(self, exc: BaseException | None, reason: str, *, clean: bool) -> None:
         if self.closed:
             return
+        if self.layer is not None:
+            self.layer.before_close(clean)  # TLS: close_notify on a clean close
         self.closed = True
         self.error = exc
         self.close_reason = reason or (f"{type(exc).__name__}: {exc}" if exc else "closed")

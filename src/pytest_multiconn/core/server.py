@@ -1,4 +1,10 @@
-"""Servers on a background selector loop: the shared machinery and :class:`EchoServer`."""
+"""Servers on a background selector loop: the listener, counters, waits (:class:`ServerBase`).
+
+The servers themselves (:class:`~pytest_multiconn.servers.echo.EchoServer` and the faulty one)
+live above, in ``servers/`` and ``faults/``.  A server may be given a
+:class:`~pytest_multiconn.core.layer.LayerFactory` (``layer=``; TLS is one) that puts a layer
+under every connection it accepts; this module knows nothing else about it.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pytest_multiconn.core.address import bind_listener
 from pytest_multiconn.core.connection import (
@@ -21,14 +27,10 @@ from pytest_multiconn.core.connection import (
     Connection,
     validate_water_marks,
 )
+from pytest_multiconn.core.layer import LayerFactory
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, EVENT_READ, Loop, Timer
 from pytest_multiconn.core.registry import thread_tag, track_server, untrack_server
 from pytest_multiconn.errors import WaitTimeout
-
-if TYPE_CHECKING:
-    import ssl
-
-    from pytest_multiconn.tls.layer import ServerTLS
 
 S = TypeVar("S", bound="ServerBase")
 
@@ -74,9 +76,9 @@ class ServerStats:
     idle_closed: int
     accept_errors: int
     accept_paused: bool
-    #: TLS servers only: handshakes completed, TLS failures (handshake errors and timeouts,
-    #: plaintext sent to the TLS port, bad records), and peers that closed TCP without
-    #: ``close_notify``.
+    #: TLS servers only (filled from the layer factory's ``stats()``): handshakes completed,
+    #: TLS failures (handshake errors and timeouts, plaintext sent to the TLS port, bad
+    #: records), and peers that closed TCP without ``close_notify``.
     tls_handshakes: int = 0
     tls_failures: int = 0
     tls_ragged_eofs: int = 0
@@ -213,7 +215,7 @@ class ServerBase:
         transcript_limit: int = DEFAULT_TRANSCRIPT_LIMIT,
         name: str | None = None,
         on_event: Observer | None = None,
-        tls: Any = None,
+        layer: LayerFactory | None = None,
     ) -> None:
         if max_connections is not None and max_connections < 1:
             raise ValueError(f"max_connections must be at least 1 or None, got {max_connections!r}")
@@ -232,12 +234,8 @@ class ServerBase:
         self.transcript_limit = transcript_limit
         self._name = name
         self.on_event = on_event
-        #: TLS (a ServerTLS) when started with ``tls=`` True, a TLSConfig or an SSLContext.
-        self.tls: ServerTLS | None = None
-        if tls is not None and tls is not False:
-            from pytest_multiconn.tls.layer import server_tls
-
-            self.tls = server_tls(tls)
+        #: Puts a layer (TLS) under each accepted connection; None: plaintext.
+        self.layer_factory = layer
         self._loop: Loop | None = None  # made by start(): it owns a socketpair
         self._listener: _Listener | None = None
         self._address: Any = None
@@ -316,11 +314,6 @@ class ServerBase:
             return f"unix:{addr}"
         host = addr[0]
         return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
-
-    @property
-    def client_tls(self) -> ssl.SSLContext | None:
-        """A client SSLContext that trusts this server (None for plaintext, or when unknown)."""
-        return self.tls.client_context if self.tls is not None else None
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self: S, timeout: float = DEFAULT_TIMEOUT) -> S:
@@ -413,11 +406,9 @@ class ServerBase:
         else:
             addr = addr or self._address
         try:
-            if self.tls is not None:
-                sock = self.tls.wrap(sock)
             conn = self.make_connection(sock, addr)
-            if self.tls is not None:
-                self.tls.adopt(conn, self)
+            if self.layer_factory is not None:
+                conn.use_layer(self.layer_factory.new_layer(conn, self._notify))
         except BaseException:
             sock.close()
             raise
@@ -483,7 +474,7 @@ class ServerBase:
             idle_closed=self._idle_closed,
             accept_errors=self._accept_errors,
             accept_paused=listener is not None and not listener.registered,
-            **(self.tls.stats() if self.tls is not None else {}),
+            **(self.layer_factory.stats() if self.layer_factory is not None else {}),
         )
 
     def connections(self) -> list[ConnectionInfo]:
@@ -563,129 +554,3 @@ class ServerBase:
         """``with server.running():`` starts and stops, re-raising loop errors at the end."""
         with self:
             yield self
-
-
-class EchoConnection(Connection):
-    """Writes back whatever it reads; stops reading while the peer is not reading."""
-
-    def __init__(self, server: ServerBase, sock: socket.socket, addr: Any) -> None:
-        super().__init__(
-            server.loop,
-            sock,
-            addr,
-            high_water=server.high_water,
-            low_water=server.low_water,
-            transcript_limit=server.transcript_limit,
-        )
-        self.server = server
-        self._observer = server.on_event
-
-    def data_received(self, data: bytes) -> None:
-        if self._observer is not None:
-            self._observer("data", self, data)
-        self.write(data)
-        if self.server._waiters:
-            self.server._notify()
-
-    def pause_writing(self) -> None:
-        # The peer is not reading what we echo: stop reading from it, so its unread data
-        # waits in its own send buffer rather than in our memory.
-        self.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.resume_reading()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.server._connection_closed(self)
-
-
-class _PlainEchoConnection(EchoConnection):
-    """The echo connection of a plain ``EchoServer`` (no TLS, no observer, no faults).
-
-    Same behaviour as :class:`EchoConnection`; a readable event does recv, send and the
-    bookkeeping inline, because this path runs once per message in every benchmark and load
-    test users point at us.  Anything unusual (buffered output, held output, EOF, errors, a
-    write event) falls back to the general methods.
-    """
-
-    def handle_event(self, mask: int) -> None:  # noqa: PLR0912 - one inline hot path, on purpose
-        if mask != EVENT_READ or self._connecting:
-            super().handle_event(mask)
-            return
-        sock = self.sock
-        try:
-            data = sock.recv(self.read_size)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._peer_failed(exc)
-            return
-        if not data:
-            self._eof_received = True
-            self.transcript.record("eof-in")
-            self._update_interest()
-            self.on_eof()
-            return
-        size = len(data)
-        self.bytes_in += size
-        self.last_received = now = time.monotonic()
-        # Steady ping-pong: the transcript ends with a plain "in" entry and a plain "out"
-        # entry, and this exchange folds into them (what Transcript.record would do, inline).
-        entries = self.transcript._entries
-        folding = False
-        if len(entries) > 1:
-            pair, last = entries[-2], entries[-1]
-            folding = pair[2] == "in" and last[2] == "out" and not pair[5] and not last[5]
-        if folding:
-            pair[1] = now
-            pair[3] += size
-            pair[4] += 1
-        else:
-            self.transcript.record("in", size, "", now)
-        if (
-            self._out
-            or self._output_held
-            or self.max_send is not None
-            or self._eof_pending
-            or self._eof_sent
-            or self.closed
-        ):
-            self.write(data)
-        else:
-            try:
-                sent = sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._peer_failed(exc)
-                return
-            if sent:
-                self.bytes_out += sent
-                if folding:
-                    last[1] = now
-                    last[3] += sent
-                    last[4] += 1
-                else:
-                    self.transcript.record("out", sent, "", now)
-            if sent < size:
-                self.write(memoryview(data)[sent:])
-        if self.server._waiters:
-            self.server._notify()
-
-
-class EchoServer(ServerBase):
-    """A non-blocking echo server on a background selector thread.
-
-    Binds ``127.0.0.1`` port 0 unless told otherwise, so the kernel picks a free port and
-    there is no race between finding a port and binding it.  Use it as a context manager or
-    call ``start()`` / ``stop()``; ``check()`` re-raises errors from the loop thread.
-    """
-
-    kind = "echo"
-
-    def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
-        if self.tls is not None:
-            return self.tls.connection_class(EchoConnection)(self, sock, addr)
-        if self.on_event is None:
-            return _PlainEchoConnection(self, sock, addr)
-        return EchoConnection(self, sock, addr)

@@ -1,14 +1,15 @@
 """Client-side faults: small, named, composable misbehaviours of client connections.
 
-A fault is configuration (its parameters); for each connection it applies to, it makes a
-:class:`FaultSession` holding that connection's state and hooks.  Faults act only through the
-connection's transport methods and knobs (``max_send``, ``read_size``, ``hold_output``,
-``pause_reading``, ``write_eof``, ``reset``...), so they work unchanged on any
-:class:`~pytest_multiconn.Connection` subclass, TLS included.
+A fault is a frozen parameter object (:class:`ClientFault`, shaped like every fault: see
+:mod:`pytest_multiconn.faults.base`); for each connection it applies to, it makes a
+:class:`FaultSession` holding that connection's state and hooks.  Sessions act only through
+:class:`~pytest_multiconn.faults.ClientConnectionAPI` (``max_send``, ``read_size``,
+``hold_output``, ``pause_reading``, ``write_eof``, ``deliberate_reset``...), so they work
+unchanged on any client connection, TLS included, and a custom fault needs public types only.
 
 Every random choice (chunk sizes, pauses, where a reset lands, which connection gets a fault,
-garbage bytes) comes from a ``random.Random`` that the client seeds from its seed, the
-connection number and the fault's position, so one seed replays the same schedule.
+garbage bytes) comes from :func:`~pytest_multiconn.faults.base.fault_rng`: the client's seed,
+the connection number and the fault's position, so one seed replays the same schedule.
 
 Usage::
 
@@ -20,13 +21,17 @@ from __future__ import annotations
 import random
 import socket
 import time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pytest_multiconn.core.seed import current_test_id
+from pytest_multiconn.faults.api import ClientConnectionAPI
+from pytest_multiconn.faults.base import Fault, Registry
+from pytest_multiconn.faults.params import choice, integer, optional, param, seconds
 
 if TYPE_CHECKING:
-    from pytest_multiconn.client.multiconn import ClientConnection
     from pytest_multiconn.core.loop import Timer
 
 #: Send-size records kept per connection (enough to compare schedules, bounded for big runs).
@@ -42,7 +47,9 @@ STREAM_BLOCK = 64 * 1024
 class FaultSession:
     """One fault acting on one connection; every hook is a no-op unless overridden.
 
-    The driver calls hooks in the order the faults were given, so faults compose.
+    ``conn`` is the :class:`~pytest_multiconn.faults.ClientConnectionAPI` of the connection;
+    ``rng`` its seeded random numbers.  The driver calls hooks in the order the faults were
+    given, so faults compose.
     """
 
     #: Keep the connection open after its exchange (until the client is closed).
@@ -52,10 +59,13 @@ class FaultSession:
     #: Complete the exchange only after the server's EOF follows the full echo.
     wants_eof = False
 
-    def __init__(self, fault: ClientFault, conn: ClientConnection, rng: random.Random) -> None:
+    def __init__(self, fault: ClientFault, conn: ClientConnectionAPI, rng: random.Random) -> None:
         self.fault = fault
         self.conn = conn
         self.rng = rng
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.fault!r}>"
 
     def prepare(self) -> None:
         """Before connect: set socket options."""
@@ -93,52 +103,31 @@ class FaultSession:
         """The connection closed (cancel timers here)."""
 
 
-class ClientFault:
-    """Base of client faults: a name, parameters, and a session per affected connection.
+@dataclass(frozen=True, repr=False)
+class ClientFault(Fault):
+    """Base of client faults: parameters, and a :class:`FaultSession` per affected connection.
 
-    ``probability`` is the chance (drawn from the client's seeded rng) that a connection gets it.
+    ``probability`` is the chance (a seeded draw) that one connection gets it.  A subclass
+    sets ``name`` and ``session_class`` (or overrides :meth:`session`).
     """
 
+    family: ClassVar[str] = "client"
     #: The fault's name; also its pytest parameter id in ``multiconn_fault``.
     name: ClassVar[str] = "fault"
     session_class: ClassVar[type[FaultSession]] = FaultSession
 
-    def __init__(self, *, probability: float = 1.0) -> None:
-        if not 0.0 <= probability <= 1.0:
-            raise ValueError(f"probability must be between 0 and 1, got {probability!r}")
-        self.probability = probability
-
-    def params(self) -> dict[str, Any]:
-        """The parameters shown by ``repr`` (subclasses add theirs)."""
-        return {} if self.probability == 1.0 else {"probability": self.probability}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
-        return f"{type(self).__name__}({args})"
-
     # -- client level -----------------------------------------------------------------------
-    def connections(self, requested: int) -> int:
+    def connection_count(self, requested: int) -> int:
         """How many connections the client opens (Burst raises it)."""
         return requested
 
-    def applies_to(self, rng: random.Random) -> bool:
-        """Whether a connection gets this fault (one seeded draw when probability < 1)."""
-        return self.probability >= 1.0 or rng.random() < self.probability
-
-    def session(self, conn: ClientConnection, rng: random.Random) -> FaultSession:
+    def session(self, conn: ClientConnectionAPI, rng: random.Random) -> FaultSession:
+        """This fault's state and hooks on one connection."""
         return self.session_class(self, conn, rng)
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _non_negative(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-    return float(value)
+#: Client faults by name (``multiconn_fault`` ids, the catalogue).
+CLIENT_FAULTS: Registry[ClientFault] = Registry("client")
 
 
 # --- PartialSend ----------------------------------------------------------------------------
@@ -147,7 +136,7 @@ def _non_negative(name: str, value: object) -> float:
 class _PartialSendSession(FaultSession):
     fault: PartialSend
 
-    def __init__(self, fault: ClientFault, conn: ClientConnection, rng: random.Random) -> None:
+    def __init__(self, fault: ClientFault, conn: ClientConnectionAPI, rng: random.Random) -> None:
         super().__init__(fault, conn, rng)
         self.timer: Timer | None = None
 
@@ -177,6 +166,8 @@ class _PartialSendSession(FaultSession):
             self.timer.cancel()
 
 
+@CLIENT_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class PartialSend(ClientFault):
     """Writes in chunks of 1..max_chunk bytes, pausing up to ``delay`` s after each chunk.
 
@@ -185,27 +176,12 @@ class PartialSend(ClientFault):
 
     name = "partial_send"
     session_class = _PartialSendSession
+    quick: ClassVar[Mapping[str, Any]] = {"max_chunk": 7, "delay": 0.002}
 
-    def __init__(
-        self,
-        max_chunk: int = 1,
-        delay: float = 0.0,
-        *,
-        sndbuf: int | None = None,
-        probability: float = 1.0,
-    ) -> None:
-        super().__init__(probability=probability)
-        self.max_chunk = _positive_int("max_chunk", max_chunk)
-        self.delay = _non_negative("delay", delay)
-        self.sndbuf = None if sndbuf is None else _positive_int("sndbuf", sndbuf)
-
-    def params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"max_chunk": self.max_chunk}
-        if self.delay:
-            out["delay"] = self.delay
-        if self.sndbuf is not None:
-            out["sndbuf"] = self.sndbuf
-        return out | super().params()
+    max_chunk: int = param(1, integer(1))
+    delay: float = param(0.0, seconds())
+    _: KW_ONLY
+    sndbuf: int | None = param(None, optional(integer(1)))
 
 
 # --- readers --------------------------------------------------------------------------------
@@ -214,7 +190,7 @@ class PartialSend(ClientFault):
 class _SlowReaderSession(FaultSession):
     fault: SlowReader
 
-    def __init__(self, fault: ClientFault, conn: ClientConnection, rng: random.Random) -> None:
+    def __init__(self, fault: ClientFault, conn: ClientConnectionAPI, rng: random.Random) -> None:
         super().__init__(fault, conn, rng)
         self.timer: Timer | None = None
 
@@ -246,29 +222,20 @@ class _SlowReaderSession(FaultSession):
             self.timer.cancel()
 
 
+@CLIENT_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class SlowReader(ClientFault):
     """Reads the echo at ``bytes_per_second`` at most (after ``delay`` s of not reading) with a
     small receive buffer, so the server's send buffer fills and its backpressure is exercised."""
 
     name = "slow_reader"
     session_class = _SlowReaderSession
+    quick: ClassVar[Mapping[str, Any]] = {"bytes_per_second": 256 * 1024}
 
-    def __init__(
-        self,
-        bytes_per_second: int = 64 * 1024,
-        *,
-        delay: float = 0.0,
-        rcvbuf: int | None = 8192,
-        probability: float = 1.0,
-    ) -> None:
-        super().__init__(probability=probability)
-        self.bytes_per_second = _positive_int("bytes_per_second", bytes_per_second)
-        self.delay = _non_negative("delay", delay)
-        self.rcvbuf = None if rcvbuf is None else _positive_int("rcvbuf", rcvbuf)
-
-    def params(self) -> dict[str, Any]:
-        extra = {"delay": self.delay} if self.delay else {}
-        return {"bytes_per_second": self.bytes_per_second} | extra | super().params()
+    bytes_per_second: int = param(64 * 1024, integer(1))
+    _: KW_ONLY
+    delay: float = param(0.0, seconds())
+    rcvbuf: int | None = param(8192, optional(integer(1)))
 
 
 class _NeverReadSession(FaultSession):
@@ -276,7 +243,7 @@ class _NeverReadSession(FaultSession):
     reads = False
     lingers = True
 
-    def __init__(self, fault: ClientFault, conn: ClientConnection, rng: random.Random) -> None:
+    def __init__(self, fault: ClientFault, conn: ClientConnectionAPI, rng: random.Random) -> None:
         super().__init__(fault, conn, rng)
         self.timer: Timer | None = None
         self.remaining = 0
@@ -352,30 +319,22 @@ class _NeverReadSession(FaultSession):
             self.timer.cancel()
 
 
+@CLIENT_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class NeverRead(ClientFault):
     """Streams up to ``size`` bytes and never reads; done when sends stall for ``stall`` s
     (the server pushed back), all was sent, or ``duration`` s passed; then it stays open."""
 
     name = "never_read"
     session_class = _NeverReadSession
+    quick: ClassVar[Mapping[str, Any]] = {"size": 8 * 1024 * 1024}
 
-    def __init__(
-        self,
-        size: int = 64 * 1024 * 1024,
-        *,
-        stall: float = 0.25,
-        duration: float | None = None,
-        rcvbuf: int | None = 8192,
-        probability: float = 1.0,
-    ) -> None:
-        super().__init__(probability=probability)
-        self.size = _positive_int("size", size)
-        self.duration = None if duration is None else _non_negative("duration", duration)
-        self.stall = _non_negative("stall", stall) or 0.25
-        self.rcvbuf = None if rcvbuf is None else _positive_int("rcvbuf", rcvbuf)
-
-    def params(self) -> dict[str, Any]:
-        return {"size": self.size} | super().params()
+    size: int = param(64 * 1024 * 1024, integer(1))
+    _: KW_ONLY
+    # A stall check every 0 s would spin the loop: the shortest check is 1 ms.
+    stall: float = param(0.25, seconds(minimum=0.001))
+    duration: float | None = param(None, optional(seconds()))
+    rcvbuf: int | None = param(8192, optional(integer(1)))
 
 
 # --- connections that stay -----------------------------------------------------------------
@@ -385,6 +344,8 @@ class _NeverCloseSession(FaultSession):
     lingers = True
 
 
+@CLIENT_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class NeverClose(ClientFault):
     """Finishes its exchange, then keeps the connection open and silent until the client
     is closed (the fixture closes it at teardown)."""
@@ -400,6 +361,8 @@ class _SilentSession(FaultSession):
         return None
 
 
+@CLIENT_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class Silent(ClientFault):
     """Connects and sends nothing: the idle-connection attack.
 
@@ -415,16 +378,18 @@ class _HalfCloseSession(FaultSession):
 
     def payload_written(self) -> None:
         # write_eof() waits for pending (or held) output to flush, then shuts down.  Over TLS
-        # (tls_half_close_safe False) it waits for the full echo: see _tls.py's essay.
-        if getattr(self.conn, "tls_half_close_safe", True) or not self.conn.expected:
+        # (half_close_safe False) it waits for the full echo: see tls/stream.py's essay.
+        if self.conn.half_close_safe or not self.conn.expected:
             self.conn.write_eof()
 
     def received(self, data: bytes) -> None:
         conn = self.conn
-        if not getattr(conn, "tls_half_close_safe", True) and conn.received >= len(conn.expected):
+        if not conn.half_close_safe and conn.received >= len(conn.expected):
             conn.write_eof()
 
 
+@CLIENT_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class HalfClose(ClientFault):
     """``shutdown(SHUT_WR)`` after sending, then expects the full echo and then EOF.
 
@@ -441,9 +406,9 @@ RESET_POINTS = ("before", "mid", "after")
 
 
 class _ResetSession(FaultSession):
-    fault: Reset
+    fault: ClientReset
 
-    def __init__(self, fault: ClientFault, conn: ClientConnection, rng: random.Random) -> None:
+    def __init__(self, fault: ClientFault, conn: ClientConnectionAPI, rng: random.Random) -> None:
         super().__init__(fault, conn, rng)
         at = self.fault.at
         self.at = self.rng.choice(RESET_POINTS) if at == "random" else at
@@ -468,22 +433,18 @@ class _ResetSession(FaultSession):
         self.conn.deliberate_reset(f"RST {what}")
 
 
-class Reset(ClientFault):
-    """Aborts with an RST (``SO_LINGER`` 0) ``at`` "before" sending, "mid" message (a
-    seeded cut), "after" sending and before reading, or at a "random" one of those."""
+@CLIENT_FAULTS.register
+@dataclass(frozen=True, repr=False)
+class ClientReset(ClientFault):
+    """The *client* aborts its own connection with an RST (``SO_LINGER`` 0) ``at`` "before"
+    sending, "mid" message (a seeded cut), "after" sending and before reading, or a "random"
+    one of those.  (The server resetting after n bytes is ``ResetAfter``; the proxy resetting
+    both ends is ``ResetPeer``.)"""
 
     name = "reset"
     session_class = _ResetSession
 
-    def __init__(self, at: str = "mid", *, probability: float = 1.0) -> None:
-        super().__init__(probability=probability)
-        if at not in (*RESET_POINTS, "random"):
-            choices = (*RESET_POINTS, "random")
-            raise ValueError(f"Reset(at=...) must be one of {choices}, got {at!r}")
-        self.at = at
-
-    def params(self) -> dict[str, Any]:
-        return {"at": self.at} | super().params()
+    at: str = param("mid", choice(*RESET_POINTS, "random"))
 
 
 # --- payloads ------------------------------------------------------------------------------
@@ -496,39 +457,35 @@ class _GarbageSession(FaultSession):
         return self.rng.randbytes(self.fault.size)
 
 
+@CLIENT_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class Garbage(ClientFault):
     """Replaces the messages with ``size`` random binary bytes (every byte value, NULs and
     newlines included), expecting them echoed exactly."""
 
     name = "garbage"
     session_class = _GarbageSession
+    quick: ClassVar[Mapping[str, Any]] = {"size": 16 * 1024}
 
-    def __init__(self, size: int = 64 * 1024, *, probability: float = 1.0) -> None:
-        super().__init__(probability=probability)
-        self.size = _positive_int("size", size)
-
-    def params(self) -> dict[str, Any]:
-        return {"size": self.size} | super().params()
+    size: int = param(64 * 1024, integer(1))
 
 
 # --- connection-level faults ---------------------------------------------------------------
 
 
+@CLIENT_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class Burst(ClientFault):
     """Opens ``connections`` connections at once (pick more than the server's listen
     backlog): each still does its full exchange."""
 
     name = "burst"
+    quick: ClassVar[Mapping[str, Any]] = {"connections": 64}
 
-    def __init__(self, connections: int = 1024, *, probability: float = 1.0) -> None:
-        super().__init__(probability=probability)
-        self.count = _positive_int("connections", connections)
+    connections: int = param(1024, integer(1))
 
-    def connections(self, requested: int) -> int:
-        return max(requested, self.count)
-
-    def params(self) -> dict[str, Any]:
-        return {"connections": self.count} | super().params()
+    def connection_count(self, requested: int) -> int:
+        return max(requested, self.connections)
 
 
 class _ConnectCloseSession(FaultSession):
@@ -536,6 +493,8 @@ class _ConnectCloseSession(FaultSession):
         self.conn.deliberate_close("closed right after connecting")
 
 
+@CLIENT_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class ConnectClose(ClientFault):
     """Connects, then closes at once (a FIN before any data).
 
@@ -550,22 +509,24 @@ class ConnectClose(ClientFault):
 
 
 def catalogue() -> list[ClientFault]:
-    """One instance of every client fault with parameters that suit a quick pytest run.
+    """One instance of every registered client fault with parameters that suit a quick pytest
+    run (each class's ``quick``), in registration order.
 
     Used by the ``multiconn_fault`` fixture (ids are the ``name`` values).
     """
-    return [
-        PartialSend(max_chunk=7, delay=0.002),
-        SlowReader(bytes_per_second=256 * 1024),
-        NeverRead(size=8 * 1024 * 1024),
-        NeverClose(),
-        Silent(),
-        HalfClose(),
-        Reset("mid"),
-        Garbage(16 * 1024),
-        Burst(64),
-        ConnectClose(),
-    ]
+    return CLIENT_FAULTS.catalogue()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Reset":
+        warnings.warn(
+            "Reset was renamed ClientReset (the client resets its own connection; ResetAfter "
+            "is the server's, ResetPeer the proxy's); the old name goes away in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ClientReset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def describe(faults: Sequence[ClientFault]) -> str:
@@ -584,8 +545,35 @@ def check_faults(faults: Iterable[object]) -> list[ClientFault]:
     return out
 
 
-def _is_closed(conn: ClientConnection) -> bool:
+def _is_closed(conn: _DriverConnection) -> bool:
     return conn.closed
+
+
+class _DriverClient(Protocol):
+    @property
+    def on_event(self) -> Callable[[str, int, bytes | None], None] | None: ...
+
+
+class _DriverConnection(ClientConnectionAPI, Protocol):
+    """What the driver needs of the client connection it runs (more than a fault may ask)."""
+
+    @property
+    def client(self) -> _DriverClient: ...
+
+    conn_id: int
+    label: str
+    messages: Sequence[bytes]
+    done: bool
+    failure: str | None
+    mismatch_at: int | None
+
+    def close(self, exc: BaseException | None = None, reason: str = "") -> None: ...
+
+    def reset(self) -> None: ...
+
+    def linger(self) -> None: ...
+
+    def _complete(self) -> None: ...
 
 
 # --- the per-connection driver --------------------------------------------------------------
@@ -594,11 +582,12 @@ def _is_closed(conn: ClientConnection) -> bool:
 class FaultDriver:
     """Runs the fault sessions of one client connection and decides when its exchange is done.
 
-    It wraps the connection's ``_send`` on the instance (not the class), so a subclass's own
-    ``_send`` (TLS, say) still does the I/O and connections without faults pay nothing.
+    The connection calls :meth:`after_send` from its ``Connection.after_send`` hook, which
+    runs for plaintext above any layer, so the faults see the same sends in plaintext and over
+    TLS; connections without faults pay nothing.
     """
 
-    def __init__(self, conn: ClientConnection, sessions: list[FaultSession]) -> None:
+    def __init__(self, conn: _DriverConnection, sessions: list[FaultSession]) -> None:
         self.conn = conn
         self.sessions = sessions
         self.lingers = any(s.lingers for s in sessions)
@@ -609,11 +598,10 @@ class FaultDriver:
         self.send_sizes: list[int] = []
         self.deliberate = ""
         self.peer_closed = False
-        self._inner_send = conn._send
+        self._check_queued = False
         test = current_test_id()
         if test is not None:
             FAULTY_TESTS.add(test)
-        conn._send = self._send  # type: ignore[method-assign]  # per-instance hook, see above
 
     def __repr__(self) -> str:
         return f"<FaultDriver {self.conn.label} {describe([s.fault for s in self.sessions])}>"
@@ -626,18 +614,19 @@ class FaultDriver:
         for s in self.sessions:
             s.prepare()
 
-    def _send(self, data: bytes | bytearray | memoryview) -> int:
-        sent = self._inner_send(data)
+    def after_send(self, sent: int) -> None:
+        """``sent`` plaintext bytes left in one send (the connection's ``after_send`` hook)."""
         if len(self.send_sizes) < MAX_RECORDED_SENDS:
             self.send_sizes.append(sent)
         for s in self.sessions:
             s.after_send(sent)
-        if self.written and sent == len(data) and not self.all_sent_fired:
-            # Not from inside _send: the caller still updates the buffer after we return.
+        if self.written and not self.all_sent_fired and not self._check_queued:
+            # Not from inside the send: the caller still updates the buffer after we return.
+            self._check_queued = True
             self.conn.loop.call_soon(self._check_all_sent)
-        return sent
 
     def _check_all_sent(self) -> None:
+        self._check_queued = False
         conn = self.conn
         if self.all_sent_fired or conn.closed or conn.buffered:
             return

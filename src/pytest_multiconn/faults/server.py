@@ -14,8 +14,9 @@ in it:
   each other; while more than ``high_water`` bytes wait in the queue the connection stops
   reading, so a client that floods a slow echo fills its own send buffer, not our memory;
 * a *send cap* (``ChunkedEcho``, ``CloseAfter``, ``ResetAfter``) limits the bytes handed to
-  each ``send()`` call; a pause between chunks holds the connection's output with
-  ``hold_output()`` and a timer releases it;
+  each send through the connection's ``send_allowance()`` hook (``after_send()`` sees what
+  left), on plaintext above any TLS layer, so over TLS each chunk is one record; a pause
+  between chunks holds the connection's output with ``hold_output()`` and a timer releases it;
 * a *cut* (``CloseAfter``, ``ResetAfter``, ``AcceptThenClose``) closes or resets from a loop
   callback, after exactly the promised bytes went out;
 * ``StopAccepting`` is a listener fault: the server stops calling ``accept()``.
@@ -28,21 +29,23 @@ what the faults did (each chunk sent, each cut), for tests that assert on it.
 
 from __future__ import annotations
 
-import contextlib
-import math
 import random
 import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
-from pytest_multiconn.core.connection import Buffer, Connection
+from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
-from pytest_multiconn.core.seed import get_run_seed, rng_for
-from pytest_multiconn.core.server import EchoConnection, EchoServer
+from pytest_multiconn.core.seed import get_run_seed
+from pytest_multiconn.faults import params as checks
+from pytest_multiconn.faults.api import ServerConnectionAPI
+from pytest_multiconn.faults.base import Fault, Registry
+from pytest_multiconn.faults.params import param
+from pytest_multiconn.servers.echo import EchoConnection, EchoServer
 
 #: How many fault events a server keeps (the oldest are dropped first).
 FAULT_EVENT_LIMIT = 10_000
@@ -69,19 +72,6 @@ def _unsent_bytes(sock: socket.socket) -> int:
     return int(struct.unpack("i", raw)[0])
 
 
-def _seconds(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or value < 0:
-        raise ValueError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
-    return float(value)
-
-
-def _count(value: object, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class FaultEvent:
     """One thing a fault did: ``action`` on connection number ``conn`` (1 = first accepted)."""
@@ -96,42 +86,50 @@ class FaultEvent:
         return f"conn {self.conn}: {self.fault} {self.action} {self.size} B"
 
 
-class ServerFault:
+@dataclass(frozen=True, repr=False)
+class ServerFault(Fault):
     """Base class of server-side faults; a :class:`FaultyEchoServer` applies a list of them.
 
-    A subclass returns a per-connection :class:`ServerFaultSession` from :meth:`open`, and may set
-    ``accepting = False`` to stop the listener while it is installed.
+    A subclass returns a per-connection :class:`ServerFaultSession` from :meth:`open`, and may
+    set ``accepting = False`` to stop the listener while it is installed.  ``probability`` is
+    the chance (a seeded draw per connection) that a connection gets it.
     """
 
+    family: ClassVar[str] = "server"
+    name: ClassVar[str] = "server_fault"
     #: False makes the server stop calling accept() while this fault is installed.
-    accepting = True
+    accepting: ClassVar[bool] = True
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession | None:
+    def open(self, conn: ServerConnectionAPI, rng: random.Random) -> ServerFaultSession | None:
         """The fault's state for one connection (``None``: this fault does not touch it)."""
         return None
 
-    def backlog(self) -> int | None:
+    def listen_backlog(self) -> int | None:
         """A listen backlog to use while this fault is installed (``None``: leave it)."""
         return None
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+
+#: Server faults by name.
+SERVER_FAULTS: Registry[ServerFault] = Registry("server")
 
 
 class ServerFaultSession:
-    """One fault's hooks and state on one connection (all called in the loop thread)."""
+    """One fault's hooks and state on one connection (all called in the loop thread).
+
+    ``conn`` is the :class:`~pytest_multiconn.faults.ServerConnectionAPI` of the connection.
+    """
 
     #: True: received data is dropped and nothing is ever echoed or closed by us.
     stalls = False
 
-    def __init__(self, fault: ServerFault, conn: FaultyEchoConnection, rng: random.Random) -> None:
+    def __init__(self, fault: ServerFault, conn: ServerConnectionAPI, rng: random.Random) -> None:
         self.fault = fault
         self.conn = conn
         self.rng = rng
         self.detached = False
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.fault!r} on {self.conn.label}>"
+        return f"<{type(self).__name__} {self.fault!r} on connection {self.conn.number}>"
 
     def made(self) -> None:
         """The connection was accepted (or the fault was installed on a live connection)."""
@@ -150,27 +148,33 @@ class ServerFaultSession:
     def detach(self) -> None:
         """The fault was removed or the connection closed: cancel timers, release holds."""
         self.detached = True
-        self.conn._release(self)
+        self.conn.release(self)
 
 
 # -- the faults ------------------------------------------------------------------------------
 
 
+@SERVER_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class DelayEcho(ServerFault):
     """Echo each received chunk ``seconds`` later (plus up to ``jitter`` more, seeded).
 
     The client sees each echo no sooner than ``seconds`` after sending; bytes never reorder.
     """
 
-    def __init__(self, seconds: float, jitter: float = 0.0) -> None:
-        self.seconds = _seconds(seconds, "DelayEcho seconds")
-        self.jitter = _seconds(jitter, "DelayEcho jitter")
+    name = "delay_echo"
+    quick: ClassVar[Mapping[str, Any]] = {"seconds": 0.05}
 
-    def __repr__(self) -> str:
-        jitter = f", jitter={self.jitter}" if self.jitter else ""
-        return f"DelayEcho({self.seconds}{jitter})"
+    seconds: float = param(check=checks.seconds())
+    jitter: float = param(0.0, checks.seconds())
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession:
+    def check(self) -> None:
+        if self.seconds + self.jitter > checks.EPOLL_MAX_SECONDS:
+            raise checks.fail("DelayEcho", "seconds + jitter", self.seconds + self.jitter,
+                              f"at most {checks.EPOLL_MAX_SECONDS} (the longest timer the loop "
+                              "can wait for)")
+
+    def open(self, conn: ServerConnectionAPI, rng: random.Random) -> ServerFaultSession:
         return _Delayed(self, conn, rng)
 
 
@@ -182,28 +186,28 @@ class _Delayed(ServerFaultSession):
         return fault.seconds + (self.rng.uniform(0.0, fault.jitter) if fault.jitter else 0.0)
 
 
+@SERVER_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class ChunkedEcho(ServerFault):
     """Echo in chunks of 1..``max_chunk`` bytes (seeded sizes), one send() each, ``delay`` apart.
 
     The client gets the exact bytes in order, but spread over many small ``recv()`` results.
     """
 
-    def __init__(self, max_chunk: int, delay: float = 0.0) -> None:
-        self.max_chunk = _count(max_chunk, "ChunkedEcho max_chunk", 1)
-        self.delay = _seconds(delay, "ChunkedEcho delay")
+    name = "chunked_echo"
+    quick: ClassVar[Mapping[str, Any]] = {"max_chunk": 3}
 
-    def __repr__(self) -> str:
-        delay = f", delay={self.delay}" if self.delay else ""
-        return f"ChunkedEcho(max_chunk={self.max_chunk}{delay})"
+    max_chunk: int = param(check=checks.integer(1))
+    delay: float = param(0.0, checks.seconds())
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession:
+    def open(self, conn: ServerConnectionAPI, rng: random.Random) -> ServerFaultSession:
         return _Chunked(self, conn, rng)
 
 
 class _Chunked(ServerFaultSession):
     fault: ChunkedEcho
 
-    def __init__(self, fault: ServerFault, conn: FaultyEchoConnection, rng: random.Random) -> None:
+    def __init__(self, fault: ServerFault, conn: ServerConnectionAPI, rng: random.Random) -> None:
         super().__init__(fault, conn, rng)
         self._next: int | None = None
         self._timer: Timer | None = None
@@ -217,14 +221,14 @@ class _Chunked(ServerFaultSession):
 
     def sent(self, size: int) -> None:
         self._next = None
-        self.conn._fault_event(self.fault, "send", size)
+        self.conn.record(self.fault, "send", size)
         if self.fault.delay > 0 and not self.detached:
-            self.conn._hold(self)
+            self.conn.hold(self)
             self._timer = self.conn.loop.call_later(self.fault.delay, self._resume)
 
     def _resume(self) -> None:
         self._timer = None
-        self.conn._release(self)
+        self.conn.release(self)
 
     def detach(self) -> None:
         if self._timer is not None:
@@ -233,19 +237,19 @@ class _Chunked(ServerFaultSession):
         super().detach()
 
 
+@SERVER_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class Stall(ServerFault):
     """Accept, then never answer: read and drop the data (``read=False``: stop reading too).
 
     The client's recv() times out; with ``read=False`` its sends block once the buffers fill.
     """
 
-    def __init__(self, read: bool = True) -> None:
-        self.read = bool(read)
+    name = "stall"
 
-    def __repr__(self) -> str:
-        return "Stall()" if self.read else "Stall(read=False)"
+    read: bool = param(True, checks.flag())
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession:
+    def open(self, conn: ServerConnectionAPI, rng: random.Random) -> ServerFaultSession:
         return _Stalled(self, conn, rng)
 
 
@@ -254,14 +258,14 @@ class _Stalled(ServerFaultSession):
     stalls = True
 
     def made(self) -> None:
-        self.conn._fault_event(self.fault, "stall", 0)
-        self.conn.transcript.record("note", note=f"{self.fault!r}: never answering")
+        self.conn.record(self.fault, "stall", 0)
+        self.conn.note(f"{self.fault!r}: never answering")
         if not self.fault.read:
-            self.conn._set_no_read(True)
+            self.conn.stop_reading(True)
 
     def detach(self) -> None:
         if not self.fault.read:
-            self.conn._set_no_read(False)
+            self.conn.stop_reading(False)
         super().detach()
 
 
@@ -270,7 +274,7 @@ class _Cut(ServerFaultSession):
 
     limit: int
 
-    def __init__(self, fault: ServerFault, conn: FaultyEchoConnection, rng: random.Random) -> None:
+    def __init__(self, fault: ServerFault, conn: ServerConnectionAPI, rng: random.Random) -> None:
         super().__init__(fault, conn, rng)
         self.count = 0
         self.cutting = False
@@ -293,34 +297,35 @@ class _Cut(ServerFaultSession):
         # Hold the output so nothing more is sent, and cut from a callback: we may be inside
         # Connection.write() or _on_writable(), which must not find the socket closed.  A
         # graceful close already planned (the client sent EOF) must not pre-empt the cut.
-        self.conn._hold(self)
-        self.conn._cancel_finish()
+        self.conn.hold(self)
+        self.conn.cancel_finish()
         self.conn.loop.call_soon(self._cut)
 
     def _cut(self) -> None:
         raise NotImplementedError
 
 
+@SERVER_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class CloseAfter(ServerFault):
     """Echo exactly ``n_bytes`` in all, then close the connection (a FIN, no RST).
 
     The client reads those ``n_bytes`` and then end-of-file (``recv()`` returns ``b""``).
     """
 
-    def __init__(self, n_bytes: int) -> None:
-        self.n_bytes = _count(n_bytes, "CloseAfter n_bytes", 0)
+    name = "close_after"
+    quick: ClassVar[Mapping[str, Any]] = {"n_bytes": 5}
 
-    def __repr__(self) -> str:
-        return f"CloseAfter({self.n_bytes})"
+    n_bytes: int = param(check=checks.integer(0))
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession:
+    def open(self, conn: ServerConnectionAPI, rng: random.Random) -> ServerFaultSession:
         return _Closer(self, conn, rng)
 
 
 class _Closer(_Cut):
     fault: CloseAfter
 
-    def __init__(self, fault: CloseAfter, conn: FaultyEchoConnection, rng: random.Random) -> None:
+    def __init__(self, fault: CloseAfter, conn: ServerConnectionAPI, rng: random.Random) -> None:
         super().__init__(fault, conn, rng)
         self.limit = fault.n_bytes
 
@@ -328,35 +333,38 @@ class _Closer(_Cut):
         conn = self.conn
         if conn.closed or self.detached:
             return
-        conn._fault_event(self.fault, "close", self.count)
-        conn.transcript.record("note", note=f"{self.fault!r}: closing after {self.count} B")
-        # shutdown() queues the FIN behind the echoed bytes whatever close() does next (it
-        # sends an RST instead if the client sent more that we never read: RFC 2525, 2.17).
-        with contextlib.suppress(OSError):
-            conn.sock.shutdown(socket.SHUT_WR)
+        conn.record(self.fault, "close", self.count)
+        conn.note(f"{self.fault!r}: closing after {self.count} B")
+        # The shutdown queues the FIN (under TLS: close_notify, then the FIN) behind the
+        # echoed bytes whatever close() does next (it sends an RST instead if the client sent
+        # more that we never read: RFC 2525, 2.17).
+        conn.end_output()
         conn.close(reason=f"{self.fault!r}")
 
 
+@SERVER_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class ResetAfter(ServerFault):
-    """Echo exactly ``n_bytes`` in all, then reset the connection (RST, via SO_LINGER 0).
+    """The *server* echoes exactly ``n_bytes`` in all, then resets the connection (RST, via
+    SO_LINGER 0).  (The client resetting itself is ``ClientReset``; the proxy resetting both
+    ends after a time is ``ResetPeer``.)
 
     The client reads those ``n_bytes``, then ``recv()`` raises ``ConnectionResetError``.
     """
 
-    def __init__(self, n_bytes: int) -> None:
-        self.n_bytes = _count(n_bytes, "ResetAfter n_bytes", 0)
+    name = "reset_after"
+    quick: ClassVar[Mapping[str, Any]] = {"n_bytes": 5}
 
-    def __repr__(self) -> str:
-        return f"ResetAfter({self.n_bytes})"
+    n_bytes: int = param(check=checks.integer(0))
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession:
+    def open(self, conn: ServerConnectionAPI, rng: random.Random) -> ServerFaultSession:
         return _Resetter(self, conn, rng)
 
 
 class _Resetter(_Cut):
     fault: ResetAfter
 
-    def __init__(self, fault: ResetAfter, conn: FaultyEchoConnection, rng: random.Random) -> None:
+    def __init__(self, fault: ResetAfter, conn: ServerConnectionAPI, rng: random.Random) -> None:
         super().__init__(fault, conn, rng)
         self.limit = fault.n_bytes
         self._deadline: float | None = None
@@ -375,8 +383,8 @@ class _Resetter(_Cut):
         if _unsent_bytes(conn.sock) > 0 and now < self._deadline:
             self._timer = conn.loop.call_later(0.001, self._cut)
             return
-        conn._fault_event(self.fault, "reset", self.count)
-        conn.transcript.record("note", note=f"{self.fault!r}: resetting after {self.count} B")
+        conn.record(self.fault, "reset", self.count)
+        conn.note(f"{self.fault!r}: resetting after {self.count} B")
         conn.reset()
 
     def detach(self) -> None:
@@ -386,6 +394,8 @@ class _Resetter(_Cut):
         super().detach()
 
 
+@SERVER_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class AcceptThenClose(ServerFault):
     """Accept each connection and close it at once, before reading (``reset=True``: RST).
 
@@ -398,13 +408,11 @@ class AcceptThenClose(ServerFault):
     ``ConnectionResetError``; a client must handle both places.
     """
 
-    def __init__(self, reset: bool = False) -> None:
-        self.reset = bool(reset)
+    name = "accept_then_close"
 
-    def __repr__(self) -> str:
-        return "AcceptThenClose(reset=True)" if self.reset else "AcceptThenClose()"
+    reset: bool = param(False, checks.flag())
 
-    def open(self, conn: FaultyEchoConnection, rng: random.Random) -> ServerFaultSession:
+    def open(self, conn: ServerConnectionAPI, rng: random.Random) -> ServerFaultSession:
         return _Rejecter(self, conn, rng)
 
 
@@ -414,7 +422,7 @@ class _Rejecter(ServerFaultSession):
     def made(self) -> None:
         # From a callback, so the server's accept bookkeeping (and observers) see the
         # connection open before it closes; no read happens in between.
-        self.conn._hold(self)
+        self.conn.hold(self)
         self.conn.loop.call_soon(self._close)
 
     def _close(self) -> None:
@@ -422,14 +430,16 @@ class _Rejecter(ServerFaultSession):
         if conn.closed or self.detached:
             return
         if self.fault.reset:
-            conn._fault_event(self.fault, "reset", 0)
-            conn.transcript.record("note", note=f"{self.fault!r}: resetting at once")
+            conn.record(self.fault, "reset", 0)
+            conn.note(f"{self.fault!r}: resetting at once")
             conn.reset()
         else:
-            conn._fault_event(self.fault, "close", 0)
+            conn.record(self.fault, "close", 0)
             conn.close(reason=f"{self.fault!r}")
 
 
+@SERVER_FAULTS.register
+@dataclass(frozen=True, repr=False)
 class StopAccepting(ServerFault):
     """The listener stops calling accept(); ``backlog=n`` also shrinks its queue to ``n``.
 
@@ -445,76 +455,13 @@ class StopAccepting(ServerFault):
     and the queued connections are accepted and served.
     """
 
+    name = "stop_accepting"
     accepting = False
 
-    def __init__(self, backlog: int | None = None) -> None:
-        self._backlog = None if backlog is None else _count(backlog, "StopAccepting backlog", 0)
+    backlog: int | None = param(None, checks.optional(checks.integer(0)))
 
-    def __repr__(self) -> str:
-        if self._backlog is None:
-            return "StopAccepting()"
-        return f"StopAccepting(backlog={self._backlog})"
-
-    def backlog(self) -> int | None:
-        return self._backlog
-
-
-# -- the closed port --------------------------------------------------------------------------
-
-
-class ClosedPort:
-    """A loopback address where nothing listens, reserved until :meth:`close`.
-
-    Connecting to it fails at once with ``ConnectionRefusedError`` (the kernel answers RST).
-    """
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # Bound and never listening: the kernel refuses connections to it, and as long as this
-        # socket holds the port no other socket can bind it (we do not set SO_REUSEADDR, and
-        # Linux allows sharing a bound port only when both sockets set it) and outgoing
-        # connects never pick it as their ephemeral port.  Closing a probe socket instead
-        # would leave a port that anyone, a parallel test included, may take in the meantime.
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self._sock.bind((host, 0))
-        except OSError:
-            self._sock.close()
-            raise
-        self.address: tuple[Any, ...] = self._sock.getsockname()
-
-    @property
-    def host(self) -> str:
-        return str(self.address[0])
-
-    @property
-    def port(self) -> int:
-        return int(self.address[1])
-
-    @property
-    def closed(self) -> bool:
-        return self._sock.fileno() == -1
-
-    def close(self) -> None:
-        """Release the port (idempotent)."""
-        self._sock.close()
-
-    def __enter__(self) -> ClosedPort:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = " (released)" if self.closed else ""
-        return f"<ClosedPort {self.host}:{self.port}{state}>"
-
-
-@contextlib.contextmanager
-def closed_port_address(host: str = "127.0.0.1") -> Iterator[tuple[Any, ...]]:
-    """``with closed_port_address() as addr:`` a loopback address that refuses connections."""
-    with ClosedPort(host) as port:
-        yield port.address
+    def listen_backlog(self) -> int | None:
+        return self.backlog
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -551,7 +498,7 @@ class FaultyEchoConnection(EchoConnection):
         self._pending_full = False  # over the high-water mark: reading paused
         self._out_full = False  # the kernel is not taking our output: reading paused
         self._no_read = False  # Stall(read=False)
-        self._holds: set[ServerFaultSession] = set()
+        self._holds: set[object] = set()
         self._eof_after_pending = False
 
     def __repr__(self) -> str:
@@ -564,10 +511,11 @@ class FaultyEchoConnection(EchoConnection):
         for old in self._faults:
             old.detach()
         self._faults = []
+        seed = self.server.seed
         for index, fault in enumerate(faults):
-            rng = rng_for("server-fault", self.number, index, type(fault).__name__,
-                          seed=self.server.seed)
-            active = fault.open(self, rng)
+            if not fault.applies(seed, self.number, index):
+                continue
+            active = fault.open(self, fault.rng(seed, self.number, index))
             if active is not None:
                 self._faults.append(active)
         if live:
@@ -575,36 +523,40 @@ class FaultyEchoConnection(EchoConnection):
                 if not self.closed:
                     active.made()
 
-    def _hold(self, owner: ServerFaultSession) -> None:
+    # -- what a fault session may ask (ServerConnectionAPI) ----------------------------------
+    def hold(self, owner: object) -> None:
         if not self._holds:
             self.hold_output()
         self._holds.add(owner)
 
-    def _release(self, owner: ServerFaultSession) -> None:
+    def release(self, owner: object) -> None:
         if owner in self._holds:
             self._holds.discard(owner)
             if not self._holds:
                 self.release_output()
 
-    def _cancel_finish(self) -> None:
+    def cancel_finish(self) -> None:
         self._finish_pending = False
         self._eof_after_pending = False
 
-    def _set_no_read(self, value: bool) -> None:
-        self._no_read = value
+    def stop_reading(self, stopped: bool) -> None:
+        self._no_read = stopped
         self._sync_reading()
+
+    def record(self, fault: object, action: str, size: int = 0) -> None:
+        self.server._fault_events.append(
+            FaultEvent(self.number, repr(fault), action, size, time.monotonic())
+        )
+        self.server._notify()
+
+    def note(self, text: str) -> None:
+        self.transcript.record("note", note=text)
 
     def _sync_reading(self) -> None:
         if self._out_full or self._pending_full or self._no_read:
             self.pause_reading()
         else:
             self.resume_reading()
-
-    def _fault_event(self, fault: ServerFault, action: str, size: int) -> None:
-        self.server._fault_events.append(
-            FaultEvent(self.number, repr(fault), action, size, time.monotonic())
-        )
-        self.server._notify()
 
     @property
     def stalled(self) -> bool:
@@ -622,7 +574,7 @@ class FaultyEchoConnection(EchoConnection):
             self._observer("data", self, data)
         staller = next((f for f in self._faults if f.stalls), None)
         if staller is not None:
-            self._fault_event(staller.fault, "drop", len(data))
+            self.record(staller.fault, "drop", len(data))
         else:
             delay = 0.0
             for active in self._faults:
@@ -683,25 +635,21 @@ class FaultyEchoConnection(EchoConnection):
         self._out_full = False
         self._sync_reading()
 
-    def _send(self, data: Buffer) -> int:
+    # Connection's send hooks: plaintext, above any layer, so the faults act alike in
+    # plaintext and over TLS (each allowance becomes one TLS record).
+    def send_allowance(self) -> int | None:
+        # 0 while a cut is under way (its hold stops further writes): the bytes stay
+        # buffered until the connection closes.
         limit: int | None = self.max_send
         for active in self._faults:
             cap = active.send_limit()
             if cap is not None and (limit is None or cap < limit):
                 limit = cap
-        if limit is None:
-            sent = self.sock.send(data)
-        elif limit <= 0:
-            # A cut is under way (its hold stops further writes); "would block" keeps the
-            # bytes buffered until the connection closes.
-            raise BlockingIOError
-        else:
-            with memoryview(data) as view:
-                sent = self.sock.send(view[:limit])
-        if sent:
-            for active in list(self._faults):
-                active.sent(sent)
-        return sent
+        return limit
+
+    def after_send(self, sent: int) -> None:
+        for active in list(self._faults):
+            active.sent(sent)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._pending_timer is not None:
@@ -804,7 +752,7 @@ class FaultyEchoServer(EchoServer):
         listener = self._listener
         if listener is None or listener.sock.fileno() == -1:
             return
-        backlogs = [b for b in (f.backlog() for f in self._faults) if b is not None]
+        backlogs = [b for b in (f.listen_backlog() for f in self._faults) if b is not None]
         want = min(backlogs) if backlogs else self.backlog
         if want != self._listen_backlog:
             # listen() again on a listening socket just changes its backlog (Linux, BSD).

@@ -15,8 +15,9 @@ import pytest
 
 from pytest_multiconn.client.multiconn import ClientResults, MultiConnClient
 from pytest_multiconn.core.process import ServerProcess
-from pytest_multiconn.core.server import EchoServer, ServerBase
+from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.plugin.options import get_option, register_option
+from pytest_multiconn.servers.echo import EchoServer
 
 S = TypeVar("S", bound=ServerBase)
 

@@ -84,7 +84,7 @@ _CATALOGUE = catalogue()
 @pytest.fixture(params=_CATALOGUE, ids=[f.name for f in _CATALOGUE])
 def multiconn_fault(request: pytest.FixtureRequest) -> ClientFault:
     """Each client fault of the catalogue in turn (PartialSend, SlowReader, NeverRead,
-    NeverClose, Silent, HalfClose, Reset, Garbage, Burst, ConnectClose); the test ids are the
+    NeverClose, Silent, HalfClose, ClientReset, Garbage, Burst, ConnectClose); the test ids are the
     fault names, so ``-k half_close`` picks one.
     Function scope; yields a :class:`~pytest_multiconn.ClientFault` to pass as
     ``faults=[multiconn_fault]``; no teardown (the clients that use it clean up).

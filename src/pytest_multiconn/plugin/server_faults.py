@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from pytest_multiconn.core.seed import derive_seed, get_run_seed
-from pytest_multiconn.faults.server import ClosedPort, FaultyEchoServer, ServerFault
+from pytest_multiconn.faults.closed_port import ClosedPort
+from pytest_multiconn.faults.server import FaultyEchoServer, ServerFault
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ from collections.abc import Callable
 import pytest
 import trustme
 
-from pytest_multiconn.core.server import EchoServer
-from pytest_multiconn.tls.layer import TLSConfig, new_ca
+from pytest_multiconn.servers.echo import EchoServer
+from pytest_multiconn.tls.certs import new_ca
+from pytest_multiconn.tls.config import TLSConfig
 
 #: Parameter ids of ``multiconn_any_server``: every test that uses it runs once per mode.
 TRANSPORTS = ("plain", "tls")

@@ -34,13 +34,13 @@ from pytest_multiconn.errors import ContractBreak, MulticonnError
 from pytest_multiconn.faults.client import (
     Burst,
     ClientFault,
+    ClientReset,
     ConnectClose,
     Garbage,
     HalfClose,
     NeverClose,
     NeverRead,
     PartialSend,
-    Reset,
     Silent,
     SlowReader,
 )
@@ -315,7 +315,7 @@ def _check_half_close(ctx: _Context) -> str:
 
 def _check_reset(ctx: _Context) -> str:
     for at in ("before", "mid", "after"):
-        rst = ctx.run(2, [Garbage(8 * 1024), Reset(at)], f"reset-{at}")
+        rst = ctx.run(2, [Garbage(8 * 1024), ClientReset(at)], f"reset-{at}")
         if not rst.ok:
             raise _Failed(f"a client's RST {at} sending failed: {rst.failed[0]}")
     echo = ctx.run(8, [Garbage(8 * 1024)], "after-reset")

@@ -222,7 +222,7 @@ class LatencyProbe:
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock = raw
                 if self.tls is not None:
-                    from pytest_multiconn.tls.layer import client_tls
+                    from pytest_multiconn.tls.config import client_tls
 
                     # wrap_socket detaches raw: the TLS socket is the one to close.
                     sock = client_tls(self.tls, self.address).context.wrap_socket(

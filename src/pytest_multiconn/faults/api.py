@@ -1,0 +1,124 @@
+"""What a fault may ask of the connection it acts on: one narrow Protocol per family.
+
+A fault's per-connection object (a client :class:`~pytest_multiconn.faults.FaultSession`, a
+:class:`~pytest_multiconn.faults.ServerFaultSession`, a proxy
+:class:`~pytest_multiconn.proxy.Stage`) receives one of these, never the concrete connection
+class, so a custom fault is written against public, documented types only, and the
+connection classes may change underneath (TLS, a new transport) without breaking faults.
+The proxy's :class:`~pytest_multiconn.proxy.PipeAPI` is the third one.
+
+Everything here runs in the loop thread; timers come from ``loop`` (``call_later``,
+``call_at``, ``call_soon``; each returns a :class:`~pytest_multiconn.lowlevel.Timer` with
+``cancel()``); a fault never sleeps.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Protocol
+
+from pytest_multiconn.core.loop import Loop
+
+
+class ClientConnectionAPI(Protocol):
+    """One client connection, as a client fault session sees it."""
+
+    #: The connection's selector loop: timers (``call_later``...), run in its thread.
+    loop: Loop
+    #: The socket, for options set before connecting (``SO_SNDBUF``, ``SO_RCVBUF``).
+    sock: socket.socket
+    #: The most bytes the next ``send()`` may carry (``None``: no cap); a fault may lower it.
+    max_send: int | None
+    #: Bytes asked of each ``recv()``.
+    read_size: int
+    #: The bytes this connection expects echoed (set from the payload the faults chose).
+    expected: bytes
+    #: Bytes read from the server so far.
+    received: int
+    #: Bytes handed to the kernel so far.
+    bytes_out: int
+    #: True once the socket is closed.
+    closed: bool
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written but not yet handed to the kernel."""
+        ...
+
+    @property
+    def half_close_safe(self) -> bool:
+        """False under TLS: a half-close may lose what the server still sends, so HalfClose
+        waits for the full echo first (see :mod:`pytest_multiconn.tls.stream`)."""
+        ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` (at once if the kernel takes it, the rest buffered)."""
+
+    def write_eof(self) -> None:
+        """Shut our write side down once buffered output has left."""
+
+    def hold_output(self) -> None:
+        """Stop sending buffered output until :meth:`release_output`."""
+
+    def release_output(self) -> None:
+        """Resume sending buffered output."""
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (the server's sends then fill the buffers)."""
+
+    def resume_reading(self) -> None:
+        """Read again."""
+
+    def fault_note(self, text: str) -> None:
+        """Record what the fault did (in the result's ``note`` and the transcript)."""
+
+    def exchange_done(self) -> None:
+        """The fault decides this connection's exchange is over (it may linger)."""
+
+    def deliberate_reset(self, note: str) -> None:
+        """Abort with an RST on purpose (the result counts it as intended, not a failure)."""
+
+    def deliberate_close(self, note: str) -> None:
+        """Close on purpose (counted as intended)."""
+
+
+class ServerConnectionAPI(Protocol):
+    """One accepted connection of a :class:`~pytest_multiconn.faults.FaultyEchoServer`, as a
+    server fault session sees it."""
+
+    #: The server's selector loop: timers (``call_later``...), run in its thread.
+    loop: Loop
+    #: The accepted socket (``ResetAfter`` asks it how much is still unacknowledged).
+    sock: socket.socket
+    #: Accept order on this server, 1 = first (with the seed it picks the random numbers).
+    number: int
+    #: True once the socket is closed.
+    closed: bool
+
+    def hold(self, owner: object) -> None:
+        """Stop sending output while ``owner`` holds it (holds of several faults stack)."""
+
+    def release(self, owner: object) -> None:
+        """Drop ``owner``'s hold; output flows again once no fault holds it."""
+
+    def stop_reading(self, stopped: bool) -> None:
+        """Stop (True) or restart (False) reading for the fault, whatever backpressure says."""
+
+    def cancel_finish(self) -> None:
+        """Forget a graceful close already planned (the client's EOF), so a cut wins."""
+
+    def record(self, fault: object, action: str, size: int = 0) -> None:
+        """Add a :class:`~pytest_multiconn.faults.FaultEvent` ("send", "close", "reset"...)."""
+
+    def note(self, text: str) -> None:
+        """Add a note to the connection's transcript."""
+
+    def end_output(self) -> None:
+        """Drop unsent output and shut our write side now (under TLS: ``close_notify``, then
+        the FIN); a cut calls :meth:`close` next."""
+
+    def close(self, exc: BaseException | None = None, reason: str = "") -> None:
+        """Close now (a FIN; an RST if unread input is left, as the kernel does)."""
+
+    def reset(self) -> None:
+        """Abort with an RST (``SO_LINGER`` 0)."""

@@ -1,0 +1,162 @@
+"""Parameter checks for every fault family, in one place.
+
+A fault's parameters are fields of a frozen dataclass; each field names its check with
+:func:`param` (``ms: float = param(0.0, milliseconds())``), and :func:`validate` runs the
+checks when the object is made and when :meth:`Fault.replace` makes a changed copy.  A check
+gets the fault's name, the parameter's name and the value, and either returns the value
+(unchanged: ``Latency(ms=50)`` keeps its int) or raises :class:`FaultParameterError` with a
+message naming all three.
+
+Time values are bounded by what the loop can wait for: ``epoll_wait`` takes its timeout as
+a C ``int`` of milliseconds, so a timer due more than ``2**31 - 1`` ms (about 24.8 days) away
+makes ``select.epoll.poll`` raise ``OverflowError`` and would kill the loop thread.  Such
+values (and inf, NaN, negatives, bools and strings) are refused here, where they are given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+from pytest_multiconn.errors import FaultParameterError
+
+#: The longest timer the loop can arm: epoll_wait's timeout is an int of milliseconds.
+EPOLL_MAX_MS = 2**31 - 1
+EPOLL_MAX_SECONDS = EPOLL_MAX_MS / 1000
+
+_EPOLL_WHY = " (about 24.8 days, the longest timer the loop can wait for)"
+
+#: ``check(fault_name, parameter, value) -> value``: raises FaultParameterError when bad.
+Check = Callable[[str, str, object], Any]
+
+_CHECK = "pytest_multiconn.check"
+
+
+def param(default: Any = dataclasses.MISSING, check: Check | None = None) -> Any:
+    """A fault parameter: a dataclass field whose value ``check`` validates.
+
+    (Keyword-only parameters follow a ``_: KW_ONLY`` line, which type checkers understand.)
+    """
+    return dataclasses.field(default=default, metadata=checked(check))
+
+
+def checked(check: Check | None) -> dict[str, Check]:
+    """Field metadata naming ``check``, for a ``dataclasses.field(...)`` written out."""
+    return {} if check is None else {_CHECK: check}
+
+
+def check_of(f: dataclasses.Field[Any]) -> Check | None:
+    """The check a field was declared with (``None``: not checked)."""
+    check: Check | None = f.metadata.get(_CHECK)
+    return check
+
+
+def validate(obj: Any, owner: str) -> None:
+    """Run every field's check on ``obj`` (a frozen dataclass), storing what it returns."""
+    for f in dataclasses.fields(obj):
+        check = check_of(f)
+        if check is not None:
+            value = getattr(obj, f.name)
+            checked = check(owner, f.name, value)
+            if checked is not value:
+                object.__setattr__(obj, f.name, checked)  # frozen: set once, while being made
+
+
+def fail(owner: str, name: str, value: object, expected: str) -> FaultParameterError:
+    """The error for a bad value: ``Latency: ms must be ..., got inf``."""
+    return FaultParameterError(f"{owner}: {name} must be {expected}, got {value!r}")
+
+
+def _real(owner: str, name: str, value: object, expected: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail(owner, name, value, expected)
+    if not math.isfinite(value):
+        raise fail(owner, name, value, expected)
+    return value
+
+
+def number(
+    minimum: float = 0.0, maximum: float | None = None, *, unit: str = "", why: str = ""
+) -> Check:
+    """A finite real number from ``minimum`` to ``maximum`` (ints accepted, bools not)."""
+    of = f" of {unit}" if unit else ""
+    what = f"a finite number{of} >= {minimum:g}"
+    if maximum is not None:
+        what = f"a finite number{of} from {minimum:g} to {maximum!r}{why}"
+
+    def check(owner: str, name: str, value: object) -> Any:
+        real = _real(owner, name, value, what)
+        if real < minimum or (maximum is not None and real > maximum):
+            raise fail(owner, name, value, what)
+        return value
+
+    return check
+
+
+def seconds(minimum: float = 0.0) -> Check:
+    """A duration in seconds that a loop timer can wait (up to about 24.8 days)."""
+    return number(minimum, EPOLL_MAX_SECONDS, unit="seconds", why=_EPOLL_WHY)
+
+
+def milliseconds(minimum: float = 0.0) -> Check:
+    """A duration in milliseconds that a loop timer can wait (up to 2**31 - 1)."""
+    return number(minimum, EPOLL_MAX_MS, unit="milliseconds", why=_EPOLL_WHY)
+
+
+def microseconds() -> Check:
+    """A duration in microseconds that a loop timer can wait."""
+    return number(0.0, EPOLL_MAX_MS * 1000, unit="microseconds", why=_EPOLL_WHY)
+
+
+def integer(minimum: int = 1, maximum: int | None = None) -> Check:
+    """An ``int`` (not a bool, not a float) from ``minimum`` to ``maximum``."""
+    what = f"an integer >= {minimum}" if maximum is None else \
+        f"an integer from {minimum} to {maximum}"
+
+    def check(owner: str, name: str, value: object) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail(owner, name, value, what)
+        if value < minimum or (maximum is not None and value > maximum):
+            raise fail(owner, name, value, what)
+        return value
+
+    return check
+
+
+def probability() -> Check:
+    """A chance from 0 to 1 (toxiproxy's *toxicity*)."""
+    return number(0.0, 1)
+
+
+def flag() -> Check:
+    """``True`` or ``False`` (not 0/1, not a string)."""
+
+    def check(owner: str, name: str, value: object) -> Any:
+        if not isinstance(value, bool):
+            raise fail(owner, name, value, "True or False")
+        return value
+
+    return check
+
+
+def choice(*options: object) -> Check:
+    """One of ``options``."""
+    what = "one of " + ", ".join(map(repr, options))
+
+    def check(owner: str, name: str, value: object) -> Any:
+        if isinstance(value, bool) or value not in options:
+            raise fail(owner, name, value, what)
+        return value
+
+    return check
+
+
+def optional(inner: Check) -> Check:
+    """``None`` or a value that ``inner`` accepts."""
+
+    def check(owner: str, name: str, value: object) -> Any:
+        return None if value is None else inner(owner, name, value)
+
+    return check

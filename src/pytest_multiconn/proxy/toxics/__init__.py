@@ -1,0 +1,44 @@
+"""The proxy's faults ("toxics", after toxiproxy), one module per toxic.
+
+:mod:`~pytest_multiconn.proxy.toxics.base` has what every toxic builds on (:class:`Toxic`,
+:class:`Stage`, :class:`PipeAPI`, :class:`Sink`, the :data:`TOXICS` registry); each other
+module holds one toxic and its stage, and registers it on import.
+"""
+
+# isort: off
+# Import order is registration order: TOXICS lists them as toxiproxy's README does.
+from pytest_multiconn.proxy.toxics.base import (
+    TOXICS,
+    NotApplied,
+    PipeAPI,
+    QueueStage,
+    Sink,
+    Stage,
+    Toxic,
+)
+from pytest_multiconn.proxy.toxics.latency import Latency
+from pytest_multiconn.proxy.toxics.bandwidth import Bandwidth
+from pytest_multiconn.proxy.toxics.slicer import Slicer
+from pytest_multiconn.proxy.toxics.limit_data import LimitData
+from pytest_multiconn.proxy.toxics.timeout import Timeout
+from pytest_multiconn.proxy.toxics.reset_peer import ResetPeer
+from pytest_multiconn.proxy.toxics.slow_close import SlowClose
+
+# isort: on
+
+__all__ = [
+    "TOXICS",
+    "Bandwidth",
+    "Latency",
+    "LimitData",
+    "NotApplied",
+    "PipeAPI",
+    "QueueStage",
+    "ResetPeer",
+    "Sink",
+    "Slicer",
+    "SlowClose",
+    "Stage",
+    "Timeout",
+    "Toxic",
+]

@@ -1,0 +1,64 @@
+"""``limit_data``: the first n bytes pass, then the connection closes (toxiproxy
+``limit_data``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from random import Random
+from typing import Any, ClassVar
+
+from pytest_multiconn.faults.params import integer, param
+from pytest_multiconn.proxy.toxics.base import TOXICS, PipeAPI, Stage, Toxic
+
+
+class LimitDataStage(Stage):
+    toxic: LimitData
+
+    def __init__(self, toxic: Toxic, name: str, pipe: PipeAPI, rng: Random) -> None:
+        super().__init__(toxic, name, pipe, rng)
+        self.passed = 0
+        self.reached = False
+
+    def start(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        if not self.reached and self.passed >= self.toxic.bytes:
+            self.reached = True
+            self.pipe.note(self, f"limit of {self.toxic.bytes} B reached: closing")
+            self.pipe.close_after_flush(f"limit_data {self.toxic.bytes} B")
+
+    def feed(self, data: bytes) -> None:
+        room = self.toxic.bytes - self.passed
+        if room <= 0 or self.reached:
+            self.pipe.dropped(len(data))
+            self.pipe.note(self, "dropped", len(data))
+            return
+        if len(data) > room:
+            self.pipe.dropped(len(data) - room)
+            self.pipe.note(self, "dropped", len(data) - room)
+            data = data[:room]
+        self.passed += len(data)
+        self.next.feed(data)
+        self._check()
+
+    def feed_eof(self) -> None:
+        if not self.reached:
+            self.next.feed_eof()
+
+    def updated(self) -> None:
+        self._check()
+
+
+@TOXICS.register
+@dataclass(frozen=True, repr=False)
+class LimitData(Toxic):
+    """Pass the first ``bytes`` bytes, drop the rest and close the connection once they are
+    delivered (toxiproxy ``limit_data``)."""
+
+    name = "limit_data"
+    stage_class = LimitDataStage
+    quick: ClassVar[Mapping[str, Any]] = {"bytes": 100}
+
+    bytes: int = param(0, integer(0))

@@ -1,0 +1,52 @@
+"""``reset_peer``: the *proxy* resets both ends after a time (toxiproxy ``reset_peer``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from random import Random
+from typing import Any, ClassVar
+
+from pytest_multiconn.core.loop import Timer
+from pytest_multiconn.faults.params import milliseconds, param
+from pytest_multiconn.proxy.toxics.base import TOXICS, PipeAPI, Stage, Toxic
+
+
+class ResetPeerStage(Stage):
+    toxic: ResetPeer
+
+    def __init__(self, toxic: Toxic, name: str, pipe: PipeAPI, rng: Random) -> None:
+        super().__init__(toxic, name, pipe, rng)
+        self.timer: Timer | None = None
+
+    def start(self) -> None:
+        self.stop()
+        due = self.started_at + self.toxic.timeout_ms / 1e3
+        self.timer = self.pipe.loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        self.pipe.note(self, f"reset after {self.toxic.timeout_ms:g} ms")
+        self.pipe.reset_connection(f"reset_peer {self.toxic.timeout_ms:g} ms")
+
+    def updated(self) -> None:
+        self.start()
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+@TOXICS.register
+@dataclass(frozen=True, repr=False)
+class ResetPeer(Toxic):
+    """The *proxy* resets the connection (RST to both ends) ``timeout_ms`` milliseconds after
+    the toxic starts acting on it, 0 = at once (toxiproxy ``reset_peer``).  (A client resetting
+    itself is ``ClientReset``; the server resetting after n bytes is ``ResetAfter``.)"""
+
+    name = "reset_peer"
+    stage_class = ResetPeerStage
+    quick: ClassVar[Mapping[str, Any]] = {"timeout_ms": 100}
+
+    timeout_ms: float = param(0.0, milliseconds())
