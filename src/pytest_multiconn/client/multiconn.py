@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from pytest_multiconn.core.address import check_host, parse_port
+from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -350,6 +351,9 @@ class MultiConnClient:
     def wait_closed_by_peer(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """Drive the loop until the server closed every lingering connection; return how many
         it closed.  Raises :class:`EchoMismatch` naming the ones still open after ``timeout``."""
+        refuse_in_event_loop(
+            "MultiConnClient.wait_closed_by_peer()", "await client.await_closed_by_peer(...)"
+        )
         open_before = len(self.lingering)
         if open_before and not self.loop._closed:
             self.loop.run_until(lambda: not self.lingering, timeout)
@@ -383,6 +387,27 @@ class MultiConnClient:
     ) -> None:
         self.close()
 
+    # -- awaitable twins (see core/blocking.py) ------------------------------------------------
+    async def arun(self) -> ClientResults:
+        """Awaitable twin of :meth:`run`: the client's loop runs in a worker thread, so a server
+        on the caller's event loop (asyncio or trio) keeps serving.  Needs ``[async]``."""
+        return await to_thread(self.run)
+
+    async def await_closed_by_peer(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Awaitable twin of :meth:`wait_closed_by_peer`."""
+        return await to_thread(self.wait_closed_by_peer, timeout)
+
+    async def __aenter__(self) -> MultiConnClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
     def _family(self) -> socket.AddressFamily:
         if isinstance(self.address, str):
             return socket.AF_UNIX
@@ -390,6 +415,7 @@ class MultiConnClient:
 
     def run(self) -> ClientResults:
         """Connect, exchange, close; never blocks longer than ``timeout``."""
+        refuse_in_event_loop("MultiConnClient.run()", "await client.arun()")
         if self.connections:
             raise RuntimeError(f"{self!r} already ran; create a new client")
         deadline_started = time.monotonic()
