@@ -19,7 +19,7 @@ space := $(subst ,, )
 # Only lint directories that exist (ruff errors on missing paths).
 LINT_PATHS = $(wildcard src tests examples benchmarks tools)
 
-.PHONY: all install install-test install-bench demo lint typecheck test coverage bench clean distclean
+.PHONY: all install install-test install-bench demo lint typecheck test coverage bench bench-quick clean distclean
 
 all: test
 
@@ -83,8 +83,16 @@ coverage: $(VENV)/.installed-test
 	  || { echo "coverage: $$m.py is below the $(COV_CORE_FLOOR)% floor"; exit 1; }; \
 	done
 
+# The full benchmark run (about 12 minutes; needs cc, and redis-server, redis-tools and socat
+# for the proxy table): prints every table and writes benchmarks/results/latest.json and
+# benchmarks/results/README-table.md (the README's tables, with the machine and this command).
+# Run it on a quiet machine; it warns when the load average says otherwise.
 bench: $(VENV)/.installed-bench
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# The same machinery with short runs, to check it works; its figures are not for publishing.
+bench-quick: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/run_all.py --quick $(BENCH_ARGS)
 
 # --- cleanup -----------------------------------------------------------------
 

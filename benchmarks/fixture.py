@@ -1,21 +1,31 @@
-"""Per-test cost of a function-scoped ``multiconn_server``, against an empty test and against
-a function-scoped pytest-httpserver server, measured in the same invocation.
+"""Per-test cost of a function-scoped ``multiconn_server``, as a user's wall clock sees it.
 
-    python benchmarks/fixture.py [--quick] [--tests N] [--json FILE]
+    python benchmarks/fixture.py [--quick] [--tests N] [--rounds N] [--breakdown] [--json FILE]
 
-It writes a throw-away test project with four test files, runs each with
-``python -m pytest -q -p no:cacheprovider`` in a subprocess (round-robin, twice), and reads the
-per-test durations that pytest itself reports for the setup, call and teardown phases (a tiny
-conftest collects ``report.duration``).  The figure for a variant is the median over its tests
-of setup + call + teardown, minus the same median for the empty tests of the same round.
+It writes a throw-away test project (a temporary directory, removed at the end) and runs each
+test file in a fresh ``python -m pytest -q -p no:cacheprovider`` subprocess, same plugin set
+for every file, round-robin.  The headline figure is **wall time per test**: the wall time of
+the file with N tests that each use ``multiconn_server`` and make one 4-byte exchange, minus
+the wall time of the file with N empty tests, divided by N; the median over the rounds (3 by
+default).  Beside it, the same from the first test's start to the last test's end (without
+interpreter start-up and collection: less noisy, same per-test content), and the figures
+pytest itself reports (``report.duration`` of the
+setup, call and teardown phases, median per test, minus the empty test's), which leave out
+what happens between the phases (reporting, hooks, garbage collection).  Each file is run
+once untimed first, so imports and bytecode compilation are not in the figures.
 
 Variants:
-  empty        ``def test(): pass``
-  server       ``def test(multiconn_server): ...`` (function scope: started and stopped per test)
-  exchange     the same, plus one client connection that echoes 64 bytes and closes
+  empty        ``def test(i): pass``
+  server       ``def test(i, multiconn_server): ...`` (started and stopped per test)
+  exchange     the same, plus one client connection that sends 4 bytes, reads them back, closes
   httpserver   pytest-httpserver's ``HTTPServer`` started and stopped by a function-scoped
                fixture (its own ``httpserver`` fixture is session-scoped; a per-test server is
-               what a test needs for isolation, and what this compares against)
+               what a test needs for isolation), fewer tests; ``--httpserver`` to include it
+
+``--breakdown`` adds one more (untimed) run of the exchange file with perf_counter wrappers
+around the fixture's steps (Loop.__init__, Thread.start, the ready-event waits, bind, stop,
+join, the pytest phases) and prints milliseconds per test for each; ``--pin CPU`` runs every
+pytest under ``taskset -c CPU`` (the loop thread then shares the test's CPU).
 """
 
 from __future__ import annotations
@@ -23,9 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -33,21 +45,101 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PYTHON, ROOT, fmt, tempdir
+from _common import PYTHON, ROOT, fmt, machine_note
 
 CONFTEST = '''
-import json, os
+import json, os, time
 
 _durations = {}
+
+
+_span = []
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if not _span:
+        _span.append(time.perf_counter())
 
 
 def pytest_runtest_logreport(report):
     _durations.setdefault(report.nodeid, {})[report.when] = report.duration
 
 
+def pytest_runtest_logfinish(nodeid, location):
+    _span[1:] = [time.perf_counter()]
+
+
 def pytest_sessionfinish(session):
     with open(os.environ["MULTICONN_BENCH_OUT"], "w") as f:
-        json.dump(_durations, f)
+        json.dump({"durations": _durations, "span": _span[-1] - _span[0]}, f)
+
+
+if os.environ.get("MULTICONN_BENCH_BREAKDOWN"):
+    import collections, selectors, socket, sys, threading, time
+
+    import pytest
+    from pytest_multiconn.core import loop as _loop, server as _server
+
+    _T = collections.defaultdict(float)
+    _N = collections.Counter()
+
+    def _wrap(owner, name, key):
+        original = getattr(owner, name, None)
+        if original is None:  # renamed or moved: time the rest, say what is missing
+            _T[f"(not found: {name})"] += 0.0
+            return
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _T[key] += time.perf_counter() - t0
+                _N[key] += 1
+
+        setattr(owner, name, timed)
+
+    _wrap(_server.EchoServer, "start", "EchoServer.start")
+    _wrap(_server, "bind_listener", "  bind_listener")
+    _wrap(_loop.Loop, "__init__", "  Loop.__init__")
+    _wrap(selectors, "DefaultSelector", "    DefaultSelector()")
+    _wrap(socket, "socketpair", "    socketpair()")
+    _wrap(_loop.Loop, "start", "  Loop.start")
+    _wrap(threading.Thread, "start", "    Thread.start (returns when the thread runs)")
+    _wrap(_server.EchoServer, "stop", "EchoServer.stop")
+    _wrap(_loop.Loop, "stop", "  Loop.stop")
+    _wrap(threading.Thread, "join", "    Thread.join")
+    _event_wait = threading.Event.wait
+
+    def _timed_wait(self, timeout=None):
+        t0 = time.perf_counter()
+        try:
+            return _event_wait(self, timeout)
+        finally:
+            caller = sys._getframe(1).f_code
+            key = f"      Event.wait in {caller.co_name} ({os.path.basename(caller.co_filename)})"
+            _T[key] += time.perf_counter() - t0
+            _N[key] += 1
+
+    threading.Event.wait = _timed_wait
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        t0 = time.perf_counter()
+        yield
+        _T["runtest_protocol (whole test)"] += time.perf_counter() - t0
+
+    for _phase in ("setup", "call", "teardown"):
+        def _hook(item, _phase=_phase):
+            t0 = time.perf_counter()
+            yield
+            _T[f"phase {_phase}"] += time.perf_counter() - t0
+        globals()[f"pytest_runtest_{_phase}"] = pytest.hookimpl(hookwrapper=True)(_hook)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(config):
+        with open(os.environ["MULTICONN_BENCH_BREAKDOWN"], "w") as f:
+            json.dump({k: [_T[k], _N[k]] for k in _T}, f)
 '''
 
 TESTS = {
@@ -69,18 +161,16 @@ def test_server(i, multiconn_server):
 import socket
 import pytest
 
-PAYLOAD = bytes(range(64))
-
 @pytest.mark.parametrize("i", range({n}))
 def test_exchange(i, multiconn_server):
     with socket.create_connection(multiconn_server.address, timeout=10) as sock:
-        sock.sendall(PAYLOAD)
+        sock.sendall(b"ping")
         got = b""
-        while len(got) < len(PAYLOAD):
-            chunk = sock.recv(4096)
+        while len(got) < 4:
+            chunk = sock.recv(64)
             assert chunk, "server closed early"
             got += chunk
-    assert got == PAYLOAD
+    assert got == b"ping"
 ''',
     "httpserver": '''
 import pytest
@@ -109,89 +199,156 @@ def have_httpserver() -> bool:
     return True
 
 
-def run_variant(project: Path, variant: str) -> dict[str, Any]:
+def run_variant(project: Path, variant: str, pin: int | None = None,
+                breakdown: Path | None = None) -> dict[str, Any]:
     out = project / f"{variant}.json"
     env = dict(os.environ, MULTICONN_BENCH_OUT=str(out), PYTHONPATH=str(ROOT / "src"))
     env.pop("PYTEST_ADDOPTS", None)
-    t0 = time.monotonic()
-    proc = subprocess.run(
-        [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         f"test_{variant}.py"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=900, check=False,
-    )
-    wall = time.monotonic() - t0
+    env.pop("MULTICONN_BENCH_BREAKDOWN", None)
+    if breakdown is not None:
+        env["MULTICONN_BENCH_BREAKDOWN"] = str(breakdown)
+    cmd = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"test_{variant}.py"]
+    if pin is not None:
+        cmd = ["taskset", "-c", str(pin), *cmd]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True,
+                          timeout=900, check=False)
+    wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{variant}: pytest exited {proc.returncode}:\n{proc.stdout[-2000:]}")
-    durations = json.loads(out.read_text())
-    per_test = [sum(d.values()) for d in durations.values()]
-    setup_teardown = [d.get("setup", 0.0) + d.get("teardown", 0.0) for d in durations.values()]
+    data = json.loads(out.read_text())
+    durations = data["durations"]
+    phases = {ph: statistics.median(d.get(ph, 0.0) for d in durations.values())
+              for ph in ("setup", "call", "teardown")}
     return {
-        "tests": len(per_test),
-        "median": statistics.median(per_test),
-        "median_setup_teardown": statistics.median(setup_teardown),
+        "tests": len(durations),
         "wall": wall,
+        "span": data["span"],
+        "phases": phases,
+        "median_in_process": statistics.median(sum(d.values()) for d in durations.values()),
     }
 
 
-def run(n: int, n_http: int, rounds: int, log: Any = print) -> dict[str, Any]:
-    project = tempdir("multiconn-fixture-bench-")
-    (project / "conftest.py").write_text(CONFTEST)
+def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
+        pin: int | None = None, log: Any = print) -> dict[str, Any]:
     variants = ["empty", "server", "exchange"]
     notes = []
-    if have_httpserver():
-        variants.append("httpserver")
-    else:
-        notes.append("pytest-httpserver is not installed (pip install -e '.[bench]'): "
-                     "no httpserver comparison")
-    for v, source in TESTS.items():
-        if v not in variants:
+    if n_http:
+        if have_httpserver():
+            variants.append("httpserver")
+        else:
+            notes.append("pytest-httpserver is not installed (pip install -e '.[bench]'): "
+                         "no httpserver comparison")
+    if pin is not None and shutil.which("taskset") is None:
+        raise RuntimeError("--pin needs taskset (util-linux)")
+    rounds_out: list[dict[str, Any]] = []
+    bd: dict[str, Any] | None = None
+    with tempfile.TemporaryDirectory(prefix="multiconn-fixture-bench-") as tmp:
+        project = Path(tmp)
+        (project / "conftest.py").write_text(CONFTEST)
+        for v in variants:
+            count = n_http if v == "httpserver" else n
+            (project / f"test_{v}.py").write_text(
+                textwrap.dedent(TESTS[v]).replace("{n}", str(count)))
+        for v in variants:  # untimed: imports, bytecode, the page cache
+            run_variant(project, v, pin)
+        for r in range(rounds):
+            res = {}
+            order = variants[r % len(variants):] + variants[:r % len(variants)]
+            for v in order:
+                res[v] = run_variant(project, v, pin)
+                log(f"  fixture   {v:10} round {r + 1}/{rounds}: wall {res[v]['wall']:.2f} s "
+                    f"for {res[v]['tests']} tests")
+            rounds_out.append(res)
+        if breakdown:
+            path = project / "breakdown.json"
+            run_variant(project, "exchange", pin, breakdown=path)
+            raw = json.loads(path.read_text())
+            bd = {k: {"ms_per_test": t / n * 1e3, "calls": c} for k, (t, c) in raw.items()}
+    wall_ms: dict[str, float] = {}
+    span_ms: dict[str, float] = {}
+    phase_ms: dict[str, dict[str, float]] = {}
+    for v in variants:
+        if v == "empty":
             continue
         count = n_http if v == "httpserver" else n
-        (project / f"test_{v}.py").write_text(textwrap.dedent(source).replace("{n}", str(count)))
-    rounds_out: list[dict[str, Any]] = []
-    for r in range(rounds):
-        res = {}
-        for v in variants:
-            res[v] = run_variant(project, v)
-            log(f"  fixture   {v:10} round {r + 1}/{rounds}: median {res[v]['median'] * 1e3:.3f} ms"
-                f" per test ({res[v]['tests']} tests, {res[v]['wall']:.1f} s)")
-        rounds_out.append(res)
-    overhead: dict[str, list[float]] = {v: [] for v in variants if v != "empty"}
-    for res in rounds_out:
-        base = res["empty"]["median"]
-        for v, values in overhead.items():
-            values.append(res[v]["median"] - base)
+        per_round = [(res[v]["wall"] / count - res["empty"]["wall"] / n) * 1e3
+                     for res in rounds_out]
+        wall_ms[v] = statistics.median(per_round)
+        span_ms[v] = statistics.median(
+            (res[v]["span"] / count - res["empty"]["span"] / n) * 1e3 for res in rounds_out)
+        phase_ms[v] = {ph: statistics.median(
+            (res[v]["phases"][ph] - res["empty"]["phases"][ph]) * 1e3 for res in rounds_out)
+            for ph in ("setup", "call", "teardown")}
     return {
         "rounds": rounds_out,
-        "overhead_ms": {v: statistics.median(x) * 1e3 for v, x in overhead.items()},
-        "empty_ms": statistics.median(r["empty"]["median"] for r in rounds_out) * 1e3,
+        "wall_ms_per_test": wall_ms,
+        "wall_ms_per_test_rounds": {
+            v: [(res[v]["wall"] / (n_http if v == "httpserver" else n)
+                 - res["empty"]["wall"] / n) * 1e3 for res in rounds_out]
+            for v in wall_ms},
+        "span_ms_per_test": span_ms,
+        "in_process_ms": phase_ms,
+        "empty_wall_ms_per_test": statistics.median(
+            res["empty"]["wall"] / n * 1e3 for res in rounds_out),
         "tests": n,
         "tests_httpserver": n_http,
+        "pinned_cpu": pin,
+        "breakdown": bd,
         "notes": notes,
     }
 
 
+_ORDER = ["runtest_protocol", "phase setup", "EchoServer.start", "bind_listener", "Loop.__init__",
+          "DefaultSelector()", "socketpair()", "Loop.start", "Thread.start", "Event.wait",
+          "phase call", "phase teardown", "EchoServer.stop", "Loop.stop", "Thread.join"]
+
+
 def print_report(res: dict[str, Any]) -> None:
-    print(f"\nper-test fixture overhead (median per test minus an empty test's "
-          f"{fmt(res['empty_ms'])} ms; {res['tests']} tests per variant, "
-          f"{res['tests_httpserver']} for httpserver)")
-    for v, ms in res["overhead_ms"].items():
-        print(f"  {v:10} {ms:8.3f} ms")
-    if "httpserver" in res["overhead_ms"] and res["overhead_ms"]["server"] > 0:
-        ratio = res["overhead_ms"]["httpserver"] / res["overhead_ms"]["server"]
-        print(f"  multiconn_server is {ratio:,.0f}x cheaper than a function-scoped httpserver")
+    pinned = res["pinned_cpu"]
+    print(f"\nper-test cost of a function-scoped multiconn_server (fresh project, {res['tests']} "
+          f"tests per file, median of {len(res['rounds'])} rounds; an empty test costs "
+          f"{fmt(res['empty_wall_ms_per_test'])} ms of wall time"
+          f"{'' if pinned is None else f'; pytest pinned to CPU {pinned}'})")
+    print(f"  {'variant':10} {'wall/test':>10} {'first..last':>12}   phases: {'setup':>7} "
+          f"{'call':>7} {'teardown':>8}   (ms, each minus the empty test's)")
+    for v, ms in res["wall_ms_per_test"].items():
+        ph = res["in_process_ms"][v]
+        rounds = ", ".join(f"{x:.3f}" for x in res["wall_ms_per_test_rounds"][v])
+        print(f"  {v:10} {ms:10.3f} {res['span_ms_per_test'][v]:12.3f}   {'':7} "
+              f"{ph['setup']:7.3f} {ph['call']:7.3f} {ph['teardown']:8.3f}   (wall by round: "
+              f"{rounds})")
+    print("  wall/test: the pytest process's wall time; first..last: from the first test's "
+          "start to the last one's end (no start-up or collection)")
+    if res.get("breakdown"):
+        print("\n  where the exchange test's time goes (perf_counter wrappers, one extra run; "
+              "ms per test):")
+        bd = res["breakdown"]
+        # Nesting order (the wrappers' keys are indented by depth), then anything else.
+        keys = sorted(bd, key=lambda k: (_ORDER.index(k.strip().split(" (")[0].split(" in ")[0])
+                                        if k.strip().split(" (")[0].split(" in ")[0] in _ORDER
+                                        else len(_ORDER), k))
+        for k in keys:
+            calls = f"  ({bd[k]['calls']} calls)" if bd[k]["calls"] else ""
+            print(f"    {k:58} {bd[k]['ms_per_test']:7.3f}{calls}")
     for note in res["notes"]:
         print(f"  note: {note}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--tests", type=int, help="tests per variant (default 500; quick 200)")
+    parser.add_argument("--quick", action="store_true", help="200 tests per file")
+    parser.add_argument("--tests", type=int, help="tests per file (default 500; quick 200)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--httpserver", type=int, default=0, metavar="N",
+                        help="also N tests with a function-scoped pytest-httpserver")
+    parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--pin", type=int, metavar="CPU")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     n = args.tests or (200 if args.quick else 500)
-    res = run(n, 10 if args.quick else 40, 1 if args.quick else 2)
+    print(f"machine: {machine_note()}")
+    res = run(n, args.rounds, args.httpserver, breakdown=args.breakdown, pin=args.pin)
     print_report(res)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))

@@ -22,9 +22,14 @@
  *             one connection that never reads: sends up to BYTES, stopping once the server has
  *             taken nothing for STALL seconds; prints "ready", waits for stdin, closes with RST.
  * Every mode is bounded by -t TIMEOUT seconds (default 60).
+ * -p PID: also report the CPU time that process (every thread of it) used over the measured
+ * window ("server_cpu_s"), read from /proc/PID/task/<tid>/schedstat (nanoseconds; utime+stime
+ * ticks from /proc/PID/stat where schedstat is missing), so CPU per operation covers exactly
+ * the operations counted.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -61,6 +66,7 @@ static int port, nconns = 1, inflight_max = 1000;
 static size_t size = 64, window = 65536, push_total = 200u << 20;
 static double duration = 3.0, warmup = 0.5, timeout_s = 60.0, stall_s = 1.0;
 static const char *latfile;
+static int server_pid; /* -p: whose CPU to read over the measured window, 0 for none */
 
 static unsigned char *pattern; /* PATTERN + CHUNK bytes: byte at stream offset o is pattern[o % PATTERN] */
 static unsigned char rbuf[CHUNK];
@@ -81,6 +87,45 @@ static double cpu_seconds(void) {
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec +
            ru.ru_stime.tv_usec * 1e-6;
+}
+
+/* CPU seconds used so far by every thread of server_pid; -1 if not known (no -p, or gone). */
+static double server_cpu(void) {
+    if (server_pid <= 0) return -1;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", server_pid);
+    DIR *d = opendir(path);
+    double total = 0;
+    int found = 0;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.') continue;
+            char sp[320];
+            snprintf(sp, sizeof sp, "/proc/%d/task/%s/schedstat", server_pid, e->d_name);
+            FILE *f = fopen(sp, "r");
+            unsigned long long ns;
+            if (f && fscanf(f, "%llu", &ns) == 1) {
+                total += ns * 1e-9;
+                found = 1;
+            }
+            if (f) fclose(f);
+        }
+        closedir(d);
+    }
+    if (found) return total;
+    snprintf(path, sizeof path, "/proc/%d/stat", server_pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    unsigned long ut, st;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static void die(const char *what) {
@@ -173,13 +218,14 @@ static void run_pingpong(void) {
     for (int i = 0; i < nconns; i++) start_connect(&conns[i]);
     struct epoll_event evs[1024];
     double t_start = now(), t_measure = t_start + warmup, t_end = t_measure + duration;
-    double cpu0 = 0, t0 = 0;
+    double cpu0 = 0, t0 = 0, scpu0 = -1;
     long rts = 0, measuring = 0;
     for (;;) {
         double t = now();
         if (!measuring && t >= t_measure) {
             measuring = 1;
             cpu0 = cpu_seconds();
+            scpu0 = server_cpu();
             t0 = t;
         }
         if (t >= t_end) break;
@@ -207,7 +253,8 @@ static void run_pingpong(void) {
             }
         }
     }
-    double wall = now() - t0, cpu = cpu_seconds() - cpu0;
+    double wall = now() - t0, cpu = cpu_seconds() - cpu0, scpu = server_cpu();
+    scpu = (scpu0 >= 0 && scpu >= 0) ? scpu - scpu0 : -1;
     if (latfile && samples) {
         FILE *f = fopen(latfile, "wb");
         if (f) {
@@ -217,8 +264,8 @@ static void run_pingpong(void) {
     }
     printf("{\"mode\": \"pingpong\", \"conns\": %d, \"size\": %zu, \"round_trips\": %ld, "
            "\"wall\": %.6f, \"per_sec\": %.1f, \"client_cpu\": %.4f, \"errors\": %ld, "
-           "\"mismatches\": %ld, \"samples\": %zu}\n",
-           nconns, size, rts, wall, rts / wall, cpu / wall, errors, mismatches, nsamples);
+           "\"mismatches\": %ld, \"samples\": %zu, \"server_cpu_s\": %.6f}\n",
+           nconns, size, rts, wall, rts / wall, cpu / wall, errors, mismatches, nsamples, scpu);
 }
 
 /* Stream: keep up to `window` bytes in flight on each connection. */
@@ -246,7 +293,7 @@ static void run_stream(void) {
     for (int i = 0; i < nconns; i++) start_connect(&conns[i]);
     struct epoll_event evs[1024];
     double t_start = now(), t_measure = t_start + warmup, t_end = t_measure + duration;
-    double cpu0 = 0, t0 = 0;
+    double cpu0 = 0, t0 = 0, scpu0 = -1;
     uint64_t base = 0, total = 0;
     int measuring = 0;
     for (;;) {
@@ -254,6 +301,7 @@ static void run_stream(void) {
         if (!measuring && t >= t_measure) {
             measuring = 1;
             cpu0 = cpu_seconds();
+            scpu0 = server_cpu();
             t0 = t;
             for (int i = 0; i < nconns; i++) base += conns[i].recvd;
         }
@@ -285,14 +333,15 @@ static void run_stream(void) {
             if (c->state != DONE) stream_send(c);
         }
     }
-    double wall = now() - t0, cpu = cpu_seconds() - cpu0;
+    double wall = now() - t0, cpu = cpu_seconds() - cpu0, scpu = server_cpu();
+    scpu = (scpu0 >= 0 && scpu >= 0) ? scpu - scpu0 : -1;
     for (int i = 0; i < nconns; i++) total += conns[i].recvd;
     total -= base;
     printf("{\"mode\": \"stream\", \"conns\": %d, \"window\": %zu, \"bytes\": %llu, "
            "\"wall\": %.6f, \"mb_per_sec\": %.2f, \"client_cpu\": %.4f, \"errors\": %ld, "
-           "\"mismatches\": %ld}\n",
+           "\"mismatches\": %ld, \"server_cpu_s\": %.6f}\n",
            nconns, window, (unsigned long long)total, wall, total / wall / 1e6, cpu / wall,
-           errors, mismatches);
+           errors, mismatches, scpu);
 }
 
 static void wait_stdin(void) {
@@ -357,13 +406,15 @@ static double echo_round(int connect_first, double deadline, long *done_out) {
 
 static void run_idle(void) {
     double deadline = now() + timeout_s;
-    double cpu0 = cpu_seconds();
+    double cpu0 = cpu_seconds(), scpu0 = server_cpu();
     long done1 = 0, done2 = 0;
     double t1 = echo_round(1, deadline, &done1);
-    double cpu1 = cpu_seconds() - cpu0;
+    double cpu1 = cpu_seconds() - cpu0, scpu1 = server_cpu();
+    scpu1 = (scpu0 >= 0 && scpu1 >= 0) ? scpu1 - scpu0 : -1;
     printf("{\"phase\": \"ready\", \"conns\": %d, \"connected\": %ld, \"connect_wall\": %.6f, "
-           "\"accept_rate\": %.1f, \"errors\": %ld, \"timed_out\": %s}\n",
-           nconns, done1, t1, done1 / t1, errors, done1 + errors < nconns ? "true" : "false");
+           "\"accept_rate\": %.1f, \"errors\": %ld, \"timed_out\": %s, \"server_cpu_s\": %.6f}\n",
+           nconns, done1, t1, done1 / t1, errors, done1 + errors < nconns ? "true" : "false",
+           scpu1);
     fflush(stdout);
     wait_stdin();
     double cpu2 = cpu_seconds();
@@ -374,9 +425,9 @@ static void run_idle(void) {
     printf("{\"mode\": \"idle\", \"conns\": %d, \"connected\": %ld, \"connect_wall\": %.6f, "
            "\"accept_rate\": %.1f, \"connect_client_cpu\": %.4f, \"echoed_all\": %ld, "
            "\"echo_all_wall\": %.6f, \"echo_all_client_cpu\": %.4f, \"errors\": %ld, "
-           "\"mismatches\": %ld}\n",
+           "\"mismatches\": %ld, \"accept_server_cpu_s\": %.6f}\n",
            nconns, done1, t1, done1 / t1, cpu1 / t1, done2, t2, t2 > 0 ? cpu2 / t2 : 0.0,
-           errors, mismatches);
+           errors, mismatches, scpu1);
 }
 
 static void run_push(void) {
@@ -427,7 +478,7 @@ int main(int argc, char **argv) {
     port = atoi(argv[3]);
     int opt;
     optind = 4;
-    while ((opt = getopt(argc, argv, "c:s:d:w:W:l:i:n:S:t:")) != -1) {
+    while ((opt = getopt(argc, argv, "c:s:d:w:W:l:i:n:S:t:p:")) != -1) {
         switch (opt) {
         case 'c': nconns = atoi(optarg); break;
         case 's': size = strtoul(optarg, NULL, 10); break;
@@ -439,6 +490,7 @@ int main(int argc, char **argv) {
         case 'n': push_total = strtoull(optarg, NULL, 10); break;
         case 'S': stall_s = atof(optarg); break;
         case 't': timeout_s = atof(optarg); break;
+        case 'p': server_pid = atoi(optarg); break;
         default: return 2;
         }
     }

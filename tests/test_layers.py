@@ -29,7 +29,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("faults",),
     ("client",),
     ("proxy",),
-    ("suite",),
+    ("udp",),
+    ("suite", "toxiproxy"),
     ("plugin", "cli"),
     # The public namespaces re-export from everywhere; nothing inside the package may import
     # them (``testing`` is the old name of ``suite``, kept as an alias module).

@@ -22,6 +22,7 @@ from pytest_multiconn import (
     RemoteBindError,
     WaitTimeout,
     closed_port_address,
+    wait_until,
 )
 from pytest_multiconn.proxy import Latency, LimitData, Slicer
 
@@ -360,8 +361,9 @@ def _spliced(proxy: FaultProxy, handle) -> dict[str, int]:
 
 def _wait_spliced(proxy: FaultProxy, handle, direction: str, more_than: int = 0) -> None:
     pair = handle._pair
-    proxy._wait(lambda: pair.spliced()[direction] > more_than, TIMEOUT,
-                f"{direction} of {handle!r} to be spliced")
+    # Nothing the loop signals: poll, bounded (the proxy's own waits are for signalled state).
+    wait_until(lambda: pair.spliced()[direction] > more_than, TIMEOUT,
+               f"{direction} of {handle!r} to be spliced")
 
 
 def _sha(data: bytes) -> str:
@@ -506,7 +508,7 @@ def _stall_spliced_upstream(proxy: FaultProxy, handle, reader: _Reader) -> None:
         splice = pair.client.splice
         return splice is not None and splice.pending > 0 and pair.client.reading_paused
 
-    proxy._wait(stalled, TIMEOUT, f"the upstream pipe of {handle!r} to fill")
+    wait_until(stalled, TIMEOUT, f"the upstream pipe of {handle!r} to fill")
 
 
 @needs_splice
@@ -599,7 +601,7 @@ def _spliced_now(proxy: FaultProxy, handle) -> bool:
 
 def _wait_for_transcript(proxy: FaultProxy, handle, text: str) -> None:
     pair = handle._pair
-    proxy._wait(lambda: text in pair.transcript.format(), TIMEOUT, f"{text!r} in the transcript")
+    wait_until(lambda: text in pair.transcript.format(), TIMEOUT, f"{text!r} in the transcript")
 
 
 @needs_splice
@@ -632,12 +634,12 @@ def test_splice_off_gives_the_same_bytes(multiconn_server, multiconn_proxy):
 @needs_splice
 def test_splice_unsupported_falls_back_to_user_space(multiconn_server, multiconn_proxy,
                                                      monkeypatch):
-    import pytest_multiconn.proxy.proxy as proxy_module
+    import pytest_multiconn.proxy.splice as proxy_module
 
     def no_splice(*args: object, **kwargs: object) -> int:
         raise OSError(errno.EINVAL, "Invalid argument")
 
-    monkeypatch.setattr(proxy_module, "_SPLICE", no_splice)
+    monkeypatch.setattr(proxy_module, "SPLICE", no_splice)
     proxy = multiconn_proxy(multiconn_server)
     MultiConnClient(proxy.address, 3, [b"u" * MiB, b"v" * MiB], timeout=TIMEOUT).run().check()
     proxy.wait_for_closed(3)

@@ -5,6 +5,8 @@ Every error says what went wrong and what to do about it; the message is the doc
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MulticonnError(Exception):
     """Base class of every error pytest-multiconn raises on purpose."""
@@ -67,4 +69,21 @@ class BlockingCallError(MulticonnError, RuntimeError):
 
 
 class MissingExtraError(MulticonnError, ImportError):
-    """An optional dependency is missing; the message names the extra that installs it."""
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class ToxiproxyError(MulticonnError):
+    """A request the toxiproxy API refuses: ``status`` is the HTTP status toxiproxy answers
+    with (400 bad input, 404 unknown proxy or toxic, 409 duplicate name, 500 a failed start),
+    and ``str()`` is its ``"error"`` text."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        #: ``POST /populate`` only: the proxies made before the error (toxiproxy returns them).
+        self.populated: list[dict[str, Any]] = []
+
+
+class ToxiproxyConfigError(MulticonnError, ValueError):
+    """A toxiproxy ``--config`` file that cannot be read, parsed or checked."""

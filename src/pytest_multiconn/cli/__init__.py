@@ -17,7 +17,11 @@ from pytest_multiconn.errors import MulticonnError
 
 #: Modules that add subcommands: each has ``add_parser(subparsers)`` which registers its
 #: subcommand and sets ``func`` (a ``run(args) -> int``) as the parser default.
-SUBCOMMANDS: tuple[str, ...] = ("pytest_multiconn.cli.proxy", "pytest_multiconn.cli.suite")
+SUBCOMMANDS: tuple[str, ...] = (
+    "pytest_multiconn.cli.proxy",
+    "pytest_multiconn.cli.suite",
+    "pytest_multiconn.cli.toxiproxy_server",
+)
 
 Runner = Callable[[argparse.Namespace], int]
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytest_multiconn.core.address import parse_port
-from pytest_multiconn.errors import FaultParameterError
+from pytest_multiconn.errors import FaultParameterError, MulticonnError
 from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.proxy.toxics import TOXICS, Toxic
 
@@ -88,7 +88,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_duration(value: float | None) -> float | None:
+    # argparse's type=float takes "nan", "inf" and negatives; Event.wait() would then return
+    # at once (nan, negative) or raise OverflowError (inf): refuse them here, in one line.
+    if value is not None and not 0 < value <= threading.TIMEOUT_MAX:
+        raise ValueError(f"--duration must be a positive, finite number of seconds, "
+                         f"got {value!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
+    duration = _check_duration(args.duration)
     faults = [parse_fault(spec) for spec in args.fault]
     target = (args.target_host, parse_port(args.target_port, what="target port"))
     listen = (args.listen_host, parse_port(args.listen_port, what="listen port"))
@@ -104,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                   f"p={info.probability:g}", flush=True)
         try:
             # Event.wait is interrupted by Ctrl-C on the main thread; the bound is --duration.
-            stop.wait(args.duration)
+            stop.wait(duration)
         except KeyboardInterrupt:
             print("stopping", file=sys.stderr, flush=True)
         stats = proxy.stats()
@@ -120,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(["proxy", *(sys.argv[1:] if argv is None else argv)])
     try:
         return run(args)
-    except (ValueError, OSError) as exc:
+    except (MulticonnError, ValueError, OSError) as exc:
         print(f"multiconn: error: {exc}", file=sys.stderr)
         return 2
 

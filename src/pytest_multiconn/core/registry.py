@@ -45,6 +45,15 @@ _SKIP_DIRS: tuple[str, ...] = tuple(
 )
 
 
+def skip_frames_of(module_file: str) -> None:
+    """Frames from the package directory of ``module_file`` say nothing about where a server
+    was started either: a layer above core that starts servers itself (``udp``) calls this."""
+    global _SKIP_DIRS  # noqa: PLW0603 - extended once per layer, at import
+    directory = os.path.dirname(os.path.abspath(module_file)) + os.sep
+    if directory not in _SKIP_DIRS:
+        _SKIP_DIRS = (*_SKIP_DIRS, directory)
+
+
 class TestRecord:
     """What one test started: filled by :func:`track_server` while the test is current."""
 

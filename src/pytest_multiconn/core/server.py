@@ -126,8 +126,12 @@ def connection_info(conn: Connection) -> ConnectionInfo:
     )
 
 
-class _Listener:
-    """The listening socket's selector data: accepts in batches, backs off on EMFILE."""
+class Listener:
+    """The listening socket's selector data: accepts in batches, backs off on EMFILE.
+
+    Public for servers that stop and start listening themselves (``FaultProxy.down()`` and
+    ``up()``): ``Listener(server, sock).resume()`` listens, ``close()`` stops for good.
+    """
 
     def __init__(self, server: ServerBase, sock: socket.socket) -> None:
         self.server = server
@@ -173,18 +177,31 @@ class _Listener:
                 # it as ECONNABORTED (and Linux a few network errors): those concern only that
                 # connection, so we count them and keep accepting.
                 if exc.errno in _ACCEPT_RESOURCE_ERRNOS:
-                    server._accept_errors += 1
-                    server._last_accept_error = exc
-                    self.pause()
-                    delay, self.backoff = self.backoff, min(self.backoff * 2, ACCEPT_BACKOFF_MAX)
-                    self.retry_timer = server.loop.call_later(delay, self.resume)
-                    server._notify()
+                    self._back_off(exc)
                     return
                 if exc.errno in _ACCEPT_PEER_ERRNOS:
                     server._accept_errors += 1
                     continue
                 raise
-            server._accepted(sock, addr)
+            try:
+                server._accepted(sock, addr)
+            except OSError as exc:
+                # The same shortage one step later: accept() got a descriptor but making the
+                # connection needed more (a proxy's socket to its target).  _accepted closed
+                # the accepted socket; back off as above rather than let the loop close us.
+                if exc.errno not in _ACCEPT_RESOURCE_ERRNOS:
+                    raise
+                self._back_off(exc)
+                return
+
+    def _back_off(self, exc: OSError) -> None:
+        server = self.server
+        server._accept_errors += 1
+        server._last_accept_error = exc
+        self.pause()
+        delay, self.backoff = self.backoff, min(self.backoff * 2, ACCEPT_BACKOFF_MAX)
+        self.retry_timer = server.loop.call_later(delay, self.resume)
+        server._notify()
 
     def close(self) -> None:
         if self.retry_timer is not None:
@@ -238,7 +255,7 @@ class ServerBase:
         #: Puts a layer (TLS) under each accepted connection; None: plaintext.
         self.layer_factory = layer
         self._loop: Loop | None = None  # made by start(): it owns a socketpair
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         self._address: Any = None
         self._conns: dict[int, Connection] = {}
         # The connections themselves, formatted only when asked for: closing must stay cheap.
@@ -338,7 +355,7 @@ class ServerBase:
             self._name or f"multiconn-{self.kind}{thread_tag()}-{self._format_address()}"
         )
         self.loop.on_error = lambda record: self._notify()
-        self._listener = _Listener(self, sock)
+        self._listener = Listener(self, sock)
         self._listener.resume()
         self._loop.add_closer(self._close_everything)
         track_server(self)

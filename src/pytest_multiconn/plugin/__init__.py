@@ -29,6 +29,8 @@ pytest_plugins: list[str] = [
     "pytest_multiconn.plugin.server_faults",
     "pytest_multiconn.plugin.proxy",
     "pytest_multiconn.plugin.tls",
+    "pytest_multiconn.plugin.toxiproxy",
+    "pytest_multiconn.plugin.udp",
 ]
 
 

@@ -37,6 +37,7 @@ from pytest_multiconn.core.server import ServerBase, connection_info
 from pytest_multiconn.errors import LeakError
 from pytest_multiconn.faults.client import FAULTY_TESTS
 from pytest_multiconn.plugin.options import get_option, register_option
+from pytest_multiconn.udp import UDPServerBase
 
 SECTION = "multiconn"
 
@@ -143,6 +144,8 @@ def _check_leaks(record: TestRecord) -> str:
 
 
 def _open_sockets(server: Any) -> list[str]:
+    if isinstance(server, UDPServerBase):  # its sockets: the bound one and each session's
+        return server.open_sockets()
     if not isinstance(server, ServerBase):
         return []
     found: list[str] = []
@@ -190,7 +193,8 @@ def _servers_of(item: pytest.Item, record: TestRecord) -> list[Any]:
     seen = {id(s) for s in servers}
     funcargs: dict[str, Any] = getattr(item, "funcargs", {}) or {}
     for value in funcargs.values():
-        if isinstance(value, ServerBase | ServerProcess) and id(value) not in seen:
+        if isinstance(value, ServerBase | ServerProcess | UDPServerBase) \
+                and id(value) not in seen:
             seen.add(id(value))
             servers.append(value)
     return servers

@@ -7,7 +7,9 @@ direction (``proxy.add(Latency(ms=50), direction="downstream")``).  A custom tox
 """
 
 from pytest_multiconn.core.public import publish
-from pytest_multiconn.proxy.proxy import FaultProxy, ProxiedConnection, ProxyTranscript, ToxicInfo
+from pytest_multiconn.proxy.conditions import When
+from pytest_multiconn.proxy.handle import ProxiedConnection, ToxicInfo
+from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.proxy.toxics import (
     TOXICS,
     Bandwidth,
@@ -22,6 +24,7 @@ from pytest_multiconn.proxy.toxics import (
     Timeout,
     Toxic,
 )
+from pytest_multiconn.proxy.transcript import ProxyTranscript
 
 __all__ = [
     "TOXICS",
@@ -40,6 +43,7 @@ __all__ = [
     "Timeout",
     "Toxic",
     "ToxicInfo",
+    "When",
 ]
 
 publish(__name__, globals(), __all__)

@@ -1,0 +1,77 @@
+"""pytest fixtures for UDP: a datagram echo server and the UDP fault proxy (loaded by the
+``multiconn`` plugin)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pytest_multiconn.udp import UDPEchoServer, UDPFaultProxy, UDPServerBase
+
+
+class _UDPServers:
+    """Starts UDP servers and proxies for one test and stops them all at teardown."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.servers: list[UDPServerBase[Any]] = []
+
+    def adopt(self, server: Any) -> Any:
+        self.servers.append(server)
+        server.start(self.timeout)
+        return server
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for server in reversed(self.servers):
+            try:
+                server.stop(self.timeout)
+            except BaseException as exc:  # noqa: BLE001 - every server is stopped before raising
+                errors.append(exc)
+        for server in self.servers:
+            try:
+                server.check()
+            except BaseException as exc:  # noqa: BLE001 - raised below, first one wins
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def multiconn_udp_server(multiconn_timeout: float) -> Iterator[UDPEchoServer]:
+    """Yields a started :class:`~pytest_multiconn.udp.UDPEchoServer` on ``127.0.0.1`` and an
+    ephemeral port: every datagram is echoed to its sender.  Function scope.  Teardown stops
+    it (bounded by ``--multiconn-timeout``), re-raises errors from its loop thread in this
+    test, and the per-test leak check fails the test if a UDP server it started still runs.
+    """
+    servers = _UDPServers(multiconn_timeout)
+    try:
+        yield servers.adopt(UDPEchoServer(timeout=multiconn_timeout))
+    finally:
+        servers.close()
+
+
+@pytest.fixture
+def multiconn_udp_proxy(multiconn_timeout: float) -> Iterator[Callable[..., UDPFaultProxy]]:
+    """Yields a factory: ``multiconn_udp_proxy(target, **kwargs)`` starts a
+    :class:`~pytest_multiconn.udp.UDPFaultProxy` in front of ``target`` (``(host, port)`` or a
+    started server) on an ephemeral loopback port and returns it.  Function scope.  Teardown
+    stops every proxy it started and re-raises errors from their loop threads in this test.
+
+    ``kwargs`` go to ``UDPFaultProxy`` (``seed``, ``idle_timeout``, ``max_sessions``...).  A
+    failing test's ``multiconn`` report section shows each proxy's faults, seed and every
+    session's transcript (what each fault did to which datagram).
+    """
+    proxies = _UDPServers(multiconn_timeout)
+
+    def make(target: Any, **kwargs: Any) -> UDPFaultProxy:
+        kwargs.setdefault("timeout", multiconn_timeout)
+        proxy: UDPFaultProxy = proxies.adopt(UDPFaultProxy(target, **kwargs))
+        return proxy
+
+    try:
+        yield make
+    finally:
+        proxies.close()

@@ -1,0 +1,192 @@
+"""One side of a proxied connection: the client's socket or the target's (:class:`Side`).
+
+A side is a :class:`~pytest_multiconn.core.connection.Connection` whose reads go to the other
+side, either straight (the fast path), through the direction's pipeline of faults, or through
+a kernel pipe (splice).  What it asks of the connection it belongs to is :class:`SidePair`;
+the pipeline and the kernel pipe are seen through :class:`Intake` and :class:`Spliced`, so
+this module imports neither.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Protocol
+
+from pytest_multiconn.core.connection import Connection
+from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop
+from pytest_multiconn.proxy.transcript import (
+    CLIENT_NAMES,
+    SERVER_NAMES,
+    ProxyTranscript,
+    SideTranscript,
+)
+
+# Reasons a side stops reading (a bit each, so one cause clearing does not resume the other).
+PAUSE_PEER_FULL = 1  # the other side's output buffer is over its high-water mark
+PAUSE_PIPE_FULL = 2  # this direction's pipeline holds more than the high-water mark
+PAUSE_SPLICE_FULL = 4  # this direction's kernel pipe is full (or holds end-of-stream)
+
+# When a fault-free direction looks like bulk, it may move to splice (see the essay in
+# proxy/splice.py): more than SPLICE_AFTER bytes moved and one read of SPLICE_BULK_READ or more.
+SPLICE_AFTER = 256 * 1024
+SPLICE_BULK_READ = 16 * 1024
+
+
+class SidePair(Protocol):
+    """What a side asks of the proxied connection it belongs to."""
+
+    number: int
+    transcript: ProxyTranscript
+
+    def setup(self) -> None: ...
+
+    def connect_upstream(self) -> None: ...
+
+    def upstream_connected(self) -> None: ...
+
+    def maybe_splice(self, src: Side) -> None: ...
+
+    def side_lost(self, side: Side, exc: BaseException | None) -> None: ...
+
+
+class Intake(Protocol):
+    """Where a side with faults on its direction puts what it reads (the pipeline's head)."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def feed_eof(self) -> None: ...
+
+
+class Spliced(Protocol):
+    """A kernel pipe that relays this side's reads (or its writes) without user space."""
+
+    pending: int
+
+    def pull(self) -> None: ...
+
+    def push(self) -> None: ...
+
+
+class Side(Connection):
+    """The client's socket or the target's; what it reads goes to ``other``."""
+
+    def __init__(self, pair: SidePair, role: str, sock: socket.socket, peer: Any, *, loop: Loop,
+                 high_water: int, low_water: int) -> None:
+        super().__init__(
+            loop,
+            sock,
+            peer,
+            high_water=high_water,
+            low_water=low_water,
+            transcript_limit=0,
+            label=f"proxy-{pair.number}-{role}",
+        )
+        self.pair = pair
+        self.role = role
+        #: The direction of the bytes this side reads.
+        self.direction = "upstream" if role == "client" else "downstream"
+        self.transcript = SideTranscript(
+            pair.transcript, CLIENT_NAMES if role == "client" else SERVER_NAMES
+        )
+        self.other: Side
+        self.pipe: Intake | None = None  # None: the fast path, write straight into other
+        self.pause_bits = 0
+        self.splice: Spliced | None = None  # what this side reads goes through a kernel pipe
+        self.splice_in: Spliced | None = None  # ...and this is the one this side writes out
+
+    # The spliced path bypasses Connection's recv/send: these four route events to it.
+    def handle_event(self, mask: int) -> None:
+        if self._connecting:
+            self._finish_connect()
+            return
+        if mask & EVENT_READ:
+            splice = self.splice
+            if splice is None:
+                self._on_readable()
+            else:
+                splice.pull()
+        if mask & EVENT_WRITE and not self.closed:
+            splice = self.splice_in
+            if splice is not None and splice.pending:
+                splice.push()
+            else:
+                self._on_writable()
+
+    def _update_interest(self) -> None:
+        splice = self.splice_in
+        if splice is None or not splice.pending or self.closed or self._connecting:
+            super()._update_interest()
+            return
+        # Bytes wait in the kernel pipe for this socket: ask for writability (our own output
+        # buffer is empty while a direction is spliced).
+        mask = EVENT_WRITE
+        if not self._reading_paused and not self._eof_received:
+            mask |= EVENT_READ
+        self._set_interest(mask)
+
+    def finish(self) -> None:
+        splice = self.splice_in
+        if splice is not None and splice.pending and not self.closed:
+            self._finish_pending = True  # close once the kernel pipe is drained to the peer
+            self._update_interest()
+            return
+        super().finish()
+
+    def connection_made(self) -> None:
+        if self.role == "client":
+            # Faults start here, not in make_connection: the server has registered this
+            # connection by now, so a fault that closes it at once is accounted for.
+            self.pair.setup()
+            if not self.closed:
+                self.pair.connect_upstream()
+        else:
+            self.pair.upstream_connected()
+
+    def data_received(self, data: bytes) -> None:
+        pipe = self.pipe
+        if pipe is None:
+            self.other.write(data)
+            if len(data) >= SPLICE_BULK_READ and self.bytes_in >= SPLICE_AFTER:
+                self.pair.maybe_splice(self)
+        else:
+            pipe.feed(data)
+
+    def on_eof(self) -> None:
+        pipe = self.pipe
+        if pipe is None:
+            self.other.write_eof()
+        else:
+            pipe.feed_eof()
+        if self._eof_sent and not self.closed:
+            self.finish()  # both directions ended
+
+    def pause_writing(self) -> None:
+        self.other.pause_for(PAUSE_PEER_FULL)
+
+    def resume_writing(self) -> None:
+        self.other.resume_for(PAUSE_PEER_FULL)
+
+    def pause_for(self, bit: int) -> None:
+        self.pause_bits |= bit
+        self.pause_reading()
+
+    def resume_for(self, bit: int) -> None:
+        self.pause_bits &= ~bit
+        if not self.pause_bits:
+            self.resume_reading()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.pair.side_lost(self, exc)
+
+
+__all__ = [
+    "PAUSE_PEER_FULL",
+    "PAUSE_PIPE_FULL",
+    "PAUSE_SPLICE_FULL",
+    "SPLICE_AFTER",
+    "SPLICE_BULK_READ",
+    "Intake",
+    "Side",
+    "SidePair",
+    "Spliced",
+]
