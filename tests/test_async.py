@@ -150,7 +150,7 @@ async def test_proxy_step_mode_twins(anyio_backend):
             await stream.send(b"hello")
             conn = await proxy.await_for_connection()
             await conn.await_pending(5, "upstream")
-            conn.release(5, "upstream")
+            await conn.arelease(5, "upstream")
             conn.unhold()
             assert await stream.receive() == b"hello"
 '''
