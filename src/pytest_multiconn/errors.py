@@ -68,6 +68,10 @@ class BlockingCallError(MulticonnError, RuntimeError):
     """A blocking call was made from a thread running an event loop; use its awaitable twin."""
 
 
+class ScriptMismatch(MulticonnError, AssertionError):
+    """A client sent a scripted server something its script did not expect."""
+
+
 class MissingExtraError(MulticonnError, ImportError):
     """An optional dependency is not installed; the message names the extra that brings it."""
 
