@@ -166,7 +166,7 @@ def test_anyio_on_asyncio_and_trio(
 SUITE_TESTS = '''
 import pytest
 
-from pytest_multiconn.suite import acheck_echo_server, arun_suite
+from pytest_multiconn.suite import acheck_echo_server, arun_checks
 from servers import echo_with_drain, echo_without_drain, start
 
 
@@ -181,8 +181,8 @@ async def test_suite_passes_an_in_loop_server_with_drain():
 async def test_suite_fails_an_in_loop_server_without_drain():
     server, address = await start(echo_without_drain)
     async with server:
-        report = await arun_suite(address, seed=1)
-    failed = {{row.name for row in report.rows if not row.passed}}
+        report = await arun_checks(address, seed=1)
+    failed = {{row.fault for row in report.rows if not row.passed}}
     assert "never_read" in failed, report
 '''
 
