@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from pytest_multiconn.core.address import check_host, parse_port
+from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.checks import check_count, check_seconds
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
@@ -422,6 +423,9 @@ class MultiConnClient:
         """Drive the loop until the server closed every lingering connection; return how many
         it closed.  Raises :class:`EchoMismatch` naming the ones still open after ``timeout``
         (default: the client's ``timeout``)."""
+        refuse_in_event_loop(
+            "MultiConnClient.wait_closed_by_peer()", "await client.await_closed_by_peer(...)"
+        )
         timeout = self.timeout if timeout is None else timeout
         open_before = len(self.lingering)
         if open_before and not self.loop._closed:
@@ -456,6 +460,27 @@ class MultiConnClient:
     ) -> None:
         self.close()
 
+    # -- awaitable twins (see core/blocking.py) ------------------------------------------------
+    async def arun(self) -> ClientResults:
+        """Awaitable twin of :meth:`run`: the client's loop runs in a worker thread, so a server
+        on the caller's event loop (asyncio or trio) keeps serving.  Needs ``[async]``."""
+        return await to_thread(self.run)
+
+    async def await_closed_by_peer(self, timeout: float | None = None) -> int:
+        """Awaitable twin of :meth:`wait_closed_by_peer`."""
+        return await to_thread(self.wait_closed_by_peer, timeout)
+
+    async def __aenter__(self) -> MultiConnClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
     def _family(self) -> socket.AddressFamily:
         if isinstance(self.address, str):
             return socket.AF_UNIX
@@ -463,6 +488,7 @@ class MultiConnClient:
 
     def run(self) -> ClientResults:
         """Connect, exchange, close; never blocks longer than ``timeout``."""
+        refuse_in_event_loop("MultiConnClient.run()", "await client.arun()")
         if self.connections:
             raise RuntimeError(f"{self!r} already ran; create a new client")
         deadline_started = time.monotonic()

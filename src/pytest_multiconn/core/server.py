@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from pytest_multiconn.core.address import bind_listener, check_host, parse_port
+from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.checks import check_count, check_seconds
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
@@ -543,6 +544,7 @@ class ServerBase:
         """Block until ``predicate(stats)`` holds; raise :class:`WaitTimeout` naming ``what``.
 
         ``timeout`` defaults to :attr:`timeout`."""
+        self._refuse_blocking("wait_for")
         timeout = self.timeout if timeout is None else timeout
         check_seconds(timeout, "timeout", allow_zero=True)
         deadline = time.monotonic() + timeout
@@ -580,23 +582,74 @@ class ServerBase:
 
     def wait_for_connections(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until at least ``n`` connections are open at once."""
+        self._refuse_blocking("wait_for_connections")
         return self.wait_for(lambda s: s.open >= n, timeout, f"{n} open connections")
 
     def wait_for_accepted(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until ``n`` connections have been accepted in all."""
+        self._refuse_blocking("wait_for_accepted")
         return self.wait_for(lambda s: s.accepted >= n, timeout, f"{n} accepted connections")
 
     def wait_for_closed(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until ``n`` connections have been closed in all."""
+        self._refuse_blocking("wait_for_closed")
         return self.wait_for(lambda s: s.closed >= n, timeout, f"{n} closed connections")
 
     def wait_for_idle(self, timeout: float | None = None) -> ServerStats:
         """Wait until no connection is open."""
+        self._refuse_blocking("wait_for_idle")
         return self.wait_for(lambda s: s.open == 0, timeout, "no open connections")
 
     def wait_for_bytes(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until the server has received ``n`` bytes in all."""
+        self._refuse_blocking("wait_for_bytes")
         return self.wait_for(lambda s: s.bytes_in >= n, timeout, f"{n} bytes received")
+
+    # -- awaitable twins (see core/blocking.py) ------------------------------------------------
+    def _refuse_blocking(self, call: str) -> None:
+        refuse_in_event_loop(f"{type(self).__name__}.{call}()", f"await server.a{call}(...)")
+
+    async def __aenter__(self: S) -> S:
+        # start() and stop() wait only for our own loop thread (milliseconds, bounded), never
+        # for a peer, so they run inline: ``async with`` needs no worker thread and no anyio.
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    async def await_for(
+        self,
+        predicate: Callable[[ServerStats], bool],
+        timeout: float | None = None,
+        what: str = "a condition",
+    ) -> ServerStats:
+        """Awaitable twin of :meth:`wait_for` (asyncio or trio; needs ``[async]``)."""
+        return await to_thread(self.wait_for, predicate, timeout, what)
+
+    async def await_for_connections(self, n: int, timeout: float | None = None) -> ServerStats:
+        """Awaitable twin of :meth:`wait_for_connections`."""
+        return await to_thread(self.wait_for_connections, n, timeout)
+
+    async def await_for_accepted(self, n: int, timeout: float | None = None) -> ServerStats:
+        """Awaitable twin of :meth:`wait_for_accepted`."""
+        return await to_thread(self.wait_for_accepted, n, timeout)
+
+    async def await_for_closed(self, n: int, timeout: float | None = None) -> ServerStats:
+        """Awaitable twin of :meth:`wait_for_closed`."""
+        return await to_thread(self.wait_for_closed, n, timeout)
+
+    async def await_for_idle(self, timeout: float | None = None) -> ServerStats:
+        """Awaitable twin of :meth:`wait_for_idle`."""
+        return await to_thread(self.wait_for_idle, timeout)
+
+    async def await_for_bytes(self, n: int, timeout: float | None = None) -> ServerStats:
+        """Awaitable twin of :meth:`wait_for_bytes`."""
+        return await to_thread(self.wait_for_bytes, n, timeout)
 
     @contextlib.contextmanager
     def running(self: S) -> Iterator[S]:
