@@ -307,7 +307,9 @@ def test_as_a_pytest_user_writes_it(pytester: pytest.Pytester) -> None:
                     got += chunk
                 assert got == b"hello"
     """)
-    result = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider")
+    # The isolated pytester (tests/conftest.py) loads no entry-point plugin: Hypothesis's own
+    # pytest plugin, which runs the health check, is asked for by module name.
+    result = pytester.runpytest("-p", "_hypothesis_pytestplugin", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=2)
     out = result.stdout.str()
     assert "function_scoped_fixture" in out
