@@ -16,6 +16,7 @@ import pytest
 from pytest_multiconn.client.multiconn import ClientResults, MultiConnClient
 from pytest_multiconn.core.process import ServerProcess
 from pytest_multiconn.core.server import ServerBase
+from pytest_multiconn.core.shared import SharedLoop
 from pytest_multiconn.plugin.options import get_option, register_option
 from pytest_multiconn.servers.echo import EchoServer
 
@@ -63,12 +64,18 @@ def multiconn_timeout(pytestconfig: pytest.Config) -> float:
 class ServerFactory:
     """Starts servers for one test and stops them all at teardown."""
 
-    def __init__(self, timeout: float, name_hint: str = "") -> None:
+    def __init__(
+        self, timeout: float, name_hint: str = "", shared_loop: SharedLoop | None = None
+    ) -> None:
         self.timeout = timeout
         self.name_hint = name_hint
+        #: The worker's loop thread that the echo servers made here run on (None: one each).
+        self.shared_loop = shared_loop
         self.servers: list[ServerBase] = []
 
     def __call__(self, **kwargs: Any) -> EchoServer:
+        if self.shared_loop is not None:
+            kwargs.setdefault("loop", self.shared_loop)
         return self.adopt(EchoServer(**kwargs))
 
     def adopt(self, server: S) -> S:
@@ -95,9 +102,25 @@ class ServerFactory:
             raise errors[0]
 
 
+@pytest.fixture(scope="session")
+def _multiconn_shared_loop(multiconn_timeout: float) -> Iterator[SharedLoop]:
+    """The loop thread of this process that function-scoped echo servers share (internal).
+
+    Started by the first server that needs it and kept for the session, so a test does not
+    pay for a new thread (see ``core/shared.py``); replaced when a server finds it wedged or
+    dead.  Each server keeps its own listener, connections, errors and leak check.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    shared = SharedLoop(f"multiconn-shared[{worker}]")
+    try:
+        yield shared
+    finally:
+        shared.close(multiconn_timeout)
+
+
 @pytest.fixture
 def multiconn_server_factory(
-    request: pytest.FixtureRequest, multiconn_timeout: float
+    request: pytest.FixtureRequest, multiconn_timeout: float, _multiconn_shared_loop: SharedLoop
 ) -> Iterator[Callable[..., EchoServer]]:
     """Yields a factory: ``multiconn_server_factory(**kwargs)`` starts an :class:`EchoServer`
     on an ephemeral loopback port and returns it; ``.adopt(server)`` starts and owns any
@@ -108,7 +131,7 @@ def multiconn_server_factory(
     ``host="::1"``, ``unix_path``, ``backlog``.  Each stop is bounded by
     ``--multiconn-timeout``; the per-test leak check names where a leaked server was started.
     """
-    factory = ServerFactory(multiconn_timeout, request.node.nodeid)
+    factory = ServerFactory(multiconn_timeout, request.node.nodeid, _multiconn_shared_loop)
     try:
         yield factory
     finally:
