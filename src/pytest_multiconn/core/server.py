@@ -364,7 +364,7 @@ class ServerBase:
         # ("multiconn-echo[gw0:test_x]-127.0.0.1:41234"), so a stray thread names its owner.
         name = self._name or f"multiconn-{self.kind}{thread_tag()}-{self._format_address()}"
         if self.shared_loop is not None:
-            return self._start_shared(sock, name, timeout)
+            return self._start_shared(self.shared_loop, sock, name, timeout)
         self._loop = Loop(name)
         self.loop.on_error = lambda record: self._notify()
         self._listener = Listener(self, sock)
@@ -379,14 +379,15 @@ class ServerBase:
             raise
         return self
 
-    def _start_shared(self: S, sock: socket.socket, name: str, timeout: float) -> S:
+    def _start_shared(
+        self: S, shared: SharedLoop, sock: socket.socket, name: str, timeout: float
+    ) -> S:
         # The listening socket already takes connections (into its backlog); the loop
         # thread registers it with the next callback it runs, so start() need not wait for
         # a round trip, and anything asked of the loop later (stats, stop) comes after it.
-        assert self.shared_loop is not None
         self._run_name = name
         try:
-            loop = self.shared_loop.acquire(name, timeout)
+            loop = shared.acquire(name, timeout)
         except BaseException:
             sock.close()
             raise

@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop, LoopErrorRecord
 from pytest_multiconn.core.registry import THREAD_PREFIX, keep_thread
@@ -48,7 +48,7 @@ def _owner_of(context: object) -> ErrorOwner | None:
     obj = getattr(context, "__self__", context)
     for candidate in (obj, getattr(obj, "server", None)):
         if candidate is not None and callable(getattr(candidate, "_record_loop_error", None)):
-            return candidate  # type: ignore[no-any-return]
+            return cast(ErrorOwner, candidate)
     return None
 
 
