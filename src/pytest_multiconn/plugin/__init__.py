@@ -151,8 +151,9 @@ def multiconn_server(
     request: pytest.FixtureRequest, multiconn_server_factory: ServerFactory
 ) -> ServerBase:
     """Yields a started :class:`EchoServer` on ``127.0.0.1`` and an ephemeral port.
-    Function scope (start and stop take about a millisecond).  Teardown stops it, re-raises
-    errors from its loop thread in this test, and fails it on leaks.
+    Function scope; it runs on the worker's shared loop thread (a fresh listener, connection
+    set and error list per test, no new thread).  Teardown stops it, re-raises errors its
+    handlers raised in this test, and fails it on leaks.
 
     Options come from ``@pytest.mark.multiconn_server(**kwargs)``, for example
     ``@pytest.mark.multiconn_server(idle_timeout=0.5)``; ``protocol="line"`` (or ``"http"``,
