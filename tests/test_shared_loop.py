@@ -122,6 +122,26 @@ def test_a_handler_error_fails_only_its_own_servers_check(shared: SharedLoop) ->
     assert shared.loop.errors == []
 
 
+def test_an_error_of_no_server_in_particular_fails_every_server_on_the_loop(
+    shared: SharedLoop,
+) -> None:
+    def plain() -> None:  # a plain function: nothing names the server it belongs to
+        raise ZeroDivisionError("whose?")
+
+    with EchoServer(loop=shared) as a, EchoServer(loop=shared) as b:
+        a.loop.call_soon_threadsafe(plain)
+        with pytest.raises(LoopThreadError, match="whose"):
+            a.wait_for(lambda s: False, what="the error")
+        with pytest.raises(LoopThreadError, match="whose"):
+            b.check()
+    # With no server attached it is the loop's own, as on a loop of one server.
+    loop = shared.loop
+    assert loop is not None
+    loop.call_soon_threadsafe(plain)
+    loop.run_sync(lambda: None, TIMEOUT)
+    assert [type(e.exc) for e in loop.errors] == [ZeroDivisionError]
+
+
 def test_a_wedged_loop_fails_that_stop_and_the_next_server_gets_a_fresh_one(
     shared: SharedLoop,
 ) -> None:
@@ -216,12 +236,17 @@ def test_two_hundred_function_scoped_servers_share_one_thread(isolated: pytest.P
                 assert sock.recv(4) == b"ping"
             assert multiconn_server.wait_for_closed(1).bytes_in == 4
 
+        def test_opting_out(multiconn_server_factory):
+            server = multiconn_server_factory(loop=None)
+            assert server.shared_loop is None
+            assert server.loop.thread not in threads
+
         def test_one_thread_served_them_all():
             assert len(threads) == 1
         """
     )
     result = run_isolated(isolated, "-q")
-    result.assert_outcomes(passed=201)
+    result.assert_outcomes(passed=202)
 
 
 def test_a_server_left_running_on_the_shared_loop_is_a_leak(isolated: pytest.Pytester) -> None:

@@ -387,7 +387,7 @@ class ServerBase:
         # a round trip, and anything asked of the loop later (stats, stop) comes after it.
         self._run_name = name
         try:
-            loop = shared.acquire(name, timeout)
+            loop = shared.acquire(name, timeout, self)
         except BaseException:
             sock.close()
             raise
@@ -417,7 +417,9 @@ class ServerBase:
         try:
             if self.shared_loop is not None:
                 try:
-                    self.shared_loop.release(self.loop, self._close_everything, timeout)
+                    self.shared_loop.release(
+                        self.loop, self._close_everything, timeout, self
+                    )
                 except LoopThreadError as exc:
                     # Its thread died under it: check() fails this server's test, as it
                     # would with a loop of its own (whose error check() re-raises).

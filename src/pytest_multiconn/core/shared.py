@@ -45,8 +45,10 @@ def _owner_of(context: object) -> ErrorOwner | None:
     """The server a handler, callback or closer belongs to, or None (the loop's own)."""
     # A bound method (a callback, a timer, a closer) belongs to its object; a listener or a
     # connection names its server in ``.server``; a server is its own owner.
+    # A TLS stream or another per-connection helper names its connection in ``.conn``.
     obj = getattr(context, "__self__", context)
-    for candidate in (obj, getattr(obj, "server", None)):
+    conn = getattr(obj, "conn", None)
+    for candidate in (obj, getattr(obj, "server", None), getattr(conn, "server", None)):
         if candidate is not None and callable(getattr(candidate, "_record_loop_error", None)):
             return cast(ErrorOwner, candidate)
     return None
@@ -55,16 +57,26 @@ def _owner_of(context: object) -> ErrorOwner | None:
 class _RoutingLoop(Loop):
     """A loop whose handler errors are recorded on the server they belong to."""
 
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        #: The servers on this loop now (a new list on each change: read without a lock).
+        self.attached: list[ErrorOwner] = []
+
     def report_error(self, exc: BaseException, context: object) -> None:
         owner = _owner_of(context)
-        if owner is None:
+        # An error whose owner cannot be told (a plain function as a callback) goes to every
+        # server on the loop now rather than to nobody: it still fails a test, this one.
+        owners = [owner] if owner is not None else list(self.attached)
+        if not owners:
             super().report_error(exc, context)
             return
         try:
             ctx = repr(context)
         except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
             ctx = object.__repr__(context)
-        owner._record_loop_error(LoopErrorRecord(exc, ctx, time.monotonic()))
+        record = LoopErrorRecord(exc, ctx, time.monotonic())
+        for each in owners:
+            each._record_loop_error(record)
 
 
 def raise_recorded(name: str, errors: list[LoopErrorRecord]) -> None:
@@ -112,8 +124,11 @@ class SharedLoop:
         """The current loop, or None before the first ``acquire()`` / after a discard."""
         return self._loop
 
-    def acquire(self, name: str, timeout: float = DEFAULT_TIMEOUT) -> Loop:
-        """The running loop, renamed ``name`` (a fresh one if the last is dead or gone)."""
+    def acquire(
+        self, name: str, timeout: float = DEFAULT_TIMEOUT, owner: ErrorOwner | None = None
+    ) -> Loop:
+        """The running loop, renamed ``name`` (a fresh one if the last is dead or gone);
+        ``owner`` receives the errors of handlers that cannot be attributed to one server."""
         with self._lock:
             loop = self._loop
             if loop is not None and not self._healthy(loop):
@@ -129,10 +144,18 @@ class SharedLoop:
                     keep_thread(thread)
                 self._loop = loop
             self._attached += 1
+            if owner is not None and isinstance(loop, _RoutingLoop):
+                loop.attached = [*loop.attached, owner]
             self._rename(loop, name)
             return loop
 
-    def release(self, loop: Loop, close: Callable[[], None], timeout: float) -> None:
+    def release(
+        self,
+        loop: Loop,
+        close: Callable[[], None],
+        timeout: float,
+        owner: ErrorOwner | None = None,
+    ) -> None:
         """Run ``close()`` in ``loop``'s thread and wait for it; discard the loop if it is
         wedged (``LoopStuckError``) or dead (``LoopThreadError``), then raise."""
         try:
@@ -153,6 +176,8 @@ class SharedLoop:
             raise
         finally:
             with self._lock:
+                if owner is not None and isinstance(loop, _RoutingLoop):
+                    loop.attached = [o for o in loop.attached if o is not owner]
                 if self._loop is loop:
                     self._attached = max(0, self._attached - 1)
                     if not self._attached:
