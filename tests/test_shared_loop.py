@@ -271,7 +271,7 @@ def test_a_server_left_running_on_the_shared_loop_is_a_leak(isolated: pytest.Pyt
         [
             "*ERROR at teardown of test_leaky*",
             "*LeakError: *::test_leaky leaked 1 resource(s)*",
-            "*<EchoServer 'multiconn-echo[[]test_leaky[]]-127.0.0.1:*' on * is still running;*",
+            "*<EchoServer 'multiconn-echo[[]*test_leaky[]]-127.0.0.1:*' on * is still running;*",
             "*ERROR at teardown of test_own_thread_leaky*",
         ]
     )
