@@ -118,3 +118,12 @@ def test_serve_prints_server_lines_and_stops_on_event() -> None:
     assert any(line.startswith("Echoing b'ping' to ('127.0.0.1', ") for line in lines)
     assert result[0].stats().bytes_out == 4
     printer()("printer writes whole lines")  # the shared printer is line-buffered
+
+
+def test_server_ca_out_that_cannot_be_written_names_the_path(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Before: a bare "[Errno 5] Input/output error" without the path.
+    assert main(["server", "127.0.0.1", "0", "--tls", "--ca-out", "/proc/version"]) == 2
+    err = capsys.readouterr().err
+    assert "--ca-out '/proc/version': cannot write the CA certificate there" in err

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-timeout",
         type=_positive_float,
         default=None,
-        help="close a connection that sent nothing for this many seconds",
+        help="close a connection on which neither side made progress for this many seconds",
     )
     server.add_argument("--max-connections", type=int, default=None)
     server.add_argument(

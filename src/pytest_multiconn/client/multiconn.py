@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from pytest_multiconn.core.address import check_host, parse_port
+from pytest_multiconn.core.checks import check_count, check_seconds
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -367,8 +368,8 @@ class MultiConnClient:
             or num_connections < 1
         ):
             raise ValueError(f"num_connections must be a positive integer, got {num_connections!r}")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        timeout = check_seconds(timeout, "timeout")
+        check_count(transcript_limit, "transcript_limit", minimum=0)
         self.address = _check_target(address, allow_remote=allow_remote)
         #: TLS (a ClientTLS) when given ``tls=`` (an SSLContext such as ``server.client_tls``).
         self.tls: ClientTLS | None = None

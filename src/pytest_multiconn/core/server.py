@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pytest_multiconn.core.address import bind_listener
+from pytest_multiconn.core.address import bind_listener, check_host, parse_port
+from pytest_multiconn.core.checks import check_count, check_seconds
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -238,12 +239,22 @@ class ServerBase:
     ) -> None:
         if loop is not None and not isinstance(loop, SharedLoop):
             raise TypeError(f"loop must be a SharedLoop or None, got {loop!r}")
-        if max_connections is not None and max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1 or None, got {max_connections!r}")
-        if idle_timeout is not None and not idle_timeout > 0:
+        if max_connections is not None and (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or max_connections < 1
+        ):
             raise ValueError(
-                f"idle_timeout must be a positive number of seconds, got {idle_timeout!r}"
+                f"max_connections must be at least 1 or None, got {max_connections!r}"
             )
+        if idle_timeout is not None:  # None: no idle limit
+            idle_timeout = check_seconds(idle_timeout, "idle_timeout")
+        check_count(transcript_limit, "transcript_limit", minimum=0)
+        check_count(backlog, "backlog", minimum=0)
+        if unix_path is None:
+            # Refused here, like the client and the proxy do, not only when start() binds.
+            host = check_host(host, allow_remote=allow_remote)
+            port = parse_port(port)
         self.high_water, self.low_water = validate_water_marks(high_water, low_water)
         self._host = host
         self._port = port
@@ -409,29 +420,40 @@ class ServerBase:
         return own
 
     def stop(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Close every connection and the listener, join the loop thread (idempotent)."""
-        if self._stopped or not self._started:
+        """Close every connection and the listener, join the loop thread (idempotent).
+
+        From the loop thread itself (an ``on_event`` callback, a handler) the stop is
+        scheduled: the thread closes everything and ends once that callback returns, and a
+        later ``stop()`` from another thread joins it.
+        """
+        if not self._started:
             self._stopped = True
             return
+        first = not self._stopped
         self._stopped = True
         try:
             if self.shared_loop is not None:
-                try:
-                    self.shared_loop.release(
-                        self.loop, self._close_everything, timeout, self
-                    )
-                except LoopThreadError as exc:
-                    # Its thread died under it: check() fails this server's test, as it
-                    # would with a loop of its own (whose error check() re-raises).
-                    self._errors.append(LoopErrorRecord(exc, repr(self), time.monotonic()))
+                if first:  # the loop is not ours to stop: closing this server is all
+                    self._stop_shared(self.shared_loop, timeout)
                 return
+            # Every call reaches the loop: after a stop scheduled from the loop thread, a
+            # later stop() from the test thread still joins the thread.
             self.loop.stop(timeout)
         finally:
-            untrack_server(self)
-            if self._unix_path is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(self._unix_path)
-            self._notify()
+            if first:
+                untrack_server(self)
+                if self._unix_path is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self._unix_path)
+                self._notify()
+
+    def _stop_shared(self, shared: SharedLoop, timeout: float) -> None:
+        try:
+            shared.release(self.loop, self._close_everything, timeout, self)
+        except LoopThreadError as exc:
+            # Its thread died under it: check() fails this server's test, as it would with
+            # a loop of its own (whose error check() re-raises).
+            self._errors.append(LoopErrorRecord(exc, repr(self), time.monotonic()))
 
     def check(self) -> None:
         """Re-raise, in the caller, the first exception the loop thread recorded."""
@@ -524,12 +546,15 @@ class ServerBase:
 
     # -- observing from the test thread ---------------------------------------------------------
     def stats(self) -> ServerStats:
-        """Counters, consistent at one instant (taken in the loop thread)."""
-        return (
-            self.loop.run_sync(self._stats)
-            if self._started and not self._stopped
-            else self._stats()
-        )
+        """Counters, consistent at one instant (taken in the loop thread).
+
+        The snapshot is taken after the loop has handled every socket event that was ready
+        when ``stats()`` was called: a client that closed its connections before calling it
+        (``MultiConnClient.run()`` returned) sees them counted as closed, not open.
+        """
+        if self._started and not self._stopped:
+            return self.loop.run_sync(self._stats, after_io=True)
+        return self._stats()
 
     def _stats(self) -> ServerStats:
         live = list(self._conns.values())
@@ -568,6 +593,7 @@ class ServerBase:
         what: str = "a condition",
     ) -> ServerStats:
         """Block until ``predicate(stats)`` holds; raise :class:`WaitTimeout` naming ``what``."""
+        check_seconds(timeout, "timeout", allow_zero=True)
         deadline = time.monotonic() + timeout
         with self._cond:
             self._waiters += 1

@@ -160,6 +160,11 @@ class SharedLoop:
         wedged (``LoopStuckError``) or dead (``LoopThreadError``), then raise."""
         try:
             thread = loop.thread
+            if thread is not None and thread.ident == threading.get_ident():
+                # From a handler of this loop: close once that handler has returned, as a
+                # loop of one server schedules its stop.
+                loop.call_soon(close)
+                return
             if loop.is_running() and thread is not None and thread.is_alive():
                 loop.run_sync(close, timeout)
                 return

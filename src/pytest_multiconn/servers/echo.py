@@ -65,7 +65,7 @@ class _PlainEchoConnection(EchoConnection):
     skip them.
     """
 
-    def handle_event(self, mask: int) -> None:  # noqa: PLR0912 - one inline hot path, on purpose
+    def handle_event(self, mask: int) -> None:  # noqa: PLR0912, PLR0915 - one inline hot path
         if mask != EVENT_READ or self._connecting:
             super().handle_event(mask)
             return
@@ -118,6 +118,7 @@ class _PlainEchoConnection(EchoConnection):
                 return
             if sent:
                 self.bytes_out += sent
+                self.last_sent = now
                 if folding:
                     last[1] = now
                     last[3] += sent
