@@ -198,6 +198,34 @@ def test_a_loop_thread_that_died_fails_that_servers_check(shared: SharedLoop) ->
         assert echo(fresh.address) == b"ping"
 
 
+def test_stop_from_a_handler_closes_that_server_only(shared: SharedLoop) -> None:
+    servers: list[EchoServer] = []
+
+    def stop_on_data(event: str, conn: Connection, data: bytes | None) -> None:
+        if event == "data":
+            servers[0].stop()  # from the loop thread: scheduled, not waited for
+
+    other = EchoServer(loop=shared).start(TIMEOUT)
+    servers.append(EchoServer(loop=shared, on_event=stop_on_data).start(TIMEOUT))
+    stopping = servers[0]
+    try:
+        with socket.create_connection(stopping.address, timeout=TIMEOUT) as sock:
+            sock.sendall(b"x")
+            got = b""
+            while chunk := sock.recv(64):  # the echo, then EOF once the close ran
+                got += chunk
+            assert got in (b"", b"x")
+        assert not stopping.connections()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(stopping.address, timeout=TIMEOUT).close()
+        assert echo(other.address) == b"ping"
+    finally:
+        stopping.stop(TIMEOUT)
+        other.stop(TIMEOUT)
+    stopping.check()
+    other.check()
+
+
 def test_arguments_are_validated() -> None:
     with pytest.raises(TypeError, match="loop must be a SharedLoop"):
         EchoServer(loop=object())  # type: ignore[arg-type]
