@@ -117,6 +117,11 @@ def pop_fixture(before: set[threading.Thread] | None) -> None:
                 _long_lived_threads.add(thread)
 
 
+def keep_thread(thread: threading.Thread) -> None:
+    """``thread`` outlives tests by design (a shared loop's): never a leak of one test."""
+    _long_lived_threads.add(thread)
+
+
 def _wide_fixture() -> str | None:
     for name, scope in reversed(_fixtures):
         if scope != "function":

@@ -30,9 +30,10 @@ from pytest_multiconn.core.connection import (
     validate_water_marks,
 )
 from pytest_multiconn.core.layer import LayerFactory
-from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, EVENT_READ, Loop, Timer
+from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, EVENT_READ, Loop, LoopErrorRecord, Timer
 from pytest_multiconn.core.registry import thread_tag, track_server, untrack_server
-from pytest_multiconn.errors import WaitTimeout
+from pytest_multiconn.core.shared import SharedLoop, raise_recorded
+from pytest_multiconn.errors import LoopThreadError, WaitTimeout
 
 S = TypeVar("S", bound="ServerBase")
 
@@ -240,7 +241,10 @@ class ServerBase:
         name: str | None = None,
         on_event: Observer | None = None,
         layer: LayerFactory | None = None,
+        loop: SharedLoop | None = None,
     ) -> None:
+        if loop is not None and not isinstance(loop, SharedLoop):
+            raise TypeError(f"loop must be a SharedLoop or None, got {loop!r}")
         if max_connections is not None and (
             isinstance(max_connections, bool)
             or not isinstance(max_connections, int)
@@ -271,6 +275,12 @@ class ServerBase:
         #: Puts a layer (TLS) under each accepted connection; None: plaintext.
         self.layer_factory = layer
         self._loop: Loop | None = None  # made by start(): it owns a socketpair
+        #: The shared loop thread this server runs on (``loop=``), or None: a thread of its own.
+        self.shared_loop = loop
+        # On a shared loop: this server's name, and the errors of its own handlers (the
+        # loop's ``errors`` are then those of no server in particular).
+        self._run_name: str | None = None
+        self._errors: list[LoopErrorRecord] = []
         self._listener: Listener | None = None
         self._address: Any = None
         self._conns: dict[int, Connection] = {}
@@ -301,6 +311,8 @@ class ServerBase:
 
     @property
     def name(self) -> str:
+        if self._run_name is not None:
+            return self._run_name
         if self._loop is not None:
             return self._loop.name
         return self._name or f"multiconn-{self.kind}"
@@ -339,7 +351,7 @@ class ServerBase:
                 where += " (stopped)"
         return (
             f"<{type(self).__name__} {self.name!r} {where} accepted={self._accepted_count} "
-            f"open={len(self._conns)} errors={len(self._loop.errors) if self._loop else 0}>"
+            f"open={len(self._conns)} errors={self._error_count()}>"
         )
 
     def _format_address(self) -> str:
@@ -367,9 +379,10 @@ class ServerBase:
         self._address = name if isinstance(name, str) else tuple(name[:2])
         # Inside a test the thread name carries the xdist worker and the test
         # ("multiconn-echo[gw0:test_x]-127.0.0.1:41234"), so a stray thread names its owner.
-        self._loop = Loop(
-            self._name or f"multiconn-{self.kind}{thread_tag()}-{self._format_address()}"
-        )
+        name = self._name or f"multiconn-{self.kind}{thread_tag()}-{self._format_address()}"
+        if self.shared_loop is not None:
+            return self._start_shared(self.shared_loop, sock, name, timeout)
+        self._loop = Loop(name)
         self.loop.on_error = lambda record: self._notify()
         self._listener = Listener(self, sock)
         self._listener.resume()
@@ -382,6 +395,35 @@ class ServerBase:
             untrack_server(self)
             raise
         return self
+
+    def _start_shared(
+        self: S, shared: SharedLoop, sock: socket.socket, name: str, timeout: float
+    ) -> S:
+        # The listening socket already takes connections (into its backlog); the loop
+        # thread registers it with the next callback it runs, so start() need not wait for
+        # a round trip, and anything asked of the loop later (stats, stop) comes after it.
+        self._run_name = name
+        try:
+            loop = shared.acquire(name, timeout, self)
+        except BaseException:
+            sock.close()
+            raise
+        self._loop = loop
+        self._listener = Listener(self, sock)
+        track_server(self)
+        loop.call_soon_threadsafe(self._listener.resume)
+        return self
+
+    def _record_loop_error(self, record: LoopErrorRecord) -> None:
+        """Loop thread of a shared loop: an error raised by one of this server's handlers."""
+        self._errors.append(record)
+        self._notify()
+
+    def _error_count(self) -> int:
+        own = len(self._errors)
+        if self.shared_loop is None and self._loop is not None:
+            own += len(self._loop.errors)
+        return own
 
     def stop(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Close every connection and the listener, join the loop thread (idempotent).
@@ -396,6 +438,10 @@ class ServerBase:
         first = not self._stopped
         self._stopped = True
         try:
+            if self.shared_loop is not None:
+                if first:  # the loop is not ours to stop: closing this server is all
+                    self._stop_shared(self.shared_loop, timeout)
+                return
             # Every call reaches the loop: after a stop scheduled from the loop thread, a
             # later stop() from the test thread still joins the thread.
             self.loop.stop(timeout)
@@ -407,9 +453,20 @@ class ServerBase:
                         os.unlink(self._unix_path)
                 self._notify()
 
+    def _stop_shared(self, shared: SharedLoop, timeout: float) -> None:
+        try:
+            shared.release(self.loop, self._close_everything, timeout, self)
+        except LoopThreadError as exc:
+            # Its thread died under it: check() fails this server's test, as it would with
+            # a loop of its own (whose error check() re-raises).
+            self._errors.append(LoopErrorRecord(exc, repr(self), time.monotonic()))
+
     def check(self) -> None:
         """Re-raise, in the caller, the first exception the loop thread recorded."""
-        if self._loop is not None:
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise_recorded(self.name, errors)
+        if self._loop is not None and self.shared_loop is None:
             self._loop.check()
 
     def __enter__(self: S) -> S:
@@ -561,7 +618,7 @@ class ServerBase:
                 # errors read *after* the stats include every error behind them: a failed
                 # connection that counts as closed raises here, which is what the test
                 # needs to see.
-                if self._loop is not None and self._loop.errors:
+                if self._error_count():
                     self.check()
                 if predicate(stats):
                     return stats

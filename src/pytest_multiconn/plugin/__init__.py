@@ -19,6 +19,7 @@ import pytest
 from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, MultiConnClient
 from pytest_multiconn.core.process import ServerProcess
 from pytest_multiconn.core.server import ServerBase
+from pytest_multiconn.core.shared import SharedLoop
 from pytest_multiconn.plugin.nodeid import base_nodeid
 from pytest_multiconn.plugin.options import (
     get_option,
@@ -137,15 +138,21 @@ class EchoServerFactory:
     """Starts servers for one test and stops them all at teardown (implements
     :class:`~pytest_multiconn.fixtures.ServerFactory`)."""
 
-    def __init__(self, timeout: float, name_hint: str = "") -> None:
+    def __init__(
+        self, timeout: float, name_hint: str = "", shared_loop: SharedLoop | None = None
+    ) -> None:
         self.timeout = timeout
         self.name_hint = name_hint
+        #: The worker's loop thread that the echo servers made here run on (None: one each).
+        self.shared_loop = shared_loop
         self.servers: list[ServerBase] = []
 
     def __repr__(self) -> str:
         return f"<EchoServerFactory timeout={self.timeout} servers={len(self.servers)}>"
 
     def __call__(self, host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> EchoServer:
+        if self.shared_loop is not None:
+            kwargs.setdefault("loop", self.shared_loop)
         server = EchoServer(host, port, **kwargs)
         server.timeout = self.timeout
         return self.adopt(server)
@@ -174,20 +181,40 @@ class EchoServerFactory:
             raise errors[0]
 
 
+@pytest.fixture(scope="session")
+def _multiconn_shared_loop(multiconn_timeout: float) -> Iterator[SharedLoop]:
+    """The loop thread of this process that function-scoped echo servers share (internal).
+
+    Started by the first server that needs it and kept for the session, so a test does not
+    pay for a new thread (see ``core/shared.py``); replaced when a server finds it wedged or
+    dead.  Each server keeps its own listener, connections, errors and leak check.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    shared = SharedLoop(f"multiconn-shared[{worker}]")
+    try:
+        yield shared
+    finally:
+        shared.close(multiconn_timeout)
+
+
 @pytest.fixture
 def multiconn_server_factory(
-    request: pytest.FixtureRequest, multiconn_timeout: float
+    request: pytest.FixtureRequest, multiconn_timeout: float, _multiconn_shared_loop: SharedLoop
 ) -> Iterator[ServerFactory]:
     """Yields a factory (type pytest_multiconn.fixtures.ServerFactory):
     multiconn_server_factory(host="127.0.0.1", port=0, **kwargs) starts an EchoServer and
-    returns it; .adopt(server) starts and owns any server.  Function scope.  Teardown stops
-    them all, re-raises loop-thread errors in this test, and fails it if anything leaked.
+    returns it; .adopt(server) starts and owns any server.  Function scope.  Echo servers it
+    makes run on the worker's shared loop thread (pass loop=None for a thread of its own).
+    Teardown stops them all, re-raises loop-thread errors in this test, and fails it if
+    anything leaked.
 
     Options: idle_timeout, max_connections, high_water/low_water, unix_path, backlog, tls
     (host="::1" for IPv6).  Its servers' wait_for*() and every stop are bounded by
     --multiconn-timeout; the per-test leak check names where a leaked server was started.
     """
-    factory = EchoServerFactory(multiconn_timeout, base_nodeid(request.node))
+    factory = EchoServerFactory(
+        multiconn_timeout, base_nodeid(request.node), _multiconn_shared_loop
+    )
     try:
         yield factory
     finally:
@@ -205,10 +232,11 @@ def multiconn_server(
     @pytest.mark.multiconn_server(idle_timeout=0.5); an unknown keyword fails the test
     naming the known ones.  protocol="line" (or "http", "redis", or a handler factory such
     as your own asyncio.Protocol subclass) serves that protocol with a ProtocolServer
-    instead of echo.  Function scope (start and stop take about a millisecond).
+    instead of echo.  Function scope; an echo server runs on the worker's shared loop thread
+    (a fresh listener, connection set and error list per test, no new thread).
 
     server.wait_for_*() waits up to --multiconn-timeout unless given timeout=.  Teardown
-    stops it, re-raises errors from its loop thread in this test, and fails it on leaks.
+    stops it, re-raises errors its handlers raised in this test, and fails it on leaks.
     """
     marker = request.node.get_closest_marker(SERVER_MARKER)
     protocol = marker.kwargs.get("protocol", "echo") if marker else "echo"
