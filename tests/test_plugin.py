@@ -147,6 +147,9 @@ def test_plugin_can_be_disabled(
     # `-p no:multiconn` names the entry point: this inner run loads plugins as a user's does.
     monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
     monkeypatch.delenv("PYTEST_PLUGINS")
-    result = pytester.runpytest("-p", "no:multiconn", "-p", "no:randomly")
+    result = pytester.runpytest(
+        "-p", "no:multiconn", "-p", "no:randomly",
+        "-o", "asyncio_default_fixture_loop_scope=function",
+    )
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'multiconn_server' not found*"])
