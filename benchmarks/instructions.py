@@ -151,10 +151,16 @@ def streaming(port: int, total: int) -> None:
     _close(socks)
 
 
-def run_once(kind: str, workload: str, amount: int, valgrind: str) -> int:
-    """Total user-space instructions of one server process serving ``amount`` of a workload."""
+def run_once(
+    kind: str, workload: str, amount: int, valgrind: str, keep: Path | None = None
+) -> int:
+    """Total user-space instructions of one server process serving ``amount`` of a workload.
+
+    ``keep``: a folder to leave the callgrind output in (``callgrind_annotate`` reads it).
+    """
     with tempfile.TemporaryDirectory(prefix="multiconn-cg-") as tmp:
-        out = Path(tmp) / "callgrind.out"
+        folder = Path(tmp) if keep is None else keep
+        out = folder / f"callgrind.{kind}.{workload}.{amount}.out"
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONHASHSEED="0")
         proc = subprocess.Popen(
             [
@@ -198,9 +204,11 @@ def run_once(kind: str, workload: str, amount: int, valgrind: str) -> int:
         return int(match.group(1))
 
 
-def per_op(kind: str, workload: str, small: int, large: int, valgrind: str) -> float:
-    a = run_once(kind, workload, small, valgrind)
-    b = run_once(kind, workload, large, valgrind)
+def per_op(
+    kind: str, workload: str, small: int, large: int, valgrind: str, *, keep: Path | None
+) -> float:
+    a = run_once(kind, workload, small, valgrind, keep)
+    b = run_once(kind, workload, large, valgrind, keep)
     return (b - a) / (large - small)
 
 
@@ -210,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20_000, help="ping-pong round trips")
     parser.add_argument("--mb", type=int, default=64, help="streaming MiB")
     parser.add_argument("--workloads", default="ping,stream")
+    parser.add_argument("--keep", type=Path, help="leave the callgrind outputs in this folder")
     args = parser.parse_args(argv)
     if args.rounds < 1000 or args.mb < 8:
         parser.error("--rounds must be >= 1000 and --mb >= 8 (the short run takes a tenth)")
@@ -217,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     if valgrind is None:
         print("valgrind not found (apt-get install valgrind)", file=sys.stderr)
         return 2
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     kinds = [k for k in args.servers.split(",") if k != "uvloop" or have_uvloop()]
     workloads = args.workloads.split(",")
     print(f"# callgrind, user-space instructions of the server process ({sys.version.split()[0]})")
@@ -225,13 +236,13 @@ def main(argv: list[str] | None = None) -> int:
         ping = stream = float("nan")
         if "ping" in workloads:
             small = args.rounds // 10
-            ping = per_op(kind, "ping", small, small + args.rounds, valgrind)
+            ping = per_op(kind, "ping", small, small + args.rounds, valgrind, keep=args.keep)
         if "stream" in workloads:
             mib = 1024 * 1024
             # Multiples of the connection count, so every connection carries the same bytes.
             small = args.mb // 8 * mib // STREAM_CONNS * STREAM_CONNS
             large = small + args.mb * mib // STREAM_CONNS * STREAM_CONNS
-            stream = per_op(kind, "stream", small, large, valgrind) * mib
+            stream = per_op(kind, "stream", small, large, valgrind, keep=args.keep) * mib
         print(f"  {kind:<9} {ping:>30,.0f} {stream:>24,.0f}", flush=True)
     return 0
 

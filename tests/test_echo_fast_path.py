@@ -17,6 +17,7 @@ from typing import Any
 
 from pytest_multiconn import EchoServer, wait_until
 from pytest_multiconn.core.connection import Connection
+from pytest_multiconn.core.loop import Loop
 from pytest_multiconn.servers.echo import EchoConnection, _PlainEchoConnection
 
 TIMEOUT = 10
@@ -158,3 +159,17 @@ def test_ping_pong_counts_as_activity_for_the_idle_timeout() -> None:
         # Then silence: the idle timeout still closes it.
         assert sock.recv(1) == b"", "a silent client is closed by the idle timeout"
         assert server.wait_for_closed(1).idle_closed == 1
+
+
+def test_loop_poll_time_is_read_after_every_poll() -> None:
+    for fast in (True, False):
+        loop = Loop()
+        try:
+            if not fast:
+                loop._epoll_poll = None  # the plain selectors path (non-Linux platforms)
+            before = time.monotonic()
+            assert loop.poll_time <= before
+            loop.run_once(0)
+            assert loop.poll_time >= before, f"poll_time not refreshed (epoll path: {fast})"
+        finally:
+            loop.close()

@@ -356,10 +356,12 @@ class Loop:
                 key = fd_to_key[fd]
             except KeyError:
                 continue  # unregistered by a handler earlier in this batch
-            mask = (table[event] if event < size else _epoll_mask(event)) & key.events
+            # key[2], key[3]: SelectorKey's events and data.  A namedtuple's fields by name
+            # are descriptors CPython 3.11 cannot specialize; by index they are one opcode.
+            mask = (table[event] if event < size else _epoll_mask(event)) & key[2]
             if not mask:
                 continue
-            handler = key.data
+            handler = key[3]
             try:
                 handler.handle_event(mask)
             except Exception as exc:  # noqa: BLE001 - recorded, re-raised by check()
