@@ -64,6 +64,10 @@ class TLSError(MulticonnError, ConnectionError):
     """A TLS handshake or record-layer failure on one connection (it closes; the loop goes on)."""
 
 
+class ScriptMismatch(MulticonnError, AssertionError):
+    """A client sent a scripted server something its script did not expect."""
+
+
 class MissingExtraError(MulticonnError, ImportError):
     """An optional dependency is not installed; the message names the extra that brings it."""
 

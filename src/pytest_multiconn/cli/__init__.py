@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="close a connection that sent nothing for this many seconds",
     )
     server.add_argument("--max-connections", type=int, default=None)
+    server.add_argument(
+        "--protocol",
+        choices=("echo", "line", "http", "redis"),
+        default="echo",
+        help="what to serve: the tutorial's echo server (default), a line echo server, a "
+        "small HTTP/1.1 server (h11) or a small Redis-protocol server (PING, SET, GET)",
+    )
     from pytest_multiconn.cli.tls_args import add_client_tls_arguments, add_server_tls_arguments
 
     add_server_tls_arguments(server)
@@ -83,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument("--timeout", type=_positive_float, default=10.0)
     client.add_argument("--allow-remote", action="store_true")
+    from pytest_multiconn.cli.suite import add_exchange_arguments
+
+    add_exchange_arguments(client, default=None)
     add_client_tls_arguments(client)
     client.set_defaults(func=_run_client)
 
@@ -112,10 +122,15 @@ def _run_server(args: argparse.Namespace) -> int:
             idle_timeout=args.idle_timeout,
             max_connections=args.max_connections,
             tls=tls,
+            protocol=args.protocol,
         )
 
 
 def _run_client(args: argparse.Namespace) -> int:
+    if args.protocol is not None:
+        from pytest_multiconn.cli.suite import run_exchange_client
+
+        return run_exchange_client(args)
     messages = [m.encode() for m in args.message] if args.message else None
     kwargs: dict[str, Any] = {"timeout": args.timeout, "allow_remote": args.allow_remote}
     if messages is not None:

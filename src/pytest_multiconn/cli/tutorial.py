@@ -20,6 +20,7 @@ from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, M
 from pytest_multiconn.core.address import parse_port
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
+from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.servers.echo import EchoServer
 
 Printer = Callable[[str], None]
@@ -64,11 +65,21 @@ def serve(
     out: Printer,
     stop: threading.Event,
     wait: Callable[[], object] | None = None,
+    protocol: str = "echo",
     **server_options: Any,
-) -> EchoServer:
-    """Run the tutorial's server until ``stop`` is set (``wait()`` returns, if given);
-    returns the stopped server."""
-    server = EchoServer(host, parse_port(port), on_event=server_observer(out), **server_options)
+) -> ServerBase:
+    """Run the tutorial's server (or a built-in ``protocol`` server: line, http, redis) until
+    ``stop`` is set (``wait()`` returns, if given); returns the stopped server."""
+    server: ServerBase
+    if protocol == "echo":
+        server = EchoServer(host, parse_port(port), on_event=server_observer(out),
+                            **server_options)
+    else:
+        from pytest_multiconn.servers.fakes import handler_factory
+        from pytest_multiconn.servers.protocol import ProtocolServer
+
+        server = ProtocolServer(handler_factory(protocol), host, parse_port(port),
+                                **server_options)
     server.start()
     try:
         out(f"Listening on {peer_text(server.address)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -16,8 +17,10 @@ from pytest_multiconn.core.connection import (
     Connection,
 )
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
-from pytest_multiconn.core.seed import default_seed
+from pytest_multiconn.core.seed import default_seed, derive_seed
 from pytest_multiconn.errors import EchoMismatch
+from pytest_multiconn.exchanges.base import Exchange, ReplyReader
+from pytest_multiconn.exchanges.simple import Echo
 from pytest_multiconn.faults.client import ClientFault, FaultDriver, check_faults, describe
 from pytest_multiconn.tls.config import ClientTLS, client_tls
 
@@ -55,6 +58,8 @@ class ConnectionResult:
     send_sizes: tuple[int, ...] = ()
     #: The connection stayed open after its exchange (NeverClose, Silent, NeverRead).
     lingering: bool = False
+    #: With an exchange: which reply was wrong or missing, expected vs got ("" when right).
+    problem: str = ""
 
     @property
     def ok(self) -> bool:
@@ -67,6 +72,8 @@ class ConnectionResult:
         )
         if self.error is None and self.first_mismatch is not None:
             status, where = f"FAILED: echo differed at byte {self.first_mismatch}", ""
+        if self.problem:
+            status, where = f"FAILED: {self.error + '; ' if self.error else ''}{self.problem}", ""
         faults = f" [{self.faults}]" if self.faults else ""
         note = f" ({self.note})" if self.note else ""
         return (
@@ -121,8 +128,20 @@ class ClientConnection(Connection):
         )
         self.client = client
         self.conn_id = conn_id
-        self.messages = client.messages
-        self.expected = b"".join(self.messages)
+        #: With a non-echo exchange: its requests, a copy of what came back, and a reader that
+        #: splits it into replies (``None`` for echo, whose fast path stays as it was).
+        self.reader: ReplyReader | None = None
+        self.got: bytearray | None = None
+        exchange = client.exchange
+        if exchange is None:
+            self.messages = client.messages
+            self.expected = b"".join(self.messages)
+        else:
+            rng = random.Random(derive_seed(client.seed, "exchange", conn_id))
+            self.messages = tuple(exchange.requests(client.requests, rng))
+            self.reader = ReplyReader(exchange, self.messages)
+            self.got = bytearray()
+            self.expected = self.expected_for(b"".join(self.messages))
         self.received = 0
         self.mismatch_at: int | None = None
         self.started = time.monotonic()
@@ -142,6 +161,17 @@ class ClientConnection(Connection):
                 ],
             )
 
+    def expected_for(self, payload: bytes) -> bytes:
+        """The bytes expected back for ``payload`` (the faults may have changed it): the
+        payload itself for echo, the exact replies of the exchange's requests otherwise."""
+        exchange = self.client.exchange
+        if exchange is None or isinstance(exchange, Echo):
+            return payload
+        if not payload:
+            return b""  # the faults send nothing (Silent, ConnectClose): nothing comes back
+        replies = [exchange.expected(r) for r in self.messages]
+        return b"".join(r for r in replies if r is not None)
+
     def connection_made(self) -> None:
         if self.driver is not None:
             self.driver.connection_made()
@@ -151,7 +181,7 @@ class ClientConnection(Connection):
             if observer is not None:
                 observer("send", self.conn_id, message)
             self.write(message)
-        if not self.expected:
+        if not self.expected and self.client.exact:
             self._complete()
 
     def data_received(self, data: bytes) -> None:
@@ -159,6 +189,15 @@ class ClientConnection(Connection):
             self.client.on_event("recv", self.conn_id, data)
         start = self.received
         self.received += len(data)
+        if self.reader is not None and self.got is not None:
+            self.got += data
+            if not self.client.exact:
+                self.reader.feed(data)
+                if (self.reader.first_problem() and self.reader.complete) or (
+                    self.reader.closed_after is not None
+                ) or self.reader.complete:
+                    self._complete()
+                return
         if self.mismatch_at is None and self.expected[start : start + len(data)] != data:
             chunk = self.expected[start : start + len(data)]
             for i, (a, b) in enumerate(zip(chunk, data, strict=False)):
@@ -219,6 +258,11 @@ class ClientConnection(Connection):
             self.client._pending -= 1
 
     def _complete(self) -> None:
+        if self.reader is not None and not self.client.exact:
+            if self.client.on_event is not None:
+                self.client.on_event("close", self.conn_id, None)
+            self.close(reason="complete")
+            return
         if self.received > len(self.expected):
             self.failure = f"received {self.received - len(self.expected)} bytes more than sent"
         if self.client.on_event is not None:
@@ -229,6 +273,11 @@ class ClientConnection(Connection):
         if self.driver is not None:
             self.driver.on_eof()
             return
+        if self.reader is not None and not self.client.exact:
+            self.reader.eof()
+            if self.reader.complete or self.reader.closed_after is not None:
+                self.close(reason="complete")
+                return
         self.failure = (
             f"server closed the connection after echoing {self.received} of "
             f"{len(self.expected)} bytes"
@@ -246,10 +295,19 @@ class ClientConnection(Connection):
     def result(self) -> ConnectionResult:
         end = self.finished_at if self.finished_at is not None else time.monotonic()
         driver = self.driver
-        if driver is None:
+        problem = ""
+        if self.reader is not None and not self.client.exact:
+            problem = self.reader.first_problem() or ""
+            matched = not problem
+        elif driver is None:
             matched = self.mismatch_at is None and self.received == len(self.expected)
         else:
             matched = driver.matched()
+        if self.reader is not None and self.client.exact and not matched and self.got is not None:
+            # Name the reply: split what came back as the exchange frames it.
+            judge = ReplyReader(self.reader.exchange, self.messages)
+            judge.feed(bytes(self.got))
+            problem = judge.first_problem() or ""
         return ConnectionResult(
             conn_id=self.conn_id,
             sent=self.bytes_out,
@@ -264,6 +322,7 @@ class ClientConnection(Connection):
             note="; ".join(self.notes),
             send_sizes=tuple(driver.send_sizes) if driver is not None else (),
             lingering=self.lingering and not self.closed,
+            problem=problem,
         )
 
 
@@ -299,6 +358,8 @@ class MultiConnClient:
         keep_open: bool = False,
         tls: Any = None,
         server_hostname: str | None = None,
+        exchange: Exchange | None = None,
+        requests: int = 1,
     ) -> None:
         if (
             isinstance(num_connections, bool)
@@ -314,6 +375,10 @@ class MultiConnClient:
         if tls is not None:
             self.tls = client_tls(tls, self.address, server_hostname)
         self.faults = check_faults(faults)
+        #: The exchange (None: echo ``messages``); ``requests`` per connection, pipelined.
+        self.exchange, self.exact, self.requests = _check_exchange(
+            exchange, requests, self.faults
+        )
         for fault in self.faults:
             num_connections = fault.connection_count(num_connections)
         self.num_connections = num_connections
@@ -436,6 +501,50 @@ class MultiConnClient:
         if not (self.keep_open and self.lingering):
             self.close()
         return results
+
+
+def _check_exchange(
+    exchange: Exchange | None, requests: int, faults: Sequence[ClientFault]
+) -> tuple[Exchange | None, bool, int]:
+    """``(exchange or None for echo, whether its replies are exact bytes, requests)``."""
+    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+        raise ValueError(f"requests must be a positive integer, got {requests!r}")
+    if exchange is None or (isinstance(exchange, Echo) and not exchange.messages
+                            and exchange.size is None):
+        return None, True, requests
+    if not isinstance(exchange, Exchange):
+        raise TypeError(f"exchange must be an Exchange (pytest_multiconn.exchanges), got "
+                        f"{exchange!r}")
+    exact = _exact(exchange)
+    for fault in faults:
+        why = unsupported_fault(exchange, fault)
+        if why is not None:
+            raise ValueError(why)
+    return exchange, exact, requests
+
+
+def _exact(exchange: Exchange) -> bool:
+    return all(exchange.expected(r) is not None for r in exchange.requests(1, random.Random(0)))
+
+
+def unsupported_fault(exchange: Exchange | None, fault: ClientFault) -> str | None:
+    """Why ``fault`` cannot run with ``exchange`` (None: it can)."""
+    if exchange is None or isinstance(exchange, Echo):
+        return None
+    if fault.name == "garbage" and "echo" not in (exchange.garbage_answers() or ()):
+        return (
+            f"Garbage replaces the requests with random bytes, so it needs a server that echoes "
+            f"them; the {exchange.name} exchange says a server may answer garbage with "
+            f"{sorted(exchange.garbage_answers() or ()) or 'nothing it knows'} (the suite's "
+            "garbage row checks that)"
+        )
+    if not _exact(exchange):
+        return (
+            f"client faults need an exchange whose replies are known bytes; the "
+            f"{exchange.name} exchange judges replies by parsing them: use it without faults, "
+            "or give it exact replies (for example Exact, Lines, RESP)"
+        )
+    return None
 
 
 def _check_target(address: Any, *, allow_remote: bool) -> Any:

@@ -37,6 +37,7 @@ from pytest_multiconn.faults.client import (
     catalogue,
 )
 from pytest_multiconn.faults.closed_port import ClosedPort, closed_port_address
+from pytest_multiconn.faults.protocol_server import FaultyServer
 from pytest_multiconn.faults.server import (
     SERVER_FAULTS,
     AcceptThenClose,
@@ -80,6 +81,7 @@ __all__ = [
     "FaultParameterError",
     "FaultSession",
     "FaultyEchoServer",
+    "FaultyServer",
     "Garbage",
     "HalfClose",
     "NeverClose",

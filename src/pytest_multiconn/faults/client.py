@@ -575,6 +575,8 @@ class _DriverConnection(ClientConnectionAPI, Protocol):
 
     def _complete(self) -> None: ...
 
+    def expected_for(self, payload: bytes) -> bytes: ...
+
 
 # --- the per-connection driver --------------------------------------------------------------
 
@@ -645,7 +647,8 @@ class FaultDriver:
         payload: bytes | None = b"".join(conn.messages)
         for s in self.sessions:
             payload = s.payload(payload)
-        conn.expected = payload or b""
+        # What comes back for the payload: the payload itself for echo, the exchange's replies.
+        conn.expected = conn.expected_for(payload or b"")
         taken = False
         for s in self.sessions:
             if s.start_sending(conn.expected):

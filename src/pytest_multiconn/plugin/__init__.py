@@ -29,6 +29,8 @@ pytest_plugins: list[str] = [
     "pytest_multiconn.plugin.server_faults",
     "pytest_multiconn.plugin.proxy",
     "pytest_multiconn.plugin.tls",
+    "pytest_multiconn.plugin.scripted",
+    "pytest_multiconn.plugin.suite",
     "pytest_multiconn.plugin.toxiproxy",
     "pytest_multiconn.plugin.udp",
 ]
@@ -47,8 +49,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
+        "multiconn_exchange(exchange): the exchange a test speaks; multiconn_fault then runs "
+        "only the client faults it supports",
+    )
+    config.addinivalue_line(
+        "markers",
         "multiconn_server(**kwargs): keyword arguments for the multiconn_server fixture's "
-        "EchoServer (for example idle_timeout=0.5)",
+        "server (for example idle_timeout=0.5; protocol='line'|'http'|'redis' or a handler "
+        "factory serves that protocol instead of echo)",
     )
 
 
@@ -118,17 +126,26 @@ def multiconn_server_factory(
 @pytest.fixture
 def multiconn_server(
     request: pytest.FixtureRequest, multiconn_server_factory: ServerFactory
-) -> EchoServer:
+) -> ServerBase:
     """Yields a started :class:`EchoServer` on ``127.0.0.1`` and an ephemeral port.
     Function scope (start and stop take about a millisecond).  Teardown stops it, re-raises
     errors from its loop thread in this test, and fails it on leaks.
 
     Options come from ``@pytest.mark.multiconn_server(**kwargs)``, for example
-    ``@pytest.mark.multiconn_server(idle_timeout=0.5)``.
+    ``@pytest.mark.multiconn_server(idle_timeout=0.5)``; ``protocol="line"`` (or ``"http"``,
+    ``"redis"``, or a handler factory such as your own ``asyncio.Protocol`` subclass) serves
+    that protocol with a :class:`~pytest_multiconn.servers.ProtocolServer` instead of echo.
     """
     marker = request.node.get_closest_marker("multiconn_server")
     kwargs = dict(marker.kwargs) if marker else {}
-    return multiconn_server_factory(**kwargs)
+    protocol = kwargs.pop("protocol", "echo")
+    if protocol == "echo":
+        return multiconn_server_factory(**kwargs)
+    from pytest_multiconn.servers.fakes import handler_factory
+    from pytest_multiconn.servers.protocol import ProtocolServer
+
+    factory = handler_factory(protocol) if isinstance(protocol, str) else protocol
+    return multiconn_server_factory.adopt(ProtocolServer(factory, **kwargs))
 
 
 @pytest.fixture

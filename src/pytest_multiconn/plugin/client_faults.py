@@ -85,12 +85,34 @@ _CATALOGUE = catalogue()
 def multiconn_fault(request: pytest.FixtureRequest) -> ClientFault:
     """Each client fault of the catalogue in turn (PartialSend, SlowReader, NeverRead,
     NeverClose, Silent, HalfClose, ClientReset, Garbage, Burst, ConnectClose); the test ids are the
-    fault names, so ``-k half_close`` picks one.
+    fault names, so ``-k half_close`` picks one.  With ``@pytest.mark.multiconn_exchange(ex)``
+    only the faults that exchange supports run (the others are deselected).
     Function scope; yields a :class:`~pytest_multiconn.ClientFault` to pass as
     ``faults=[multiconn_fault]``; no teardown (the clients that use it clean up).
     """
     fault: ClientFault = request.param
     return fault
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # ``@pytest.mark.multiconn_exchange(Lines())``: multiconn_fault runs only the faults that
+    # exchange supports (Garbage needs a server that echoes garbage, say).
+    from pytest_multiconn.client.multiconn import unsupported_fault
+
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("multiconn_exchange")
+        callspec = getattr(item, "callspec", None)
+        fault = callspec.params.get("multiconn_fault") if callspec is not None else None
+        if marker is not None and marker.args and fault is not None and unsupported_fault(
+            marker.args[0], fault
+        ):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 class FaultyClientFactory:

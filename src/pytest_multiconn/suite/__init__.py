@@ -1,8 +1,10 @@
-"""The fault-injection suite: contracts any server should keep, checked over real sockets.
+"""The fault-injection suite: contracts any request/response server should keep, checked over
+real sockets.
 
-``check_echo_server(address)`` runs every check and raises :class:`ContractBreak` on a broken
-contract; ``run_suite`` returns a :class:`SuiteReport`.  ``pytest --pyargs pytest_multiconn.suite
---multiconn-target HOST:PORT`` runs the same checks as pytest tests.
+``check_server(address, exchange=...)`` runs every check and raises :class:`ContractBreak`
+naming each broken contract; ``run_checks`` returns a :class:`SuiteReport`.  ``pytest --pyargs
+pytest_multiconn.suite --multiconn-target HOST:PORT [--multiconn-protocol http]`` runs the same
+checks as pytest tests.
 """
 
 from pytest_multiconn.suite.checks import (
@@ -12,6 +14,7 @@ from pytest_multiconn.suite.checks import (
     SuiteReport,
     SuiteRow,
     check_echo_server,
+    check_server,
     run_check,
     run_checks,
     run_suite,
@@ -24,7 +27,9 @@ __all__ = [
     "SuiteReport",
     "SuiteRow",
     "check_echo_server",
+    "check_server",
     "run_check",
     "run_checks",
     "run_suite",
 ]
+

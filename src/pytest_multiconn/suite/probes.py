@@ -135,6 +135,28 @@ def preemptions(pid: int) -> int | None:
     return total
 
 
+def wanted_cpu_seconds(pid: int) -> float | None:
+    """Seconds ``pid``'s threads spent on a CPU *or waiting for one* (``schedstat``: run time
+    plus run-queue wait), summed over threads.
+
+    A spinner is always runnable, so this grows at wall-clock speed however busy the machine
+    is (on a loaded box it gets little CPU, but waits for it the rest of the time); a process
+    blocked in ``select()`` adds nothing.  CPU time alone cannot tell them apart under load.
+    """
+    total = 0
+    tasks = _listdir(f"/proc/{pid}/task")
+    if not tasks:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                run_ns, wait_ns, _ = f.read().split()
+        except (OSError, ValueError):
+            continue
+        total += int(run_ns) + int(wait_ns)
+    return total / 1e9
+
+
 def rss_bytes(pid: int) -> int | None:
     """Resident memory of process ``pid``."""
     try:
@@ -152,21 +174,55 @@ def _queue(sock: socket.socket, request: int) -> int:
     return int(struct.unpack("i", buf)[0])
 
 
-def server_held_bytes(sock: socket.socket, sent: int, received: int) -> int | None:
-    """Bytes the server at ``sock``'s peer has read from us and not yet sent back.
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLMSG_ERROR = 2
+_NLM_F_REQUEST = 1
+_INET_DIAG_NOCOOKIE = 0xFFFFFFFF
 
-    ``sent``/``received`` are what our side wrote and read on ``sock``.  None when the kernel
-    queues cannot be read (not Linux, not TCP, or the server's socket is not visible).
-    """
+
+def _diag_queues(family: int, local: Any, remote: Any) -> tuple[int, int] | None:
+    """``(rx_queue, tx_queue)`` of the TCP socket bound to ``local`` and connected to
+    ``remote``, asked of the kernel by NETLINK_SOCK_DIAG: one exact lookup, where scanning
+    /proc/net/tcp costs a read of every socket on the machine (16,000 rows took 0.2 s)."""
+    try:
+        src = socket.inet_pton(family, local[0]).ljust(16, b"\0")
+        dst = socket.inet_pton(family, remote[0]).ljust(16, b"\0")
+    except (OSError, ValueError):
+        return None
+    sockid = (struct.pack("!HH", local[1], remote[1]) + src + dst
+              + struct.pack("=III", 0, _INET_DIAG_NOCOOKIE, _INET_DIAG_NOCOOKIE))
+    request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sockid
+    header = struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0)
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+            nl.settimeout(1.0)
+            nl.send(header + request)
+            reply = nl.recv(65536)
+    except (OSError, AttributeError):
+        return None
+    if len(reply) < 16 + 72:
+        return None
+    kind = struct.unpack_from("=H", reply, 4)[0]
+    if kind != _SOCK_DIAG_BY_FAMILY:
+        return None
+    rqueue, wqueue = struct.unpack_from("=II", reply, 16 + 4 + 48 + 4)
+    return int(rqueue), int(wqueue)
+
+
+def peer_queues(sock: socket.socket) -> tuple[int, int] | None:
+    """``(rx_queue, tx_queue)`` of the server's end of our connection ``sock``: what it has
+    not read yet, and what it wrote that we have not received (Linux, same machine)."""
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
     try:
         ours = sock.getsockname()
         peer = sock.getpeername()
-        our_out = _queue(sock, _SIOCOUTQ)
-        our_in = _queue(sock, _SIOCINQ)
     except OSError:
         return None
+    found = _diag_queues(sock.family, peer, ours)
+    if found is not None:
+        return found
     for row in _tcp_rows():
         if len(row) < _PROC_FIELDS:
             continue
@@ -177,9 +233,35 @@ def server_held_bytes(sock: socket.socket, sent: int, received: int) -> int | No
         if not (_same_host(lhost, peer[0]) and _same_host(rhost, ours[0])):
             continue
         tx_hex, rx_hex = row[4].split(":")
-        server_tx, server_rx = int(tx_hex, 16), int(rx_hex, 16)
-        return sent - our_out - server_rx - server_tx - our_in - received
+        return int(rx_hex, 16), int(tx_hex, 16)
     return None
+
+
+def server_held_bytes(sock: socket.socket, sent: int, received: int) -> int | None:
+    """Bytes the server at ``sock``'s peer has read from us and not yet sent back.
+
+    ``sent``/``received`` are what our side wrote and read on ``sock``.  None when the kernel
+    queues cannot be read (not Linux, not TCP, or the server's socket is not visible).
+    """
+    flow = request_flow(sock, sent, received)
+    return None if flow is None else flow[0] - flow[1]
+
+
+def request_flow(sock: socket.socket, sent: int, received: int) -> tuple[int, int] | None:
+    """``(consumed, delivered)``: bytes of ours the server has read, and bytes it wrote to
+    its kernel (in flight to us, or read by us).  Every term is exact on loopback."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        our_out = _queue(sock, _SIOCOUTQ)
+        our_in = _queue(sock, _SIOCINQ)
+    except OSError:
+        return None
+    queues = peer_queues(sock)
+    if queues is None:
+        return None
+    server_rx, server_tx = queues
+    return sent - our_out - server_rx, server_tx + our_in + received
 
 
 @dataclass
@@ -261,3 +343,113 @@ class LatencyProbe:
     def median(self) -> float:
         trips = sorted(self.trips)
         return trips[len(trips) // 2] if trips else 0.0
+
+
+def listen_counters() -> dict[str, int] | None:
+    """The kernel's ``TcpExt`` counters for a full listen queue (``ListenOverflows``,
+    ``ListenDrops``, ``SyncookiesSent``) from ``/proc/net/netstat``; None off Linux.
+
+    They are counters of the whole network namespace: the suite reads them before and after
+    its own burst, and blames the backlog only when its own connections were delayed too.
+    """
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            table = dict(zip(head.split()[1:], values.split()[1:], strict=False))
+            names = ("ListenOverflows", "ListenDrops", "SyncookiesSent")
+            return {n: int(table.get(n, 0)) for n in names}
+    return None
+
+
+#: How soon after another connection closed a starved trip must end to blame that connection.
+_CLOSE_SLACK = 0.1
+
+
+class ExchangeProbe:
+    """A thread doing one request/reply trip after another on its own connection (a new
+    connection per trip when the server closes after each reply), until stopped.
+
+    A server that lets one connection starve the others shows up as a slow or failed trip;
+    ``waited_for_close`` says whether the slowest trip ended just after another connection
+    closed (``mark_close()`` is called when it does), the mark of a serial server.
+    """
+
+    def __init__(  # noqa: PLR0917 - mirrors LatencyProbe's fields
+        self, address: Any, exchange: Any, tls: Any = None, timeout: float = 5.0,
+                 pace: float = 0.005, seed: int = 0) -> None:
+        import random
+
+        self.address = address
+        self.exchange = exchange
+        self.tls = tls
+        self.timeout = timeout
+        self.pace = pace
+        self.rng = random.Random(seed)
+        self.trips: list[float] = []
+        self.worst_end = 0.0
+        self.error: str | None = None
+        self.closes: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="multiconn-probe", daemon=True)
+
+    def __enter__(self) -> ExchangeProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 1.0)
+
+    def mark_close(self) -> None:
+        """Another connection of the check just closed."""
+        self.closes.append(time.monotonic())
+
+    def _run(self) -> None:
+        from pytest_multiconn.exchanges.base import ReplyReader
+        from pytest_multiconn.suite.peers import PeerError, open_socket, read_replies
+
+        sock: socket.socket | None = None
+        try:
+            for _ in range(100_000):
+                if self._stop.is_set():
+                    return
+                if sock is None:
+                    # Not timed: a SYN the kernel dropped from a full listen queue (other
+                    # checks connect too) waits a second for its retry; the burst row
+                    # reports small backlogs.  A trip is a request and its reply.
+                    sock = open_socket(self.address, self.tls, self.timeout)
+                start = time.monotonic()
+                (request,) = self.exchange.requests(1, self.rng, 32)
+                reader = ReplyReader(self.exchange, [request])
+                sock.sendall(request)
+                read_replies(sock, reader, start + self.timeout)
+                end = time.monotonic()
+                trip = end - start
+                if trip >= max(self.trips, default=0.0):
+                    self.worst_end = end
+                self.trips.append(trip)
+                problem = reader.first_problem()
+                if problem is not None:
+                    self.error = f"probe reply wrong: {problem}"
+                    return
+                if reader.closed_after is not None:
+                    sock.close()
+                    sock = None
+                self._stop.wait(self.pace)
+        except (OSError, PeerError) as exc:
+            self.error = f"probe failed: {type(exc).__name__}: {exc}"
+        finally:
+            if sock is not None:
+                sock.close()
+
+    @property
+    def worst(self) -> float:
+        return max(self.trips, default=0.0)
+
+    def waited_for_close(self) -> bool:
+        """The slowest trip ended within 100 ms after another connection closed."""
+        return any(0 <= self.worst_end - c < _CLOSE_SLACK for c in self.closes)

@@ -1,42 +1,58 @@
 """The fault-injection suite as pytest tests, one per check, against ``--multiconn-target``.
 
-Run it against any echo server::
+Run it against any server::
 
-    pytest --pyargs pytest_multiconn.suite --multiconn-target 127.0.0.1:9000
+    pytest --pyargs pytest_multiconn.suite --multiconn-target 127.0.0.1:9000 \\
+        --multiconn-protocol http
 
 Each test id is a check name (``-k half_close``); the seed is the run seed
 (``--multiconn-seed N`` replays one), and a failure's message says which contract broke.
-Without ``--multiconn-target`` every test is skipped with a message saying how to give one.
+Without ``--multiconn-target`` the run is a usage error.  The suite's checks run together, as
+``multiconn suite`` runs them (some concurrently), once per module; each test reports its row.
 """
 
 from __future__ import annotations
 
+import codecs
 from typing import Any
 
 import pytest
 
 from pytest_multiconn.core.address import parse_hostport
-from pytest_multiconn.core.seed import derive_seed, get_run_seed
+from pytest_multiconn.core.seed import get_run_seed
+from pytest_multiconn.exchanges import by_name
 from pytest_multiconn.plugin.options import get_option
-from pytest_multiconn.suite.checks import CHECK_NAMES, run_check
-from pytest_multiconn.suite.probes import listener_pid
+from pytest_multiconn.suite.checks import CHECK_NAMES, SuiteReport, run_checks
+
+
+def _unescape(text: Any) -> bytes | None:
+    if text is None:
+        return None
+    return codecs.decode(str(text), "unicode_escape").encode("latin-1")
 
 
 @pytest.fixture(scope="module")
-def multiconn_target(pytestconfig: pytest.Config) -> tuple[Any, int | None]:
-    """The ``(address, pid)`` from ``--multiconn-target HOST:PORT`` (pid: the listening process,
-    when this machine shows it).  Module scope; no teardown; skips when no target is given."""
-    target = get_option(pytestconfig, "target")
-    if not target:
-        pytest.skip("no target: pass --multiconn-target HOST:PORT (an echo server to check)")
-    host, port = parse_hostport(str(target))
-    address = (host, port)
-    return address, listener_pid(address)
+def multiconn_suite_report(request: pytest.FixtureRequest) -> SuiteReport:
+    """The suite's report against ``--multiconn-target HOST:PORT``: the checks selected in
+    this session run once.  Module scope; no teardown."""
+    config = request.config
+    host, port = parse_hostport(str(get_option(config, "target")))
+    exchange = by_name(str(get_option(config, "protocol")),
+                       send=_unescape(get_option(config, "send")),
+                       expect=_unescape(get_option(config, "expect")))
+    selected = [item.callspec.params["check"] for item in request.session.items
+                if getattr(item, "module", None) is request.module and hasattr(item, "callspec")]
+    return run_checks((host, port), exchange, seed=get_run_seed(), only=selected or None)
 
 
 @pytest.mark.parametrize("check", CHECK_NAMES)
-def test_echo_contract(check: str, multiconn_target: tuple[Any, int | None]) -> None:
-    address, pid = multiconn_target
-    row = run_check(check, address, seed=derive_seed(get_run_seed(), check), pid=pid)
+def test_contract(check: str, multiconn_suite_report: SuiteReport) -> None:
+    report = multiconn_suite_report
+    if report.rows and report.rows[0].fault == "connect":
+        pytest.fail(f"{report.address!r}: {report.rows[0].detail}", pytrace=False)
+    row = next(r for r in report.rows if r.fault == check)
     if not row.passed:
-        pytest.fail(f"{check} against {address!r}: {row.detail}", pytrace=False)
+        pytest.fail(f"{check} against {report.address!r} (seed {report.seed}): {row.detail}",
+                    pytrace=False)
+    if row.result == "n/a":
+        pytest.skip(row.detail)

@@ -1,0 +1,267 @@
+"""Exchanges with no dependency: echo, exact bytes, lines, length prefixes, a user's framer."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pytest_multiconn.exchanges.base import (
+    GARBAGE_ANSWERS,
+    Exchange,
+    ReplyChecker,
+    ReplyFramer,
+    check_bytes,
+    check_count,
+    check_size,
+)
+
+#: Request size when neither the exchange nor the caller names one.
+DEFAULT_SIZE = 64
+
+_PRINTABLE = bytes(range(0x21, 0x7F))
+
+
+@dataclass(frozen=True)
+class Echo(Exchange):
+    """The server sends back every byte it received: today's behaviour, and the default.
+
+    Requests are ``size`` random bytes (every byte value), or the fixed ``messages``.
+    """
+
+    name: ClassVar[str] = "echo"
+    default_garbage_answers: ClassVar[frozenset[str] | None] = frozenset({"echo"})
+    half_close_defined: ClassVar[bool] = True
+
+    size: int | None = None
+    messages: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_size(self.size)
+        object.__setattr__(
+            self, "messages", tuple(check_bytes(m, "messages[]") for m in self.messages)
+        )
+
+    def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
+        check_count(count)
+        if self.messages:
+            return [self.messages[i % len(self.messages)] for i in range(count)]
+        n = check_size(size) or self.size or DEFAULT_SIZE
+        return [rng.randbytes(n) for _ in range(count)]
+
+    def frame(self, request: bytes, buf: bytes, eof: bool = False) -> int | None:
+        return len(request) if len(buf) >= len(request) else None
+
+    def expected(self, request: bytes) -> bytes:
+        return request
+
+
+@dataclass(frozen=True)
+class Exact(Exchange):
+    """Send ``send``; the reply is exactly ``expect`` (framed by its length)."""
+
+    name: ClassVar[str] = "exact"
+
+    send: bytes
+    expect: bytes
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "send", check_bytes(self.send, "send"))
+        object.__setattr__(self, "expect", check_bytes(self.expect, "expect"))
+
+    def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
+        return [self.send] * check_count(count)
+
+    def frame(self, request: bytes, buf: bytes, eof: bool = False) -> int | None:
+        return len(self.expect) if len(buf) >= len(self.expect) else None
+
+    def expected(self, request: bytes) -> bytes:
+        return self.expect
+
+
+def _identity(line: bytes) -> bytes:
+    return line
+
+
+@dataclass(frozen=True)
+class Lines(Exchange):
+    """Line-delimited: each request is one line; each reply is one line.
+
+    ``reply(line)`` says what the server answers to a line (delimiter stripped, added back);
+    the default is the line itself (a line echo server), ``bytes.upper`` an uppercasing one.
+    ``expect`` fixes the reply instead.  ``send`` fixes the request line; otherwise requests
+    are random printable lines of ``size`` bytes.
+    """
+
+    name: ClassVar[str] = "line"
+    half_close_defined: ClassVar[bool] = True
+
+    reply: Callable[[bytes], bytes] = _identity
+    send: bytes | None = None
+    expect: bytes | None = None
+    delimiter: bytes = b"\n"
+    size: int | None = None
+    #: Longest reply line accepted before the reply counts as unframed.
+    max_line: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "delimiter", check_bytes(self.delimiter, "delimiter"))
+        if self.send is not None:
+            send = check_bytes(self.send, "send")
+            if send.endswith(self.delimiter):
+                send = send[: -len(self.delimiter)]
+            if self.delimiter in send:
+                raise ValueError(f"send must be one line, got {send!r}")
+            object.__setattr__(self, "send", send)
+        if self.expect is not None:
+            expect = check_bytes(self.expect, "expect", empty=True)
+            if expect.endswith(self.delimiter):
+                expect = expect[: -len(self.delimiter)]
+            object.__setattr__(self, "expect", expect)
+        if not callable(self.reply):
+            raise TypeError(f"reply must be a callable bytes -> bytes, got {self.reply!r}")
+        check_size(self.size)
+        check_size(self.max_line, "max_line")
+
+    def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
+        check_count(count)
+        if self.send is not None:
+            return [self.send + self.delimiter] * count
+        n = check_size(size) or self.size or DEFAULT_SIZE
+        alphabet = bytes(b for b in _PRINTABLE if b not in self.delimiter)
+        return [bytes(rng.choices(alphabet, k=n)) + self.delimiter for _ in range(count)]
+
+    def frame(self, request: bytes, buf: bytes, eof: bool = False) -> int | None:
+        at = buf.find(self.delimiter)
+        if at >= 0:
+            return at + len(self.delimiter)
+        if len(buf) > self.max_line:
+            raise ValueError(f"no {self.delimiter!r} in the first {len(buf)} B")
+        return None
+
+    def expected(self, request: bytes) -> bytes:
+        if self.expect is not None:
+            return self.expect + self.delimiter
+        return bytes(self.reply(request[: -len(self.delimiter)])) + self.delimiter
+
+
+@dataclass(frozen=True)
+class LengthPrefixed(Exchange):
+    """Binary frames: a ``prefix``-byte unsigned length (``byteorder``), then that many bytes.
+
+    ``reply(payload)`` gives the reply payload (default: the payload itself, an echo of the
+    frame).  Requests carry ``size`` random bytes (or the fixed ``send`` payload).
+    """
+
+    name: ClassVar[str] = "length"
+
+    prefix: int = 4
+    byteorder: str = "big"
+    reply: Callable[[bytes], bytes] = _identity
+    send: bytes | None = None
+    size: int | None = None
+    max_frame: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.prefix not in (1, 2, 4, 8) or isinstance(self.prefix, bool):
+            raise ValueError(f"prefix must be 1, 2, 4 or 8 bytes, got {self.prefix!r}")
+        if self.byteorder not in ("big", "little"):
+            raise ValueError(f"byteorder must be 'big' or 'little', got {self.byteorder!r}")
+        if self.send is not None:
+            object.__setattr__(self, "send", check_bytes(self.send, "send", empty=True))
+        if not callable(self.reply):
+            raise TypeError(f"reply must be a callable bytes -> bytes, got {self.reply!r}")
+        check_size(self.size)
+        check_size(self.max_frame, "max_frame")
+
+    def pack(self, payload: bytes) -> bytes:
+        """One frame carrying ``payload``."""
+        return len(payload).to_bytes(self.prefix, self.byteorder) + payload  # type: ignore[arg-type]
+
+    def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
+        check_count(count)
+        if self.send is not None:
+            return [self.pack(self.send)] * count
+        n = check_size(size) or self.size or DEFAULT_SIZE
+        n = max(n - self.prefix, 0)
+        return [self.pack(rng.randbytes(n)) for _ in range(count)]
+
+    def frame(self, request: bytes, buf: bytes, eof: bool = False) -> int | None:
+        if len(buf) < self.prefix:
+            return None
+        length = int.from_bytes(buf[: self.prefix], self.byteorder)  # type: ignore[arg-type]
+        if length > self.max_frame:
+            raise ValueError(f"frame length {length} exceeds max_frame {self.max_frame}")
+        total = self.prefix + length
+        return total if len(buf) >= total else None
+
+    def expected(self, request: bytes) -> bytes:
+        return self.pack(bytes(self.reply(request[self.prefix :])))
+
+
+@dataclass(frozen=True)
+class Framed(Exchange):
+    """Your protocol, framed by your own rule: send ``send``; ``framer(buf, eof)`` returns how
+    many bytes make one complete reply (None: not yet); the reply must equal ``expect`` or
+    satisfy ``checker(request, reply)`` (None when right, else why not); with neither, any
+    complete reply is right."""
+
+    name: ClassVar[str] = "framed"
+
+    send: bytes
+    framer: ReplyFramer
+    expect: bytes | None = None
+    checker: ReplyChecker | None = None
+    #: What the server may answer to garbage (see GARBAGE_ANSWERS); empty: garbage not sent.
+    answers_garbage: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "send", check_bytes(self.send, "send"))
+        if not callable(self.framer):
+            raise TypeError(f"framer must be callable (buf, eof) -> int | None: {self.framer!r}")
+        if self.expect is not None:
+            object.__setattr__(self, "expect", check_bytes(self.expect, "expect", empty=True))
+        if self.checker is not None and not callable(self.checker):
+            raise TypeError(f"checker must be callable (request, reply), got {self.checker!r}")
+        answers = frozenset(self.answers_garbage)
+        if not answers <= GARBAGE_ANSWERS:
+            raise ValueError(
+                f"answers_garbage must be a subset of {sorted(GARBAGE_ANSWERS)}, got {answers!r}"
+            )
+        object.__setattr__(self, "answers_garbage", answers)
+
+    def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
+        return [self.send] * check_count(count)
+
+    def frame(self, request: bytes, buf: bytes, eof: bool = False) -> int | None:
+        size = self.framer(buf, eof)
+        if size is None:
+            return None
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= len(buf):
+            raise ValueError(f"framer returned {size!r} for a {len(buf)} B buffer")
+        return size
+
+    def expected(self, request: bytes) -> bytes | None:
+        return self.expect
+
+    def garbage_answers(self) -> frozenset[str] | None:
+        return self.answers_garbage or None
+
+    def check(self, request: bytes, reply: bytes) -> str | None:
+        if self.checker is not None:
+            return self.checker(request, reply)
+        return super().check(request, reply)
+
+
+def matching(pattern: str | bytes) -> ReplyChecker:
+    """A checker accepting replies that match the regular expression ``pattern``."""
+    rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern, re.DOTALL)
+
+    def check(request: bytes, reply: bytes) -> str | None:
+        if rx.fullmatch(reply):
+            return None
+        return f"reply {reply[:64]!r} does not match {rx.pattern!r}"
+
+    return check

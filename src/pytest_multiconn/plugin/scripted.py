@@ -1,0 +1,38 @@
+"""The ``multiconn_scripted_server`` fixture: a scripted server for testing your client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pytest_multiconn.servers.scripted import ScriptedServer, Step
+
+
+@pytest.fixture
+def multiconn_scripted_server(
+    multiconn_timeout: float,
+) -> Iterator[Callable[..., ScriptedServer]]:
+    """Yields a function: ``multiconn_scripted_server(script)`` (or ``scripts=[...]``,
+    ``cycle=True``, ``tls=True`` and every server option) starts a
+    :class:`~pytest_multiconn.servers.ScriptedServer` on an ephemeral loopback port and returns
+    it.  Function scope.  Teardown stops every server it started and fails the test with
+    :class:`~pytest_multiconn.errors.ScriptMismatch` when a client sent something a script did
+    not expect, or a script did not run to its end.
+    """
+    servers: list[ScriptedServer] = []
+
+    def start(script: list[Step] | None = None, **kwargs: Any) -> ScriptedServer:
+        kwargs.setdefault("expect_timeout", multiconn_timeout)
+        server = ScriptedServer(script, **kwargs)
+        servers.append(server)
+        return server.start(multiconn_timeout)
+
+    try:
+        yield start
+    finally:
+        for server in reversed(servers):
+            server.stop(multiconn_timeout)
+        for server in servers:
+            server.check()

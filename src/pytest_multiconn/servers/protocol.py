@@ -1,0 +1,197 @@
+"""Host any protocol on the loop: a handler shaped like asyncio's ``Protocol``.
+
+``ProtocolServer(MyProtocol)`` calls ``MyProtocol()`` for each accepted connection and drives
+it exactly as asyncio would: ``connection_made(transport)``, ``data_received(data)``,
+``eof_received()`` (return True to keep the connection half-open, as in asyncio; anything else
+closes it once pending output is flushed) and ``connection_lost(exc)``.  An
+``asyncio.Protocol`` subclass works unchanged, so a fake of your peer costs what an
+:class:`~pytest_multiconn.EchoServer` costs: a thread and a listening socket, started in
+about a millisecond.
+
+Flow control is on by default: when the transport's output passes the high-water mark the
+handler's ``pause_writing()`` runs; a handler without one has the connection stop reading
+instead, so a client that never reads cannot make the fake buffer without bound.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pytest_multiconn.core.connection import Connection
+from pytest_multiconn.core.server import ServerBase
+from pytest_multiconn.tls.config import ServerTLS, server_tls
+
+
+class Transport:
+    """What a handler writes to: asyncio's transport methods, over one loop connection."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._conn.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self._conn.write(chunk)
+
+    def write_eof(self) -> None:
+        """Half-close once pending output is flushed."""
+        self._conn.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Close once pending output is flushed (asyncio's ``close``)."""
+        self._conn.finish()
+
+    def abort(self) -> None:
+        """Close at once with an RST, dropping pending output."""
+        self._conn.reset()
+
+    def is_closing(self) -> bool:
+        return self._conn.closed or self._conn._finish_pending
+
+    def pause_reading(self) -> None:
+        self._conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._conn.resume_reading()
+
+    def is_reading(self) -> bool:
+        return not self._conn.reading_paused
+
+    def get_write_buffer_size(self) -> int:
+        return self._conn.buffered
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        conn = self._conn
+        if name == "peername":
+            return conn.peer
+        if name == "socket":
+            return conn.sock
+        if name == "sockname":
+            try:
+                return conn.sock.getsockname()
+            except OSError:
+                return default
+        if name == "connection":
+            return conn
+        return default
+
+    @property
+    def connection(self) -> Connection:
+        """The loop connection underneath (counters, transcript)."""
+        return self._conn
+
+
+class Handler(Protocol):
+    """The narrow interface a hosted protocol implements (asyncio's ``Protocol`` fits)."""
+
+    def connection_made(self, transport: Any) -> None: ...
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def eof_received(self) -> bool | None: ...
+
+    def connection_lost(self, exc: Exception | None) -> None: ...
+
+
+HandlerFactory = Callable[[], Handler]
+
+
+class ProtocolConnection(Connection):
+    """One accepted connection driving one handler."""
+
+    def __init__(self, server: ProtocolServer, sock: socket.socket, addr: Any) -> None:
+        super().__init__(
+            server.loop,
+            sock,
+            addr,
+            high_water=server.high_water,
+            low_water=server.low_water,
+            transcript_limit=server.transcript_limit,
+        )
+        self.server = server
+        self.handler: Handler = server.protocol_factory()
+        self.transport = Transport(self)
+
+    def connection_made(self) -> None:
+        self.handler.connection_made(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        observer = self.server.on_event
+        if observer is not None:
+            observer("data", self, data)
+        self.handler.data_received(data)
+        if self.server._waiters:
+            self.server._notify()
+
+    def on_eof(self) -> None:
+        if not self.handler.eof_received():
+            self.finish()
+
+    def pause_writing(self) -> None:
+        hook = getattr(self.handler, "pause_writing", None)
+        if hook is None:
+            self.pause_reading()  # the peer is not reading: stop reading from it
+        else:
+            hook()
+
+    def resume_writing(self) -> None:
+        hook = getattr(self.handler, "resume_writing", None)
+        if hook is None:
+            self.resume_reading()
+        else:
+            hook()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            self.handler.connection_lost(exc if isinstance(exc, Exception) or exc is None else None)
+        finally:
+            self.server._connection_closed(self)
+
+
+class ProtocolServer(ServerBase):
+    """A server on its own loop thread running ``protocol_factory()`` per connection.
+
+    Takes every :class:`~pytest_multiconn.lowlevel.ServerBase` option (``port``, ``tls``,
+    ``max_connections``, ``high_water``...).
+    """
+
+    kind = "protocol"
+
+    def __init__(self, protocol_factory: HandlerFactory, *args: Any, **kwargs: Any) -> None:
+        if not callable(protocol_factory):
+            raise TypeError(
+                "protocol_factory must be a callable returning a handler (for example the "
+                f"handler class itself), got {protocol_factory!r}"
+            )
+        self.tls = take_tls(kwargs)
+        super().__init__(*args, **kwargs)
+        self.protocol_factory = protocol_factory
+
+    @property
+    def client_tls(self) -> ssl.SSLContext | None:
+        """A client SSLContext that trusts this server (None for plaintext)."""
+        return self.tls.client_context if self.tls is not None else None
+
+    def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
+        return ProtocolConnection(self, sock, addr)
+
+
+def take_tls(kwargs: dict[str, Any]) -> ServerTLS | None:
+    """Turn a server's ``tls=`` (True, a TLSConfig, an SSLContext) into the TLS layer its
+    :class:`~pytest_multiconn.core.server.ServerBase` puts under every connection."""
+    tls = kwargs.pop("tls", None)
+    if tls is None or tls is False:
+        return None
+    layer = server_tls(tls)
+    kwargs["layer"] = layer
+    return layer

@@ -1,0 +1,441 @@
+"""A scripted server, for testing clients of raw TCP protocols (what pytest-httpserver does
+for HTTP, for any protocol).
+
+A script is a list of steps run in order on one connection::
+
+    ScriptedServer([Expect(b"PING\\r\\n"), Reply(b"+PONG\\r\\n"), Expect(line=None), Close()])
+
+``Expect`` waits for exact bytes, a line (any, or a given one), a regular expression over
+everything up to a terminator, or a number of bytes; ``Reply`` writes (bytes, or a function
+of what the last ``Expect`` took); ``Pause`` waits; ``HalfClose``, ``Close``, ``Reset`` and
+``Stall`` end the exchange the way a broken peer would.  ``scripts=[a, b]`` gives each
+connection its own script in accept order, ``cycle=True`` starts over after the last.
+
+When the client sends something the script did not expect, the connection is closed and the
+failure is recorded with both sides' bytes; :meth:`ScriptedServer.check` (and the end of a
+``with`` block, and the ``multiconn_scripted_server`` fixture) raise :class:`ScriptMismatch`
+in the test.  So do bytes that arrive after the script ended, and an ``Expect`` still waiting
+after ``expect_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_multiconn.core.connection import Connection
+from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
+from pytest_multiconn.core.server import ServerBase
+from pytest_multiconn.errors import ScriptMismatch
+from pytest_multiconn.exchanges.base import describe_difference
+from pytest_multiconn.servers.protocol import take_tls
+
+
+def _positive(value: object, name: str, *, zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if math.isinf(value) or value < 0 or (value == 0 and not zero):
+        raise ValueError(f"{name} must be a finite {'non-negative' if zero else 'positive'} "
+                         f"number of seconds, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Expect:
+    """Wait for what the client sends next: exactly ``data``; or a ``line`` (``None``: any
+    line; ``delimiter`` ends it); or bytes up to and including ``until`` that fully match
+    ``regex``; or ``n`` bytes.  Give exactly one of ``data``, ``line``, ``regex``, ``n``
+    (``line=None`` with ``any_line=True`` for any line)."""
+
+    data: bytes | None = None
+    line: bytes | None = None
+    any_line: bool = False
+    regex: bytes | str | None = None
+    until: bytes = b"\n"
+    n: int | None = None
+    delimiter: bytes = b"\n"
+
+    def __post_init__(self) -> None:
+        given = [
+            self.data is not None,
+            self.line is not None or self.any_line,
+            self.regex is not None,
+            self.n is not None,
+        ]
+        if sum(given) != 1:
+            raise ValueError("Expect takes exactly one of data=, line= (or any_line=True), "
+                             "regex= or n=")
+        for name in ("data", "line", "until", "delimiter"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, value.encode())
+            elif value is not None and not isinstance(value, bytes):
+                raise TypeError(f"{name} must be bytes, got {value!r}")
+        if self.data is not None and not self.data:
+            raise ValueError("data must not be empty")
+        if not self.until or not self.delimiter:
+            raise ValueError("until and delimiter must not be empty")
+        if self.n is not None and (isinstance(self.n, bool) or not isinstance(self.n, int)
+                                   or self.n < 1):
+            raise ValueError(f"n must be a positive number of bytes, got {self.n!r}")
+        if self.regex is not None:
+            pattern = self.regex.encode() if isinstance(self.regex, str) else self.regex
+            object.__setattr__(self, "regex", pattern)
+            object.__setattr__(self, "_rx", re.compile(pattern, re.DOTALL))
+
+    def describe(self) -> str:
+        if self.data is not None:
+            return f"Expect({self.data[:40]!r})"
+        if self.line is not None:
+            return f"Expect(line={self.line[:40]!r})"
+        if self.any_line:
+            return "Expect(any line)"
+        if self.regex is not None:
+            return f"Expect(regex={self.regex!r})"
+        return f"Expect(n={self.n})"
+
+    def take(  # noqa: PLR0911 - one return per outcome of each kind of expectation
+        self, buf: bytes, eof: bool
+    ) -> tuple[int | None, str | None]:
+        """``(bytes taken, None)`` when satisfied, ``(None, None)`` when it needs more,
+        ``(None, why)`` when ``buf`` cannot satisfy it."""
+        if self.data is not None:
+            if not self.data.startswith(buf[: len(self.data)]):
+                return None, describe_difference(self.data, buf[: len(self.data)])
+            if len(buf) >= len(self.data):
+                return len(self.data), None
+            return None, (f"the client closed after {len(buf)} of {len(self.data)} bytes: "
+                          f"{buf[:40]!r}" if eof else None)
+        if self.n is not None:
+            if len(buf) >= self.n:
+                return self.n, None
+            return None, (f"the client closed after {len(buf)} of {self.n} bytes" if eof
+                          else None)
+        end_mark = self.until if self.regex is not None else self.delimiter
+        at = buf.find(end_mark)
+        if at < 0:
+            if self.line is not None and not (self.line + self.delimiter).startswith(buf):
+                return None, describe_difference(self.line + self.delimiter, buf)
+            return None, (f"the client closed without sending {end_mark!r}; it sent "
+                          f"{buf[:60]!r}" if eof else None)
+        size = at + len(end_mark)
+        chunk = buf[:size]
+        if self.line is not None and chunk[: -len(self.delimiter)] != self.line:
+            return None, describe_difference(self.line + self.delimiter, chunk)
+        if self.regex is not None and not self._rx.fullmatch(chunk):  # type: ignore[attr-defined]
+            return None, f"{chunk[:80]!r} does not match {self.regex!r}"
+        return size, None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Write ``data``, or ``data(taken)`` where ``taken`` is what the last Expect took."""
+
+    data: bytes | str | Callable[[bytes], bytes]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            object.__setattr__(self, "data", self.data.encode())
+        if not callable(self.data) and not isinstance(self.data, bytes):
+            raise TypeError(f"data must be bytes or a callable, got {self.data!r}")
+
+    def describe(self) -> str:
+        return f"Reply({self.data[:40]!r})" if isinstance(self.data, bytes) else "Reply(fn)"
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Wait ``seconds`` before the next step (reading goes on meanwhile)."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        _positive(self.seconds, "seconds", zero=True)
+
+    def describe(self) -> str:
+        return f"Pause({self.seconds})"
+
+
+@dataclass(frozen=True)
+class HalfClose:
+    """Shut down our write side (the client reads EOF); the script may still expect data."""
+
+    def describe(self) -> str:
+        return "HalfClose()"
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close gracefully once pending output is flushed."""
+
+    def describe(self) -> str:
+        return "Close()"
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Close at once with an RST: unsent output is dropped, the client sees ECONNRESET."""
+
+    def describe(self) -> str:
+        return "Reset()"
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Stop reading and never answer again; the connection stays open until the server stops."""
+
+    def describe(self) -> str:
+        return "Stall()"
+
+
+Step = Expect | Reply | Pause | HalfClose | Close | Reset | Stall
+_STEPS = (Expect, Reply, Pause, HalfClose, Close, Reset, Stall)
+
+
+def _check_script(script: Sequence[Step], name: str) -> tuple[Step, ...]:
+    if not isinstance(script, list | tuple):
+        raise TypeError(f"{name} must be a list of steps, got {script!r}")
+    steps = tuple(script)
+    for i, step in enumerate(steps):
+        if not isinstance(step, _STEPS):
+            raise TypeError(f"{name}[{i}] is not a script step (Expect, Reply, ...): {step!r}")
+    return steps
+
+
+@dataclass(frozen=True)
+class ScriptFailure:
+    """What went wrong on one connection."""
+
+    connection: int
+    step: int | None
+    what: str
+    received: bytes = b""
+
+    def __str__(self) -> str:
+        where = f"connection {self.connection}"
+        if self.step is not None:
+            where += f", step {self.step}"
+        return f"{where}: {self.what}"
+
+
+class ScriptedConnection(Connection):
+    """Runs one script against one client."""
+
+    def __init__(self, server: ScriptedServer, sock: socket.socket, addr: Any, number: int,
+                 steps: tuple[Step, ...] | None) -> None:
+        super().__init__(server.loop, sock, addr, high_water=server.high_water,
+                         transcript_limit=server.transcript_limit)
+        self.server = server
+        self.number = number
+        self.steps = steps
+        self.index = 0
+        self.buffer = bytearray()
+        self.taken: list[bytes] = []
+        self.received = bytearray()
+        self.finished_script = False
+        self.timer: Timer | None = None  # a Pause in progress
+        self.expect_timer: Timer | None = None
+        self.eof = False
+        self.stalled = False
+
+    def connection_made(self) -> None:
+        if self.steps is None:
+            count = len(self.server.scripts)
+            self._fail(None, f"unexpected connection: the script covers {count} "
+                       f"connection{'s' if count != 1 else ''}")
+            return
+        self._advance()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        if self.stalled:
+            return
+        self.buffer += data
+        self._advance()
+
+    def on_eof(self) -> None:
+        self.eof = True
+        self._advance()
+        if not self.closed and (self.finished_script or self.stalled):
+            self.finish()
+
+    def _fail(self, step: int | None, what: str) -> None:
+        self.server._record(ScriptFailure(self.number, step, what, bytes(self.received)))
+        self.reset()
+
+    def _advance(self) -> None:  # noqa: PLR0911, PLR0912 - one branch per kind of step
+        steps = self.steps
+        if steps is None or self.closed or self.timer is not None:
+            return
+        for _ in range(len(steps) + 1):
+            if self.index >= len(steps):
+                break
+            step = steps[self.index]
+            if isinstance(step, Expect):
+                taken, why = step.take(bytes(self.buffer), self.eof)
+                if why is not None:
+                    self._fail(self.index, f"{step.describe()}: {why}")
+                    return
+                if taken is None:
+                    self._arm_expect_timeout()
+                    return
+                self._disarm()
+                self.taken.append(bytes(self.buffer[:taken]))
+                del self.buffer[:taken]
+            elif isinstance(step, Reply):
+                data = step.data
+                if callable(data):
+                    data = data(self.taken[-1] if self.taken else b"")
+                self.write(data.encode() if isinstance(data, str) else data)
+            elif isinstance(step, Pause):
+                self.index += 1
+                self.timer = self.loop.call_later(step.seconds, self._resume)
+                return
+            elif isinstance(step, HalfClose):
+                self.write_eof()
+            elif isinstance(step, Close):
+                self.index += 1
+                self._done()
+                self.finish()
+                return
+            elif isinstance(step, Reset):
+                self.index += 1
+                self._done()
+                self.reset()
+                return
+            else:  # Stall
+                self.index += 1
+                self._done()
+                self.stalled = True
+                self.pause_reading()
+                return
+            self.index += 1
+        if self.index >= len(steps):
+            self._done()
+            if self.buffer:
+                self._fail(None, f"the client sent {len(self.buffer)} B after the script ended: "
+                           f"{bytes(self.buffer[:60])!r}")
+                return
+            if self.eof:
+                self.finish()
+
+    def _resume(self) -> None:
+        self.timer = None
+        self._advance()
+
+    def _arm_expect_timeout(self) -> None:
+        if self.expect_timer is None and self.server.expect_timeout is not None:
+            self.expect_timer = self.loop.call_later(
+                self.server.expect_timeout, self._expect_timed_out
+            )
+
+    def _disarm(self) -> None:
+        if self.expect_timer is not None:
+            self.expect_timer.cancel()
+            self.expect_timer = None
+
+    def _expect_timed_out(self) -> None:
+        self.expect_timer = None
+        if self.steps is None or self.closed or self.index >= len(self.steps):
+            return
+        step = self.steps[self.index]
+        self._fail(self.index, f"{step.describe()}: still waiting after "
+                   f"{self.server.expect_timeout}s; the client sent {bytes(self.buffer[:60])!r}")
+
+    def _done(self) -> None:
+        if not self.finished_script:
+            self.finished_script = True
+            self.server._script_done(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._disarm()
+        if not self.finished_script and self.steps is not None and not self.server._failed(self):
+            step = self.steps[self.index] if self.index < len(self.steps) else None
+            self.server._record(ScriptFailure(
+                self.number, self.index,
+                f"the connection ended at {step.describe() if step else 'the end'} "
+                f"({self.close_reason})", bytes(self.received)))
+        self.server._connection_closed(self)
+
+
+class ScriptedServer(ServerBase):
+    """Serves ``script`` to every connection, or ``scripts[i]`` to the i-th (``cycle``:
+    start over after the last).  Takes every ServerBase option (``tls=``, ``port=``...)."""
+
+    kind = "scripted"
+
+    def __init__(self, script: Sequence[Step] | None = None, *,
+                 scripts: Sequence[Sequence[Step]] | None = None, cycle: bool = False,
+                 expect_timeout: float | None = DEFAULT_TIMEOUT, **kwargs: Any) -> None:
+        if (script is None) == (scripts is None):
+            raise ValueError("give either script= (every connection) or scripts= (one each)")
+        if scripts is not None:
+            if not isinstance(scripts, list | tuple) or not scripts:
+                raise ValueError(f"scripts must be a non-empty list of scripts, got {scripts!r}")
+            self.scripts = tuple(_check_script(s, f"scripts[{i}]") for i, s in enumerate(scripts))
+            self.every = False
+        else:
+            assert script is not None  # noqa: S101 - narrowed by the check above
+            self.scripts = (_check_script(script, "script"),)
+            self.every = True
+        if not isinstance(cycle, bool):
+            raise TypeError(f"cycle must be a bool, got {cycle!r}")
+        self.cycle = cycle
+        self.expect_timeout = (None if expect_timeout is None
+                               else _positive(expect_timeout, "expect_timeout"))
+        self.tls = take_tls(kwargs)
+        super().__init__(**kwargs)
+        self.failures: list[ScriptFailure] = []
+        self.completed = 0
+        self._numbers = 0
+        self._failed_conns: set[int] = set()
+
+    def _steps_for(self, number: int) -> tuple[Step, ...] | None:
+        if self.every:
+            return self.scripts[0]
+        if self.cycle:
+            return self.scripts[(number - 1) % len(self.scripts)]
+        return self.scripts[number - 1] if number <= len(self.scripts) else None
+
+    def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
+        self._numbers += 1
+        return ScriptedConnection(self, sock, addr, self._numbers, self._steps_for(self._numbers))
+
+    @property
+    def client_tls(self) -> ssl.SSLContext | None:
+        """A client SSLContext that trusts this server (None for plaintext)."""
+        return self.tls.client_context if self.tls is not None else None
+
+    def _record(self, failure: ScriptFailure) -> None:
+        self._failed_conns.add(failure.connection)
+        self.failures.append(failure)
+        self._notify()
+
+    def _failed(self, conn: ScriptedConnection) -> bool:
+        return conn.number in self._failed_conns
+
+    def _script_done(self, conn: ScriptedConnection) -> None:
+        self.completed += 1
+        self._notify()
+
+    def check(self) -> None:
+        """Raise :class:`ScriptMismatch` naming every failure (and re-raise loop errors)."""
+        super().check()
+        if self.failures:
+            lines = "\n".join(f"  {f}\n    the client sent: {f.received[:200]!r}"
+                              for f in self.failures[:10])
+            raise ScriptMismatch(f"{len(self.failures)} script failure(s) on {self!r}:\n{lines}")
+
+    def wait_for_scripts(self, n: int = 1, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Wait until ``n`` connections ran their script to the end (raise on a failure)."""
+        self.wait_for(lambda s: self.completed >= n or bool(self.failures), timeout,
+                      f"{n} completed script(s)")
+        self.check()

@@ -1,0 +1,103 @@
+"""MultiConnClient and client faults with non-echo exchanges, plain and TLS."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pytest_multiconn import MultiConnClient
+from pytest_multiconn.exchanges import HTTP, RESP, Exact, LengthPrefixed, Lines
+from pytest_multiconn.faults import (
+    Burst,
+    ConnectClose,
+    Garbage,
+    HalfClose,
+    NeverClose,
+    NeverRead,
+    PartialSend,
+    Silent,
+    SlowReader,
+)
+from pytest_multiconn.faults.client import ClientReset
+from pytest_multiconn.servers import HTTPProtocol, LineProtocol, ProtocolServer, RedisProtocol
+
+
+@pytest.fixture(params=["plain", "tls"])
+def tls(request: pytest.FixtureRequest) -> bool:
+    return request.param == "tls"
+
+
+def _upper() -> LineProtocol:
+    return LineProtocol(bytes.upper)
+
+
+def test_line_exchange_against_an_uppercasing_server(tls: bool) -> None:
+    with ProtocolServer(_upper, tls=tls) as server:
+        results = MultiConnClient(server.address, 4, exchange=Lines(reply=bytes.upper),
+                                  requests=5, tls=server.client_tls, seed=1).run()
+        results.check()
+        wrong = MultiConnClient(server.address, 1, exchange=Lines(), tls=server.client_tls,
+                                seed=1).run()
+    assert not wrong.ok
+    (bad,) = wrong.failed
+    assert "reply 0 to b'" in bad.problem
+    assert re.search(r"first differing byte at \d+ \(expected 65 B, got 65 B\)", bad.problem)
+    assert "reply 0" in str(bad)
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [PartialSend(max_chunk=1)],
+        [PartialSend(max_chunk=64, delay=0.001)],
+        [SlowReader(1024 * 1024, rcvbuf=4096)],
+        [HalfClose()],
+        [NeverClose()],
+        [Silent()],
+        [NeverRead(size=256 * 1024, stall=0.05, duration=0.3)],
+        [ClientReset("mid")],
+        [ConnectClose()],
+        [Burst(connections=16)],
+    ],
+    ids=lambda fs: "+".join(f.name for f in fs),
+)
+def test_every_client_fault_with_a_line_exchange(faults: list, tls: bool) -> None:
+    with ProtocolServer(_upper, tls=tls) as server:
+        with MultiConnClient(server.address, 3, exchange=Lines(reply=bytes.upper), requests=8,
+                             faults=faults, tls=server.client_tls, seed=7) as client:
+            results = client.run()
+        assert results.ok, "\n".join(str(r) for r in results.failed)
+        # And the server still serves a plain exchange afterwards.
+        MultiConnClient(server.address, 2, exchange=Lines(reply=bytes.upper),
+                        tls=server.client_tls).run().check()
+
+
+def test_resp_exchange_pipelined_with_partial_sends(tls: bool) -> None:
+    with ProtocolServer(lambda: RedisProtocol({}), tls=tls) as server:
+        MultiConnClient(server.address, 3, exchange=RESP(), requests=9,
+                        faults=[PartialSend(max_chunk=3)], tls=server.client_tls).run().check()
+
+
+def test_length_prefixed_and_exact() -> None:
+    with ProtocolServer(LineProtocol) as server:
+        MultiConnClient(server.address, 2, exchange=Exact(b"hi\n", b"hi\n"), requests=3
+                        ).run().check()
+        bad = MultiConnClient(server.address, 1, exchange=LengthPrefixed(send=b"x"),
+                              timeout=0.5).run()
+    assert not bad.ok
+
+
+def test_http_exchange_without_faults(tls: bool) -> None:
+    with ProtocolServer(HTTPProtocol, tls=tls) as server:
+        MultiConnClient(server.address, 3, exchange=HTTP(expect_body=b"hello\n"), requests=4,
+                        tls=server.client_tls).run().check()
+        with pytest.raises(ValueError, match="replies are known bytes"):
+            MultiConnClient(server.address, 1, exchange=HTTP(), faults=[PartialSend()])
+
+
+def test_garbage_needs_an_exchange_that_echoes() -> None:
+    with pytest.raises(ValueError, match="Garbage replaces the requests"):
+        MultiConnClient(("127.0.0.1", 1), 1, exchange=RESP(), faults=[Garbage(16)])
+    with pytest.raises(ValueError, match="requests must be a positive integer"):
+        MultiConnClient(("127.0.0.1", 1), 1, exchange=RESP(), requests=0)
