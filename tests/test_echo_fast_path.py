@@ -107,6 +107,19 @@ def test_fold_restarts_after_another_entry_interrupts_the_exchange() -> None:
     ], shapes
 
 
+def test_reading_the_transcript_mid_exchange_shows_every_exchange_so_far() -> None:
+    with EchoServer() as server, connect(server) as sock:
+        seen = []
+        for _ in range(4):
+            ping_pong(sock, 25, 10)
+            # Read (as a failure report does, in the loop thread) while the ping-pong is
+            # being counted on the connection: the counts so far are written in first.
+            seen.append([(d, n, c) for d, n, c, _ in entry_shapes(server)][1:])
+            (info,) = server.connections()
+            assert f"{len(seen) * 250} B in {len(seen) * 25} ops" in info.transcript
+    assert seen == [[("in", 250 * k, 25 * k), ("out", 250 * k, 25 * k)] for k in (1, 2, 3, 4)]
+
+
 def test_transcript_limit_still_holds_on_the_fast_path() -> None:
     with EchoServer(transcript_limit=4) as server, connect(server) as sock:
         for i in range(6):

@@ -70,15 +70,35 @@ class _PlainEchoConnection(EchoConnection):
       once is copied into ``_out`` by ``write()`` before this returns, so nothing keeps a
       view of the shared buffer past the event;
     * the loop's ``poll_time`` (read once per poll batch) instead of ``time.monotonic()``;
-    * the transcript's folding pair is remembered (``_fold``) while it is still the last two
-      entries, instead of re-testing the last two entries' kinds and notes per message.
+    * a steady ping-pong is counted on the connection and written into the transcript's
+      folded pair of entries only when the transcript is next recorded to or read
+      (``Transcript.pending``), instead of six list updates and four tests per message.
     """
 
     def __init__(self, server: EchoServer, sock: socket.socket, addr: Any) -> None:
         super().__init__(server, sock, addr)
         self._view = server._read_buffer.view
-        # (in entry, out entry) of the transcript while a steady ping-pong folds into them.
+        # While a steady ping-pong folds into the transcript's last two entries (an "in" and
+        # an "out" entry, ``_fold``), whole exchanges are only counted here and written into
+        # those entries by ``_apply_fold``, which the transcript calls before any record or
+        # read (``Transcript.pending``).  So a report always shows every exchange.
         self._fold: tuple[list[Any], list[Any]] | None = None
+        self._fold_n = 0
+        self._fold_bytes = 0
+        self._fold_time = 0.0
+
+    def _apply_fold(self) -> None:
+        fold = self._fold
+        self._fold = None
+        self.transcript.pending = None
+        if fold is not None and self._fold_n:
+            pair, last = fold
+            pair[1] = last[1] = self._fold_time
+            pair[3] += self._fold_bytes
+            pair[4] += self._fold_n
+            last[3] += self._fold_bytes
+            last[4] += self._fold_n
+            self._fold_n = self._fold_bytes = 0
 
     def handle_event(self, mask: int) -> None:  # noqa: PLR0912, PLR0915 - one inline hot path
         if mask != EVENT_READ or self._connecting:
@@ -95,27 +115,12 @@ class _PlainEchoConnection(EchoConnection):
             return
         if not size:
             self._eof_received = True
-            self._fold = None
             self.transcript.record("eof-in")
             self._update_interest()
             self.on_eof()
             return
         self.bytes_in += size
         self.last_received = now = self.loop.poll_time
-        # Steady ping-pong: the transcript ends with a plain "in" entry and a plain "out"
-        # entry, and this exchange folds into them (what Transcript.record would do, inline).
-        # Entries are only ever appended (or dropped from the front), so the remembered pair
-        # is still the last two exactly while its "out" entry is the last one.
-        fold = self._fold
-        entries = self.transcript._entries
-        if fold is not None and entries[-1] is fold[1]:
-            pair, last = fold
-            pair[1] = now
-            pair[3] += size
-            pair[4] += 1
-        else:
-            fold = None
-            self.transcript.record("in", size, "", now)
         data = view[:size]
         if (
             self._out
@@ -125,6 +130,7 @@ class _PlainEchoConnection(EchoConnection):
             or self._eof_sent
             or self.closed
         ):
+            self.transcript.record("in", size, "", now)
             self.write(data)  # copies what it cannot send into _out
         else:
             try:
@@ -132,20 +138,29 @@ class _PlainEchoConnection(EchoConnection):
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
+                self.transcript.record("in", size, "", now)
                 self._peer_failed(exc)
                 return
-            if sent:
-                self.bytes_out += sent
+            if sent == size and self._fold is not None:
+                # The steady state: one whole exchange, counted (see __init__).
+                self.bytes_out += size
                 self.last_sent = now
-                if fold is not None:
-                    last[1] = now
-                    last[3] += sent
-                    last[4] += 1
-                else:
-                    self.transcript.record("out", sent, "", now)
-                    self._fold = _folding_pair(entries)
-            if sent < size:
-                self.write(data[sent:])
+                self._fold_n += 1
+                self._fold_bytes += size
+                self._fold_time = now
+            else:
+                transcript = self.transcript
+                transcript.record("in", size, "", now)  # applies the counted ones first
+                if sent:
+                    self.bytes_out += sent
+                    self.last_sent = now
+                    transcript.record("out", sent, "", now)
+                    if sent == size:
+                        self._fold = _folding_pair(transcript._entries)
+                        if self._fold is not None:
+                            transcript.pending = self._apply_fold
+                if sent < size:
+                    self.write(data[sent:])
         if self.server._waiters:
             self.server._notify()
 
