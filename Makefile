@@ -17,9 +17,9 @@ comma := ,
 space := $(subst ,, )
 
 # Only lint directories that exist (ruff errors on missing paths).
-LINT_PATHS = $(wildcard src tests examples benchmarks tools)
+LINT_PATHS = $(wildcard src tests examples benchmarks tools noxfile.py)
 
-.PHONY: all install install-test install-bench demo lint typecheck test coverage bench bench-quick clean distclean
+.PHONY: all install install-test install-bench install-docs install-dev demo lint typecheck test coverage bench bench-quick soak docs matrix matrix-smoke dist clean distclean
 
 all: test
 
@@ -43,9 +43,21 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(PIP) install $(PIP_FLAGS) -e '.[test,bench]'
 	touch $@
 
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(PIP) install $(PIP_FLAGS) --upgrade pip
+	$(PIP) install $(PIP_FLAGS) -e '.[test,docs]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install $(PIP_FLAGS) --upgrade pip
+	$(PIP) install $(PIP_FLAGS) -e '.[test,dev]'
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 install-bench: $(VENV)/.installed-bench
+install-docs: $(VENV)/.installed-docs
+install-dev: $(VENV)/.installed-dev
 
 # --- everyday targets --------------------------------------------------------
 
@@ -83,6 +95,25 @@ coverage: $(VENV)/.installed-test
 	  || { echo "coverage: $$m.py is below the $(COV_CORE_FLOOR)% floor"; exit 1; }; \
 	done
 
+# The documentation site (MkDocs Material + mkdocstrings), built strictly: a broken link, a
+# missing page or an API object that does not import fails the build.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# The version matrix (noxfile.py): Python 3.11/3.12/3.13 x pytest 7.4/8.x/9.x, the whole
+# suite in each cell.  matrix-smoke runs a few version-sensitive files per cell (.ci/run).
+matrix: $(VENV)/.installed-dev
+	$(BIN)/nox -s tests $(NOX_ARGS)
+
+matrix-smoke: $(VENV)/.installed-dev
+	$(BIN)/nox -s smoke $(NOX_ARGS)
+
+# A wheel and an sdist in dist/, checked the way PyPI would check them.
+dist: $(VENV)/.installed-dev
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 # The full benchmark run (about 12 minutes; needs cc, and redis-server, redis-tools and socat
 # for the proxy table): prints every table and writes benchmarks/results/latest.json and
 # benchmarks/results/README-table.md (the README's tables, with the machine and this command).
@@ -94,10 +125,19 @@ bench: $(VENV)/.installed-bench
 bench-quick: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run_all.py --quick $(BENCH_ARGS)
 
+# Servers, a TLS server and fault proxies under a seeded random schedule of every client fault,
+# server fault and toxic, with invariants checked as it runs (benchmarks/soak.py says which).
+# Exit status 1 on any violation; the seed and a replay command are printed.
+# `make soak SOAK_DURATION=60 SOAK_SEED=1234` for a short, repeatable run.
+SOAK_DURATION ?= 600
+SOAK_SEED ?=
+soak: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/soak.py --duration $(SOAK_DURATION) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
+
 # --- cleanup -----------------------------------------------------------------
 
 clean:
-	rm -rf build dist *.egg-info src/*.egg-info htmlcov .coverage .coverage.* \
+	rm -rf build dist site .nox *.egg-info src/*.egg-info htmlcov .coverage .coverage.* \
 	       .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 

@@ -118,3 +118,82 @@ def test_serve_prints_server_lines_and_stops_on_event() -> None:
     assert any(line.startswith("Echoing b'ping' to ('127.0.0.1', ") for line in lines)
     assert result[0].stats().bytes_out == 4
     printer()("printer writes whole lines")  # the shared printer is line-buffered
+
+
+def test_server_ca_out_that_cannot_be_written_names_the_path(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Before: a bare "[Errno 5] Input/output error" without the path.
+    assert main(["server", "127.0.0.1", "0", "--tls", "--ca-out", "/proc/version"]) == 2
+    err = capsys.readouterr().err
+    assert "--ca-out '/proc/version': cannot write the CA certificate there" in err
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"multiconn {version('pytest-multiconn')}"
+
+
+@pytest.mark.parametrize("command", ["server", "client", "demo"])
+def test_every_option_of_the_tutorial_commands_has_help(command: str) -> None:
+    import argparse
+
+    from pytest_multiconn.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    sub = subparsers.choices[command]
+    missing = [
+        a.option_strings[0] if a.option_strings else a.dest
+        for a in sub._actions
+        if not a.help or a.help == argparse.SUPPRESS
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--seed", "-5"], "a seed is a non-negative integer, got '-5'"),
+        (["demo", "--connections", "0"], "expected a positive integer, got '0'"),
+        (["server", "127.0.0.1", "0", "--max-connections", "x"], "positive integer, got 'x'"),
+    ],
+)
+def test_bad_numbers_are_one_clear_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "invalid" not in err
+
+
+def test_server_stops_on_sigint_even_when_started_with_sigint_ignored() -> None:
+    # What a background job of a shell script (`multiconn server ... &`) inherits.
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "os.execv(sys.executable, [sys.executable, '-u', '-m', 'pytest_multiconn', "
+        "'server', '127.0.0.1', '0'])"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().startswith("Listening on")
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Caught keyboard interrupt, exiting" in out

@@ -137,6 +137,7 @@ def test_registries_hold_every_fault_once_under_snake_case_names() -> None:
     ]
     assert list(TOXICS) == [
         "latency", "bandwidth", "slicer", "limit_data", "timeout", "reset_peer", "slow_close",
+        "corrupt", "substitute", "coalesce", "truncate",
     ]
     for registry in REGISTRIES:
         for name, cls in registry.items():

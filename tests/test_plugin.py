@@ -135,13 +135,18 @@ def test_fixture_docs_say_scope_and_teardown(pytester: pytest.Pytester) -> None:
     assert "Teardown stops" in text
 
 
-def test_plugin_can_be_disabled(pytester: pytest.Pytester) -> None:
+def test_plugin_can_be_disabled(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytester.makepyfile(
         """
         def test_needs_server(multiconn_server):
             pass
         """
     )
-    result = pytester.runpytest("-p", "no:multiconn")
+    # `-p no:multiconn` names the entry point: this inner run loads plugins as a user's does.
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    monkeypatch.delenv("PYTEST_PLUGINS")
+    result = pytester.runpytest("-p", "no:multiconn", "-p", "no:randomly")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'multiconn_server' not found*"])

@@ -385,3 +385,25 @@ def test_fixture_stops_proxies_and_reports_nothing_on_success(pytester: pytest.P
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert "- multiconn -" not in result.stdout.str()
+
+
+def test_limit_data_behind_latency_closes_after_the_limit() -> None:
+    """The server's EOF reaches LimitData (delayed by Latency) after the limit was hit: the
+    connection must still close after exactly the limit, not hang."""
+    import socket
+
+    from pytest_multiconn import EchoServer, FaultProxy
+    from pytest_multiconn.proxy import Latency, LimitData
+
+    with EchoServer() as server, FaultProxy(server.address, seed=1) as proxy:
+        proxy.add(Latency(ms=30), direction="downstream")
+        proxy.add(LimitData(bytes=100), direction="downstream")
+        with socket.create_connection(proxy.address, timeout=5) as sock:
+            sock.sendall(b"x" * 150)
+            sock.shutdown(socket.SHUT_WR)
+            # the echo server has closed by now: its EOF sits in the Latency queue
+            server.wait_for_closed(1)
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert reply == b"x" * 100

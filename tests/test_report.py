@@ -209,7 +209,7 @@ def test_seed_in_section_is_the_run_seed(
 def test_section_survives_xdist(pytester: pytest.Pytester) -> None:
     # Reports travel from the worker to the controller serialised: the section must too.
     pytester.makepyfile(FAILING_ECHO_TEST)
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     section = section_of(result.stdout.str())
     assert re.search(r"'multiconn-echo\[gw\d:test_echo_is_wrong\]-127\.0\.0\.1:\d+'", section)

@@ -512,3 +512,17 @@ def test_reprs_name_the_faults(faulty: Factory) -> None:
     server = faulty(DelayEcho(0.1), seed=99)
     assert "seed=99 faults=[DelayEcho(seconds=0.1)]" in repr(server)
     assert isinstance(server, EchoServer)
+
+
+def test_removing_a_stall_closes_connections_whose_peer_already_left() -> None:
+    # Found by the soak: Stall() swallows the client's EOF (a stalled server sends not even a
+    # FIN); once set_faults([]) removed it, that connection stayed open for good.
+    with FaultyEchoServer(faults=[Stall()]) as server:
+        with socket.create_connection(server.address, timeout=10) as sock:
+            sock.sendall(b"into the void")
+        server.wait_for(
+            lambda s: s.bytes_in == 13, 10, "the stalled server to read and drop the data"
+        )
+        assert server.stats().open == 1  # the stall holds it: that is the fault
+        server.set_faults([])
+        server.wait_for_idle(10)

@@ -241,8 +241,10 @@ def test_limit_data_passes_n_bytes_then_asks_for_a_close(bench: Bench) -> None:
     assert bench.sink.data == b"abcde"
     assert bench.pipe.dropped_bytes == 3
     assert bench.pipe.flush_closes == ["limit_data 5 B"]
-    stage.feed_eof()  # after the limit, nothing more passes, not even the EOF
-    assert not bench.sink.eof
+    stage.feed(b"more")  # after the limit, no more data passes...
+    assert bench.sink.data == b"abcde"
+    stage.feed_eof()  # ...but the EOF does: the pipe closes only once nothing is in flight
+    assert bench.sink.eof
 
 
 def test_limit_data_zero_closes_at_start(bench: Bench) -> None:

@@ -38,7 +38,7 @@ def test_session_server_is_shared_within_a_worker_only(pytester: pytest.Pytester
                 json.dump(record, f)
         """
     )
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=20)
     records = [json.loads(p.read_text()) for p in out_dir.iterdir()]
     assert len(records) == 20
@@ -164,8 +164,13 @@ def test_coverage_measures_the_child_process(tmp_path: Path) -> None:
     # Measure only this run: drop settings an outer `coverage run` may have exported.
     env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     run = [sys.executable, "-m", "coverage"]
-    subprocess.run([*run, "run", "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_child.py"],
-                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+    # A measured child starts slowly on a loaded machine: give it more than the default 10 s.
+    inner = subprocess.run(
+        [*run, "run", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--multiconn-timeout=60",
+         "test_child.py"],
+        cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=180,
+    )
+    assert inner.returncode == 0, inner.stdout + inner.stderr
     data_files = list(tmp_path.glob(".coverage.*"))
     assert len(data_files) >= 2, "expected data files from the test process and the child"
     subprocess.run([*run, "combine"], cwd=tmp_path, env=env, check=True, capture_output=True,

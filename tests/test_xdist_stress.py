@@ -66,7 +66,7 @@ def busy_core() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def run_stress(pytester: pytest.Pytester) -> pytest.RunResult:
-    result = pytester.runpytest_subprocess("-n", "2", "-q", "-p", "no:cacheprovider",
+    result = pytester.runpytest_subprocess("-n", "2", "-q", "-p", "xdist", "-p", "no:cacheprovider",
                                            timeout=600)
     result.assert_outcomes(passed=STRESS_TESTS)
     assert result.ret == pytest.ExitCode.OK

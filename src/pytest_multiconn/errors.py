@@ -64,6 +64,10 @@ class TLSError(MulticonnError, ConnectionError):
     """A TLS handshake or record-layer failure on one connection (it closes; the loop goes on)."""
 
 
+class BlockingCallError(MulticonnError, RuntimeError):
+    """A blocking call was made from a thread running an event loop; use its awaitable twin."""
+
+
 class ScriptMismatch(MulticonnError, AssertionError):
     """A client sent a scripted server something its script did not expect."""
 

@@ -43,16 +43,50 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _version() -> str:
+    # From the package metadata, as pytest_multiconn.__version__ (a namespace above cli/).
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-multiconn")
+    except PackageNotFoundError:  # pragma: no cover - a tree that was never installed
+        return "0.0.0+unknown"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is a non-negative integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="multiconn",
         description="Multi-connection echo server and client, and sockets that misbehave.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}",
+        help="print the installed version and exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     server = sub.add_parser("server", help="the tutorial's echo server: serve until Ctrl-C")
-    server.add_argument("host")
+    server.add_argument("host", help="address to listen on, for example 127.0.0.1 or ::1")
     server.add_argument("port", help="TCP port; 0 lets the kernel pick a free one")
     server.add_argument(
         "--allow-remote",
@@ -63,9 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-timeout",
         type=_positive_float,
         default=None,
-        help="close a connection that sent nothing for this many seconds",
+        help="close a connection on which neither side made progress for this many seconds",
     )
-    server.add_argument("--max-connections", type=int, default=None)
+    server.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=None,
+        help="accept at most this many connections at once; more wait in the backlog "
+        "(default: no limit)",
+    )
     server.add_argument(
         "--protocol",
         choices=("echo", "line", "http", "redis"),
@@ -79,17 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
     server.set_defaults(func=_run_server)
 
     client = sub.add_parser("client", help="the tutorial's multi-connection client")
-    client.add_argument("host")
-    client.add_argument("port")
-    client.add_argument("num_connections")
+    client.add_argument("host", help="the server's address, for example 127.0.0.1")
+    client.add_argument("port", help="the server's TCP port")
+    client.add_argument("num_connections", help="how many connections to open at once")
     client.add_argument(
         "--message",
         action="append",
         default=None,
         help="a message to send (repeatable; default: the tutorial's two)",
     )
-    client.add_argument("--timeout", type=_positive_float, default=10.0)
-    client.add_argument("--allow-remote", action="store_true")
+    client.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        help="give up after this many seconds (default: %(default)s)",
+    )
+    client.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback host (off: test traffic stays on this machine)",
+    )
     from pytest_multiconn.cli.suite import add_exchange_arguments
 
     add_exchange_arguments(client, default=None)
@@ -99,8 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="the tutorial's session on an ephemeral port, then a summary"
     )
-    demo.add_argument("--connections", type=int, default=5)
-    demo.add_argument("--seed", type=int, default=None, help="seed for the fault-injection suite")
+    demo.add_argument(
+        "--connections",
+        type=_positive_int,
+        default=5,
+        help="connections the tutorial's client opens (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help="seed for the fault-injection suite (default: a new random one, printed)",
+    )
     demo.add_argument("--no-suite", action="store_true", help="only the tutorial's session")
     demo.set_defaults(func=_run_demo)
 

@@ -52,7 +52,14 @@ def cli_server_tls(args: Any, out: Callable[[str], None]) -> Iterator[TLSConfig 
     temporary = args.ca_out is None
     directory = tempfile.mkdtemp(prefix="multiconn-ca-") if temporary else args.ca_out
     try:
-        path = config.write_ca_cert(directory)
+        try:
+            path = config.write_ca_cert(directory)
+        except OSError as exc:
+            # '/proc/version' gave a bare "[Errno 5] Input/output error": name the path.
+            raise ValueError(
+                f"--ca-out {directory!r}: cannot write the CA certificate there: "
+                f"{exc.strerror or exc}"
+            ) from exc
         out(f"TLS CA certificate: {path}")
         yield config
     finally:

@@ -116,13 +116,17 @@ def wait_for_signal(stop: threading.Event) -> None:
 def serve_until_interrupted(host: str, port: int | str, out: Printer, **server_options: Any) -> int:
     """The tutorial's main loop: serve until Ctrl-C (or SIGTERM), then exit cleanly."""
     stop = threading.Event()
-    previous = None
+    previous = previous_int = None
     if threading.current_thread() is threading.main_thread():
 
         def on_term(signum: int, frame: FrameType | None) -> None:
             stop.set()
 
         previous = signal.signal(signal.SIGTERM, on_term)
+        # A background job of a non-interactive shell (`multiconn server ... &` in a CI
+        # script) starts with SIGINT ignored, and Python then installs no handler: the
+        # SIGINT that ServerProcess and users send to stop the server would do nothing.
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     wait = (lambda: wait_for_signal(stop)) if previous is not None else None
     try:
         serve(host, port, out=out, stop=stop, wait=wait, **server_options)
@@ -131,6 +135,8 @@ def serve_until_interrupted(host: str, port: int | str, out: Printer, **server_o
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
     return 0
 
 

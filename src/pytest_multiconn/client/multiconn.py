@@ -11,6 +11,8 @@ from types import TracebackType
 from typing import Any
 
 from pytest_multiconn.core.address import check_host, parse_port
+from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
+from pytest_multiconn.core.checks import check_count, check_seconds
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -367,8 +369,8 @@ class MultiConnClient:
             or num_connections < 1
         ):
             raise ValueError(f"num_connections must be a positive integer, got {num_connections!r}")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        timeout = check_seconds(timeout, "timeout")
+        check_count(transcript_limit, "transcript_limit", minimum=0)
         self.address = _check_target(address, allow_remote=allow_remote)
         #: TLS (a ClientTLS) when given ``tls=`` (an SSLContext such as ``server.client_tls``).
         self.tls: ClientTLS | None = None
@@ -396,10 +398,15 @@ class MultiConnClient:
         self._pending = 0
 
     def __repr__(self) -> str:
-        faults = f" faults={describe(self.faults)} seed={self.seed}" if self.faults else ""
+        # getattr: a constructor that raised leaves a half-built object, and a traceback or a
+        # debugger shows it; repr() must not raise a second error there.
+        faults = getattr(self, "faults", ())
+        seed = getattr(self, "seed", None)
+        fault_text = f" faults={describe(faults)} seed={seed}" if faults else ""
         return (
-            f"<MultiConnClient to {self.address!r} connections={self.num_connections} "
-            f"pending={self._pending}{faults}>"
+            f"<MultiConnClient to {getattr(self, 'address', '?')!r} "
+            f"connections={getattr(self, 'num_connections', '?')} "
+            f"pending={getattr(self, '_pending', 0)}{fault_text}>"
         )
 
     def _faults_for(self, conn_id: int) -> list[ClientFault]:
@@ -412,9 +419,14 @@ class MultiConnClient:
         """Connections that finished their exchange and are still open."""
         return [c for c in self.connections if c.lingering and not c.closed]
 
-    def wait_closed_by_peer(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+    def wait_closed_by_peer(self, timeout: float | None = None) -> int:
         """Drive the loop until the server closed every lingering connection; return how many
-        it closed.  Raises :class:`EchoMismatch` naming the ones still open after ``timeout``."""
+        it closed.  Raises :class:`EchoMismatch` naming the ones still open after ``timeout``
+        (default: the client's ``timeout``)."""
+        refuse_in_event_loop(
+            "MultiConnClient.wait_closed_by_peer()", "await client.await_closed_by_peer(...)"
+        )
+        timeout = self.timeout if timeout is None else timeout
         open_before = len(self.lingering)
         if open_before and not self.loop._closed:
             self.loop.run_until(lambda: not self.lingering, timeout)
@@ -448,6 +460,27 @@ class MultiConnClient:
     ) -> None:
         self.close()
 
+    # -- awaitable twins (see core/blocking.py) ------------------------------------------------
+    async def arun(self) -> ClientResults:
+        """Awaitable twin of :meth:`run`: the client's loop runs in a worker thread, so a server
+        on the caller's event loop (asyncio or trio) keeps serving.  Needs ``[async]``."""
+        return await to_thread(self.run)
+
+    async def await_closed_by_peer(self, timeout: float | None = None) -> int:
+        """Awaitable twin of :meth:`wait_closed_by_peer`."""
+        return await to_thread(self.wait_closed_by_peer, timeout)
+
+    async def __aenter__(self) -> MultiConnClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
     def _family(self) -> socket.AddressFamily:
         if isinstance(self.address, str):
             return socket.AF_UNIX
@@ -455,6 +488,7 @@ class MultiConnClient:
 
     def run(self) -> ClientResults:
         """Connect, exchange, close; never blocks longer than ``timeout``."""
+        refuse_in_event_loop("MultiConnClient.run()", "await client.arun()")
         if self.connections:
             raise RuntimeError(f"{self!r} already ran; create a new client")
         deadline_started = time.monotonic()

@@ -24,7 +24,8 @@ def parse_port(value: object, *, what: str = "port") -> int:
         raise AddressError(f"{what} must be an integer from 0 to 65535, got {value!r}")
     if isinstance(value, str):
         text = value.strip()
-        if not text.isdigit():
+        # isdigit() alone takes any Unicode digit ('٣' is 3 to int()): ports are ASCII.
+        if not (text.isascii() and text.isdigit()):
             raise AddressError(f"{what} must be an integer from 0 to 65535, got {value!r}")
         value = int(text)
     if not isinstance(value, int) or not 0 <= value <= MAX_PORT:
@@ -76,6 +77,14 @@ def check_host(host: str, *, allow_remote: bool, role: str = "bind") -> str:
     """Refuse a non-loopback host unless the caller opted in; return the host to use."""
     if not isinstance(host, str) or not host:
         raise AddressError(f"host must be a non-empty string, got {host!r}")
+    if "%" in host:
+        # A zone index ('::1%lo') passed the loopback check and then failed in the resolver
+        # with a raw gaierror; loopback addresses never need one.
+        bare = host.split("%", 1)[0]
+        raise AddressError(
+            f"host {host!r} has a zone index ({host[len(bare):]!r}); loopback addresses need "
+            f"none: use {bare!r}"
+        )
     if not allow_remote and not is_loopback(host):
         raise RemoteBindError(
             f"refusing to {role} {host!r}: it is not a loopback address (127.0.0.0/8 or ::1). "
@@ -83,6 +92,30 @@ def check_host(host: str, *, allow_remote: bool, role: str = "bind") -> str:
             f"(--allow-remote on the command line) if you really mean it"
         )
     return normalise_host(host)
+
+
+def _bind_unix(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUseError(
+                exc.errno,
+                f"Unix socket path {path!r} already exists; remove it or use a fresh "
+                "temporary path (tmp_path / 'server.sock')",
+            ) from exc
+        if exc.errno == errno.ENOENT:
+            raise AddressError(
+                f"cannot bind Unix socket {path!r}: directory "
+                f"{os.path.dirname(path) or '.'!r} does not exist"
+            ) from exc
+        # Anything else (too long, not permitted, read-only...): say which path.
+        raise AddressError(
+            f"cannot bind Unix socket {path!r}: {exc.strerror or exc}"
+        ) from exc
+    return sock
 
 
 def bind_listener(
@@ -95,19 +128,7 @@ def bind_listener(
 ) -> socket.socket:
     """Create, bind and listen a non-blocking socket; errors say what to do."""
     if unix_path is not None:
-        path = os.fspath(unix_path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(path)
-        except OSError as exc:
-            sock.close()
-            if exc.errno == errno.EADDRINUSE:
-                raise AddressInUseError(
-                    exc.errno,
-                    f"Unix socket path {path!r} already exists; remove it or use a fresh "
-                    "temporary path (tmp_path / 'server.sock')",
-                ) from exc
-            raise
+        sock = _bind_unix(os.fspath(unix_path))
     else:
         if host is None:
             raise AddressError("give a host, or unix_path for a Unix socket")

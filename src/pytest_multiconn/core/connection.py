@@ -37,9 +37,18 @@ import struct
 import time
 from typing import Any
 
+from pytest_multiconn.core.checks import check_seconds
 from pytest_multiconn.core.layer import Buffer, StreamLayer
 from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop, Timer
 from pytest_multiconn.core.transcript import DEFAULT_TRANSCRIPT_LIMIT, Transcript, TranscriptEntry
+
+try:  # POSIX: how many bytes the kernel still holds in a socket's send queue (SIOCOUTQ)
+    import fcntl
+    import termios
+
+    _SIOCOUTQ: int | None = termios.TIOCOUTQ  # the same request number on Linux
+except (ImportError, AttributeError):  # pragma: no cover - Windows
+    _SIOCOUTQ = None
 
 __all__ = [
     "DEFAULT_TRANSCRIPT_LIMIT",
@@ -100,6 +109,8 @@ class Connection:
         "_eof_received",
         "_eof_sent",
         "_finish_pending",
+        "_idle_queued",
+        "_idle_sampled",
         "_idle_timeout",
         "_idle_timer",
         "_mask",
@@ -117,6 +128,7 @@ class Connection:
         "id",
         "label",
         "last_received",
+        "last_sent",
         "layer",
         "loop",
         "low_water",
@@ -152,6 +164,8 @@ class Connection:
         self.label = label or f"conn-{self.id}"
         self.opened_at = time.monotonic()
         self.last_received = self.opened_at
+        #: When the peer last took bytes from us (idle means neither side made progress).
+        self.last_sent = self.opened_at
         self.transcript = Transcript(transcript_limit, self.opened_at)
         self.bytes_in = 0
         self.bytes_out = 0
@@ -175,6 +189,8 @@ class Connection:
         self._finish_pending = False  # close once output is flushed
         self._idle_timeout: float | None = None
         self._idle_timer: Timer | None = None
+        self._idle_queued = 0  # the kernel's send queue when it last changed, and when that was
+        self._idle_sampled = self.opened_at
 
     # -- diagnostics ------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -286,24 +302,65 @@ class Connection:
         self._update_interest()
 
     def set_idle_timeout(self, seconds: float | None) -> None:
-        """Close the connection when the peer has sent nothing for ``seconds``."""
+        """Close the connection once neither side made progress for ``seconds``.
+
+        Progress is the peer sending us bytes *or* taking bytes we send: a slow reader that
+        drains our output keeps the connection alive even while we paused reading from it
+        (an echo connection does at its high-water mark), so our own pause never counts as
+        the peer's silence.
+        """
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        if seconds is not None:
+            seconds = check_seconds(seconds, "idle_timeout")
         self._idle_timeout = seconds
         if seconds is not None and not self.closed:
-            self._idle_timer = self.loop.call_at(self.last_received + seconds, self._check_idle)
+            self._idle_timer = self.loop.call_at(self._last_progress() + seconds, self._check_idle)
+
+    def _last_progress(self) -> float:
+        return max(self.last_received, self.last_sent)
+
+    def _kernel_queued(self) -> int:
+        """Bytes our kernel still holds for the peer (SIOCOUTQ); 0 where it cannot say."""
+        if _SIOCOUTQ is None or self.closed:
+            return 0
+        try:
+            queued: int = struct.unpack("i", fcntl.ioctl(self.fd, _SIOCOUTQ, b"\0\0\0\0"))[0]
+            return queued
+        except OSError:
+            return 0
 
     def _check_idle(self) -> None:
         self._idle_timer = None
         if self.closed or self._idle_timeout is None:
             return
-        due = self.last_received + self._idle_timeout
-        if time.monotonic() >= due:
+        now = time.monotonic()
+        due = self._last_progress() + self._idle_timeout
+        if now >= due:
+            # Why the kernel's queue too: once all of our output is in the kernel's send
+            # buffer (megabytes, autotuned on loopback) a slow reader drains it for seconds
+            # without our loop seeing a single event, while we have paused reading from it.
+            # A queue that changed since the last check is the peer taking our bytes.  So a
+            # connection whose only progress is the kernel draining closes between one and
+            # two idle_timeouts after that progress stopped.
+            queued = self._kernel_queued()
+            if queued and queued != self._idle_queued:
+                self._idle_queued, self._idle_sampled = queued, now
+                self.last_sent = now
+                self._idle_timer = self.loop.call_at(now + self._idle_timeout, self._check_idle)
+                return
+            if queued and now - self._idle_sampled < self._idle_timeout:
+                # The same queue as a sample taken less than idle_timeout ago: too soon to
+                # tell a stalled peer from a slow one; look again a full timeout after it.
+                self._idle_timer = self.loop.call_at(
+                    self._idle_sampled + self._idle_timeout, self._check_idle
+                )
+                return
             self.transcript.record("note", note=f"idle for {self._idle_timeout}s")
             self.close(reason="idle timeout")
         else:
-            # Data arrived since the timer was set: sleep again until the new deadline rather
+            # Progress since the timer was set: sleep again until the new deadline rather
             # than rescheduling a timer on every recv.
             self._idle_timer = self.loop.call_at(due, self._check_idle)
 
@@ -457,7 +514,8 @@ class Connection:
                 return
             if sent:
                 self.bytes_out += sent
-                self.transcript.record("out", sent)
+                self.last_sent = now = time.monotonic()
+                self.transcript.record("out", sent, "", now)
                 if sent == len(data):
                     return
                 data = memoryview(data)[sent:]
@@ -491,7 +549,8 @@ class Connection:
                 return
             del out[:sent]
             self.bytes_out += sent
-            self.transcript.record("out", sent)
+            self.last_sent = now = time.monotonic()
+            self.transcript.record("out", sent, "", now)
             if self._writing_paused and len(out) <= self.low_water:
                 self._writing_paused = False
                 self.resume_writing()

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from pytest_multiconn.core.checks import MAX_DELAY, check_seconds
 from pytest_multiconn.errors import LoopStuckError, LoopThreadError
 
 T = TypeVar("T")
@@ -80,6 +81,17 @@ def _fast_epoll(sel: selectors.BaseSelector) -> tuple[Any, Any]:
     if not isinstance(fd_to_key, dict) or not hasattr(epoll, "poll"):
         return None, None
     return epoll.poll, fd_to_key  # type: ignore[union-attr]
+
+
+def _check_delay(delay: object, name: str) -> float:
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay):
+        raise ValueError(f"{name} must be a finite number of seconds, got {delay!r}")
+    if delay > MAX_DELAY:
+        raise ValueError(
+            f"{name} must be at most {int(MAX_DELAY)} seconds (about "
+            f"{MAX_DELAY / 86400:.1f} days, the longest the selector can wait), got {delay!r}"
+        )
+    return max(0.0, float(delay))
 
 
 class Handler(Protocol):
@@ -234,16 +246,34 @@ class Loop:
             pass  # closed: the loop is gone and nobody is waiting on it
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
-        """Schedule ``callback(*args)`` after ``delay`` seconds (loop thread only)."""
-        return self.call_at(time.monotonic() + max(0.0, delay), callback, *args)
+        """Schedule ``callback(*args)`` after ``delay`` seconds (loop thread only).
+
+        A negative delay means "now"; a delay that is not a finite number, or is longer than
+        the selector can wait (``MAX_DELAY``, about 24.8 days), raises ``ValueError`` here
+        rather than killing the loop thread when it comes to wait on it.
+        """
+        return self.call_at(time.monotonic() + _check_delay(delay, "delay"), callback, *args)
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> Timer:
+        """Schedule ``callback(*args)`` at monotonic time ``when`` (same limits as call_later)."""
+        if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
+            raise ValueError(f"when must be a finite time.monotonic() value, got {when!r}")
+        _check_delay(when - time.monotonic(), "when - time.monotonic()")
         timer = Timer(when, next(self._seq), callback, args)
         heapq.heappush(self._timers, timer)
         return timer
 
-    def run_sync(self, fn: Callable[[], T], timeout: float = DEFAULT_TIMEOUT) -> T:
-        """Run ``fn()`` in the loop thread and return its result, waiting at most ``timeout``."""
+    def run_sync(
+        self, fn: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, *, after_io: bool = False
+    ) -> T:
+        """Run ``fn()`` in the loop thread and return its result, waiting at most ``timeout``.
+
+        ``after_io=True`` runs it only after one more poll of the selector, so every event the
+        kernel had delivered before this call (a peer's FIN, say) was handled first.  Why: the
+        callback is queued while the loop may be dispatching a batch polled *before* the
+        caller's last socket operation; one extra zero-timeout poll closes that window.
+        """
+        check_seconds(timeout, "timeout")
         if self.in_loop_thread() or not self.is_running():
             return fn()
         done = threading.Event()
@@ -257,7 +287,12 @@ class Loop:
             finally:
                 done.set()
 
-        self.call_soon_threadsafe(call)
+        if after_io:
+            # Queued from the loop thread, the second callback runs after the next poll
+            # (which does not block: the ready queue is not empty).
+            self.call_soon_threadsafe(self.call_soon, call)
+        else:
+            self.call_soon_threadsafe(call)
         if not done.wait(timeout):
             raise LoopStuckError(
                 f"loop thread {self.name!r} did not run a callback within {timeout}s; "
@@ -300,6 +335,10 @@ class Loop:
         elif self._timers:
             delay = self._timers[0].when - time.monotonic()
             timeout = max(0.0, delay) if timeout is None else max(0.0, min(timeout, delay))
+        if timeout is not None and timeout > MAX_DELAY:
+            # epoll_wait takes a C int of milliseconds: wait as long as it can, then come
+            # round again (run_until with a huge timeout must not raise OverflowError here).
+            timeout = MAX_DELAY
         poll = self._epoll_poll
         if poll is None:
             fd_map = self._selector.get_map()
@@ -341,7 +380,8 @@ class Loop:
         elif timeout <= 0:
             timeout = 0
         else:
-            timeout = math.ceil(timeout * 1e3) * 1e-3  # epoll counts whole milliseconds
+            # epoll counts whole milliseconds (run_once already capped it at MAX_DELAY).
+            timeout = min(math.ceil(timeout * 1e3), 2**31 - 1) * 1e-3
         fd_to_key = self._fd_to_key
         try:
             ready = poll(timeout, max(len(fd_to_key), 1))
@@ -387,6 +427,7 @@ class Loop:
 
     def run_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Drive the loop in this thread until ``predicate()`` or ``timeout``; True if met."""
+        check_seconds(timeout, "timeout", allow_zero=True, maximum=math.inf)
         deadline = time.monotonic() + timeout
         self._thread_ident = threading.get_ident()
         try:
@@ -401,6 +442,7 @@ class Loop:
 
     def start(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Start the loop thread; return once it is running."""
+        check_seconds(timeout, "timeout")
         if self._thread is not None:
             raise RuntimeError(f"{self.name}: already started")
         if self._closed:
@@ -441,13 +483,20 @@ class Loop:
         self._stop_requested = True
 
     def stop(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Stop the loop: close every handler, join the thread; raise if it does not stop."""
+        """Stop the loop: close every handler, join the thread; raise if it does not stop.
+
+        Called from the loop thread itself (a handler, a timer, an observer callback), it
+        cannot join its own thread: it only asks the loop to stop, which happens as soon as the
+        running callback returns; a later ``stop()`` from another thread then joins it.
+        """
+        check_seconds(timeout, "timeout")
         thread = self._thread
         if thread is None:
             self._close_all()
             return
         if thread.ident == threading.get_ident():
-            raise RuntimeError(f"{self.name}: stop() called from the loop thread itself")
+            self._stop_requested = True
+            return
         self.call_soon_threadsafe(self._request_stop)
         thread.join(timeout)
         if thread.is_alive():

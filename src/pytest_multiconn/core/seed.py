@@ -51,8 +51,26 @@ def rng_for(*labels: object, seed: int | None = None) -> random.Random:
     return random.Random(derive_seed(get_run_seed() if seed is None else seed, *labels))
 
 
+_test_id: str | None = None
+
+
+def set_current_test_id(nodeid: str | None) -> str | None:
+    """Name the test running now (the pytest plugin does, around each test); returns the
+    previous name so a nested (pytester) run can restore it.
+
+    The plugin passes the node id without pytest-xdist's ``@group`` suffix (``--dist
+    loadgroup`` adds it), so a test's seeds are the same with and without xdist.
+    """
+    global _test_id
+    previous, _test_id = _test_id, nodeid
+    return previous
+
+
 def current_test_id() -> str | None:
-    """The node id of the pytest test running now (from ``$PYTEST_CURRENT_TEST``), if any."""
+    """The node id of the pytest test running now (set by the plugin, else from
+    ``$PYTEST_CURRENT_TEST``), if any."""
+    if _test_id is not None:
+        return _test_id
     current = os.environ.get("PYTEST_CURRENT_TEST")
     return current.rsplit(" ", 1)[0] if current else None
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pytest_multiconn.core.address import bind_listener
+from pytest_multiconn.core.address import bind_listener, check_host, parse_port
+from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
+from pytest_multiconn.core.checks import check_count, check_seconds
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -217,6 +219,11 @@ class ServerBase:
 
     kind = "server"
 
+    #: The bound in seconds on a ``wait_for*()`` called without ``timeout=`` (the pytest
+    #: fixtures set it to ``--multiconn-timeout`` on the servers they make).  A class
+    #: attribute, so a subclass that sets its own before ``__init__`` (FaultProxy) keeps it.
+    timeout: float = DEFAULT_TIMEOUT
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -234,12 +241,22 @@ class ServerBase:
         on_event: Observer | None = None,
         layer: LayerFactory | None = None,
     ) -> None:
-        if max_connections is not None and max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1 or None, got {max_connections!r}")
-        if idle_timeout is not None and not idle_timeout > 0:
+        if max_connections is not None and (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or max_connections < 1
+        ):
             raise ValueError(
-                f"idle_timeout must be a positive number of seconds, got {idle_timeout!r}"
+                f"max_connections must be at least 1 or None, got {max_connections!r}"
             )
+        if idle_timeout is not None:  # None: no idle limit
+            idle_timeout = check_seconds(idle_timeout, "idle_timeout")
+        check_count(transcript_limit, "transcript_limit", minimum=0)
+        check_count(backlog, "backlog", minimum=0)
+        if unix_path is None:
+            # Refused here, like the client and the proxy do, not only when start() binds.
+            host = check_host(host, allow_remote=allow_remote)
+            port = parse_port(port)
         self.high_water, self.low_water = validate_water_marks(high_water, low_water)
         self._host = host
         self._port = port
@@ -367,19 +384,28 @@ class ServerBase:
         return self
 
     def stop(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Close every connection and the listener, join the loop thread (idempotent)."""
-        if self._stopped or not self._started:
+        """Close every connection and the listener, join the loop thread (idempotent).
+
+        From the loop thread itself (an ``on_event`` callback, a handler) the stop is
+        scheduled: the thread closes everything and ends once that callback returns, and a
+        later ``stop()`` from another thread joins it.
+        """
+        if not self._started:
             self._stopped = True
             return
+        first = not self._stopped
         self._stopped = True
         try:
+            # Every call reaches the loop: after a stop scheduled from the loop thread, a
+            # later stop() from the test thread still joins the thread.
             self.loop.stop(timeout)
         finally:
-            untrack_server(self)
-            if self._unix_path is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(self._unix_path)
-            self._notify()
+            if first:
+                untrack_server(self)
+                if self._unix_path is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self._unix_path)
+                self._notify()
 
     def check(self) -> None:
         """Re-raise, in the caller, the first exception the loop thread recorded."""
@@ -469,12 +495,15 @@ class ServerBase:
 
     # -- observing from the test thread ---------------------------------------------------------
     def stats(self) -> ServerStats:
-        """Counters, consistent at one instant (taken in the loop thread)."""
-        return (
-            self.loop.run_sync(self._stats)
-            if self._started and not self._stopped
-            else self._stats()
-        )
+        """Counters, consistent at one instant (taken in the loop thread).
+
+        The snapshot is taken after the loop has handled every socket event that was ready
+        when ``stats()`` was called: a client that closed its connections before calling it
+        (``MultiConnClient.run()`` returned) sees them counted as closed, not open.
+        """
+        if self._started and not self._stopped:
+            return self.loop.run_sync(self._stats, after_io=True)
+        return self._stats()
 
     def _stats(self) -> ServerStats:
         live = list(self._conns.values())
@@ -509,10 +538,15 @@ class ServerBase:
     def wait_for(
         self,
         predicate: Callable[[ServerStats], bool],
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         what: str = "a condition",
     ) -> ServerStats:
-        """Block until ``predicate(stats)`` holds; raise :class:`WaitTimeout` naming ``what``."""
+        """Block until ``predicate(stats)`` holds; raise :class:`WaitTimeout` naming ``what``.
+
+        ``timeout`` defaults to :attr:`timeout`."""
+        self._refuse_blocking("wait_for")
+        timeout = self.timeout if timeout is None else timeout
+        check_seconds(timeout, "timeout", allow_zero=True)
         deadline = time.monotonic() + timeout
         with self._cond:
             self._waiters += 1
@@ -546,25 +580,76 @@ class ServerBase:
             f"stats: {stats}\nlive connections:\n{live}"
         )
 
-    def wait_for_connections(self, n: int, timeout: float = DEFAULT_TIMEOUT) -> ServerStats:
+    def wait_for_connections(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until at least ``n`` connections are open at once."""
+        self._refuse_blocking("wait_for_connections")
         return self.wait_for(lambda s: s.open >= n, timeout, f"{n} open connections")
 
-    def wait_for_accepted(self, n: int, timeout: float = DEFAULT_TIMEOUT) -> ServerStats:
+    def wait_for_accepted(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until ``n`` connections have been accepted in all."""
+        self._refuse_blocking("wait_for_accepted")
         return self.wait_for(lambda s: s.accepted >= n, timeout, f"{n} accepted connections")
 
-    def wait_for_closed(self, n: int, timeout: float = DEFAULT_TIMEOUT) -> ServerStats:
+    def wait_for_closed(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until ``n`` connections have been closed in all."""
+        self._refuse_blocking("wait_for_closed")
         return self.wait_for(lambda s: s.closed >= n, timeout, f"{n} closed connections")
 
-    def wait_for_idle(self, timeout: float = DEFAULT_TIMEOUT) -> ServerStats:
+    def wait_for_idle(self, timeout: float | None = None) -> ServerStats:
         """Wait until no connection is open."""
+        self._refuse_blocking("wait_for_idle")
         return self.wait_for(lambda s: s.open == 0, timeout, "no open connections")
 
-    def wait_for_bytes(self, n: int, timeout: float = DEFAULT_TIMEOUT) -> ServerStats:
+    def wait_for_bytes(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until the server has received ``n`` bytes in all."""
+        self._refuse_blocking("wait_for_bytes")
         return self.wait_for(lambda s: s.bytes_in >= n, timeout, f"{n} bytes received")
+
+    # -- awaitable twins (see core/blocking.py) ------------------------------------------------
+    def _refuse_blocking(self, call: str) -> None:
+        refuse_in_event_loop(f"{type(self).__name__}.{call}()", f"await server.a{call}(...)")
+
+    async def __aenter__(self: S) -> S:
+        # start() and stop() wait only for our own loop thread (milliseconds, bounded), never
+        # for a peer, so they run inline: ``async with`` needs no worker thread and no anyio.
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    async def await_for(
+        self,
+        predicate: Callable[[ServerStats], bool],
+        timeout: float | None = None,
+        what: str = "a condition",
+    ) -> ServerStats:
+        """Awaitable twin of :meth:`wait_for` (asyncio or trio; needs ``[async]``)."""
+        return await to_thread(self.wait_for, predicate, timeout, what)
+
+    async def await_for_connections(self, n: int, timeout: float | None = None) -> ServerStats:
+        """Awaitable twin of :meth:`wait_for_connections`."""
+        return await to_thread(self.wait_for_connections, n, timeout)
+
+    async def await_for_accepted(self, n: int, timeout: float | None = None) -> ServerStats:
+        """Awaitable twin of :meth:`wait_for_accepted`."""
+        return await to_thread(self.wait_for_accepted, n, timeout)
+
+    async def await_for_closed(self, n: int, timeout: float | None = None) -> ServerStats:
+        """Awaitable twin of :meth:`wait_for_closed`."""
+        return await to_thread(self.wait_for_closed, n, timeout)
+
+    async def await_for_idle(self, timeout: float | None = None) -> ServerStats:
+        """Awaitable twin of :meth:`wait_for_idle`."""
+        return await to_thread(self.wait_for_idle, timeout)
+
+    async def await_for_bytes(self, n: int, timeout: float | None = None) -> ServerStats:
+        """Awaitable twin of :meth:`wait_for_bytes`."""
+        return await to_thread(self.wait_for_bytes, n, timeout)
 
     @contextlib.contextmanager
     def running(self: S) -> Iterator[S]:

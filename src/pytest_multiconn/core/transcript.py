@@ -44,6 +44,10 @@ class Transcript:
     __slots__ = ("_entries", "dropped", "limit", "origin", "pending")
 
     def __init__(self, limit: int = DEFAULT_TRANSCRIPT_LIMIT, origin: float | None = None) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(
+                f"transcript_limit must be an integer >= 0 (0 records nothing), got {limit!r}"
+            )
         self.limit = limit
         self.origin = time.monotonic() if origin is None else origin
         self._entries: list[list[Any]] = []
@@ -79,8 +83,9 @@ class Transcript:
                     pair[4] += 1
                     return
         if len(entries) >= self.limit:
-            # Keep the first entry (how it started) and the most recent ones.
-            del entries[1]
+            # Keep the first entry (how it started) and the most recent ones; with room for
+            # one entry only, that one is the most recent.
+            del entries[1 if self.limit > 1 else 0]
             self.dropped += 1
         entries.append([now, now, direction, size, 1, note])
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from pytest_multiconn.core.checks import check_seconds
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.errors import WaitTimeout
 
@@ -27,6 +28,7 @@ def wait_until(
     :class:`WaitTimeout` naming ``what`` and, if given, ``describe()`` (the state to debug).
     Prefer an event (``server.wait_for(...)``) where one exists; this is for everything else.
     """
+    check_seconds(timeout, "timeout", allow_zero=True)
     deadline = time.monotonic() + timeout
     delay = 0.0001
     pause = threading.Event()  # never set: a wait with a timeout that no signal cuts short

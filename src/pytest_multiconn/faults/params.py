@@ -160,3 +160,51 @@ def optional(inner: Check) -> Check:
         return None if value is None else inner(owner, name, value)
 
     return check
+
+
+def offsets() -> Check:
+    """Byte offsets: a tuple of distinct ``int`` >= 0 (a tuple, as a frozen fault is
+    hashable), stored sorted."""
+    what = "a tuple of distinct integers >= 0 (byte offsets)"
+
+    def check(owner: str, name: str, value: object) -> Any:
+        if not isinstance(value, tuple):
+            raise fail(owner, name, value, what)
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+                raise fail(owner, name, value, what)
+        if len(set(value)) != len(value):
+            raise fail(owner, name, value, what)
+        ordered = tuple(sorted(value))
+        return value if ordered == value else ordered
+
+    return check
+
+
+def data() -> Check:
+    """``bytes`` (not a ``str``: the stream is bytes, and an encoding would be a guess)."""
+
+    def check(owner: str, name: str, value: object) -> Any:
+        if not isinstance(value, bytes):
+            raise fail(owner, name, value, "bytes")
+        return value
+
+    return check
+
+
+def regex() -> Check:
+    """A regular expression over bytes (``rb"COMMIT"``); it must compile and must not match
+    the empty string (a stage could never move past it)."""
+    import re
+
+    def check(owner: str, name: str, value: object) -> Any:
+        raw = data()(owner, name, value)
+        try:
+            compiled = re.compile(raw)
+        except re.error as exc:
+            raise fail(owner, name, value, f"a valid regular expression ({exc})") from None
+        if compiled.fullmatch(b"") is not None:
+            raise fail(owner, name, value, "a regular expression that cannot match nothing")
+        return raw
+
+    return check

@@ -522,6 +522,10 @@ class FaultyEchoConnection(EchoConnection):
             for active in list(self._faults):
                 if not self.closed:
                     active.made()
+            # The peer's EOF came while a stall swallowed it: with the stall gone, handle it
+            # now, or the connection stays open forever (found by benchmarks/soak.py).
+            if self.eof_received and not self.closed and not self.stalled:
+                self.on_eof()
 
     # -- what a fault session may ask (ServerConnectionAPI) ----------------------------------
     def hold(self, owner: object) -> None:

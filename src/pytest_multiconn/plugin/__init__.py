@@ -1,5 +1,7 @@
 """The pytest plugin (entry point ``multiconn``): thin fixtures over the public API.
 
+The fixtures' types are in :mod:`pytest_multiconn.fixtures` (for annotating tests).
+
 Everything here also works without pytest through :class:`~pytest_multiconn.EchoServer` and
 :class:`~pytest_multiconn.MultiConnClient`; the fixtures add scoping, teardown and leak checks.
 Disable the plugin with ``-p no:multiconn``.
@@ -7,19 +9,30 @@ Disable the plugin with ``-p no:multiconn``.
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
-from pytest_multiconn.client.multiconn import ClientResults, MultiConnClient
+from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, MultiConnClient
 from pytest_multiconn.core.process import ServerProcess
 from pytest_multiconn.core.server import ServerBase
-from pytest_multiconn.plugin.options import get_option, register_option
+from pytest_multiconn.plugin.nodeid import base_nodeid
+from pytest_multiconn.plugin.options import (
+    get_option,
+    positive_timeout,
+    register_option,
+    validate_options,
+)
+from pytest_multiconn.plugin.types import Address, ClientRunner, ServerFactory
 from pytest_multiconn.servers.echo import EchoServer
 
 S = TypeVar("S", bound=ServerBase)
+
+#: The marker that configures ``multiconn_server`` (and the TLS server fixtures).
+SERVER_MARKER = "multiconn_server"
 
 # Sub-plugins, one per area, loaded only when this plugin is (so ``-p no:multiconn`` turns
 # them all off).
@@ -40,13 +53,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     register_option(
         parser,
         "timeout",
-        type=float,
+        type=positive_timeout,
+        ini_type="float",
         default=10.0,
-        help="bound in seconds on every wait, connect and stop done by multiconn fixtures",
+        help="bound in seconds on every wait, connect and stop done by multiconn fixtures "
+        "and by the servers, clients and proxies they make (their wait_for*() default)",
     )
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    # Every option and ini key is checked here, once: a bad value is a usage error at
+    # start-up, not a failure of each test that reads it.
+    validate_options(config)
     config.addinivalue_line(
         "markers",
         "multiconn_exchange(exchange): the exchange a test speaks; multiconn_fault then runs "
@@ -54,30 +73,82 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "multiconn_server(**kwargs): keyword arguments for the multiconn_server fixture's "
-        "server (for example idle_timeout=0.5; protocol='line'|'http'|'redis' or a handler "
+        f"{SERVER_MARKER}(**kwargs): keyword arguments for the server of the "
+        "multiconn_server, multiconn_tls_server and multiconn_any_server fixtures "
+        "(for example idle_timeout=0.5; protocol='line'|'http'|'redis' or a handler "
         "factory serves that protocol instead of echo)",
     )
 
 
 @pytest.fixture(scope="session")
 def multiconn_timeout(pytestconfig: pytest.Config) -> float:
-    """Yields the bound in seconds (a float) on every wait our fixtures make, from
-    ``--multiconn-timeout`` or the ini key ``multiconn_timeout``.  Session scope; no teardown.
+    """The bound in seconds (a float) on every wait our fixtures make, and the default bound
+    of the wait_for*() methods of the servers, clients and proxies they make; from
+    --multiconn-timeout or the ini key multiconn_timeout (default 10).  Session scope; no
+    teardown.
     """
     return float(get_option(pytestconfig, "timeout"))
 
 
-class ServerFactory:
-    """Starts servers for one test and stops them all at teardown."""
+def _keywords_of(cls: type) -> set[str]:
+    """The keyword parameters ``cls(...)`` accepts, following ``**kwargs`` up the MRO."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names.update(
+            p.name
+            for p in params
+            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        )
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def server_marker_kwargs(
+    request: pytest.FixtureRequest, cls: type = EchoServer, extra: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The keyword arguments of the closest ``@pytest.mark.multiconn_server(...)``, checked
+    against ``cls``'s constructor (and ``extra``) so that a typo names the marker and the
+    known keys."""
+    marker = request.node.get_closest_marker(SERVER_MARKER)
+    if marker is None:
+        return {}
+    known = _keywords_of(cls) | extra
+    unknown = sorted(set(marker.kwargs) - known)
+    if marker.args or unknown:
+        what = (
+            f"unknown keyword(s) {', '.join(map(repr, unknown))}"
+            if unknown
+            else f"positional arguments {marker.args!r} (only keywords are taken)"
+        )
+        pytest.fail(
+            f"@pytest.mark.{SERVER_MARKER}(...) on {base_nodeid(request.node)}: {what}; "
+            f"the known keywords are {', '.join(sorted(known))}",
+            pytrace=False,
+        )
+    return dict(marker.kwargs)
+
+
+class EchoServerFactory:
+    """Starts servers for one test and stops them all at teardown (implements
+    :class:`~pytest_multiconn.fixtures.ServerFactory`)."""
 
     def __init__(self, timeout: float, name_hint: str = "") -> None:
         self.timeout = timeout
         self.name_hint = name_hint
         self.servers: list[ServerBase] = []
 
-    def __call__(self, **kwargs: Any) -> EchoServer:
-        return self.adopt(EchoServer(**kwargs))
+    def __repr__(self) -> str:
+        return f"<EchoServerFactory timeout={self.timeout} servers={len(self.servers)}>"
+
+    def __call__(self, host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> EchoServer:
+        server = EchoServer(host, port, **kwargs)
+        server.timeout = self.timeout
+        return self.adopt(server)
 
     def adopt(self, server: S) -> S:
         """Start ``server`` if needed and stop it at teardown; returns it."""
@@ -106,17 +177,17 @@ class ServerFactory:
 @pytest.fixture
 def multiconn_server_factory(
     request: pytest.FixtureRequest, multiconn_timeout: float
-) -> Iterator[Callable[..., EchoServer]]:
-    """Yields a factory: ``multiconn_server_factory(**kwargs)`` starts an :class:`EchoServer`
-    on an ephemeral loopback port and returns it; ``.adopt(server)`` starts and owns any
-    server.  Function scope.  Teardown stops them all, re-raises loop-thread errors in this
-    test, and fails it if anything leaked.
+) -> Iterator[ServerFactory]:
+    """Yields a factory (type pytest_multiconn.fixtures.ServerFactory):
+    multiconn_server_factory(host="127.0.0.1", port=0, **kwargs) starts an EchoServer and
+    returns it; .adopt(server) starts and owns any server.  Function scope.  Teardown stops
+    them all, re-raises loop-thread errors in this test, and fails it if anything leaked.
 
-    Options: ``idle_timeout``, ``max_connections``, ``high_water``/``low_water``,
-    ``host="::1"``, ``unix_path``, ``backlog``.  Each stop is bounded by
-    ``--multiconn-timeout``; the per-test leak check names where a leaked server was started.
+    Options: idle_timeout, max_connections, high_water/low_water, unix_path, backlog, tls
+    (host="::1" for IPv6).  Its servers' wait_for*() and every stop are bounded by
+    --multiconn-timeout; the per-test leak check names where a leaked server was started.
     """
-    factory = ServerFactory(multiconn_timeout, request.node.nodeid)
+    factory = EchoServerFactory(multiconn_timeout, base_nodeid(request.node))
     try:
         yield factory
     finally:
@@ -125,58 +196,73 @@ def multiconn_server_factory(
 
 @pytest.fixture
 def multiconn_server(
-    request: pytest.FixtureRequest, multiconn_server_factory: ServerFactory
+    request: pytest.FixtureRequest,
+    multiconn_server_factory: ServerFactory,
+    multiconn_timeout: float,
 ) -> ServerBase:
-    """Yields a started :class:`EchoServer` on ``127.0.0.1`` and an ephemeral port.
-    Function scope (start and stop take about a millisecond).  Teardown stops it, re-raises
-    errors from its loop thread in this test, and fails it on leaks.
+    """Yields a started EchoServer on 127.0.0.1 and an ephemeral port, configured by the
+    marker @pytest.mark.multiconn_server(**kwargs), for example
+    @pytest.mark.multiconn_server(idle_timeout=0.5); an unknown keyword fails the test
+    naming the known ones.  protocol="line" (or "http", "redis", or a handler factory such
+    as your own asyncio.Protocol subclass) serves that protocol with a ProtocolServer
+    instead of echo.  Function scope (start and stop take about a millisecond).
 
-    Options come from ``@pytest.mark.multiconn_server(**kwargs)``, for example
-    ``@pytest.mark.multiconn_server(idle_timeout=0.5)``; ``protocol="line"`` (or ``"http"``,
-    ``"redis"``, or a handler factory such as your own ``asyncio.Protocol`` subclass) serves
-    that protocol with a :class:`~pytest_multiconn.servers.ProtocolServer` instead of echo.
+    server.wait_for_*() waits up to --multiconn-timeout unless given timeout=.  Teardown
+    stops it, re-raises errors from its loop thread in this test, and fails it on leaks.
     """
-    marker = request.node.get_closest_marker("multiconn_server")
-    kwargs = dict(marker.kwargs) if marker else {}
-    protocol = kwargs.pop("protocol", "echo")
+    marker = request.node.get_closest_marker(SERVER_MARKER)
+    protocol = marker.kwargs.get("protocol", "echo") if marker else "echo"
     if protocol == "echo":
+        kwargs = server_marker_kwargs(request, extra=frozenset({"protocol"}))
+        kwargs.pop("protocol", None)
         return multiconn_server_factory(**kwargs)
     from pytest_multiconn.servers.fakes import handler_factory
     from pytest_multiconn.servers.protocol import ProtocolServer
 
+    kwargs = server_marker_kwargs(request, ProtocolServer, frozenset({"protocol"}))
+    kwargs.pop("protocol", None)
     factory = handler_factory(protocol) if isinstance(protocol, str) else protocol
-    return multiconn_server_factory.adopt(ProtocolServer(factory, **kwargs))
+    server = ProtocolServer(factory, **kwargs)
+    server.timeout = multiconn_timeout
+    return multiconn_server_factory.adopt(server)
 
 
 @pytest.fixture
-def multiconn_client(multiconn_timeout: float) -> Callable[..., ClientResults]:
-    """Yields a function ``multiconn_client(address, num_connections=2, messages=...,
-    **kwargs) -> ClientResults`` running a :class:`MultiConnClient` (one result per
-    connection; ``.check()`` raises on any failure).  Function scope; no teardown needed:
+def multiconn_client(multiconn_timeout: float) -> ClientRunner:
+    """Yields a function (type pytest_multiconn.fixtures.ClientRunner):
+    multiconn_client(address, num_connections=2, messages=DEFAULT_MESSAGES, **kwargs)
+    runs a MultiConnClient with those arguments and returns its ClientResults (one result
+    per connection; .check() raises on any failure).  Function scope; no teardown needed:
     each run closes its sockets before it returns.
 
-    Each run is bounded by ``--multiconn-timeout`` unless ``timeout=`` is given.
+    Each run is bounded by --multiconn-timeout unless timeout= is given.
     """
 
-    def run(address: Any, num_connections: int = 2, **kwargs: Any) -> ClientResults:
+    def run(
+        address: Address,
+        num_connections: int = 2,
+        messages: Iterable[bytes] = DEFAULT_MESSAGES,
+        **kwargs: Any,
+    ) -> ClientResults:
         kwargs.setdefault("timeout", multiconn_timeout)
-        return MultiConnClient(address, num_connections, **kwargs).run()
+        return MultiConnClient(address, num_connections, messages, **kwargs).run()
 
     return run
 
 
 @pytest.fixture(scope="session")
 def multiconn_session_server(multiconn_timeout: float) -> Iterator[EchoServer]:
-    """Yields one started :class:`EchoServer` on ``127.0.0.1`` and an ephemeral port, shared
-    by every test of a session (under pytest-xdist: of one worker, so workers share nothing).
+    """Yields one started EchoServer on 127.0.0.1 and an ephemeral port, shared by every
+    test of a session (under pytest-xdist: of one worker, so workers share nothing).
     Session scope; teardown stops it at the end of the session.
 
     Tests share its counters and connections, so assert on differences
-    (``before = server.stats()``) rather than on totals.  Teardown also re-raises errors from
-    its loop thread.
+    (before = server.stats()) rather than on totals.  Its wait_for*() waits up to
+    --multiconn-timeout.  Teardown also re-raises errors from its loop thread.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     server = EchoServer(name=f"multiconn-echo[{worker}:session]")
+    server.timeout = multiconn_timeout
     server.start(multiconn_timeout)
     try:
         yield server
@@ -187,14 +273,14 @@ def multiconn_session_server(multiconn_timeout: float) -> Iterator[EchoServer]:
 
 @pytest.fixture
 def multiconn_server_process(multiconn_timeout: float) -> Iterator[ServerProcess]:
-    """Yields a started :class:`ServerProcess`: ``python -m pytest_multiconn server 127.0.0.1
-    0`` in a child process, with ``address``, ``host``, ``port`` and ``pid``.  Function
-    scope; teardown interrupts it and fails the test if it had to be killed.
+    """Yields a started ServerProcess: python -m pytest_multiconn server 127.0.0.1 0 in a
+    child process, with address, host, port and pid.  Function scope; teardown interrupts it
+    and fails the test if it had to be killed.
 
     For tests that need a process boundary (a server that can crash or be killed).
-    Teardown sends SIGINT, waits up to ``--multiconn-timeout``, kills the child only if it
-    did not exit, and then fails the test (it had to be killed, or exited with an error
-    status), showing the child's last output.
+    Teardown sends SIGINT, waits up to --multiconn-timeout, kills the child only if it did
+    not exit, and then fails the test (it had to be killed, or exited with an error status),
+    showing the child's last output.
     """
     with ServerProcess(timeout=multiconn_timeout) as process:
         yield process

@@ -8,33 +8,30 @@ workers through ``$PYTEST_MULTICONN_SEED`` (set here, in the controller, before 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
-from pytest_multiconn.client.multiconn import MultiConnClient
+from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, MultiConnClient
 from pytest_multiconn.core import seed as _seed
 from pytest_multiconn.core.seed import SEED_ENV, derive_seed, get_run_seed, set_run_seed
 from pytest_multiconn.faults.client import ClientFault, catalogue
-from pytest_multiconn.plugin.options import get_option, register_option
+from pytest_multiconn.plugin.nodeid import base_nodeid
+from pytest_multiconn.plugin.options import get_option, register_option, seed_value
+from pytest_multiconn.plugin.types import Address, FaultyClientFactory
 
 _SAVED = pytest.StashKey[tuple[str | None, int | None]]()
-
-
-def _seed_type(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"a seed is a non-negative integer, got {text!r}")
-    return value
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     register_option(
         parser,
         "seed",
-        type=_seed_type,
+        type=seed_value,
+        ini_type="int",
         default=None,
+        default_text="a new random seed each run, printed in the header",
         help="run seed for every random choice of multiconn faults (chunk sizes, pauses, "
         "which connection gets a fault); printed in the header and in failing reports, "
         "so a failure replays with the same seed",
@@ -43,6 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser,
         "target",
         default=None,
+        default_text="not set",
         help="HOST:PORT of an echo server for the fault-injection suite "
         "(pytest --pyargs pytest_multiconn.suite --multiconn-target HOST:PORT)",
     )
@@ -84,11 +82,12 @@ _CATALOGUE = catalogue()
 @pytest.fixture(params=_CATALOGUE, ids=[f.name for f in _CATALOGUE])
 def multiconn_fault(request: pytest.FixtureRequest) -> ClientFault:
     """Each client fault of the catalogue in turn (PartialSend, SlowReader, NeverRead,
-    NeverClose, Silent, HalfClose, ClientReset, Garbage, Burst, ConnectClose); the test ids are the
-    fault names, so ``-k half_close`` picks one.  With ``@pytest.mark.multiconn_exchange(ex)``
-    only the faults that exchange supports run (the others are deselected).
-    Function scope; yields a :class:`~pytest_multiconn.ClientFault` to pass as
-    ``faults=[multiconn_fault]``; no teardown (the clients that use it clean up).
+    NeverClose, Silent, HalfClose, ClientReset, Garbage, Burst, ConnectClose); the test ids
+    are the fault names, so -k half_close picks one.  With
+    @pytest.mark.multiconn_exchange(ex) only the faults that exchange supports run (the
+    others are deselected).
+    Function scope; yields a pytest_multiconn.faults.ClientFault to pass as
+    faults=[multiconn_fault]; no teardown (the clients that use it clean up).
     """
     fault: ClientFault = request.param
     return fault
@@ -115,8 +114,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
-class FaultyClientFactory:
-    """Runs faulty clients for one test and closes every one of them at teardown."""
+class FaultyClients:
+    """Runs faulty clients for one test and closes every one of them at teardown (implements
+    :class:`~pytest_multiconn.fixtures.FaultyClientFactory`)."""
 
     def __init__(self, timeout: float, seed: int) -> None:
         self.timeout = timeout
@@ -124,19 +124,21 @@ class FaultyClientFactory:
         self.clients: list[MultiConnClient] = []
 
     def __repr__(self) -> str:
-        return f"<FaultyClientFactory seed={self.seed} clients={len(self.clients)}>"
+        return f"<FaultyClients seed={self.seed} clients={len(self.clients)}>"
 
     def __call__(
         self,
-        address: Any,
+        address: Address,
         num_connections: int = 2,
-        faults: list[ClientFault] | tuple[ClientFault, ...] = (),
+        messages: Iterable[bytes] = DEFAULT_MESSAGES,
+        *,
+        faults: Iterable[ClientFault] = (),
         **kwargs: Any,
     ) -> MultiConnClient:
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("seed", derive_seed(self.seed, len(self.clients)))
         kwargs.setdefault("keep_open", True)
-        client = MultiConnClient(address, num_connections, faults=faults, **kwargs)
+        client = MultiConnClient(address, num_connections, messages, faults=faults, **kwargs)
         self.clients.append(client)
         client.run()
         return client
@@ -149,16 +151,19 @@ class FaultyClientFactory:
 @pytest.fixture
 def multiconn_faulty_client(
     request: pytest.FixtureRequest, multiconn_timeout: float
-) -> Iterator[Callable[..., MultiConnClient]]:
-    """A factory: ``multiconn_faulty_client(address, n=2, faults=[...], **kwargs)`` runs a
-    :class:`~pytest_multiconn.MultiConnClient` with those faults and returns it after its
-    exchanges (``.results``; lingering connections stay open: ``.lingering``,
-    ``.wait_closed_by_peer()``).
-    Function scope.  Seeds come from the run seed and the test's node id.  Teardown closes
-    every connection it opened, the never-closing ones included, so nothing leaks or hangs.
+) -> Iterator[FaultyClientFactory]:
+    """A factory (type pytest_multiconn.fixtures.FaultyClientFactory):
+    multiconn_faulty_client(address, num_connections=2, messages=DEFAULT_MESSAGES,
+    faults=[...], **kwargs) runs a MultiConnClient with those faults and returns it after its
+    exchanges (.results; lingering connections stay open: .lingering,
+    .wait_closed_by_peer()).
+    Function scope.  Seeds come from the run seed and the test's node id; runs and
+    .wait_closed_by_peer() are bounded by --multiconn-timeout unless timeout= is given.
+    Teardown closes every connection it opened, the never-closing ones included, so nothing
+    leaks or hangs.
     """
-    seed = derive_seed(get_run_seed(), request.node.nodeid)
-    factory = FaultyClientFactory(multiconn_timeout, seed)
+    seed = derive_seed(get_run_seed(), base_nodeid(request.node))
+    factory = FaultyClients(multiconn_timeout, seed)
     try:
         yield factory
     finally:

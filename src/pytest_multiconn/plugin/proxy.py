@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from pytest_multiconn.plugin import ServerFactory
+from pytest_multiconn.plugin import EchoServerFactory
+from pytest_multiconn.plugin.types import Address, ProxyFactory, ProxyTarget
 from pytest_multiconn.proxy.proxy import FaultProxy
 
 
 @pytest.fixture
-def multiconn_proxy(multiconn_timeout: float) -> Iterator[Callable[..., FaultProxy]]:
-    """Yields a factory: ``multiconn_proxy(target, **kwargs)`` starts a :class:`FaultProxy` in
-    front of ``target`` (``(host, port)``, a Unix socket path or a started server) on an
-    ephemeral loopback port and returns it.  Function scope.  Teardown stops every proxy it
-    started and re-raises errors from their loop threads in this test.
+def multiconn_proxy(multiconn_timeout: float) -> Iterator[ProxyFactory]:
+    """Yields a factory (type pytest_multiconn.fixtures.ProxyFactory):
+    multiconn_proxy(target, listen=("127.0.0.1", 0), **kwargs) starts a FaultProxy in front
+    of target ((host, port), a Unix socket path or a started server) and returns it.
+    Function scope.  Teardown stops every proxy it started and re-raises errors from their
+    loop threads in this test.
 
-    ``kwargs`` go to ``FaultProxy`` (``seed``, ``hold``...).  A failing test's ``multiconn``
-    report section shows every proxied connection's transcript, and the per-test leak check
-    fails the test if a proxy started during it is still running.
+    kwargs go to FaultProxy (seed, hold...); its waits are bounded by --multiconn-timeout
+    unless timeout= is given.  A failing test's multiconn report section shows every proxied
+    connection's transcript, and the per-test leak check fails the test if a proxy started
+    during it is still running.
     """
-    proxies = ServerFactory(multiconn_timeout)
+    proxies = EchoServerFactory(multiconn_timeout)
 
-    def make(target: Any, **kwargs: Any) -> FaultProxy:
+    def make(
+        target: ProxyTarget, listen: Address = ("127.0.0.1", 0), **kwargs: Any
+    ) -> FaultProxy:
         kwargs.setdefault("timeout", multiconn_timeout)
-        return proxies.adopt(FaultProxy(target, **kwargs))
+        return proxies.adopt(FaultProxy(target, listen, **kwargs))
 
     try:
         yield make

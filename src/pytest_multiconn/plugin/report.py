@@ -32,10 +32,11 @@ from pytest_multiconn.core.registry import (
     pop_fixture,
     push_fixture,
 )
-from pytest_multiconn.core.seed import derive_seed, get_run_seed
+from pytest_multiconn.core.seed import derive_seed, get_run_seed, set_current_test_id
 from pytest_multiconn.core.server import ServerBase, connection_info
 from pytest_multiconn.errors import LeakError
 from pytest_multiconn.faults.client import FAULTY_TESTS
+from pytest_multiconn.plugin.nodeid import base_nodeid
 from pytest_multiconn.plugin.options import get_option, register_option
 from pytest_multiconn.udp import UDPServerBase
 
@@ -88,8 +89,21 @@ def pytest_fixture_setup(
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    # Seeds derived while this test runs use its node id without xdist's @group suffix;
+    # the previous name comes back afterwards (an in-process pytester run nests).
+    previous = set_current_test_id(base_nodeid(item))
+    try:
+        return (yield)
+    finally:
+        set_current_test_id(previous)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
-    item.stash[_RECORD] = begin_test(item.nodeid)
+    item.stash[_RECORD] = begin_test(base_nodeid(item))
     return (yield)
 
 
@@ -173,13 +187,30 @@ def pytest_runtest_makereport(
             report.longrepr = f"LeakError: {call.excinfo.value}"
         if report.failed or (report.when == "call" and item.config.stash.get(_TRACE, False)):
             servers = _servers_of(item, record)
-            if servers or _uses_our_fixtures(item) or item.nodeid in FAULTY_TESTS:
-                report.sections.append((SECTION, format_section(servers, nodeid=item.nodeid)))
+            nodeid = base_nodeid(item)
+            if servers or _uses_our_fixtures(item) or nodeid in FAULTY_TESTS:
+                text = format_section(servers, nodeid=nodeid)
+                report.sections.append((SECTION, text))
+                _attach_to_junitxml(item, report, text)
     finally:
         if report.when == "teardown":
             end_test(record)
             del item.stash[_RECORD]
     return report
+
+
+def _attach_to_junitxml(item: pytest.Item, report: pytest.TestReport, text: str) -> None:
+    """Put the section in the test's ``user_properties`` (``--junitxml`` writes them as
+    ``<property name="multiconn" value="...">``), so CI report pages show it too.
+
+    pytest's junitxml writes the properties of the teardown report, which copies the item's
+    list when it is made: the item gets the entry for reports to come, and a teardown report
+    that already exists gets it directly.
+    """
+    entry = (f"{SECTION} ({report.when})", text)
+    item.user_properties.append(entry)
+    if report.when == "teardown":
+        report.user_properties.append(entry)
 
 
 def _uses_our_fixtures(item: pytest.Item) -> bool:

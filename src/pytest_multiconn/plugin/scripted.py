@@ -16,9 +16,9 @@ def multiconn_scripted_server(
 ) -> Iterator[Callable[..., ScriptedServer]]:
     """Yields a function: ``multiconn_scripted_server(script)`` (or ``scripts=[...]``,
     ``cycle=True``, ``tls=True`` and every server option) starts a
-    :class:`~pytest_multiconn.servers.ScriptedServer` on an ephemeral loopback port and returns
+    pytest_multiconn.servers.ScriptedServer on an ephemeral loopback port and returns
     it.  Function scope.  Teardown stops every server it started and fails the test with
-    :class:`~pytest_multiconn.errors.ScriptMismatch` when a client sent something a script did
+    pytest_multiconn.errors.ScriptMismatch when a client sent something a script did
     not expect, or a script did not run to its end.
     """
     servers: list[ScriptedServer] = []

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import trustme
 
+from pytest_multiconn.plugin import server_marker_kwargs
+from pytest_multiconn.plugin.types import ServerFactory
 from pytest_multiconn.servers.echo import EchoServer
 from pytest_multiconn.tls.certs import new_ca
 from pytest_multiconn.tls.config import TLSConfig
@@ -17,7 +17,7 @@ TRANSPORTS = ("plain", "tls")
 
 @pytest.fixture(scope="session")
 def multiconn_ca() -> trustme.CA:
-    """A throw-away ``trustme.CA``, made in memory once per session (per xdist worker).
+    """A throw-away trustme.CA, made in memory once per session (per xdist worker).
     Session scope; nothing is written to disk; no teardown.
     """
     return new_ca()
@@ -25,31 +25,26 @@ def multiconn_ca() -> trustme.CA:
 
 @pytest.fixture(scope="session")
 def multiconn_tls(multiconn_ca: trustme.CA) -> TLSConfig:
-    """A :class:`TLSConfig` on ``multiconn_ca``: a server certificate for ``localhost``,
-    ``127.0.0.1`` and ``::1``, with ``.server_context`` and ``.client_context`` (it trusts
-    only ``multiconn_ca``).  ``.replace(require_client_cert=True)`` makes it mutual TLS.
+    """A TLSConfig on multiconn_ca: a server certificate for localhost, 127.0.0.1 and ::1,
+    with .server_context and .client_context (it trusts only multiconn_ca).
+    .replace(require_client_cert=True) makes it mutual TLS.
     Session scope; the contexts are built once and shared; no teardown.
     """
     return TLSConfig(multiconn_ca)
 
 
-def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, object]:
-    marker = request.node.get_closest_marker("multiconn_server")
-    return dict(marker.kwargs) if marker else {}
-
-
 @pytest.fixture
 def multiconn_tls_server(
     request: pytest.FixtureRequest,
-    multiconn_server_factory: Callable[..., EchoServer],
+    multiconn_server_factory: ServerFactory,
     multiconn_tls: TLSConfig,
 ) -> EchoServer:
-    """A started TLS :class:`EchoServer` on ``127.0.0.1`` and an ephemeral port, with a
-    certificate from ``multiconn_ca``; ``server.client_tls`` is the client context to use.
-    Function scope; options come from ``@pytest.mark.multiconn_server(**kwargs)``.  Teardown
-    stops it and re-raises errors from its loop thread.
+    """A started TLS EchoServer on 127.0.0.1 and an ephemeral port, with a certificate from
+    multiconn_ca; server.client_tls is the client context to use.  Function scope; options
+    come from the marker @pytest.mark.multiconn_server(**kwargs).  Teardown stops it and
+    re-raises errors from its loop thread.
     """
-    kwargs = _marker_kwargs(request)
+    kwargs = server_marker_kwargs(request)
     kwargs.setdefault("tls", multiconn_tls)
     return multiconn_server_factory(**kwargs)
 
@@ -57,17 +52,17 @@ def multiconn_tls_server(
 @pytest.fixture(params=TRANSPORTS)
 def multiconn_any_server(
     request: pytest.FixtureRequest,
-    multiconn_server_factory: Callable[..., EchoServer],
+    multiconn_server_factory: ServerFactory,
     multiconn_tls: TLSConfig,
 ) -> EchoServer:
-    """A started :class:`EchoServer`, once in plaintext (id ``plain``) and once over TLS (id
-    ``tls``): a test using it runs twice.  Connect with
-    ``multiconn_client(server.address, tls=server.client_tls)``, which is right for both
-    (``client_tls`` is None in plaintext).  Select one mode with ``-k plain`` or ``-k tls``.
-    Function scope; options come from ``@pytest.mark.multiconn_server(**kwargs)``.  Teardown
-    stops it and re-raises errors from its loop thread.
+    """A started EchoServer, once in plaintext (id plain) and once over TLS (id tls): a test
+    using it runs twice.  Connect with multiconn_client(server.address,
+    tls=server.client_tls), which is right for both (client_tls is None in plaintext).
+    Select one mode with -k plain or -k tls.  Function scope; options come from the marker
+    @pytest.mark.multiconn_server(**kwargs).  Teardown stops it and re-raises errors from
+    its loop thread.
     """
-    kwargs = _marker_kwargs(request)
+    kwargs = server_marker_kwargs(request)
     if request.param == "tls":
         kwargs.setdefault("tls", multiconn_tls)
     return multiconn_server_factory(**kwargs)

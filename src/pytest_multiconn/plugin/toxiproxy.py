@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_multiconn.core.seed import default_seed
-from pytest_multiconn.plugin import ServerFactory
+from pytest_multiconn.plugin import EchoServerFactory
 
 if TYPE_CHECKING:
     from pytest_multiconn.toxiproxy.http import ToxiproxyServer
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def multiconn_toxiproxy(multiconn_timeout: float) -> Iterator[ToxiproxyServer]:
-    """Yields a started :class:`~pytest_multiconn.toxiproxy.ToxiproxyServer`: toxiproxy's HTTP
+    """Yields a started pytest_multiconn.toxiproxy.ToxiproxyServer: toxiproxy's HTTP
     API on ``127.0.0.1`` and an ephemeral port (``.url`` for a toxiproxy client, ``.api`` to
     call it directly), with no proxies yet.  Function scope.  Teardown stops the API and every
     proxy made through it, re-raises errors from their loop threads in this test, and the
@@ -28,7 +28,7 @@ def multiconn_toxiproxy(multiconn_timeout: float) -> Iterator[ToxiproxyServer]:
     """
     from pytest_multiconn.toxiproxy.http import ToxiproxyServer
 
-    servers = ServerFactory(multiconn_timeout)
+    servers = EchoServerFactory(multiconn_timeout)
     try:
         yield servers.adopt(ToxiproxyServer(seed=default_seed(), timeout=multiconn_timeout))
     finally:

@@ -41,7 +41,7 @@ class _UDPServers:
 
 @pytest.fixture
 def multiconn_udp_server(multiconn_timeout: float) -> Iterator[UDPEchoServer]:
-    """Yields a started :class:`~pytest_multiconn.udp.UDPEchoServer` on ``127.0.0.1`` and an
+    """Yields a started pytest_multiconn.udp.UDPEchoServer on ``127.0.0.1`` and an
     ephemeral port: every datagram is echoed to its sender.  Function scope.  Teardown stops
     it (bounded by ``--multiconn-timeout``), re-raises errors from its loop thread in this
     test, and the per-test leak check fails the test if a UDP server it started still runs.
@@ -56,7 +56,7 @@ def multiconn_udp_server(multiconn_timeout: float) -> Iterator[UDPEchoServer]:
 @pytest.fixture
 def multiconn_udp_proxy(multiconn_timeout: float) -> Iterator[Callable[..., UDPFaultProxy]]:
     """Yields a factory: ``multiconn_udp_proxy(target, **kwargs)`` starts a
-    :class:`~pytest_multiconn.udp.UDPFaultProxy` in front of ``target`` (``(host, port)`` or a
+    pytest_multiconn.udp.UDPFaultProxy in front of ``target`` (``(host, port)`` or a
     started server) on an ephemeral loopback port and returns it.  Function scope.  Teardown
     stops every proxy it started and re-raises errors from their loop threads in this test.
 

@@ -13,6 +13,8 @@ from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.proxy.toxics import (
     TOXICS,
     Bandwidth,
+    Coalesce,
+    Corrupt,
     Latency,
     LimitData,
     PipeAPI,
@@ -21,14 +23,18 @@ from pytest_multiconn.proxy.toxics import (
     Slicer,
     SlowClose,
     Stage,
+    Substitute,
     Timeout,
     Toxic,
+    Truncate,
 )
 from pytest_multiconn.proxy.transcript import ProxyTranscript
 
 __all__ = [
     "TOXICS",
     "Bandwidth",
+    "Coalesce",
+    "Corrupt",
     "FaultProxy",
     "Latency",
     "LimitData",
@@ -40,9 +46,11 @@ __all__ = [
     "Slicer",
     "SlowClose",
     "Stage",
+    "Substitute",
     "Timeout",
     "Toxic",
     "ToxicInfo",
+    "Truncate",
     "When",
 ]
 

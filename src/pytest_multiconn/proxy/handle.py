@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.proxy.pair import Pair
 from pytest_multiconn.proxy.pipeline import Direction, check_direction
 from pytest_multiconn.proxy.toxics import Toxic
@@ -29,6 +30,11 @@ class HandleProxy(Protocol):
 
     def _wait(self, predicate: Callable[[], bool], timeout: float | None, what: str,
               progress: Callable[[], object] | None = None) -> Any: ...
+
+
+def _refuse(call: str) -> None:
+    # The twin's name is the call's with an "a" in front: wait_pending -> await_pending.
+    refuse_in_event_loop(f"ProxiedConnection.{call}()", f"await conn.a{call}(...)")
 
 
 class ProxiedConnection:
@@ -128,6 +134,7 @@ class ProxiedConnection:
     def wait_eof_pending(self, direction: Direction = "downstream",
                          timeout: float | None = None) -> None:
         """Wait until the sender's end-of-stream is held in ``direction``."""
+        _refuse("wait_eof_pending")
         (d,) = check_direction(direction, allow_both=False)
 
         def held() -> bool:
@@ -139,6 +146,7 @@ class ProxiedConnection:
     def wait_pending(self, n: int, direction: Direction = "downstream",
                      timeout: float | None = None) -> int:
         """Wait until at least ``n`` bytes are held in ``direction``; return how many are."""
+        _refuse("wait_pending")
         (d,) = check_direction(direction, allow_both=False)
 
         def held() -> int:
@@ -152,6 +160,7 @@ class ProxiedConnection:
                 timeout: float | None = None) -> None:
         """Deliver exactly ``n`` held bytes of ``direction`` in one write, waiting (bounded)
         for them to arrive at the proxy first."""
+        _refuse("release")
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"release() takes a byte count >= 0, got {n!r}")
         (d,) = check_direction(direction, allow_both=False)
@@ -193,7 +202,28 @@ class ProxiedConnection:
 
     def wait_closed(self, timeout: float | None = None) -> None:
         """Wait until both sides are closed."""
+        _refuse("wait_closed")
         self._proxy._wait(lambda: self._pair.done, timeout, f"{self!r} to close")
+
+    # -- awaitable twins (see core/blocking.py) ------------------------------------------------
+    async def await_eof_pending(self, direction: Direction = "downstream",
+                                timeout: float | None = None) -> None:
+        """Awaitable twin of :meth:`wait_eof_pending` (asyncio or trio; needs ``[async]``)."""
+        await to_thread(self.wait_eof_pending, direction, timeout)
+
+    async def await_pending(self, n: int, direction: Direction = "downstream",
+                            timeout: float | None = None) -> int:
+        """Awaitable twin of :meth:`wait_pending`."""
+        return await to_thread(self.wait_pending, n, direction, timeout)
+
+    async def arelease(self, n: int, direction: Direction = "downstream",
+                       timeout: float | None = None) -> None:
+        """Awaitable twin of :meth:`release`."""
+        await to_thread(self.release, n, direction, timeout)
+
+    async def await_closed(self, timeout: float | None = None) -> None:
+        """Awaitable twin of :meth:`wait_closed`."""
+        await to_thread(self.wait_closed, timeout)
 
 
 __all__ = ["HandleProxy", "ProxiedConnection", "ToxicInfo"]

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_multiconn.core.address import bind_listener, check_host, family_for, parse_port
+from pytest_multiconn.core.blocking import to_thread
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -355,6 +356,7 @@ class FaultProxy(ServerBase):
         least the last :data:`CLOSED_HISTORY`); older ones are skipped, so a proxy serving
         any number of short connections keeps flat memory.
         """
+        self._refuse_blocking("wait_for_connection")
         what = "a connection through the proxy"
         timeout = self.timeout if timeout is None else _check_timeout(timeout, "timeout")
         deadline = time.monotonic() + timeout
@@ -384,6 +386,10 @@ class FaultProxy(ServerBase):
     def handles(self) -> list[ProxiedConnection]:
         """Handles on every live connection, oldest first."""
         return [ProxiedConnection(self, p) for p in self._run(lambda: list(self._pairs.values()))]
+
+    async def await_for_connection(self, timeout: float | None = None) -> ProxiedConnection:
+        """Awaitable twin of :meth:`wait_for_connection` (asyncio or trio; needs ``[async]``)."""
+        return await to_thread(self.wait_for_connection, timeout)
 
     def _wait(self, predicate: Callable[[], bool], timeout: float | None, what: str,
               progress: Callable[[], object] | None = None, *,

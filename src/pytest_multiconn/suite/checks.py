@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.errors import ContractBreak
 from pytest_multiconn.exchanges.base import Exchange
 from pytest_multiconn.suite.contracts import (
@@ -38,6 +39,11 @@ __all__ = [
     "SuiteLimits",
     "SuiteReport",
     "SuiteRow",
+    "acheck_echo_server",
+    "acheck_server",
+    "arun_check",
+    "arun_checks",
+    "arun_suite",
     "check_echo_server",
     "check_server",
     "run_check",
@@ -48,12 +54,14 @@ __all__ = [
 
 def run_checks(address: Any, exchange: Exchange | None = None, **kwargs: Any) -> SuiteReport:
     """Run the checks (``only=`` those named) and return the :class:`SuiteReport`."""
+    refuse_in_event_loop("run_checks()", "await arun_checks(...)")
     return run_server_checks(address, exchange, **kwargs)
 
 
 def run_check(name: str, address: Any, exchange: Exchange | None = None, **kwargs: Any
               ) -> SuiteRow:
     """Run one named check (see :data:`CHECK_NAMES`) and return its row."""
+    refuse_in_event_loop("run_check()", "await arun_check(...)")
     if name not in CHECK_NAMES:
         raise ValueError(f"unknown check {name!r}; choose from {', '.join(CHECK_NAMES)}")
     report = run_server_checks(address, exchange, only=[name], **kwargs)
@@ -63,6 +71,7 @@ def run_check(name: str, address: Any, exchange: Exchange | None = None, **kwarg
 def check_echo_server(address: Any, **kwargs: Any) -> SuiteReport:
     """:func:`check_server` with the :class:`~pytest_multiconn.exchanges.Echo` exchange,
     stopping at the first broken contract (``stop_on_failure=False`` runs them all)."""
+    refuse_in_event_loop("check_echo_server()", "await acheck_echo_server(...)")
     kwargs.setdefault("stop_on_failure", True)
     return check_server(address, None, **kwargs)
 
@@ -78,6 +87,7 @@ def run_suite(  # noqa: PLR0917 - address, seed and out were positional before
 ) -> bool:
     """Run the suite, printing the table row by row to ``out``; True if every row passed.
     ``replay`` is the command line to print with the seed (``{seed}`` is filled in)."""
+    refuse_in_event_loop("run_suite()", "await arun_suite(...)")
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
     name = exchange.name if exchange is not None else "echo"
@@ -99,3 +109,33 @@ def run_suite(  # noqa: PLR0917 - address, seed and out were positional before
     else:
         out(f"OK: all {len(final.rows)} checks passed (seed {seed})")
     return final.ok
+
+
+# -- awaitable twins (see core/blocking.py): the suite's clients run in a worker thread, so a
+# server on the caller's event loop (asyncio or trio) keeps serving while it is checked.
+async def acheck_server(address: Any, exchange: Exchange | None = None, **kwargs: Any
+                        ) -> SuiteReport:
+    """Awaitable twin of :func:`check_server` (needs ``pytest-multiconn[async]``)."""
+    return await to_thread(check_server, address, exchange, **kwargs)
+
+
+async def acheck_echo_server(address: Any, **kwargs: Any) -> SuiteReport:
+    """Awaitable twin of :func:`check_echo_server`."""
+    return await to_thread(check_echo_server, address, **kwargs)
+
+
+async def arun_checks(address: Any, exchange: Exchange | None = None, **kwargs: Any
+                      ) -> SuiteReport:
+    """Awaitable twin of :func:`run_checks`."""
+    return await to_thread(run_checks, address, exchange, **kwargs)
+
+
+async def arun_check(name: str, address: Any, exchange: Exchange | None = None, **kwargs: Any
+                     ) -> SuiteRow:
+    """Awaitable twin of :func:`run_check`."""
+    return await to_thread(run_check, name, address, exchange, **kwargs)
+
+
+async def arun_suite(address: Any, *args: Any, **kwargs: Any) -> bool:
+    """Awaitable twin of :func:`run_suite`."""
+    return await to_thread(run_suite, address, *args, **kwargs)

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_multiconn.core.blocking import refuse_in_event_loop
 from pytest_multiconn.core.seed import derive_seed
 from pytest_multiconn.errors import ContractBreak
 from pytest_multiconn.exchanges.base import Exchange, ReplyReader
@@ -969,6 +970,7 @@ def _client_context(tls: Any, address: Any) -> Any:
 def check_server(address: Any, exchange: Exchange | None = None, **kwargs: Any) -> SuiteReport:
     """Run every check against the server at ``address`` speaking ``exchange``; raise
     :class:`ContractBreak` naming every broken contract, else return the report."""
+    refuse_in_event_loop("check_server()", "await acheck_server(...)")
     report = run_server_checks(address, exchange, **kwargs)
     report.raise_for_failures()
     return report

@@ -23,12 +23,19 @@ from pytest_multiconn.proxy.toxics.limit_data import LimitData
 from pytest_multiconn.proxy.toxics.timeout import Timeout
 from pytest_multiconn.proxy.toxics.reset_peer import ResetPeer
 from pytest_multiconn.proxy.toxics.slow_close import SlowClose
+# Not in toxiproxy: corruption and reshaping.
+from pytest_multiconn.proxy.toxics.corrupt import Corrupt
+from pytest_multiconn.proxy.toxics.substitute import Substitute
+from pytest_multiconn.proxy.toxics.coalesce import Coalesce
+from pytest_multiconn.proxy.toxics.truncate import Truncate
 
 # isort: on
 
 __all__ = [
     "TOXICS",
     "Bandwidth",
+    "Coalesce",
+    "Corrupt",
     "Latency",
     "LimitData",
     "NotApplied",
@@ -39,6 +46,8 @@ __all__ = [
     "Slicer",
     "SlowClose",
     "Stage",
+    "Substitute",
     "Timeout",
     "Toxic",
+    "Truncate",
 ]

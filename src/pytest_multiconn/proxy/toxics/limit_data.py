@@ -44,8 +44,11 @@ class LimitDataStage(Stage):
         self._check()
 
     def feed_eof(self) -> None:
-        if not self.reached:
-            self.next.feed_eof()
+        # Passed on even past the limit: the pipe closes the connection only once nothing is
+        # in flight, and an end-of-stream swallowed here would stay "in flight" for ever (the
+        # sender's EOF came in, none went out).  Behind a Latency stage the EOF arrives after
+        # the limit was reached, so swallowing it hung the connection.
+        self.next.feed_eof()
 
     def updated(self) -> None:
         self._check()

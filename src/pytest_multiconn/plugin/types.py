@@ -1,0 +1,116 @@
+"""The types of the plugin's factory fixtures, for annotating tests.
+
+Public as :mod:`pytest_multiconn.fixtures`::
+
+    from pytest_multiconn.fixtures import ClientRunner, ProxyFactory
+
+    def test_through_proxy(multiconn_server, multiconn_proxy: ProxyFactory,
+                           multiconn_client: ClientRunner) -> None:
+        proxy = multiconn_proxy(multiconn_server)
+        multiconn_client(proxy.address, 3, [b"ping"]).check()
+
+They are Protocols: narrow descriptions of what a test may call, not the classes behind the
+fixtures.  Positional parameters are the constructors' (``address, num_connections,
+messages`` as in :class:`~pytest_multiconn.MultiConnClient`); everything else is keyword-only
+and goes to the constructor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any, Protocol, TypeAlias, TypeVar
+
+from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, MultiConnClient
+from pytest_multiconn.core.server import ServerBase
+from pytest_multiconn.faults.client import ClientFault
+from pytest_multiconn.faults.server import FaultyEchoServer, ServerFault
+from pytest_multiconn.proxy.proxy import FaultProxy
+from pytest_multiconn.servers.echo import EchoServer
+
+#: A TCP address as ``socket.getsockname()`` gives it: ``(host, port)`` for IPv4, and
+#: ``(host, port)`` or ``(host, port, flowinfo, scope_id)`` for IPv6.
+TCPAddress: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
+
+#: Where to connect: a TCP address or a Unix socket path.  ``server.address`` is one.
+Address: TypeAlias = TCPAddress | str | os.PathLike[str]
+
+#: What a proxy may stand in front of: an address, or a started server (its ``.address``).
+ProxyTarget: TypeAlias = Address | ServerBase
+
+S = TypeVar("S", bound=ServerBase)
+
+
+class ServerFactory(Protocol):
+    """``multiconn_server_factory``: start servers that are stopped at teardown."""
+
+    def __call__(self, host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> EchoServer:
+        """Start an :class:`~pytest_multiconn.EchoServer` (``kwargs`` are its options)."""
+        ...
+
+    def adopt(self, server: S) -> S:
+        """Start ``server`` if it is not started yet and stop it at teardown; return it."""
+        ...
+
+
+class ClientRunner(Protocol):
+    """``multiconn_client``: run a :class:`~pytest_multiconn.MultiConnClient` to completion."""
+
+    def __call__(
+        self,
+        address: Address,
+        num_connections: int = 2,
+        messages: Iterable[bytes] = DEFAULT_MESSAGES,
+        **kwargs: Any,
+    ) -> ClientResults:
+        """One result per connection; ``kwargs`` are ``MultiConnClient``'s options."""
+        ...
+
+
+class FaultyClientFactory(Protocol):
+    """``multiconn_faulty_client``: run a client with faults; its connections stay open
+    (``keep_open=True``) until teardown."""
+
+    def __call__(
+        self,
+        address: Address,
+        num_connections: int = 2,
+        messages: Iterable[bytes] = DEFAULT_MESSAGES,
+        *,
+        faults: Iterable[ClientFault] = (),
+        **kwargs: Any,
+    ) -> MultiConnClient:
+        """The client after its exchanges (``.results``, ``.lingering``)."""
+        ...
+
+
+class ProxyFactory(Protocol):
+    """``multiconn_proxy``: start a :class:`~pytest_multiconn.FaultProxy` in front of a target."""
+
+    def __call__(
+        self, target: ProxyTarget, listen: Address = ("127.0.0.1", 0), **kwargs: Any
+    ) -> FaultProxy:
+        """The started proxy; ``kwargs`` are ``FaultProxy``'s options (``seed``, ``hold``...)."""
+        ...
+
+
+class FaultyServerFactory(Protocol):
+    """``multiconn_faulty_server_factory``: start a server with faults."""
+
+    def __call__(
+        self, *faults: ServerFault, seed: int | None = None, **kwargs: Any
+    ) -> FaultyEchoServer:
+        """The started server; ``kwargs`` are ``EchoServer``'s options."""
+        ...
+
+
+__all__ = [
+    "Address",
+    "ClientRunner",
+    "FaultyClientFactory",
+    "FaultyServerFactory",
+    "ProxyFactory",
+    "ProxyTarget",
+    "ServerFactory",
+    "TCPAddress",
+]
