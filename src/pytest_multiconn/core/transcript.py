@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ class Transcript:
     kept when the limit is reached.
     """
 
-    __slots__ = ("_entries", "dropped", "limit", "origin")
+    __slots__ = ("_entries", "dropped", "limit", "origin", "pending")
 
     def __init__(self, limit: int = DEFAULT_TRANSCRIPT_LIMIT, origin: float | None = None) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -52,9 +52,15 @@ class Transcript:
         self.origin = time.monotonic() if origin is None else origin
         self._entries: list[list[Any]] = []
         self.dropped = 0
+        #: Set by an owner that folds events into the last entries lazily (the plain echo
+        #: connection's hot path counts a steady ping-pong on itself): called, in the loop
+        #: thread, before any entry is added or read, it writes those counts into the entries.
+        self.pending: Callable[[], None] | None = None
 
     def record(self, direction: str, size: int = 0, note: str = "", now: float = 0.0) -> None:
         """Add an event (``now``: its monotonic time, when the caller already read the clock)."""
+        if self.pending is not None:
+            self.pending()
         if self.limit <= 0:
             return
         if not now:
@@ -84,12 +90,16 @@ class Transcript:
         entries.append([now, now, direction, size, 1, note])
 
     def entries(self) -> list[TranscriptEntry]:
+        if self.pending is not None:
+            self.pending()
         return [TranscriptEntry(*e) for e in self._entries]
 
     def __iter__(self) -> Iterator[TranscriptEntry]:
         return iter(self.entries())
 
     def __len__(self) -> int:
+        if self.pending is not None:
+            self.pending()
         return len(self._entries)
 
     def format(self, indent: str = "  ") -> str:
