@@ -602,6 +602,13 @@ class ServerBase:
 
         ``timeout`` defaults to :attr:`timeout`."""
         self._refuse_blocking("wait_for")
+        return self._wait_for(predicate, timeout, what)
+
+    def _wait_for(
+        self, predicate: Callable[[ServerStats], bool], timeout: float | None, what: str
+    ) -> ServerStats:
+        # The wait itself; every public wait refuses a running event loop once, by its own
+        # name, before it gets here.
         timeout = self.timeout if timeout is None else timeout
         check_seconds(timeout, "timeout", allow_zero=True)
         deadline = time.monotonic() + timeout
@@ -640,27 +647,27 @@ class ServerBase:
     def wait_for_connections(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until at least ``n`` connections are open at once."""
         self._refuse_blocking("wait_for_connections")
-        return self.wait_for(lambda s: s.open >= n, timeout, f"{n} open connections")
+        return self._wait_for(lambda s: s.open >= n, timeout, f"{n} open connections")
 
     def wait_for_accepted(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until ``n`` connections have been accepted in all."""
         self._refuse_blocking("wait_for_accepted")
-        return self.wait_for(lambda s: s.accepted >= n, timeout, f"{n} accepted connections")
+        return self._wait_for(lambda s: s.accepted >= n, timeout, f"{n} accepted connections")
 
     def wait_for_closed(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until ``n`` connections have been closed in all."""
         self._refuse_blocking("wait_for_closed")
-        return self.wait_for(lambda s: s.closed >= n, timeout, f"{n} closed connections")
+        return self._wait_for(lambda s: s.closed >= n, timeout, f"{n} closed connections")
 
     def wait_for_idle(self, timeout: float | None = None) -> ServerStats:
         """Wait until no connection is open."""
         self._refuse_blocking("wait_for_idle")
-        return self.wait_for(lambda s: s.open == 0, timeout, "no open connections")
+        return self._wait_for(lambda s: s.open == 0, timeout, "no open connections")
 
     def wait_for_bytes(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until the server has received ``n`` bytes in all."""
         self._refuse_blocking("wait_for_bytes")
-        return self.wait_for(lambda s: s.bytes_in >= n, timeout, f"{n} bytes received")
+        return self._wait_for(lambda s: s.bytes_in >= n, timeout, f"{n} bytes received")
 
     # -- awaitable twins (see core/blocking.py) ------------------------------------------------
     def _refuse_blocking(self, call: str) -> None:
