@@ -35,6 +35,7 @@ import itertools
 import socket
 import struct
 import time
+import traceback
 from typing import Any
 
 from pytest_multiconn.core.checks import check_seconds
@@ -652,6 +653,12 @@ class Connection:
         if self.layer is not None:
             self.layer.before_close(clean)  # TLS: close_notify on a clean close
         self.closed = True
+        if exc is not None and exc.__traceback__ is not None:
+            # The error stays on the closed connection (and a closed connection stays
+            # referenced a while: a server's recently-closed list, a client's results); its
+            # traceback's frames would keep their locals, such as the 256 KiB of ciphertext a
+            # TLS send() was handing to a peer that reset.  The traceback still formats.
+            traceback.clear_frames(exc.__traceback__)
         self.error = exc
         self.close_reason = reason or (f"{type(exc).__name__}: {exc}" if exc else "closed")
         if self._idle_timer is not None:

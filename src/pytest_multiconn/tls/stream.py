@@ -143,7 +143,8 @@ class TLSLayer:
         self.conn = conn
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
-        self._obj = context.wrap_bio(
+        #: None once closed (``_release``).
+        self._obj: ssl.SSLObject | None = context.wrap_bio(
             self._in, self._out, server_side=server_side, server_hostname=server_hostname
         )
         # SSLObject's methods are thin Python wrappers: one frame per record-sized call is a
@@ -193,11 +194,17 @@ class TLSLayer:
     @property
     def ssl_object(self) -> ssl.SSLObject:
         """The connection's ``ssl.SSLObject`` (context, server_hostname, version, cipher...)."""
-        return self._obj
+        obj = self._obj
+        if obj is None:
+            raise TLSError(
+                f"{self.conn!r}: the connection is closed and its SSL object was let go "
+                "(it held OpenSSL's buffers); read what you need before it closes"
+            )
+        return obj
 
     def peer_certificate(self) -> dict[str, Any] | None:
         """The peer's verified certificate (``SSLObject.getpeercert()``), or None."""
-        if self.conn.closed or self._state != _OPEN:
+        if self.conn.closed or self._state != _OPEN or self._obj is None:
             return None
         return self._obj.getpeercert()
 
@@ -610,10 +617,28 @@ class TLSLayer:
         ):
             self._send_close_notify()
         self._cout = b""
+        self._release()
+
+    def _release(self) -> None:
+        """Let go of the SSL object and its memory BIOs once the connection is closed.
+
+        Why: a closed connection stays referenced for a while (a server's recently-closed
+        list, a client's results, a test), and OpenSSL's buffers keep the size they grew to:
+        about 1 MiB after a bulk echo to a peer that never read (the 512 KiB raw read, the
+        256 KiB write chunk, the record buffers).  Sixteen of them in a TLS server's
+        recently-closed list held 16 MiB it no longer needed.  What a closed connection still
+        tells (``version``, ``failure``, ``ragged_eof``) is plain attributes.
+        """
+        self._obj = None
+        self._c = None
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
 
     def _send_close_notify(self) -> None:
         self._notify_sent = True
         conn = self.conn
+        if self._obj is None:
+            return
         try:
             self._obj.unwrap()
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
