@@ -665,8 +665,9 @@ def toxic_bound(
       2687017455, phase 37, is the case that showed it: Slicer(average_size=512) updated to
       8, downstream, 11 connections x 1 MiB, is 11 * 2**20 / 8 = 1,441,792 writes; at the
       54,000 per second measured loaded that is 27 s, which the flat 15 s bound called stuck
-      (the proxy was writing all along).  Now ``MAX_PIECES`` caps it at one connection of
-      1 MiB (131,072 pieces: the message is cut to 800,000 bytes), bound 15 + 2 * 80 = 95 s.
+      (the proxy was writing all along).  Now ``MAX_PIECES`` cuts it to one connection
+      whose message is cut to 783,968 bytes (800,000 on the wire with TLS: 100,000 pieces),
+      bound 15 + 2 * 100,000 / 10,000 + 1 (latency) = 36 s.
     * Bandwidth: ``wire / rate`` (each connection has its own stage, so connections run side
       by side), at ``BANDWIDTH_SHARE`` of the rate.
     * Latency and SlowClose: ``DELAY_SLACK``.
