@@ -11,9 +11,15 @@ Every random choice (chunk sizes, pauses, where a reset lands, which connection 
 garbage bytes) comes from :func:`~pytest_multiconn.faults.base.fault_rng`: the client's seed,
 the connection number and the fault's position, so one seed replays the same schedule.
 
+Every fault works with every exchange (:mod:`pytest_multiconn.exchanges`): the driver
+(:mod:`pytest_multiconn.faults.client_driver`) compares exact replies byte for byte and has
+the exchange's reader judge parsed ones; ``Garbage`` runs where the exchange says what a
+server may answer to garbage.
+
 Usage::
 
     MultiConnClient(address, 10, faults=[PartialSend(max_chunk=1), HalfClose()]).run()
+    MultiConnClient(address, 10, exchange=HTTP(), requests=4, faults=[SlowReader()]).run()
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ class FaultSession:
 
     #: Keep the connection open after its exchange (until the client is closed).
     lingers = False
-    #: Whether this connection reads the echo (False: completion comes from the fault).
+    #: Whether this connection reads its replies (False: completion comes from the fault).
     reads = True
     #: Complete the exchange only after the server's EOF follows the full echo.
     wants_eof = False
@@ -227,7 +233,7 @@ class _SlowReaderSession(FaultSession):
 @CLIENT_FAULTS.register
 @dataclass(frozen=True, repr=False)
 class SlowReader(ClientFault):
-    """Reads the echo at ``bytes_per_second`` at most (after ``delay`` s of not reading) with a
+    """Reads the replies at ``bytes_per_second`` at most (after ``delay`` s of not reading) with a
     small receive buffer, so the server's send buffer fills and its backpressure is exercised."""
 
     name = "slow_reader"
