@@ -218,7 +218,7 @@ class _Mute:
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_half_close_catches_replies_lost_at_eof(case: Case, tls: bool) -> None:
     with ProtocolServer(_Mute, tls=tls) as server:
-        results = _run(server, case, [HalfClose()], n=1, timeout=3)
+        results = _run(server, case, [HalfClose()], n=1, timeout=1 if tls else 5)
     (r,) = results
     assert not r.ok
     # Over TLS HalfClose waits for every reply before its EOF, so the mute server never
@@ -259,6 +259,26 @@ def test_garbage_refusal_names_the_exchange_and_what_to_set() -> None:
     assert "the line exchange (Lines) does not say" in text
     assert "answers_garbage" in text
     assert "default_garbage_answers" in text
+
+
+@pytest.mark.parametrize("case", CASES[1:], ids=str)
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [PartialSend(max_chunk=5, delay=0.001), HalfClose()],
+        [SlowReader(32 * 1024, rcvbuf=4096), NeverClose()],
+        [PartialSend(max_chunk=64), Garbage(1024)],
+        [Silent(probability=0.5), PartialSend(max_chunk=3)],
+    ],
+    ids=lambda fs: "+".join(f.name for f in fs),
+)
+def test_faults_compose_with_parsed_and_exact_exchanges(
+    case: Case, faults: list[ClientFault], tls: bool
+) -> None:
+    with ProtocolServer(case.right, tls=tls) as server:
+        results = _run(server, case, faults, n=4)
+    assert results.ok, _failures(results)
+    assert all(r.faults for r in results)
 
 
 # --- server faults over parsed protocols ----------------------------------------------------

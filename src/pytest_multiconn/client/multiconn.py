@@ -83,8 +83,10 @@ class ConnectionResult:
             status, where = f"FAILED: {self.error + '; ' if self.error else ''}{self.problem}", ""
         faults = f" [{self.faults}]" if self.faults else ""
         note = f" ({self.note})" if self.note else ""
+        # No exact byte count to compare with (parsed replies, garbage, never-read): just sent.
+        sent = f"{self.sent}/{self.expected}" if self.expected or not self.sent else f"{self.sent}"
         return (
-            f"connection {self.conn_id}{faults}: sent {self.sent}/{self.expected} B, received "
+            f"connection {self.conn_id}{faults}: sent {sent} B, received "
             f"{self.received} B in {self.elapsed * 1e3:.1f} ms, {status}{where}{note}"
         )
 
