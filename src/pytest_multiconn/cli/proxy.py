@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_multiconn.cli.signals import stop_on_signals, wait_for_stop
 from pytest_multiconn.core.address import parse_port
 from pytest_multiconn.errors import FaultParameterError, MulticonnError
 from pytest_multiconn.proxy.proxy import FaultProxy
@@ -72,16 +73,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("listen_host")
+    parser.add_argument("listen_host", help="address the proxy listens on, e.g. 127.0.0.1")
     parser.add_argument("listen_port", help="0 lets the kernel pick a free port")
-    parser.add_argument("target_host")
-    parser.add_argument("target_port")
+    parser.add_argument("target_host", help="address of the server behind the proxy")
+    parser.add_argument("target_port", help="TCP port of the server behind the proxy")
     parser.add_argument("--fault", action="append", default=[], metavar="KIND[:k=v,...]",
                         help="add a fault, e.g. latency:ms=50,jitter=5,direction=downstream")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed for every random draw (default: the run seed)")
     parser.add_argument("--duration", type=float, default=None,
-                        help="stop after this many seconds (default: run until Ctrl-C)")
+                        help="stop after this many seconds (default: run until Ctrl-C or SIGTERM)")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow non-loopback addresses (off: test traffic stays local)")
     parser.set_defaults(func=run)
@@ -106,15 +107,18 @@ def run(args: argparse.Namespace) -> int:
     for toxic, add in faults:
         proxy.add(toxic, **add)
     stop = threading.Event()
-    with proxy:
-        print(f"proxy listening on {proxy._format_address()} -> {target[0]}:{target[1]} "
-              f"(seed {proxy.seed})", flush=True)
-        for info in proxy.toxics():
-            print(f"  fault {info.name}: {info.toxic!r} {info.direction} "
-                  f"p={info.probability:g}", flush=True)
+    # The handlers go in before the ready line: a signal sent as soon as it is read must
+    # stop us, not find SIGINT still ignored or SIGTERM still fatal.
+    with stop_on_signals(stop), proxy:
         try:
-            # Event.wait is interrupted by Ctrl-C on the main thread; the bound is --duration.
-            stop.wait(duration)
+            print(f"proxy listening on {proxy._format_address()} -> {target[0]}:{target[1]} "
+                  f"(seed {proxy.seed})", flush=True)
+            for info in proxy.toxics():
+                print(f"  fault {info.name}: {info.toxic!r} {info.direction} "
+                      f"p={info.probability:g}", flush=True)
+            # Ctrl-C, SIGTERM or --duration, whichever comes first (cli/signals.py: why
+            # not a plain Event.wait).
+            wait_for_stop(stop, duration)
         except KeyboardInterrupt:
             print("stopping", file=sys.stderr, flush=True)
         stats = proxy.stats()

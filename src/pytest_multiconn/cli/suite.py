@@ -43,8 +43,8 @@ def add_parser(subparsers: Any) -> None:
         help="run the fault-injection suite against a server and print a table "
         "(exit status 0 only if every check passed)",
     )
-    parser.add_argument("host")
-    parser.add_argument("port")
+    parser.add_argument("host", help="the server's address, for example 127.0.0.1 or ::1")
+    parser.add_argument("port", help="the server's TCP port")
     add_exchange_arguments(parser)
     parser.add_argument("--seed", type=int, default=None,
                         help="seed for every random choice (printed; give it again to replay)")
