@@ -67,6 +67,7 @@ def no_garbage_answers(exchange: Exchange, what: str) -> str | None:
         f"{what} needs to know what a server may answer to garbage, and the {exchange.name} "
         f"exchange ({type(exchange).__name__}) does not say: give it garbage answers (a subset "
         f"of {', '.join(sorted(GARBAGE_ANSWERS))}), for example "
-        "Framed(..., answers_garbage={'close', 'error'}), or a subclass with "
+        "Lines(answers_garbage={'close', 'error'}, error_prefix=b'ERR') (Exact, "
+        "LengthPrefixed and Framed take the same two), or a subclass with "
         "default_garbage_answers = frozenset({'close'}) (or garbage_answers() overridden)"
     )
