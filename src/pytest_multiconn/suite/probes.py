@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 _SIOCINQ = 0x541B  # FIONREAD: bytes in our receive queue
 _SIOCOUTQ = 0x5411  # TIOCOUTQ: bytes in our send queue (unsent + unacked)
@@ -264,8 +264,30 @@ def request_flow(sock: socket.socket, sent: int, received: int) -> tuple[int, in
     return sent - our_out - server_rx, server_tx + our_in + received
 
 
+class _ProbeThread:
+    """A probe's thread: ``with`` starts it, and at the end asks it to stop and joins it
+    (bounded: the probe's ``timeout`` plus a second)."""
+
+    timeout: float
+
+    def _make_thread(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="multiconn-probe", daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 1.0)
+
+
 @dataclass
-class LatencyProbe:
+class LatencyProbe(_ProbeThread):
     """A thread doing small echo round trips on its own connection until stopped.
 
     A server that lets one connection starve the others shows up as slow or failed trips.
@@ -282,16 +304,7 @@ class LatencyProbe:
     tls: Any = None
 
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="multiconn-probe", daemon=True)
-
-    def __enter__(self) -> LatencyProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(self.timeout + 1.0)
+        self._make_thread()
 
     def _run(self) -> None:
         payload = bytes(range(self.size % 256)) * (self.size // 256 + 1)
@@ -369,7 +382,7 @@ def listen_counters() -> dict[str, int] | None:
 _CLOSE_SLACK = 0.1
 
 
-class ExchangeProbe:
+class ExchangeProbe(_ProbeThread):
     """A thread doing one request/reply trip after another on its own connection (a new
     connection per trip when the server closes after each reply), until stopped.
 
@@ -393,16 +406,7 @@ class ExchangeProbe:
         self.worst_end = 0.0
         self.error: str | None = None
         self.closes: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="multiconn-probe", daemon=True)
-
-    def __enter__(self) -> ExchangeProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(self.timeout + 1.0)
+        self._make_thread()
 
     def mark_close(self) -> None:
         """Another connection of the check just closed."""
