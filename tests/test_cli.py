@@ -257,3 +257,56 @@ def test_server_stops_on_sigint_even_when_started_with_sigint_ignored() -> None:
                 proc.wait(timeout=20)
     assert proc.returncode == 0, err
     assert "Caught keyboard interrupt, exiting" in out
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("substitute:pattern=hello,replacement=HELLO",
+         "Substitute(pattern=b'hello', replacement=b'HELLO')"),
+        (r"substitute:pattern=a\,b,replacement=\x00\r\n",
+         r"Substitute(pattern=b'a,b', replacement=b'\x00\r\n')"),
+        ("corrupt:offsets=0;17", "Corrupt(offsets=(0, 17))"),
+        ("truncate:bytes=3,every=2", "Truncate(bytes=3, every=2)"),
+        ("coalesce:bytes=10", "Coalesce(bytes=10)"),
+    ],
+)
+def test_fault_values_are_read_by_the_parameters_type(spec: str, expected: str) -> None:
+    from pytest_multiconn.cli.proxy import parse_fault
+
+    toxic, add = parse_fault(spec)
+    assert repr(toxic) == expected
+    assert add == {}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (r"substitute:pattern=bad\x4", r"pattern: bad escape in 'bad\\x4'"),
+        ("corrupt:offsets=x", "offsets must be a tuple of distinct integers"),
+    ],
+)
+def test_bad_fault_values_name_the_parameter(spec: str, message: str) -> None:
+    from pytest_multiconn.cli.proxy import parse_fault
+    from pytest_multiconn.errors import FaultParameterError
+
+    with pytest.raises(FaultParameterError, match=re.escape(message)):
+        parse_fault(spec)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("PING\\r\\n", b"PING\r\n"), ("a\\x00b", b"a\x00b"), ("ü", "ü".encode()),
+     ("€", "€".encode()), ("back\\\\slash", b"back\\slash")],
+)
+def test_escaped_text_to_bytes(text: str, expected: bytes) -> None:
+    from pytest_multiconn.core.escapes import unescape
+
+    assert unescape(text) == expected
+
+
+def test_suite_send_takes_non_latin1_text() -> None:
+    # Before: --send '€' crashed with UnicodeEncodeError inside the escape decoding.
+    from pytest_multiconn.cli.suite import _unescape
+
+    assert _unescape("€\\n") == "€\n".encode()

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pytest_multiconn.core.address import check_host, parse_port
+from pytest_multiconn.core.escapes import unescape
 from pytest_multiconn.exchanges import PROTOCOLS, Exchange, by_name
 from pytest_multiconn.suite.checks import CHECK_NAMES, run_suite
 
@@ -27,9 +28,7 @@ def add_exchange_arguments(parser: argparse.ArgumentParser, default: str | None 
 
 
 def _unescape(text: str | None) -> bytes | None:
-    if text is None:
-        return None
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1")
+    return None if text is None else unescape(text)
 
 
 def exchange_from_args(args: argparse.Namespace) -> Exchange:

@@ -215,6 +215,8 @@ class ReplyReader:
             try:
                 size = self.exchange.frame(request, data, eof)
             except ValueError as exc:
+                if not data:
+                    break  # closed with nothing of this reply: missing, not unparsable
                 size, problem = len(data), f"unparsable reply: {exc}"
                 outcome = ReplyOutcome(
                     self.next_index, request, data, self.exchange.expected(request), problem

@@ -39,6 +39,7 @@ from pytest_multiconn.core.blocking import refuse_in_event_loop
 from pytest_multiconn.core.seed import derive_seed
 from pytest_multiconn.errors import ContractBreak
 from pytest_multiconn.exchanges.base import Exchange, ReplyReader
+from pytest_multiconn.exchanges.garbage import QUIET, answer_problem, classify_answer, garbage_bytes
 from pytest_multiconn.exchanges.simple import Echo
 from pytest_multiconn.suite.peers import (
     PeerError,
@@ -646,29 +647,21 @@ def _check_garbage(ctx: _Context) -> str:
         return "every byte value echoed exactly"
     seen: list[str] = []
     for i in range(4):
-        # Ends with a blank line, so line-based parsers decide instead of waiting for more.
-        junk = bytes([0]) + rng.randbytes(4091) + b"\r\n\r\n"
+        junk = garbage_bytes(rng, 4096)
         with open_socket(ctx.address, ctx.tls, ctx.limits.timeout) as sock:
             ctx.count(1, len(junk))
             try:
                 sock.sendall(junk)
-                sock.settimeout(0.5 if "nothing" in answers else ctx.limits.timeout / 2)
-                first = sock.recv(4096)
+                sock.settimeout(QUIET if "nothing" in answers else ctx.limits.timeout / 2)
+                first: bytes | None = sock.recv(4096)
             except TimeoutError:
                 first = None
             except OSError:
                 first = b""
-        if first is None:
-            what = "nothing"
-        elif first == b"":
-            what = "close"
-        elif ctx.exchange.is_error_reply(first):
-            what = "error"
-        else:
-            what = f"reply {first[:40]!r}"
-        if what not in answers:
-            raise _Failed(f"answered garbage with {what} (garbage {i}); a {ctx.exchange.name} "
-                          f"server may answer {', '.join(sorted(answers))}")
+        what = classify_answer(ctx.exchange, first)
+        problem = answer_problem(ctx.exchange, what)
+        if problem is not None:
+            raise _Failed(f"{problem} (garbage {i})")
         seen.append(what)
     after = ctx.many("after-garbage", 4, 1)
     ctx.expect_ok(after, "connections after garbage")
