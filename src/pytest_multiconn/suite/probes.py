@@ -112,6 +112,22 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def _task_files(pid: int, name: str) -> list[str] | None:
+    """``/proc/<pid>/task/<tid>/<name>`` of each of ``pid``'s threads (one that exits or
+    cannot be read meanwhile is left out); None when the process has no readable threads."""
+    tasks = _listdir(f"/proc/{pid}/task")
+    if not tasks:
+        return None
+    texts = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/{name}") as f:
+                texts.append(f.read())
+        except OSError:
+            continue
+    return texts
+
+
 def preemptions(pid: int) -> int | None:
     """How often the kernel took the CPU away from ``pid``'s threads while they still wanted
     it (``nonvoluntary_ctxt_switches``, summed over threads).
@@ -120,18 +136,14 @@ def preemptions(pid: int) -> int | None:
     a busy machine a spinner gets little CPU time but many preemptions, so this catches it
     where CPU time alone would not.
     """
-    total = 0
-    tasks = _listdir(f"/proc/{pid}/task")
-    if not tasks:
+    texts = _task_files(pid, "status")
+    if texts is None:
         return None
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/status") as f:
-                for line in f:
-                    if line.startswith("nonvoluntary_ctxt_switches:"):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
+    total = 0
+    for text in texts:
+        for line in text.splitlines():
+            if line.startswith("nonvoluntary_ctxt_switches:"):
+                total += int(line.split()[1])
     return total
 
 
@@ -143,15 +155,14 @@ def wanted_cpu_seconds(pid: int) -> float | None:
     is (on a loaded box it gets little CPU, but waits for it the rest of the time); a process
     blocked in ``select()`` adds nothing.  CPU time alone cannot tell them apart under load.
     """
-    total = 0
-    tasks = _listdir(f"/proc/{pid}/task")
-    if not tasks:
+    texts = _task_files(pid, "schedstat")
+    if texts is None:
         return None
-    for task in tasks:
+    total = 0
+    for text in texts:
         try:
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                run_ns, wait_ns, _ = f.read().split()
-        except (OSError, ValueError):
+            run_ns, wait_ns, _ = text.split()
+        except ValueError:
             continue
         total += int(run_ns) + int(wait_ns)
     return total / 1e9
@@ -269,6 +280,12 @@ class _ProbeThread:
     (bounded: the probe's ``timeout`` plus a second)."""
 
     timeout: float
+    #: Seconds each round trip took, in order.
+    trips: list[float]
+
+    @property
+    def worst(self) -> float:
+        return max(self.trips, default=0.0)
 
     def _make_thread(self) -> None:
         self._stop = threading.Event()
@@ -348,10 +365,6 @@ class LatencyProbe(_ProbeThread):
             tls_sock = getattr(self, "_tls_sock", None)
             if tls_sock is not None:
                 tls_sock.close()
-
-    @property
-    def worst(self) -> float:
-        return max(self.trips, default=0.0)
 
     def median(self) -> float:
         trips = sorted(self.trips)
@@ -449,10 +462,6 @@ class ExchangeProbe(_ProbeThread):
         finally:
             if sock is not None:
                 sock.close()
-
-    @property
-    def worst(self) -> float:
-        return max(self.trips, default=0.0)
 
     def waited_for_close(self) -> bool:
         """The slowest trip ended within 100 ms after another connection closed."""
