@@ -275,6 +275,12 @@ def request_flow(sock: socket.socket, sent: int, received: int) -> tuple[int, in
     return sent - our_out - server_rx, server_tx + our_in + received
 
 
+#: The hiccup meter's wake-up interval, and the lateness it notes as a stall of the process.
+_TICK = 0.005
+_STALL_NOTED = 0.02
+_MAX_STALLS = 100_000
+
+
 class _ProbeThread:
     """A probe's thread: ``with`` starts it, and at the end asks it to stop and joins it
     (bounded: the probe's ``timeout`` plus a second)."""
@@ -290,17 +296,40 @@ class _ProbeThread:
     def _make_thread(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="multiconn-probe", daemon=True)
+        self._meter = threading.Thread(target=self._measure_stalls, name="multiconn-hiccups",
+                                       daemon=True)
+        #: ``(start, end)`` of each stall of this process longer than _STALL_NOTED.
+        self.stalls: list[tuple[float, float]] = []
 
     def _run(self) -> None:
         raise NotImplementedError
 
+    def _measure_stalls(self) -> None:
+        # A hiccup meter: a thread that asks to wake every _TICK and notes how much later it
+        # did.  A late wake-up means this process got no CPU (or no GIL) for that long, and
+        # then a slow probe trip is the machine's doing, not the server's: a server that
+        # starves one connection for another does not delay this thread.
+        for _ in range(10_000_000):
+            before = time.monotonic()
+            if self._stop.wait(_TICK):
+                return
+            after = time.monotonic()
+            if after - before - _TICK > _STALL_NOTED and len(self.stalls) < _MAX_STALLS:
+                self.stalls.append((before + _TICK, after))
+
+    def stalled_between(self, start: float, end: float) -> float:
+        """Seconds this process was stalled (not scheduled) between ``start`` and ``end``."""
+        return sum(max(0.0, min(e, end) - max(s, start)) for s, e in self.stalls)
+
     def __enter__(self) -> Self:
         self._thread.start()
+        self._meter.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(self.timeout + 1.0)
+        self._meter.join(self.timeout + 1.0)
 
 
 @dataclass
@@ -462,6 +491,11 @@ class ExchangeProbe(_ProbeThread):
         finally:
             if sock is not None:
                 sock.close()
+
+    def worst_not_stalled(self) -> float:
+        """The slowest trip minus the time this process itself was stalled during it."""
+        worst = self.worst
+        return worst - self.stalled_between(self.worst_end - worst, self.worst_end)
 
     def waited_for_close(self) -> bool:
         """The slowest trip ended within 100 ms after another connection closed."""
