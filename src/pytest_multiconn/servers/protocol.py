@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.server import ServerBase
-from pytest_multiconn.tls.config import ServerTLS, server_tls
+from pytest_multiconn.tls.config import ServerTLS, TLSConfig, server_tls
 
 
 class Transport:
@@ -180,12 +180,24 @@ class ProtocolServer(ServerBase):
     #: ``connection_class(server, sock, addr)``.
     connection_class: type[ProtocolConnection] = ProtocolConnection
 
-    def __init__(self, protocol_factory: HandlerFactory, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        protocol_factory: HandlerFactory,
+        /,
+        *args: Any,
+        tls: bool | TLSConfig | ssl.SSLContext | ServerTLS | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # protocol_factory is positional-only and tls a named keyword: subclasses that fix
+        # the factory (EchoServer) take ``**kwargs`` through to here, and the marker's
+        # keyword check follows those up the MRO (plugin ``_keywords_of``): it must offer
+        # ``tls`` and must not offer ``protocol_factory``.
         if not callable(protocol_factory):
             raise TypeError(
                 "protocol_factory must be a callable returning a handler (for example the "
                 f"handler class itself), got {protocol_factory!r}"
             )
+        kwargs["tls"] = tls
         self.tls = take_tls(kwargs)
         super().__init__(*args, **kwargs)
         self.protocol_factory = protocol_factory
