@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
@@ -136,8 +137,24 @@ def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out.strip() == f"multiconn {version('pytest-multiconn')}"
 
 
-@pytest.mark.parametrize("command", ["server", "client", "demo"])
-def test_every_option_of_the_tutorial_commands_has_help(command: str) -> None:
+def _commands() -> list[str]:
+    import argparse
+
+    from pytest_multiconn.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    return sorted(subparsers.choices)
+
+
+def test_the_help_check_covers_every_command() -> None:
+    assert {"server", "client", "demo", "proxy", "suite", "toxiproxy-server"} <= set(_commands())
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_option_of_every_command_has_help(command: str) -> None:
     import argparse
 
     from pytest_multiconn.cli import build_parser
@@ -172,6 +189,49 @@ def test_bad_numbers_are_one_clear_line(
     assert "invalid" not in err
 
 
+_LONG_RUNNING = {
+    "server": (["server", "127.0.0.1", "0"], "Listening on"),
+    "proxy": (["proxy", "127.0.0.1", "0", "127.0.0.1", "9"], "proxy listening on"),
+    "toxiproxy-server": (["toxiproxy-server", "--port", "0", "--quiet"], "toxiproxy API on"),
+}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals")
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("command", sorted(_LONG_RUNNING))
+def test_long_running_commands_stop_on_a_signal_even_with_sigint_ignored(
+    command: str, signame: str
+) -> None:
+    # Started as a background job of a shell script (`multiconn proxy ... &`) is: SIGINT
+    # ignored.  Each command must still stop on SIGINT and on SIGTERM, cleanly (exit 0).
+    import signal
+    import subprocess
+    import sys
+
+    argv, first_line = _LONG_RUNNING[command]
+    code = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "os.execv(sys.executable, [sys.executable, '-u', '-m', 'pytest_multiconn', "
+        f"*{argv!r}])"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith(first_line), (line, proc.stderr and proc.stderr.read())
+            proc.send_signal(getattr(signal, signame))
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=20)
+    assert proc.returncode == 0, err
+    if command == "proxy":
+        assert "proxied 0 connections" in out
+
+
 def test_server_stops_on_sigint_even_when_started_with_sigint_ignored() -> None:
     # What a background job of a shell script (`multiconn server ... &`) inherits.
     import signal
@@ -197,3 +257,56 @@ def test_server_stops_on_sigint_even_when_started_with_sigint_ignored() -> None:
                 proc.wait(timeout=20)
     assert proc.returncode == 0, err
     assert "Caught keyboard interrupt, exiting" in out
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("substitute:pattern=hello,replacement=HELLO",
+         "Substitute(pattern=b'hello', replacement=b'HELLO')"),
+        (r"substitute:pattern=a\,b,replacement=\x00\r\n",
+         r"Substitute(pattern=b'a,b', replacement=b'\x00\r\n')"),
+        ("corrupt:offsets=0;17", "Corrupt(offsets=(0, 17))"),
+        ("truncate:bytes=3,every=2", "Truncate(bytes=3, every=2)"),
+        ("coalesce:bytes=10", "Coalesce(bytes=10)"),
+    ],
+)
+def test_fault_values_are_read_by_the_parameters_type(spec: str, expected: str) -> None:
+    from pytest_multiconn.cli.proxy import parse_fault
+
+    toxic, add = parse_fault(spec)
+    assert repr(toxic) == expected
+    assert add == {}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (r"substitute:pattern=bad\x4", r"pattern: bad escape in 'bad\\x4'"),
+        ("corrupt:offsets=x", "offsets must be a tuple of distinct integers"),
+    ],
+)
+def test_bad_fault_values_name_the_parameter(spec: str, message: str) -> None:
+    from pytest_multiconn.cli.proxy import parse_fault
+    from pytest_multiconn.errors import FaultParameterError
+
+    with pytest.raises(FaultParameterError, match=re.escape(message)):
+        parse_fault(spec)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("PING\\r\\n", b"PING\r\n"), ("a\\x00b", b"a\x00b"), ("ü", "ü".encode()),
+     ("€", "€".encode()), ("back\\\\slash", b"back\\slash")],
+)
+def test_escaped_text_to_bytes(text: str, expected: bytes) -> None:
+    from pytest_multiconn.core.escapes import unescape
+
+    assert unescape(text) == expected
+
+
+def test_suite_send_takes_non_latin1_text() -> None:
+    # Before: --send '€' crashed with UnicodeEncodeError inside the escape decoding.
+    from pytest_multiconn.cli.suite import _unescape
+
+    assert _unescape("€\\n") == "€\n".encode()

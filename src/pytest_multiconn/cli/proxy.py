@@ -1,4 +1,4 @@
-"""``multiconn proxy``: the fault-injecting proxy for clients that are not Python.
+r"""``multiconn proxy``: the fault-injecting proxy for clients that are not Python.
 
     multiconn proxy 127.0.0.1 0 127.0.0.1 8080 --fault latency:ms=50,jitter=5
 
@@ -7,17 +7,28 @@ prints ``proxy listening on 127.0.0.1:PORT -> 127.0.0.1:8080`` and relays until 
 toxiproxy type name (latency, bandwidth, slicer, limit_data, timeout, reset_peer,
 slow_close), keys are the fault's parameters plus ``direction`` (upstream = client to server,
 downstream = server to client, both; default downstream), ``probability`` and ``name``.
+The toxics of our own (corrupt, substitute, coalesce, truncate) work too.  Values are
+read by the parameter's type: numbers and true/false as usual, bytes (``substitute``'s
+``pattern`` and ``replacement``) with ``\r \n \t \xNN`` escapes, a list of integers
+(``corrupt``'s ``offsets``) separated by ``;``; ``\,`` is a comma inside a value:
+
+    multiconn proxy 127.0.0.1 0 127.0.0.1 8080 --fault 'substitute:pattern=OK,replacement=KO'
+    multiconn proxy 127.0.0.1 0 127.0.0.1 8080 --fault 'corrupt:offsets=0;17'
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_multiconn.cli.signals import stop_on_signals, wait_for_stop
 from pytest_multiconn.core.address import parse_port
+from pytest_multiconn.core.escapes import unescape
 from pytest_multiconn.errors import FaultParameterError, MulticonnError
 from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.proxy.toxics import TOXICS, Toxic
@@ -38,6 +49,25 @@ def _value(text: str) -> Any:
     return text
 
 
+def _field_types(kind: str) -> dict[str, str]:
+    """The declared type of each parameter of toxic ``kind`` (its dataclass annotation, a
+    string under ``from __future__ import annotations``); empty for an unknown kind, which
+    ``TOXICS.create`` then reports."""
+    cls = TOXICS.get(kind)
+    if cls is None:
+        return {}
+    return {f.name: str(f.type) for f in dataclasses.fields(cls)}
+
+
+def _typed_value(raw: str, declared: str | None) -> Any:
+    """``raw`` read as the parameter's declared type; the toxic validates the result."""
+    if declared is not None and declared.startswith("bytes"):
+        return unescape(raw)
+    if declared is not None and declared.startswith("tuple[int"):
+        return tuple(_value(part.strip()) for part in raw.split(";") if part.strip())
+    return _value(raw)
+
+
 def parse_fault(spec: str) -> tuple[Toxic, dict[str, Any]]:
     """``"latency:ms=50,direction=both"`` -> ``(Latency(ms=50), {"direction": "both"})``.
 
@@ -47,12 +77,19 @@ def parse_fault(spec: str) -> tuple[Toxic, dict[str, Any]]:
     kind, _, rest = spec.strip().partition(":")
     params: dict[str, Any] = {}
     add: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
+    types = _field_types(kind)
+    # Split on commas that are not escaped: "\\," is a comma inside a value.
+    items = (p.replace("\\,", ",").strip() for p in re.split(r"(?<!\\),", rest))
+    for item in filter(None, items):
         key, eq, raw = item.partition("=")
         if not eq:
             raise ValueError(f"expected key=value in --fault {spec!r}, got {item!r}")
         key = key.strip()
-        value = _value(raw.strip())
+        try:
+            value = _value(raw.strip()) if key in _ADD_KEYS else _typed_value(
+                raw.strip(), types.get(key))
+        except ValueError as exc:
+            raise FaultParameterError(f"{key}: {exc} (in --fault {spec!r})") from None
         (add if key in _ADD_KEYS else params)[key] = value
     try:
         toxic = TOXICS.create(kind, **params)
@@ -72,16 +109,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("listen_host")
+    parser.add_argument("listen_host", help="address the proxy listens on, e.g. 127.0.0.1")
     parser.add_argument("listen_port", help="0 lets the kernel pick a free port")
-    parser.add_argument("target_host")
-    parser.add_argument("target_port")
+    parser.add_argument("target_host", help="address of the server behind the proxy")
+    parser.add_argument("target_port", help="TCP port of the server behind the proxy")
     parser.add_argument("--fault", action="append", default=[], metavar="KIND[:k=v,...]",
                         help="add a fault, e.g. latency:ms=50,jitter=5,direction=downstream")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed for every random draw (default: the run seed)")
     parser.add_argument("--duration", type=float, default=None,
-                        help="stop after this many seconds (default: run until Ctrl-C)")
+                        help="stop after this many seconds (default: run until Ctrl-C or SIGTERM)")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow non-loopback addresses (off: test traffic stays local)")
     parser.set_defaults(func=run)
@@ -106,15 +143,18 @@ def run(args: argparse.Namespace) -> int:
     for toxic, add in faults:
         proxy.add(toxic, **add)
     stop = threading.Event()
-    with proxy:
-        print(f"proxy listening on {proxy._format_address()} -> {target[0]}:{target[1]} "
-              f"(seed {proxy.seed})", flush=True)
-        for info in proxy.toxics():
-            print(f"  fault {info.name}: {info.toxic!r} {info.direction} "
-                  f"p={info.probability:g}", flush=True)
+    # The handlers go in before the ready line: a signal sent as soon as it is read must
+    # stop us, not find SIGINT still ignored or SIGTERM still fatal.
+    with stop_on_signals(stop), proxy:
         try:
-            # Event.wait is interrupted by Ctrl-C on the main thread; the bound is --duration.
-            stop.wait(duration)
+            print(f"proxy listening on {proxy._format_address()} -> {target[0]}:{target[1]} "
+                  f"(seed {proxy.seed})", flush=True)
+            for info in proxy.toxics():
+                print(f"  fault {info.name}: {info.toxic!r} {info.direction} "
+                      f"p={info.probability:g}", flush=True)
+            # Ctrl-C, SIGTERM or --duration, whichever comes first (cli/signals.py: why
+            # not a plain Event.wait).
+            wait_for_stop(stop, duration)
         except KeyboardInterrupt:
             print("stopping", file=sys.stderr, flush=True)
         stats = proxy.stats()

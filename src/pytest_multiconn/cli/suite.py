@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pytest_multiconn.core.address import check_host, parse_port
+from pytest_multiconn.core.escapes import unescape
 from pytest_multiconn.exchanges import PROTOCOLS, Exchange, by_name
 from pytest_multiconn.suite.checks import CHECK_NAMES, run_suite
 
@@ -27,9 +28,7 @@ def add_exchange_arguments(parser: argparse.ArgumentParser, default: str | None 
 
 
 def _unescape(text: str | None) -> bytes | None:
-    if text is None:
-        return None
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1")
+    return None if text is None else unescape(text)
 
 
 def exchange_from_args(args: argparse.Namespace) -> Exchange:
@@ -43,8 +42,8 @@ def add_parser(subparsers: Any) -> None:
         help="run the fault-injection suite against a server and print a table "
         "(exit status 0 only if every check passed)",
     )
-    parser.add_argument("host")
-    parser.add_argument("port")
+    parser.add_argument("host", help="the server's address, for example 127.0.0.1 or ::1")
+    parser.add_argument("port", help="the server's TCP port")
     add_exchange_arguments(parser)
     parser.add_argument("--seed", type=int, default=None,
                         help="seed for every random choice (printed; give it again to replay)")

@@ -16,6 +16,7 @@ import sys
 import threading
 from typing import Any
 
+from pytest_multiconn.cli.signals import stop_on_signals, wait_for_stop
 from pytest_multiconn.core.address import parse_port
 from pytest_multiconn.errors import MissingExtraError
 
@@ -74,14 +75,16 @@ def run(args: argparse.Namespace) -> int:
         allow_remote=args.allow_remote, on_request=None if args.quiet else log,
     )
     stop = threading.Event()
-    with server:
-        print(f"toxiproxy API on {server.url} (seed {server.seed})", flush=True)
-        for name, proxy in server.api.proxies().items():
-            print(f"  proxy {name}: {proxy['listen']} -> {proxy['upstream']}"
-                  f"{'' if proxy['enabled'] else ' (disabled)'}", flush=True)
+    # The handlers go in before the ready line: a signal sent as soon as it is read must
+    # stop us, not find SIGINT still ignored or SIGTERM still fatal.
+    with stop_on_signals(stop), server:
         try:
-            # Event.wait is interrupted by Ctrl-C on the main thread (no poll interval).
-            stop.wait()
+            print(f"toxiproxy API on {server.url} (seed {server.seed})", flush=True)
+            for name, proxy in server.api.proxies().items():
+                print(f"  proxy {name}: {proxy['listen']} -> {proxy['upstream']}"
+                      f"{'' if proxy['enabled'] else ' (disabled)'}", flush=True)
+            # Until Ctrl-C or SIGTERM (cli/signals.py: why not a plain Event.wait).
+            wait_for_stop(stop)
         except KeyboardInterrupt:
             print("stopping", file=sys.stderr, flush=True)
     return 0

@@ -8,14 +8,12 @@ clients when asked to.
 
 from __future__ import annotations
 
-import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import Any, TextIO
 
+from pytest_multiconn.cli.signals import stop_on_signals, wait_for_stop
 from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, MultiConnClient
 from pytest_multiconn.core.address import parse_port
 from pytest_multiconn.core.connection import Connection
@@ -90,53 +88,15 @@ def serve(
     return server
 
 
-def wait_for_signal(stop: threading.Event) -> None:
-    """In the main thread: sleep until a signal handler sets ``stop`` (or raises).
-
-    Why not ``stop.wait()``: a signal that arrives while the main thread is on its way into
-    that sleep (past its last check for pending signals, say while it hands the GIL to the
-    loop thread) only sets CPython's "signal tripped" flag; the main thread then sleeps on,
-    and nothing runs the handler until something else wakes it.  Under load, Ctrl-C was lost
-    like that about once in 60 stops.  ``signal.set_wakeup_fd`` closes the window: the C
-    handler itself writes a byte to a socket, so ``recv`` returns whether the signal came
-    just before or during the sleep, and the Python handler (KeyboardInterrupt, or the
-    SIGTERM handler that sets ``stop``) runs as soon as it does.
-    """
-    rsock, wsock = socket.socketpair()
-    with rsock, wsock:
-        wsock.setblocking(False)
-        previous = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
-        try:
-            while not stop.is_set():
-                rsock.recv(64)
-        finally:
-            signal.set_wakeup_fd(previous)
-
-
 def serve_until_interrupted(host: str, port: int | str, out: Printer, **server_options: Any) -> int:
     """The tutorial's main loop: serve until Ctrl-C (or SIGTERM), then exit cleanly."""
     stop = threading.Event()
-    previous = previous_int = None
-    if threading.current_thread() is threading.main_thread():
-
-        def on_term(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        previous = signal.signal(signal.SIGTERM, on_term)
-        # A background job of a non-interactive shell (`multiconn server ... &` in a CI
-        # script) starts with SIGINT ignored, and Python then installs no handler: the
-        # SIGINT that ServerProcess and users send to stop the server would do nothing.
-        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    wait = (lambda: wait_for_signal(stop)) if previous is not None else None
     try:
-        serve(host, port, out=out, stop=stop, wait=wait, **server_options)
+        with stop_on_signals(stop):
+            serve(host, port, out=out, stop=stop, wait=lambda: wait_for_stop(stop),
+                  **server_options)
     except KeyboardInterrupt:
         out("Caught keyboard interrupt, exiting")
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if previous_int is not None:
-            signal.signal(signal.SIGINT, previous_int)
     return 0
 
 

@@ -13,12 +13,12 @@ Without ``--multiconn-target`` the run is a usage error.  The suite's checks run
 
 from __future__ import annotations
 
-import codecs
 from typing import Any
 
 import pytest
 
 from pytest_multiconn.core.address import parse_hostport
+from pytest_multiconn.core.escapes import unescape
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.exchanges import by_name
 from pytest_multiconn.plugin.options import get_option
@@ -28,7 +28,7 @@ from pytest_multiconn.suite.checks import CHECK_NAMES, SuiteReport, run_checks
 def _unescape(text: Any) -> bytes | None:
     if text is None:
         return None
-    return codecs.decode(str(text), "unicode_escape").encode("latin-1")
+    return unescape(str(text))
 
 
 @pytest.fixture(scope="module")
