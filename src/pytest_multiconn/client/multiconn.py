@@ -22,9 +22,14 @@ from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
 from pytest_multiconn.core.seed import default_seed, derive_seed
 from pytest_multiconn.errors import EchoMismatch
 from pytest_multiconn.exchanges.base import Exchange, ReplyReader
+from pytest_multiconn.exchanges.garbage import no_garbage_answers
 from pytest_multiconn.exchanges.simple import Echo
-from pytest_multiconn.faults.client import ClientFault, FaultDriver, check_faults, describe
+from pytest_multiconn.faults.client import ClientFault, check_faults, describe
+from pytest_multiconn.faults.client_driver import FaultDriver
 from pytest_multiconn.tls.config import ClientTLS, client_tls
+
+#: The exchange of a client that echoes its messages (its fast path never asks it anything).
+ECHO = Echo()
 
 #: The tutorial's two messages.
 DEFAULT_MESSAGES: tuple[bytes, ...] = (b"Message 1 from client.", b"Message 2 from client.")
@@ -78,8 +83,10 @@ class ConnectionResult:
             status, where = f"FAILED: {self.error + '; ' if self.error else ''}{self.problem}", ""
         faults = f" [{self.faults}]" if self.faults else ""
         note = f" ({self.note})" if self.note else ""
+        # No exact byte count to compare with (parsed replies, garbage, never-read): just sent.
+        sent = f"{self.sent}/{self.expected}" if self.expected or not self.sent else f"{self.sent}"
         return (
-            f"connection {self.conn_id}{faults}: sent {self.sent}/{self.expected} B, received "
+            f"connection {self.conn_id}{faults}: sent {sent} B, received "
             f"{self.received} B in {self.elapsed * 1e3:.1f} ms, {status}{where}{note}"
         )
 
@@ -130,20 +137,24 @@ class ClientConnection(Connection):
         )
         self.client = client
         self.conn_id = conn_id
-        #: With a non-echo exchange: its requests, a copy of what came back, and a reader that
-        #: splits it into replies (``None`` for echo, whose fast path stays as it was).
+        #: What the connection speaks (Echo() for the client's echo messages).
+        self.exchange: Exchange = client.exchange or ECHO
+        #: With a non-echo exchange: a copy of what came back, and a reader that splits it
+        #: into replies (``None`` for echo, whose fast path stays as it was).
         self.reader: ReplyReader | None = None
         self.got: bytearray | None = None
-        exchange = client.exchange
-        if exchange is None:
+        #: The replies are judged by ``reader`` (parsed, not exact bytes).
+        self.parsed = False
+        #: The payload is garbage, judged by the exchange's garbage answers (faults only).
+        self.garbage = False
+        self.expected = b""
+        if client.exchange is None:
             self.messages = client.messages
-            self.expected = b"".join(self.messages)
         else:
             rng = random.Random(derive_seed(client.seed, "exchange", conn_id))
-            self.messages = tuple(exchange.requests(client.requests, rng))
-            self.reader = ReplyReader(exchange, self.messages)
+            self.messages = tuple(client.exchange.requests(client.requests, rng))
             self.got = bytearray()
-            self.expected = self.expected_for(b"".join(self.messages))
+        self.expect(b"".join(self.messages))
         self.received = 0
         self.mismatch_at: int | None = None
         self.started = time.monotonic()
@@ -163,16 +174,40 @@ class ClientConnection(Connection):
                 ],
             )
 
-    def expected_for(self, payload: bytes) -> bytes:
-        """The bytes expected back for ``payload`` (the faults may have changed it): the
-        payload itself for echo, the exact replies of the exchange's requests otherwise."""
+    def expect(self, payload: bytes, *, garbage: bool = False) -> None:
+        """Set what comes back for ``payload`` (the faults may have changed it): the payload
+        itself for echo; the exact replies of the requests, or a reader that parses them; for
+        garbage, the answer the exchange allows (judged by the fault driver)."""
         exchange = self.client.exchange
+        self.parsed = self.garbage = False
         if exchange is None or isinstance(exchange, Echo):
-            return payload
-        if not payload:
-            return b""  # the faults send nothing (Silent, ConnectClose): nothing comes back
-        replies = [exchange.expected(r) for r in self.messages]
-        return b"".join(r for r in replies if r is not None)
+            self.expected = payload
+            return
+        if garbage:
+            # A server that echoes garbage is checked byte for byte; any other is judged by
+            # what it does first (exchanges/garbage.py).
+            echoes = "echo" in (exchange.garbage_answers() or ())
+            self.expected = payload if echoes else b""
+            self.garbage = not echoes
+            self.reader = None
+            return
+        # No payload (Silent, ConnectClose): no request, so no reply either.
+        sent = self.messages if payload else ()
+        self.reader = ReplyReader(exchange, sent)
+        if self.client.exact:
+            self.expected = b"".join(exchange.expected(r) or b"" for r in sent)
+        else:
+            self.expected = b""
+            self.parsed = True
+
+    @property
+    def replies_complete(self) -> bool:
+        """Every reply this connection waits for has arrived (True when it waits for none)."""
+        if self.garbage:
+            return True
+        if self.parsed and self.reader is not None:
+            return self.reader.complete or self.reader.closed_after is not None
+        return self.received >= len(self.expected)
 
     def connection_made(self) -> None:
         if self.driver is not None:
@@ -191,15 +226,16 @@ class ClientConnection(Connection):
             self.client.on_event("recv", self.conn_id, data)
         start = self.received
         self.received += len(data)
-        if self.reader is not None and self.got is not None:
+        if self.got is not None:
             self.got += data
-            if not self.client.exact:
-                self.reader.feed(data)
-                if (self.reader.first_problem() and self.reader.complete) or (
-                    self.reader.closed_after is not None
-                ) or self.reader.complete:
-                    self._complete()
-                return
+        driver = self.driver
+        if self.garbage and driver is not None:
+            driver.received(data)
+            driver.garbage_answered(data)
+            return
+        if self.parsed and self.reader is not None:
+            self._received_replies(self.reader, data)
+            return
         if self.mismatch_at is None and self.expected[start : start + len(data)] != data:
             chunk = self.expected[start : start + len(data)]
             for i, (a, b) in enumerate(zip(chunk, data, strict=False)):
@@ -208,12 +244,26 @@ class ClientConnection(Connection):
                     break
             else:
                 self.mismatch_at = start + len(chunk)
-        if self.driver is not None:
-            self.driver.received(data)
+        if driver is not None:
+            driver.received(data)
             if self.received >= len(self.expected) and not self.closed:
-                self.driver.echo_complete()
+                driver.replies_done()
         elif self.received >= len(self.expected):
             self._complete()
+
+    def _received_replies(self, reader: ReplyReader, data: bytes) -> None:
+        judged = reader.feed(data)
+        if self.driver is not None:
+            self.driver.received(data)  # after feeding: replies_complete is up to date
+        if self.closed:
+            return
+        if any(not o.ok for o in judged):
+            self._complete()  # a wrong reply: the rest of the stream cannot be trusted
+        elif self.replies_complete:
+            if self.driver is not None:
+                self.driver.replies_done()
+            else:
+                self._complete()
 
     # -- used by faults -------------------------------------------------------------------
     def fault_note(self, text: str) -> None:
@@ -260,7 +310,7 @@ class ClientConnection(Connection):
             self.client._pending -= 1
 
     def _complete(self) -> None:
-        if self.reader is not None and not self.client.exact:
+        if self.parsed or self.garbage:
             if self.client.on_event is not None:
                 self.client.on_event("close", self.conn_id, None)
             self.close(reason="complete")
@@ -275,11 +325,17 @@ class ClientConnection(Connection):
         if self.driver is not None:
             self.driver.on_eof()
             return
-        if self.reader is not None and not self.client.exact:
+        if self.parsed and self.reader is not None:
             self.reader.eof()
-            if self.reader.complete or self.reader.closed_after is not None:
+            if self.replies_complete:
                 self.close(reason="complete")
                 return
+            self.failure = (
+                f"server closed the connection after {len(self.reader.outcomes)} of "
+                f"{len(self.reader.requests)} replies"
+            )
+            self.close(reason="eof before every reply")
+            return
         self.failure = (
             f"server closed the connection after echoing {self.received} of "
             f"{len(self.expected)} bytes"
@@ -287,27 +343,47 @@ class ClientConnection(Connection):
         self.close(reason="eof before full echo")
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        deliberate = self.driver is not None and self.driver.deliberate
+        driver = self.driver
+        deliberate = driver is not None and (driver.deliberate or driver.lost(exc))
         if exc is not None and self.failure is None and not deliberate:
             self.failure = f"{type(exc).__name__}: {exc}"
         if self.driver is not None:
             self.driver.closed()
         self._mark_done()
 
+    def timeout_failure(self, timeout: float) -> str:
+        """Why this connection failed when the client's ``timeout`` ran out."""
+        if self.driver is not None:
+            why = self.driver.timeout_failure(timeout)
+            if why is not None:
+                return why
+        if self.parsed and self.reader is not None:
+            return (
+                f"timed out after {timeout}s: sent {self.bytes_out} B, received "
+                f"{self.received} B, {len(self.reader.outcomes)} of "
+                f"{len(self.reader.requests)} replies"
+            )
+        return (
+            f"timed out after {timeout}s: sent {self.bytes_out}/{len(self.expected)} B, "
+            f"received {self.received} B"
+        )
+
     def result(self) -> ConnectionResult:
         end = self.finished_at if self.finished_at is not None else time.monotonic()
         driver = self.driver
         problem = ""
-        if self.reader is not None and not self.client.exact:
+        if driver is not None:
+            matched = driver.matched()
+            problem = driver.problem()
+        elif self.parsed and self.reader is not None:
             problem = self.reader.first_problem() or ""
             matched = not problem
-        elif driver is None:
-            matched = self.mismatch_at is None and self.received == len(self.expected)
         else:
-            matched = driver.matched()
-        if self.reader is not None and self.client.exact and not matched and self.got is not None:
-            # Name the reply: split what came back as the exchange frames it.
-            judge = ReplyReader(self.reader.exchange, self.messages)
+            matched = self.mismatch_at is None and self.received == len(self.expected)
+        if (not problem and not matched and not self.parsed and self.reader is not None
+                and self.got is not None):
+            # Exact replies: name the reply by splitting what came back as the exchange frames.
+            judge = ReplyReader(self.reader.exchange, self.reader.requests)
             judge.feed(bytes(self.got))
             problem = judge.first_problem() or ""
         return ConnectionResult(
@@ -512,19 +588,7 @@ class MultiConnClient:
             self.loop.run_until(lambda: self._pending <= 0, max(remaining, 0.0))
             for conn in self.connections:
                 if not conn.done:
-                    conn.failure = (
-                        f"timed out after {self.timeout}s: sent {conn.bytes_out}/"
-                        f"{len(conn.expected)} B, received {conn.received} B"
-                    )
-                    if (
-                        conn.driver is not None
-                        and conn.driver.wants_eof
-                        and (conn.received == len(conn.expected))
-                    ):
-                        conn.failure = (
-                            f"timed out after {self.timeout}s: got the full echo after our "
-                            "half-close, but the server never closed the connection"
-                        )
+                    conn.failure = conn.timeout_failure(self.timeout)
                     conn.close(reason="client timeout")
             self.loop.check()
             results = ClientResults(c.result() for c in self.connections)
@@ -562,22 +626,16 @@ def _exact(exchange: Exchange) -> bool:
 
 
 def unsupported_fault(exchange: Exchange | None, fault: ClientFault) -> str | None:
-    """Why ``fault`` cannot run with ``exchange`` (None: it can)."""
+    """Why ``fault`` cannot run with ``exchange`` (None: it can).
+
+    Every client fault runs with every exchange (exact replies are compared byte for byte,
+    parsed ones judged by the exchange's reader), except Garbage with an exchange that does
+    not say what a server may answer to garbage.
+    """
     if exchange is None or isinstance(exchange, Echo):
         return None
-    if fault.name == "garbage" and "echo" not in (exchange.garbage_answers() or ()):
-        return (
-            f"Garbage replaces the requests with random bytes, so it needs a server that echoes "
-            f"them; the {exchange.name} exchange says a server may answer garbage with "
-            f"{sorted(exchange.garbage_answers() or ()) or 'nothing it knows'} (the suite's "
-            "garbage row checks that)"
-        )
-    if not _exact(exchange):
-        return (
-            f"client faults need an exchange whose replies are known bytes; the "
-            f"{exchange.name} exchange judges replies by parsing them: use it without faults, "
-            "or give it exact replies (for example Exact, Lines, RESP)"
-        )
+    if fault.name == "garbage":
+        return no_garbage_answers(exchange, "Garbage (random bytes instead of requests)")
     return None
 
 

@@ -11,7 +11,7 @@ back, in order; :class:`ReplyReader` splits the incoming stream into those repli
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -175,6 +175,29 @@ def check_bytes(value: object, name: str, *, empty: bool = False) -> bytes:
     return data
 
 
+def check_garbage_answers(
+    value: object, *, error_prefix: bytes | None = None, owner: str = "exchange"
+) -> frozenset[str]:
+    """The ``answers_garbage`` parameter of an exchange, validated: a subset of
+    :data:`GARBAGE_ANSWERS`; ``"error"`` only where the exchange can tell an error reply
+    (``error_prefix`` given), since an answer it cannot recognise would never match."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"{owner}: answers_garbage must be a set of strings such as "
+                        f"{{'close', 'error'}}, got {value!r}")
+    answers = frozenset(value)
+    if not answers <= GARBAGE_ANSWERS:
+        raise ValueError(
+            f"{owner}: answers_garbage must be a subset of {sorted(GARBAGE_ANSWERS)}, "
+            f"got {sorted(map(str, answers))}"
+        )
+    if "error" in answers and error_prefix is None:
+        raise ValueError(
+            f"{owner}: answers_garbage has 'error', but nothing tells an error reply: give "
+            "error_prefix= too (the bytes an error reply starts with, e.g. b'ERR')"
+        )
+    return answers
+
+
 class ReplyReader:
     """Splits the bytes one connection receives into replies to ``requests``, in order.
 
@@ -215,6 +238,8 @@ class ReplyReader:
             try:
                 size = self.exchange.frame(request, data, eof)
             except ValueError as exc:
+                if not data:
+                    break  # closed with nothing of this reply: missing, not unparsable
                 size, problem = len(data), f"unparsable reply: {exc}"
                 outcome = ReplyOutcome(
                     self.next_index, request, data, self.exchange.expected(request), problem

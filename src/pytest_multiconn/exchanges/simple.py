@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pytest_multiconn.exchanges.base import (
-    GARBAGE_ANSWERS,
     Exchange,
     ReplyChecker,
     ReplyFramer,
     check_bytes,
     check_count,
+    check_garbage_answers,
     check_size,
 )
 
@@ -59,7 +59,35 @@ class Echo(Exchange):
 
 
 @dataclass(frozen=True)
-class Exact(Exchange):
+class _SaysGarbageAnswers(Exchange):
+    """The two keyword-only parameters by which a user says what their server answers to
+    garbage (the ``Garbage`` fault and the suite's garbage row are refused without them).
+
+    ``answers_garbage``: a subset of :data:`GARBAGE_ANSWERS` (``{"close", "error"}`` for a
+    server that answers an error line and hangs up); ``error_prefix``: the bytes an error
+    reply starts with (``b"ERR"``, ``b"-"``), needed for ``"error"``.
+    """
+
+    answers_garbage: frozenset[str] = field(default=frozenset(), kw_only=True)
+    error_prefix: bytes | None = field(default=None, kw_only=True)
+
+    def _check_garbage(self) -> None:
+        # Called by each subclass's __post_init__ (a dataclass calls only the most derived).
+        if self.error_prefix is not None:
+            object.__setattr__(self, "error_prefix",
+                               check_bytes(self.error_prefix, "error_prefix"))
+        object.__setattr__(self, "answers_garbage", check_garbage_answers(
+            self.answers_garbage, error_prefix=self.error_prefix, owner=type(self).__name__))
+
+    def garbage_answers(self) -> frozenset[str] | None:
+        return self.answers_garbage or self.default_garbage_answers
+
+    def is_error_reply(self, reply: bytes) -> bool:
+        return self.error_prefix is not None and reply.startswith(self.error_prefix)
+
+
+@dataclass(frozen=True)
+class Exact(_SaysGarbageAnswers):
     """Send ``send``; the reply is exactly ``expect`` (framed by its length)."""
 
     name: ClassVar[str] = "exact"
@@ -70,6 +98,7 @@ class Exact(Exchange):
     def __post_init__(self) -> None:
         object.__setattr__(self, "send", check_bytes(self.send, "send"))
         object.__setattr__(self, "expect", check_bytes(self.expect, "expect"))
+        self._check_garbage()
 
     def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
         return [self.send] * check_count(count)
@@ -86,7 +115,7 @@ def _identity(line: bytes) -> bytes:
 
 
 @dataclass(frozen=True)
-class Lines(Exchange):
+class Lines(_SaysGarbageAnswers):
     """Line-delimited: each request is one line; each reply is one line.
 
     ``reply(line)`` says what the server answers to a line (delimiter stripped, added back);
@@ -124,6 +153,7 @@ class Lines(Exchange):
             raise TypeError(f"reply must be a callable bytes -> bytes, got {self.reply!r}")
         check_size(self.size)
         check_size(self.max_line, "max_line")
+        self._check_garbage()
 
     def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
         check_count(count)
@@ -148,7 +178,7 @@ class Lines(Exchange):
 
 
 @dataclass(frozen=True)
-class LengthPrefixed(Exchange):
+class LengthPrefixed(_SaysGarbageAnswers):
     """Binary frames: a ``prefix``-byte unsigned length (``byteorder``), then that many bytes.
 
     ``reply(payload)`` gives the reply payload (default: the payload itself, an echo of the
@@ -175,6 +205,7 @@ class LengthPrefixed(Exchange):
             raise TypeError(f"reply must be a callable bytes -> bytes, got {self.reply!r}")
         check_size(self.size)
         check_size(self.max_frame, "max_frame")
+        self._check_garbage()
 
     def pack(self, payload: bytes) -> bytes:
         """One frame carrying ``payload``."""
@@ -202,7 +233,7 @@ class LengthPrefixed(Exchange):
 
 
 @dataclass(frozen=True)
-class Framed(Exchange):
+class Framed(_SaysGarbageAnswers):
     """Your protocol, framed by your own rule: send ``send``; ``framer(buf, eof)`` returns how
     many bytes make one complete reply (None: not yet); the reply must equal ``expect`` or
     satisfy ``checker(request, reply)`` (None when right, else why not); with neither, any
@@ -214,8 +245,6 @@ class Framed(Exchange):
     framer: ReplyFramer
     expect: bytes | None = None
     checker: ReplyChecker | None = None
-    #: What the server may answer to garbage (see GARBAGE_ANSWERS); empty: garbage not sent.
-    answers_garbage: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "send", check_bytes(self.send, "send"))
@@ -225,12 +254,7 @@ class Framed(Exchange):
             object.__setattr__(self, "expect", check_bytes(self.expect, "expect", empty=True))
         if self.checker is not None and not callable(self.checker):
             raise TypeError(f"checker must be callable (request, reply), got {self.checker!r}")
-        answers = frozenset(self.answers_garbage)
-        if not answers <= GARBAGE_ANSWERS:
-            raise ValueError(
-                f"answers_garbage must be a subset of {sorted(GARBAGE_ANSWERS)}, got {answers!r}"
-            )
-        object.__setattr__(self, "answers_garbage", answers)
+        self._check_garbage()
 
     def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
         return [self.send] * check_count(count)
@@ -245,9 +269,6 @@ class Framed(Exchange):
 
     def expected(self, request: bytes) -> bytes | None:
         return self.expect
-
-    def garbage_answers(self) -> frozenset[str] | None:
-        return self.answers_garbage or None
 
     def check(self, request: bytes, reply: bytes) -> str | None:
         if self.checker is not None:

@@ -15,9 +15,11 @@ Everything here runs in the loop thread; timers come from ``loop`` (``call_later
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import Protocol
 
 from pytest_multiconn.core.loop import Loop
+from pytest_multiconn.exchanges.base import Exchange
 
 
 class ClientConnectionAPI(Protocol):
@@ -31,7 +33,13 @@ class ClientConnectionAPI(Protocol):
     max_send: int | None
     #: Bytes asked of each ``recv()``.
     read_size: int
-    #: The bytes this connection expects echoed (set from the payload the faults chose).
+    #: What this connection speaks (``Echo()`` when the client echoes its messages).
+    exchange: Exchange
+    #: The requests (echo: the messages) this connection sends, in order, before faults.
+    messages: Sequence[bytes]
+    #: The exact bytes this connection expects back (set from the payload the faults chose);
+    #: empty when nothing comes back, or when the exchange parses its replies instead
+    #: (HTTP, a checker): then :attr:`replies_complete` says when they are all in.
     expected: bytes
     #: Bytes read from the server so far.
     received: int
@@ -43,6 +51,12 @@ class ClientConnectionAPI(Protocol):
     @property
     def buffered(self) -> int:
         """Bytes written but not yet handed to the kernel."""
+        ...
+
+    @property
+    def replies_complete(self) -> bool:
+        """True once every reply this connection waits for has arrived (exact bytes counted,
+        parsed replies framed by the exchange); True at once when it expects none."""
         ...
 
     @property

@@ -11,9 +11,15 @@ Every random choice (chunk sizes, pauses, where a reset lands, which connection 
 garbage bytes) comes from :func:`~pytest_multiconn.faults.base.fault_rng`: the client's seed,
 the connection number and the fault's position, so one seed replays the same schedule.
 
+Every fault works with every exchange (:mod:`pytest_multiconn.exchanges`): the driver
+(:mod:`pytest_multiconn.faults.client_driver`) compares exact replies byte for byte and has
+the exchange's reader judge parsed ones; ``Garbage`` runs where the exchange says what a
+server may answer to garbage.
+
 Usage::
 
     MultiConnClient(address, 10, faults=[PartialSend(max_chunk=1), HalfClose()]).run()
+    MultiConnClient(address, 10, exchange=HTTP(), requests=4, faults=[SlowReader()]).run()
 """
 
 from __future__ import annotations
@@ -22,20 +28,18 @@ import random
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pytest_multiconn.core.seed import current_test_id
+from pytest_multiconn.exchanges.garbage import QUIET, garbage_bytes
+from pytest_multiconn.exchanges.simple import Echo
 from pytest_multiconn.faults.api import ClientConnectionAPI
 from pytest_multiconn.faults.base import Fault, Registry
 from pytest_multiconn.faults.params import choice, integer, optional, param, seconds
 
 if TYPE_CHECKING:
     from pytest_multiconn.core.loop import Timer
-
-#: Send-size records kept per connection (enough to compare schedules, bounded for big runs).
-MAX_RECORDED_SENDS = 4096
 
 #: Node ids of pytest tests that ran faulty connections (their failure reports show the seed).
 FAULTY_TESTS: set[str] = set()
@@ -54,10 +58,13 @@ class FaultSession:
 
     #: Keep the connection open after its exchange (until the client is closed).
     lingers = False
-    #: Whether this connection reads the echo (False: completion comes from the fault).
+    #: Whether this connection reads its replies (False: completion comes from the fault).
     reads = True
     #: Complete the exchange only after the server's EOF follows the full echo.
     wants_eof = False
+    #: The payload is garbage: the server's answer is judged by the exchange's
+    #: ``garbage_answers()`` instead of as replies (unless the server echoes garbage).
+    sends_garbage = False
 
     def __init__(self, fault: ClientFault, conn: ClientConnectionAPI, rng: random.Random) -> None:
         self.fault = fault
@@ -78,7 +85,8 @@ class FaultSession:
         return data
 
     def start_sending(self, data: bytes) -> bool:
-        """Return True to take over writing ``data`` (the driver then writes nothing)."""
+        """Return True to take over writing (the driver then writes nothing); ``data`` is the
+        connection's requests, joined, as the exchange makes them."""
         return False
 
     def payload_written(self) -> None:
@@ -225,7 +233,7 @@ class _SlowReaderSession(FaultSession):
 @CLIENT_FAULTS.register
 @dataclass(frozen=True, repr=False)
 class SlowReader(ClientFault):
-    """Reads the echo at ``bytes_per_second`` at most (after ``delay`` s of not reading) with a
+    """Reads the replies at ``bytes_per_second`` at most (after ``delay`` s of not reading) with a
     small receive buffer, so the server's send buffer fills and its backpressure is exercised."""
 
     name = "slow_reader"
@@ -265,8 +273,18 @@ class _NeverReadSession(FaultSession):
     def start_sending(self, data: bytes) -> bool:
         self.remaining = self.fault.size
         self.started = time.monotonic()
-        self.block = self.rng.randbytes(min(STREAM_BLOCK, self.fault.size))
-        self.conn.fault_note(f"streaming {self.fault.size} B without reading")
+        if isinstance(self.conn.exchange, Echo) or not data:
+            self.block = self.rng.randbytes(min(STREAM_BLOCK, self.fault.size))
+            self.conn.fault_note(f"streaming {self.fault.size} B without reading")
+        else:
+            # Another protocol: pipeline its requests again and again (random bytes would be
+            # garbage, answered by a close), in whole requests, so every write is well formed.
+            self.block = data * max(1, STREAM_BLOCK // len(data))
+            self.remaining = -(-self.fault.size // len(data)) * len(data)
+            self.conn.fault_note(
+                f"pipelining {self.remaining // len(data)} rounds of "
+                f"{len(self.conn.messages)} requests ({self.remaining} B) without reading"
+            )
         self._pump()
         self._arm_stall_check()
         return True
@@ -323,7 +341,10 @@ class _NeverReadSession(FaultSession):
 @dataclass(frozen=True, repr=False)
 class NeverRead(ClientFault):
     """Streams up to ``size`` bytes and never reads; done when sends stall for ``stall`` s
-    (the server pushed back), all was sent, or ``duration`` s passed; then it stays open."""
+    (the server pushed back), all was sent, or ``duration`` s passed; then it stays open.
+
+    With echo it streams random bytes; with another exchange it pipelines the connection's
+    requests again and again (whole requests, about ``size`` bytes of them)."""
 
     name = "never_read"
     session_class = _NeverReadSession
@@ -378,22 +399,24 @@ class _HalfCloseSession(FaultSession):
 
     def payload_written(self) -> None:
         # write_eof() waits for pending (or held) output to flush, then shuts down.  Over TLS
-        # (half_close_safe False) it waits for the full echo: see tls/stream.py's essay.
-        if self.conn.half_close_safe or not self.conn.expected:
+        # (half_close_safe False) it waits for every reply: see tls/stream.py's essay.
+        if self.conn.half_close_safe or self.conn.replies_complete:
             self.conn.write_eof()
 
     def received(self, data: bytes) -> None:
         conn = self.conn
-        if not conn.half_close_safe and conn.received >= len(conn.expected):
+        if not conn.half_close_safe and conn.replies_complete:
             conn.write_eof()
 
 
 @CLIENT_FAULTS.register
 @dataclass(frozen=True, repr=False)
 class HalfClose(ClientFault):
-    """``shutdown(SHUT_WR)`` after sending, then expects the full echo and then EOF.
+    """``shutdown(SHUT_WR)`` after sending, then expects every reply (the full echo) and then
+    EOF: the server answers what it has, then closes.  With a parsed exchange (HTTP...) the
+    exchange's reader judges the replies at EOF.
 
-    Bytes the server drops at our EOF, or a server that never closes, fail the connection.
+    Replies the server drops at our EOF, or a server that never closes, fail the connection.
     """
 
     name = "half_close"
@@ -452,22 +475,35 @@ class ClientReset(ClientFault):
 
 class _GarbageSession(FaultSession):
     fault: Garbage
+    sends_garbage = True
 
     def payload(self, data: bytes | None) -> bytes | None:
-        return self.rng.randbytes(self.fault.size)
+        answers = self.conn.exchange.garbage_answers() or frozenset()
+        if "echo" in answers:
+            return self.rng.randbytes(self.fault.size)
+        return garbage_bytes(self.rng, self.fault.size)
 
 
 @CLIENT_FAULTS.register
 @dataclass(frozen=True, repr=False)
 class Garbage(ClientFault):
-    """Replaces the messages with ``size`` random binary bytes (every byte value, NULs and
-    newlines included), expecting them echoed exactly."""
+    """Replaces the requests with ``size`` random binary bytes (every byte value, NULs and
+    newlines included).
+
+    Where the exchange's server echoes garbage (Echo) it expects them echoed exactly;
+    otherwise the first thing the server does is judged by the exchange's
+    ``garbage_answers()`` (close, an error reply, or nothing for ``quiet`` s; see
+    :mod:`pytest_multiconn.exchanges.garbage`).  An exchange that does not say is refused.
+    """
 
     name = "garbage"
     session_class = _GarbageSession
     quick: ClassVar[Mapping[str, Any]] = {"size": 16 * 1024}
 
     size: int = param(64 * 1024, integer(1))
+    _: KW_ONLY
+    #: Seconds of silence that count as the answer "nothing" (where the exchange allows it).
+    quiet: float = param(QUIET, seconds(minimum=0.001))
 
 
 # --- connection-level faults ---------------------------------------------------------------
@@ -543,202 +579,3 @@ def check_faults(faults: Iterable[object]) -> list[ClientFault]:
             )
         out.append(fault)
     return out
-
-
-def _is_closed(conn: _DriverConnection) -> bool:
-    return conn.closed
-
-
-class _DriverClient(Protocol):
-    @property
-    def on_event(self) -> Callable[[str, int, bytes | None], None] | None: ...
-
-
-class _DriverConnection(ClientConnectionAPI, Protocol):
-    """What the driver needs of the client connection it runs (more than a fault may ask)."""
-
-    @property
-    def client(self) -> _DriverClient: ...
-
-    conn_id: int
-    label: str
-    messages: Sequence[bytes]
-    done: bool
-    failure: str | None
-    mismatch_at: int | None
-
-    def close(self, exc: BaseException | None = None, reason: str = "") -> None: ...
-
-    def reset(self) -> None: ...
-
-    def linger(self) -> None: ...
-
-    def _complete(self) -> None: ...
-
-    def expected_for(self, payload: bytes) -> bytes: ...
-
-
-# --- the per-connection driver --------------------------------------------------------------
-
-
-class FaultDriver:
-    """Runs the fault sessions of one client connection and decides when its exchange is done.
-
-    The connection calls :meth:`after_send` from its ``Connection.after_send`` hook, which
-    runs for plaintext above any layer, so the faults see the same sends in plaintext and over
-    TLS; connections without faults pay nothing.
-    """
-
-    def __init__(self, conn: _DriverConnection, sessions: list[FaultSession]) -> None:
-        self.conn = conn
-        self.sessions = sessions
-        self.lingers = any(s.lingers for s in sessions)
-        self.reads = all(s.reads for s in sessions)
-        self.wants_eof = any(s.wants_eof for s in sessions)
-        self.written = False
-        self.all_sent_fired = False
-        self.send_sizes: list[int] = []
-        self.deliberate = ""
-        self.peer_closed = False
-        self._check_queued = False
-        test = current_test_id()
-        if test is not None:
-            FAULTY_TESTS.add(test)
-
-    def __repr__(self) -> str:
-        return f"<FaultDriver {self.conn.label} {describe([s.fault for s in self.sessions])}>"
-
-    @property
-    def names(self) -> str:
-        return "+".join(s.fault.name for s in self.sessions)
-
-    def prepare(self) -> None:
-        for s in self.sessions:
-            s.prepare()
-
-    def after_send(self, sent: int) -> None:
-        """``sent`` plaintext bytes left in one send (the connection's ``after_send`` hook)."""
-        if len(self.send_sizes) < MAX_RECORDED_SENDS:
-            self.send_sizes.append(sent)
-        for s in self.sessions:
-            s.after_send(sent)
-        if self.written and not self.all_sent_fired and not self._check_queued:
-            # Not from inside the send: the caller still updates the buffer after we return.
-            self._check_queued = True
-            self.conn.loop.call_soon(self._check_all_sent)
-
-    def _check_all_sent(self) -> None:
-        self._check_queued = False
-        conn = self.conn
-        if self.all_sent_fired or conn.closed or conn.buffered:
-            return
-        self.all_sent_fired = True
-        for s in self.sessions:
-            s.all_sent()
-            if _is_closed(conn):  # a hook may have closed it (mypy cannot see that)
-                return
-
-    def connection_made(self) -> None:
-        conn = self.conn
-        for s in self.sessions:
-            s.connected()
-            if conn.closed:
-                return
-        payload: bytes | None = b"".join(conn.messages)
-        for s in self.sessions:
-            payload = s.payload(payload)
-        # What comes back for the payload: the payload itself for echo, the exchange's replies.
-        conn.expected = conn.expected_for(payload or b"")
-        taken = False
-        for s in self.sessions:
-            if s.start_sending(conn.expected):
-                taken = True
-                break
-            if conn.closed:
-                return
-        if not taken and payload:
-            observer = conn.client.on_event
-            if observer is not None:
-                observer("send", conn.conn_id, payload)
-            conn.write(payload)
-        for s in self.sessions:
-            s.payload_written()
-        self.written = True
-        if not conn.closed and not conn.buffered:
-            conn.loop.call_soon(self._check_all_sent)
-        if not taken and not conn.expected and not self.wants_eof and not conn.closed:
-            self.exchange_done()
-
-    def received(self, data: bytes) -> None:
-        if self.conn.done:
-            # A lingering connection should hear nothing more: note it (a server bug or a push).
-            self.conn.fault_note(f"received {len(data)} B after the exchange")
-        for s in self.sessions:
-            s.received(data)
-
-    def echo_complete(self) -> None:
-        """The full echo arrived."""
-        if not self.wants_eof:
-            self.exchange_done()
-
-    def on_eof(self) -> None:
-        conn = self.conn
-        self.peer_closed = True
-        if conn.done:
-            conn.fault_note("closed by the server while lingering")
-            conn.close(reason="closed by server")
-            return
-        if self.wants_eof and conn.received == len(conn.expected):
-            conn.close(reason="full echo, then EOF")
-            return
-        if self.wants_eof:
-            lost = len(conn.expected) - conn.received
-            conn.failure = (
-                f"bytes lost on half-close: the server closed after echoing {conn.received} of "
-                f"{len(conn.expected)} bytes ({lost} lost)"
-            )
-        elif not self.reads:
-            conn.failure = f"server closed the connection after receiving {conn.bytes_out} B"
-        else:
-            conn.failure = (
-                f"server closed the connection after echoing {conn.received} of "
-                f"{len(conn.expected)} bytes"
-            )
-        conn.close(reason="eof before the exchange ended")
-
-    def exchange_done(self) -> None:
-        conn = self.conn
-        if conn.done:
-            return
-        if self.lingers:
-            conn.linger()
-        else:
-            conn._complete()
-
-    def end(self, note: str, *, reset: bool) -> None:
-        self.deliberate = note
-        self.conn.fault_note(note)
-        if reset:
-            self.conn.reset()
-        else:
-            self.conn.close(reason=note)
-
-    def writing_paused(self) -> None:
-        for s in self.sessions:
-            s.writing_paused()
-
-    def writing_resumed(self) -> None:
-        for s in self.sessions:
-            s.writing_resumed()
-
-    def closed(self) -> None:
-        for s in self.sessions:
-            s.closed()
-
-    def matched(self) -> bool:
-        conn = self.conn
-        if conn.mismatch_at is not None:
-            return False
-        if self.deliberate or not self.reads:
-            return True
-        return conn.received == len(conn.expected)

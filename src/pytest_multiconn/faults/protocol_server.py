@@ -44,28 +44,14 @@ class FaultyProtocolConnection(FaultyEchoConnection):
         if not self.closed:
             self.handler.connection_made(self.transport)
 
-    def data_received(self, data: bytes) -> None:
-        if self._observer is not None:
-            self._observer("data", self, data)
-        staller = next((f for f in self._faults if f.stalls), None)
-        if staller is not None:
-            self.record(staller.fault, "drop", len(data))
-        else:
-            self.handler.data_received(data)
-        if self.server._waiters:
-            self.server._notify()
+    def _handle(self, data: bytes) -> None:
+        self.handler.data_received(data)
 
     def emit(self, data: bytes) -> None:
         """Write one reply through the faults: delayed if a fault delays, else at once."""
         if self.closed or not data:
             return
-        delay = 0.0
-        for active in self._faults:
-            delay += active.echo_delay()
-        if delay <= 0.0 and not self._pending:
-            self.write(data)
-        else:
-            self._defer(data, delay)
+        self._reply(data)
 
     def on_eof(self) -> None:
         if self.stalled or any(isinstance(f, _Cut) and f.cutting for f in self._faults):

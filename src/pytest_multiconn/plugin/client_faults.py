@@ -85,7 +85,8 @@ def multiconn_fault(request: pytest.FixtureRequest) -> ClientFault:
     NeverClose, Silent, HalfClose, ClientReset, Garbage, Burst, ConnectClose); the test ids
     are the fault names, so -k half_close picks one.  With
     @pytest.mark.multiconn_exchange(ex) only the faults that exchange supports run (the
-    others are deselected).
+    others are deselected): every fault runs with every exchange, except Garbage with an
+    exchange that does not say what a server may answer to garbage (Lines, say).
     Function scope; yields a pytest_multiconn.faults.ClientFault to pass as
     faults=[multiconn_fault]; no teardown (the clients that use it clean up).
     """
@@ -95,7 +96,7 @@ def multiconn_fault(request: pytest.FixtureRequest) -> ClientFault:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # ``@pytest.mark.multiconn_exchange(Lines())``: multiconn_fault runs only the faults that
-    # exchange supports (Garbage needs a server that echoes garbage, say).
+    # exchange supports (Garbage needs an exchange that says what a server answers to it).
     from pytest_multiconn.client.multiconn import unsupported_fault
 
     kept, dropped = [], []
