@@ -13,7 +13,7 @@ from typing import Any
 
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.faults.server import FaultyEchoConnection, FaultyEchoServer, _Cut
-from pytest_multiconn.servers.protocol import Handler, HandlerFactory, Transport
+from pytest_multiconn.servers.protocol import HandlerFactory, Transport
 
 
 class _FaultTransport(Transport):
@@ -34,8 +34,9 @@ class FaultyProtocolConnection(FaultyEchoConnection):
 
     def __init__(self, server: FaultyServer, sock: socket.socket, addr: Any, number: int
                  ) -> None:
+        # The handler comes from ProtocolConnection (``server.protocol_factory()``, once);
+        # its writes go through the faults.
         super().__init__(server, sock, addr, number)
-        self.handler: Handler = server.protocol_factory()
         self.transport = _FaultTransport(self)
 
     def connection_made(self) -> None:
@@ -58,13 +59,6 @@ class FaultyProtocolConnection(FaultyEchoConnection):
         if self.handler.eof_received():
             return  # the handler keeps the connection half-open
         super().on_eof()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        try:
-            self.handler.connection_lost(exc if isinstance(exc, Exception) or exc is None
-                                         else None)
-        finally:
-            super().connection_lost(exc)
 
 
 class FaultyServer(FaultyEchoServer):
