@@ -230,33 +230,8 @@ def test_long_running_commands_stop_on_a_signal_even_with_sigint_ignored(
     assert proc.returncode == 0, err
     if command == "proxy":
         assert "proxied 0 connections" in out
-
-
-def test_server_stops_on_sigint_even_when_started_with_sigint_ignored() -> None:
-    # What a background job of a shell script (`multiconn server ... &`) inherits.
-    import signal
-    import subprocess
-    import sys
-
-    code = (
-        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-        "os.execv(sys.executable, [sys.executable, '-u', '-m', 'pytest_multiconn', "
-        "'server', '127.0.0.1', '0'])"
-    )
-    with subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().startswith("Listening on")
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=20)
-    assert proc.returncode == 0, err
-    assert "Caught keyboard interrupt, exiting" in out
+    if command == "server" and signame == "SIGINT":
+        assert "Caught keyboard interrupt, exiting" in out  # the tutorial's line
 
 
 @pytest.mark.parametrize(

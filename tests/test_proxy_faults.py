@@ -24,7 +24,12 @@ from pytest_multiconn.proxy import (
 from pytest_multiconn.proxy.toxics import Stage
 
 # Generous upper bounds: a loaded 2-core CI machine may be slow, never early.
-SLACK = 1.0
+# Timers never fire early, so lower bounds on elapsed time are exact; upper bounds are timing
+# luck on a loaded machine (a 64-byte round trip took 1.5 s under load 12), so the tests have
+# none, except where "not delayed" is the point: there the delay it is contrasted with is
+# long (LONG_MS), and the bound (SLACK) far below it.
+LONG_MS = 60_000
+SLACK = 20.0
 
 
 def _rtt(client: socket.socket, payload: bytes = b"p" * 64) -> float:
@@ -39,7 +44,7 @@ def test_latency_delays_one_direction(multiconn_server, multiconn_proxy):
     proxy.add(Latency(ms=80), direction="downstream")
     with connect(proxy.address) as client:
         rtt = _rtt(client)
-    assert 0.08 <= rtt < 0.08 + SLACK
+    assert rtt >= 0.08
     transcript = proxy.recently_closed() or proxy.connections()
     assert "latency_downstream[down]: delayed" in transcript[-1].transcript
 
@@ -48,7 +53,7 @@ def test_latency_both_directions_adds_twice(multiconn_server, multiconn_proxy):
     proxy = multiconn_proxy(multiconn_server)
     proxy.add(Latency(ms=40), direction="both")
     with connect(proxy.address) as client:
-        assert 0.08 <= _rtt(client) < 0.08 + SLACK
+        assert _rtt(client) >= 0.08
 
 
 def test_latency_jitter_is_bounded_and_seeded(multiconn_server, multiconn_proxy):
@@ -56,26 +61,28 @@ def test_latency_jitter_is_bounded_and_seeded(multiconn_server, multiconn_proxy)
     proxy.add(Latency(ms=30, jitter=20))
     with connect(proxy.address) as client:
         samples = [_rtt(client) for _ in range(10)]
-    assert all(0.01 <= s < 0.05 + SLACK for s in samples)
+    assert all(s >= 0.01 for s in samples)
     assert max(samples) - min(samples) > 0.005  # jitter varies the delay
 
 
 def test_add_update_remove_while_connected(multiconn_server, multiconn_proxy):
     proxy = multiconn_proxy(multiconn_server)
     with connect(proxy.address) as client:
-        assert _rtt(client) < 0.05
+        _rtt(client)
         name = proxy.add(Latency(ms=100))
-        assert 0.1 <= _rtt(client) < 0.1 + SLACK
-        proxy.update(name, ms=30)
-        assert 0.03 <= _rtt(client) < 0.03 + SLACK
-        # Bytes held by a fault being removed are passed on at once.
-        proxy.update(name, ms=5000)
+        assert _rtt(client) >= 0.1
+        # An update applies to the live connection (upward, so a lower bound shows it).
+        proxy.update(name, ms=300)
+        assert _rtt(client) >= 0.3
+        # Bytes held by a fault being removed are passed on at once, not after LONG_MS.
+        proxy.update(name, ms=LONG_MS)
         client.sendall(b"q" * 10)
         proxy.remove(name)
         start = time.monotonic()
+        client.settimeout(SLACK)
         assert recv_exactly(client, 10) == b"q" * 10
         assert time.monotonic() - start < SLACK
-        assert _rtt(client) < 0.05 + SLACK
+        _rtt(client)
     with pytest.raises(KeyError, match="no fault named"):
         proxy.remove(name)
     proxy.add(Latency(ms=1), name="x")
@@ -93,7 +100,7 @@ def test_bandwidth_limits_the_rate(multiconn_server, multiconn_proxy):
         assert recv_exactly(client, len(data)) == data
         elapsed = time.monotonic() - start
     # 100 kB at 200 kB/s: 0.5 s (one 10 ms slice of burst allowed).
-    assert 0.45 <= elapsed < 0.5 + SLACK * 2
+    assert elapsed >= 0.45
 
 
 def test_bandwidth_rate_is_kilobytes_per_second():
@@ -121,7 +128,7 @@ def test_slicer_splits_and_spaces_the_pieces(multiconn_proxy):
             elapsed = time.monotonic() - start
     assert got == bytes(range(100))
     # Ten pieces 30 ms apart: the last one comes at least 9 gaps after the first one.
-    assert 0.27 - 0.03 <= elapsed < 0.27 + SLACK
+    assert elapsed >= 0.27 - 0.03
     assert len(pieces) >= 5  # the receiver sees the stream in several reads
     assert all(len(p) % 10 == 0 for p in pieces)
 
@@ -248,7 +255,7 @@ def test_timeout_closes_after_ms(multiconn_proxy):
             assert client.recv(100) == b""
             elapsed = time.monotonic() - start
             assert server.recv(10) == b""
-    assert 0.19 <= elapsed < 0.2 + SLACK
+    assert elapsed >= 0.19
 
 
 def test_reset_peer_resets_both_ends_after_timeout(multiconn_proxy):
@@ -265,7 +272,7 @@ def test_reset_peer_resets_both_ends_after_timeout(multiconn_proxy):
             elapsed = time.monotonic() - start
             with pytest.raises(ConnectionResetError):
                 recv_until_eof(server)
-    assert 0.14 <= elapsed < 0.15 + SLACK
+    assert elapsed >= 0.14
 
 
 def test_slow_close_delays_eof_not_data(multiconn_proxy):
@@ -278,18 +285,37 @@ def test_slow_close_delays_eof_not_data(multiconn_proxy):
             server.sendall(b"bye")
             server.shutdown(socket.SHUT_WR)
             assert recv_exactly(client, 3) == b"bye"
-            data_at = time.monotonic() - start
             assert client.recv(10) == b""
             eof_at = time.monotonic() - start
-    assert data_at < 0.2
-    assert 0.24 <= eof_at < 0.25 + SLACK
+    assert eof_at >= 0.24
+
+
+def test_slow_close_holds_the_eof_but_not_the_data(multiconn_proxy):
+    # Contrasted with a LONG_MS hold, so no bound depends on the machine's speed: the data
+    # arrives (within SLACK), the EOF does not (it is 60 s away), and removing the toxic
+    # lets the EOF through.
+    with raw_target() as target:
+        proxy = multiconn_proxy(target.address)
+        name = proxy.add(SlowClose(delay_ms=LONG_MS), direction="downstream")
+        with connect(proxy.address) as client:
+            client.settimeout(SLACK)
+            server = target.accept()
+            server.sendall(b"bye")
+            server.shutdown(socket.SHUT_WR)
+            assert recv_exactly(client, 3) == b"bye"
+            client.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                client.recv(10)
+            client.settimeout(SLACK)
+            proxy.remove(name)
+            assert client.recv(10) == b""
 
 
 def test_down_refuses_and_cuts_then_up_recovers(multiconn_server, multiconn_proxy):
     proxy = multiconn_proxy(multiconn_server)
     address = proxy.address
     with connect(address) as client:
-        assert _rtt(client) < SLACK
+        _rtt(client)
         proxy.down()
         assert proxy.is_down
         assert recv_until_eof(client) == b""
@@ -297,7 +323,7 @@ def test_down_refuses_and_cuts_then_up_recovers(multiconn_server, multiconn_prox
         socket.create_connection(address, timeout=TIMEOUT).close()
     proxy.up()
     with connect(address) as client:
-        assert _rtt(client) < SLACK
+        _rtt(client)
     proxy.down(reset=True)
     proxy.up()
 
@@ -323,9 +349,11 @@ def test_probability_is_drawn_per_connection_from_the_seed(multiconn_server, mul
 
 def test_probability_zero_never_applies(multiconn_server, multiconn_proxy):
     proxy = multiconn_proxy(multiconn_server)
-    proxy.add(Latency(ms=300), probability=0.0)
+    proxy.add(Latency(ms=LONG_MS), probability=0.0)
     with connect(proxy.address) as client:
-        assert _rtt(client) < 0.25
+        client.settimeout(SLACK)  # a delayed echo would time out here
+        _rtt(client)
+        assert "not applied" in proxy.wait_for_connection().transcript
 
 
 def test_bad_fault_arguments_say_what_to_do(multiconn_server, multiconn_proxy):

@@ -101,7 +101,6 @@ def test_delay_echo_arrives_no_sooner_than_the_delay(faulty: Factory, sockets) -
     elapsed = time.monotonic() - t0
     assert data == b"hello"
     assert elapsed >= 0.2, f"echo came back after {elapsed:.3f}s, before the 0.2s delay"
-    assert elapsed < 3.0
 
 
 def test_delay_with_jitter_never_reorders(faulty: Factory, sockets) -> None:

@@ -583,17 +583,17 @@ class Connection:
         if self.closed or self._eof_sent:
             return
         self._out.clear()
-        self._eof_pending = False
-        self._eof_sent = True
-        if self.layer is not None:
-            self.layer.before_shutdown()
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            return  # the peer is gone already; the caller closes anyway
-        self.transcript.record("eof-out")
+        self._send_eof()  # an error: the peer is gone already; the caller closes anyway
 
     def _shutdown_write(self) -> None:
+        exc = self._send_eof()
+        if exc is not None:
+            self._peer_failed(exc)
+        elif self._eof_received:
+            self.close(reason="both sides closed")
+
+    def _send_eof(self) -> OSError | None:
+        """Shut down our write side (a layer's end of stream first); the error if it failed."""
         self._eof_pending = False
         self._eof_sent = True
         if self.layer is not None:
@@ -601,11 +601,9 @@ class Connection:
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
-            self._peer_failed(exc)
-            return
+            return exc
         self.transcript.record("eof-out")
-        if self._eof_received:
-            self.close(reason="both sides closed")
+        return None
 
     def finish(self) -> None:
         """Close gracefully: flush pending output first, then close."""

@@ -23,9 +23,9 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from types import TracebackType
 from typing import IO
 
+from pytest_multiconn.core.lifecycle import StartStop
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.registry import THREAD_PREFIX
 from pytest_multiconn.errors import ServerProcessError
@@ -37,7 +37,7 @@ _LISTENING = re.compile(r"^Listening on \('(?P<host>[^']+)', (?P<port>\d+)\)")
 _CLEAN_EXITS = frozenset({0, 130, -signal.SIGINT, -signal.SIGTERM})
 
 
-class ServerProcess:
+class ServerProcess(StartStop):
     """``python -m pytest_multiconn server HOST 0`` in a child process.
 
     ``start()`` returns once the child listens; ``address``, ``host``, ``port`` and ``pid``
@@ -200,18 +200,6 @@ class ServerProcess:
                 f"{self.output() or '(none)'}"
             )
 
-    def __enter__(self) -> ServerProcess:
-        if self._proc is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc_type is None:
-            self.check()
+    def _needs_start(self) -> bool:
+        return self._proc is None
 

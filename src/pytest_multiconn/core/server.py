@@ -12,7 +12,6 @@ import contextlib
 import errno
 import os
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -30,10 +29,11 @@ from pytest_multiconn.core.connection import (
     validate_water_marks,
 )
 from pytest_multiconn.core.layer import LayerFactory
+from pytest_multiconn.core.lifecycle import LoopService
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, EVENT_READ, Loop, LoopErrorRecord, Timer
-from pytest_multiconn.core.registry import thread_tag, track_server, untrack_server
+from pytest_multiconn.core.registry import track_server, untrack_server
 from pytest_multiconn.core.shared import SharedLoop, raise_recorded
-from pytest_multiconn.errors import LoopThreadError, WaitTimeout
+from pytest_multiconn.errors import LoopThreadError
 
 S = TypeVar("S", bound="ServerBase")
 
@@ -215,15 +215,17 @@ class Listener:
         self.sock.close()
 
 
-class ServerBase:
-    """A listening socket on its own selector loop thread; subclasses make the connections."""
+class ServerBase(LoopService[Any]):
+    """A listening socket on its own selector loop thread; subclasses make the connections.
 
-    kind = "server"
+    Its ``timeout`` bounds a ``wait_for*()`` called without ``timeout=`` (the pytest
+    fixtures set it to ``--multiconn-timeout`` on the servers they make; FaultProxy sets its
+    own before ``__init__``).
+    """
 
-    #: The bound in seconds on a ``wait_for*()`` called without ``timeout=`` (the pytest
-    #: fixtures set it to ``--multiconn-timeout`` on the servers they make).  A class
-    #: attribute, so a subclass that sets its own before ``__init__`` (FaultProxy) keeps it.
-    timeout: float = DEFAULT_TIMEOUT
+    # (host, port) or a Unix socket's path once bound; None before (typed loosely, as it
+    # always was, for the subclasses that index it).
+    _address: Any
 
     def __init__(
         self,
@@ -270,19 +272,16 @@ class ServerBase:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.transcript_limit = transcript_limit
-        self._name = name
+        super().__init__(name)
         self.on_event = on_event
         #: Puts a layer (TLS) under each accepted connection; None: plaintext.
         self.layer_factory = layer
-        self._loop: Loop | None = None  # made by start(): it owns a socketpair
         #: The shared loop thread this server runs on (``loop=``), or None: a thread of its own.
         self.shared_loop = loop
-        # On a shared loop: this server's name, and the errors of its own handlers (the
-        # loop's ``errors`` are then those of no server in particular).
-        self._run_name: str | None = None
+        # On a shared loop: the errors of this server's own handlers (the loop's ``errors``
+        # are then those of no server in particular).
         self._errors: list[LoopErrorRecord] = []
         self._listener: Listener | None = None
-        self._address: Any = None
         self._conns: dict[int, Connection] = {}
         # The connections themselves, formatted only when asked for: closing must stay cheap.
         self._recent_closed: deque[Connection] = deque(maxlen=16)
@@ -295,35 +294,8 @@ class ServerBase:
         self._idle_closed = 0
         self._accept_errors = 0
         self._last_accept_error: OSError | None = None
-        self._cond = threading.Condition()
-        self._waiters = 0
-        self._changes = 0  # bumped by _notify while someone waits
-        self._started = False
-        self._stopped = False
 
-    # -- naming and addresses ----------------------------------------------------------------
-    @property
-    def loop(self) -> Loop:
-        """The loop this server runs on (it exists once ``start()`` was called)."""
-        if self._loop is None:
-            raise RuntimeError(f"{type(self).__name__} is not started; call start() or use `with`")
-        return self._loop
-
-    @property
-    def name(self) -> str:
-        if self._run_name is not None:
-            return self._run_name
-        if self._loop is not None:
-            return self._loop.name
-        return self._name or f"multiconn-{self.kind}"
-
-    @property
-    def address(self) -> Any:
-        """The bound address: ``(host, port)`` for TCP (IPv4 or IPv6), a path for a Unix socket."""
-        if self._address is None:
-            raise RuntimeError(f"{type(self).__name__} is not started; call start() or use `with`")
-        return self._address
-
+    # -- addresses ---------------------------------------------------------------------------
     @property
     def host(self) -> str:
         addr = self.address
@@ -364,8 +336,7 @@ class ServerBase:
     # -- life cycle --------------------------------------------------------------------------
     def start(self: S, timeout: float = DEFAULT_TIMEOUT) -> S:
         """Bind, then start the loop thread; returns once the server accepts connections."""
-        if self._started:
-            raise RuntimeError(f"{self!r} was already started; create a new server")
+        self._refuse_restart()
         sock = bind_listener(
             self._host,
             self._port,
@@ -377,23 +348,15 @@ class ServerBase:
         name = sock.getsockname()
         # IPv6 adds flow info and scope id; (host, port) is what create_connection() takes.
         self._address = name if isinstance(name, str) else tuple(name[:2])
-        # Inside a test the thread name carries the xdist worker and the test
-        # ("multiconn-echo[gw0:test_x]-127.0.0.1:41234"), so a stray thread names its owner.
-        name = self._name or f"multiconn-{self.kind}{thread_tag()}-{self._format_address()}"
+        name = self._thread_name()
         if self.shared_loop is not None:
             return self._start_shared(self.shared_loop, sock, name, timeout)
-        self._loop = Loop(name)
-        self.loop.on_error = lambda record: self._notify()
+        self._loop = loop = Loop(name)
+        loop.on_error = lambda record: self._notify()
         self._listener = Listener(self, sock)
         self._listener.resume()
-        self._loop.add_closer(self._close_everything)
-        track_server(self)
-        try:
-            self.loop.start(timeout)
-        except BaseException:
-            self.loop.stop(timeout)
-            untrack_server(self)
-            raise
+        loop.add_closer(self._close_everything)
+        self._start_loop(loop, timeout)
         return self
 
     def _start_shared(
@@ -469,21 +432,6 @@ class ServerBase:
         if self._loop is not None and self.shared_loop is None:
             self._loop.check()
 
-    def __enter__(self: S) -> S:
-        if not self._started:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc_type is None:
-            self.check()
-
     def _close_everything(self) -> None:
         # Closes what the selector may not hold right now: a listener paused by
         # max_connections or EMFILE, connections paused with nothing to write.
@@ -539,16 +487,6 @@ class ServerBase:
         if listener is not None and not listener.registered and not self.loop._stop_requested:
             listener.resume()  # a descriptor or a connection slot just came free
         self._notify()
-
-    def _notify(self) -> None:
-        # Cheap when nobody waits: one attribute read.  A waiter increments _waiters before
-        # it reads _changes and takes its snapshot, so a change made before we read zero here
-        # is in that snapshot (the GIL orders both), and a later one bumps _changes under the
-        # condition, where the waiter checks it before it sleeps.
-        if self._waiters:
-            with self._cond:
-                self._changes += 1
-                self._cond.notify_all()
 
     # -- observing from the test thread ---------------------------------------------------------
     def stats(self) -> ServerStats:
@@ -611,38 +549,19 @@ class ServerBase:
         # name, before it gets here.
         timeout = self.timeout if timeout is None else timeout
         check_seconds(timeout, "timeout", allow_zero=True)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self._waiters += 1
-        try:
-            while True:
-                seen = self._changes
-                # Taken in the loop thread (stats()), never under the condition: the loop
-                # thread takes the condition to notify.  A snapshot from the loop thread
-                # never shows "echoed" before the count of what was sent has caught up.
-                stats = self.stats()
-                # The loop records a handler's error before it closes the connection, so
-                # errors read *after* the stats include every error behind them: a failed
-                # connection that counts as closed raises here, which is what the test
-                # needs to see.
-                if self._error_count():
-                    self.check()
-                if predicate(stats):
-                    return stats
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                with self._cond:
-                    if self._changes == seen:
-                        self._cond.wait(remaining)
-        finally:
-            with self._cond:
-                self._waiters -= 1
-        live = "\n".join(f"  {c}" for c in self.connections()[:10]) or "  (none)"
-        raise WaitTimeout(
-            f"{self!r}: timed out after {timeout}s waiting for {what}\n"
-            f"stats: {stats}\nlive connections:\n{live}"
+        # The stats come from the loop thread (stats()), whose snapshot never shows "echoed"
+        # before the count of what was sent has caught up.  The loop records a handler's
+        # error before it closes the connection, so errors read *after* the stats include
+        # every error behind them: a failed connection that counts as closed raises in the
+        # check, which is what the test needs to see.
+        return self._wait_until(
+            self.stats, predicate, timeout, what,
+            check=self._check_if_errors, describe=self._describe_wait,
         )
+
+    def _describe_wait(self, stats: ServerStats) -> str:
+        live = "\n".join(f"  {c}" for c in self.connections()[:10]) or "  (none)"
+        return f"stats: {stats}\nlive connections:\n{live}"
 
     def wait_for_connections(self, n: int, timeout: float | None = None) -> ServerStats:
         """Wait until at least ``n`` connections are open at once."""

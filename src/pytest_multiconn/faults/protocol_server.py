@@ -13,7 +13,7 @@ from typing import Any
 
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.faults.server import FaultyEchoConnection, FaultyEchoServer, _Cut
-from pytest_multiconn.servers.protocol import Handler, HandlerFactory, Transport
+from pytest_multiconn.servers.protocol import HandlerFactory, Transport
 
 
 class _FaultTransport(Transport):
@@ -34,8 +34,9 @@ class FaultyProtocolConnection(FaultyEchoConnection):
 
     def __init__(self, server: FaultyServer, sock: socket.socket, addr: Any, number: int
                  ) -> None:
+        # The handler comes from ProtocolConnection (``server.protocol_factory()``, once);
+        # its writes go through the faults.
         super().__init__(server, sock, addr, number)
-        self.handler: Handler = server.protocol_factory()
         self.transport = _FaultTransport(self)
 
     def connection_made(self) -> None:
@@ -43,28 +44,14 @@ class FaultyProtocolConnection(FaultyEchoConnection):
         if not self.closed:
             self.handler.connection_made(self.transport)
 
-    def data_received(self, data: bytes) -> None:
-        if self._observer is not None:
-            self._observer("data", self, data)
-        staller = next((f for f in self._faults if f.stalls), None)
-        if staller is not None:
-            self.record(staller.fault, "drop", len(data))
-        else:
-            self.handler.data_received(data)
-        if self.server._waiters:
-            self.server._notify()
+    def _handle(self, data: bytes) -> None:
+        self.handler.data_received(data)
 
     def emit(self, data: bytes) -> None:
         """Write one reply through the faults: delayed if a fault delays, else at once."""
         if self.closed or not data:
             return
-        delay = 0.0
-        for active in self._faults:
-            delay += active.echo_delay()
-        if delay <= 0.0 and not self._pending:
-            self.write(data)
-        else:
-            self._defer(data, delay)
+        self._reply(data)
 
     def on_eof(self) -> None:
         if self.stalled or any(isinstance(f, _Cut) and f.cutting for f in self._faults):
@@ -72,13 +59,6 @@ class FaultyProtocolConnection(FaultyEchoConnection):
         if self.handler.eof_received():
             return  # the handler keeps the connection half-open
         super().on_eof()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        try:
-            self.handler.connection_lost(exc if isinstance(exc, Exception) or exc is None
-                                         else None)
-        finally:
-            super().connection_lost(exc)
 
 
 class FaultyServer(FaultyEchoServer):

@@ -580,15 +580,23 @@ class FaultyEchoConnection(EchoConnection):
         if staller is not None:
             self.record(staller.fault, "drop", len(data))
         else:
-            delay = 0.0
-            for active in self._faults:
-                delay += active.echo_delay()
-            if delay <= 0.0 and not self._pending:
-                self.write(data)
-            else:
-                self._defer(data, delay)
+            self._handle(data)
         if self.server._waiters:
             self.server._notify()
+
+    def _reply(self, data: bytes) -> None:
+        """Send ``data`` through the faults: delayed if a fault delays, else at once."""
+        delay = 0.0
+        for active in self._faults:
+            delay += active.echo_delay()
+        if delay <= 0.0 and not self._pending:
+            self.write(data)
+        else:
+            self._defer(data, delay)
+
+    #: What the connection does with data no fault dropped: echo it (the protocol server's
+    #: connection hands it to its handler instead, which replies through ``emit()``).
+    _handle = _reply
 
     def _defer(self, data: bytes, delay: float) -> None:
         due = time.monotonic() + delay

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -166,19 +166,33 @@ class EchoServerFactory:
 
     def close(self) -> None:
         """Stop every server (newest first), then re-raise the first loop error."""
-        errors: list[BaseException] = []
-        for server in reversed(self.servers):
-            try:
-                server.stop(self.timeout)
-            except BaseException as exc:  # noqa: BLE001 - every server is stopped before raising
-                errors.append(exc)
-        for server in self.servers:
-            try:
-                server.check()
-            except BaseException as exc:  # noqa: BLE001 - raised below, first one wins
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        stop_all(self.servers, self.timeout)
+
+
+class Stoppable(Protocol):
+    """What a fixture's teardown asks of a server it started (stream or UDP, or a proxy)."""
+
+    def stop(self, timeout: float) -> object: ...
+
+    def check(self) -> None: ...
+
+
+def stop_all(servers: Sequence[Stoppable], timeout: float) -> None:
+    """Stop every server (newest first), then re-raise the first error: a stop's, else the
+    first loop-thread error ``check()`` finds (every server is stopped and checked first)."""
+    errors: list[BaseException] = []
+    for server in reversed(servers):
+        try:
+            server.stop(timeout)
+        except BaseException as exc:  # noqa: BLE001 - every server is stopped before raising
+            errors.append(exc)
+    for server in servers:
+        try:
+            server.check()
+        except BaseException as exc:  # noqa: BLE001 - raised below, first one wins
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture(scope="session")

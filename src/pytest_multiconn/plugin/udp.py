@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pytest_multiconn.plugin import stop_all
 from pytest_multiconn.udp import UDPEchoServer, UDPFaultProxy, UDPServerBase
 
 
@@ -24,19 +25,7 @@ class _UDPServers:
         return server
 
     def close(self) -> None:
-        errors: list[BaseException] = []
-        for server in reversed(self.servers):
-            try:
-                server.stop(self.timeout)
-            except BaseException as exc:  # noqa: BLE001 - every server is stopped before raising
-                errors.append(exc)
-        for server in self.servers:
-            try:
-                server.check()
-            except BaseException as exc:  # noqa: BLE001 - raised below, first one wins
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        stop_all(self.servers, self.timeout)
 
 
 @pytest.fixture

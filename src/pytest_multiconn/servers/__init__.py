@@ -1,11 +1,14 @@
 """Servers built on core's :class:`~pytest_multiconn.core.server.ServerBase` (above ``tls``).
 
 Any protocol on the loop (:class:`ProtocolServer`, asyncio-shaped handlers), ready-made
-fakes, and a scripted server for testing clients.  ``EchoServer`` is re-exported from the top
-level and ``EchoConnection`` from :mod:`pytest_multiconn.lowlevel`.
+fakes, and a scripted server for testing clients.  Echo is one of those protocols:
+:class:`EchoProtocol` is its handler, and ``EchoServer`` (re-exported here and from the top
+level, where its public path is) is ``ProtocolServer(EchoProtocol)`` with a tuned plain path;
+``EchoConnection`` is in :mod:`pytest_multiconn.lowlevel`.
 """
 
 from pytest_multiconn.core.public import publish
+from pytest_multiconn.servers.echo import EchoProtocol, EchoServer
 from pytest_multiconn.servers.fakes import HTTPProtocol, LineProtocol, RedisProtocol
 from pytest_multiconn.servers.protocol import Handler, ProtocolServer, Transport
 from pytest_multiconn.servers.scripted import (
@@ -22,6 +25,8 @@ from pytest_multiconn.servers.scripted import (
 
 __all__ = [
     "Close",
+    "EchoProtocol",
+    "EchoServer",
     "Expect",
     "HTTPProtocol",
     "HalfClose",
@@ -38,4 +43,6 @@ __all__ = [
     "Transport",
 ]
 
-publish(__name__, globals(), __all__)
+# EchoServer's public path stays the top level (``pytest_multiconn.EchoServer``), which
+# publishes it after this module runs; only the names that live here are published here.
+publish(__name__, globals(), [n for n in __all__ if n != "EchoServer"])

@@ -1,4 +1,15 @@
-"""The echo server: :class:`EchoServer`, its :class:`EchoConnection`, and the tuned plain path.
+"""The echo server: :class:`EchoProtocol`, and :class:`EchoServer` hosting it with a fast path.
+
+Echo is one protocol like any other: :class:`EchoProtocol` is an asyncio-shaped handler
+(``data_received`` writes the bytes back, ``pause_writing`` pauses reading), and
+``EchoServer`` is a :class:`~pytest_multiconn.servers.ProtocolServer` whose factory is
+``EchoProtocol``, so ``ProtocolServer(EchoProtocol)`` and ``EchoServer()`` serve the same
+bytes, counters and transcripts.  What ``EchoServer`` adds is speed: where nothing needs the
+general path (no TLS layer, no ``on_event`` observer, no faults, the factory exactly
+``EchoProtocol``) its :meth:`~pytest_multiconn.servers.ProtocolServer.fast_connection` makes
+the tuned :class:`_PlainEchoConnection`, which does the same echo inline.  Everywhere else
+(``tls=``, an observer, the faulty servers) connections are :class:`EchoConnection`: a
+:class:`~pytest_multiconn.servers.protocol.ProtocolConnection` driving the handler.
 
 ``EchoServer(tls=True | TLSConfig | SSLContext)`` serves TLS: it hands its
 :class:`~pytest_multiconn.tls.config.ServerTLS` to :class:`~pytest_multiconn.core.server.ServerBase`
@@ -13,53 +24,67 @@ from typing import Any
 
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import EVENT_READ
-from pytest_multiconn.core.server import ServerBase
-from pytest_multiconn.tls.config import ServerTLS, TLSConfig, server_tls
+from pytest_multiconn.servers.protocol import ProtocolConnection, ProtocolServer
+from pytest_multiconn.tls.config import ServerTLS, TLSConfig
 
-__all__ = ["EchoConnection", "EchoServer"]
+__all__ = ["EchoConnection", "EchoProtocol", "EchoServer"]
 
 
-class EchoConnection(Connection):
-    """Writes back whatever it reads; stops reading while the peer is not reading."""
+class EchoProtocol:
+    """Writes back whatever it reads; stops reading while the peer is not reading.
 
-    def __init__(self, server: ServerBase, sock: socket.socket, addr: Any) -> None:
-        super().__init__(
-            server.loop,
-            sock,
-            addr,
-            high_water=server.high_water,
-            low_water=server.low_water,
-            transcript_limit=server.transcript_limit,
-        )
-        self.server = server
-        self._observer = server.on_event
+    An asyncio-shaped handler (it runs unchanged under ``asyncio``'s ``create_server`` too).
+    ``ProtocolServer(EchoProtocol)`` is an echo server; :class:`EchoServer` is the same
+    server with a tuned plain path.
+    """
+
+    __slots__ = ("transport",)
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if self._observer is not None:
-            self._observer("data", self, data)
-        self.write(data)
-        if self.server._waiters:
-            self.server._notify()
+        self.transport.write(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close once everything read has been echoed (asyncio's default)
 
     def pause_writing(self) -> None:
         # The peer is not reading what we echo: stop reading from it, so its unread data
         # waits in its own send buffer rather than in our memory.
-        self.pause_reading()
+        self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.resume_reading()
+        self.transport.resume_reading()
 
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.server._connection_closed(self)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+class EchoConnection(ProtocolConnection):
+    """An :class:`EchoServer` connection on the general path (under TLS, with an observer;
+    the base of the faulty echo connection): a
+    :class:`~pytest_multiconn.servers.protocol.ProtocolConnection` driving the server's
+    handler, an :class:`EchoProtocol`.  Subclass it and override ``data_received`` (with
+    ``self.write``) for a server that answers differently."""
+
+    def __init__(self, server: ProtocolServer, sock: socket.socket, addr: Any) -> None:
+        super().__init__(server, sock, addr)
+        self._observer = server.on_event
 
 
 class _PlainEchoConnection(EchoConnection):
-    """The echo connection of a plain ``EchoServer`` (no TLS, no observer, no faults).
+    """The echo connection of a plain ``EchoServer`` (no TLS, no observer, no faults), made
+    by ``EchoServer.fast_connection``.
 
-    Same behaviour as :class:`EchoConnection`; a readable event does recv, send and the
-    bookkeeping inline, because this path runs once per message in every benchmark and load
-    test users point at us.  Anything unusual (buffered output, held output, a send cap, EOF,
-    errors, a write event) falls back to the general methods.  It is never given a layer and
+    Same behaviour as :class:`EchoConnection` driving :class:`EchoProtocol`; a readable event
+    does recv, send and the bookkeeping inline, without the handler, because this path runs
+    once per message in every benchmark and load test users point at us.  Anything unusual
+    (buffered output, held output, a send cap, EOF, errors, a write event) falls back to the
+    general methods, and through them to the handler.  It is never given a layer and
     overrides neither ``send_allowance`` nor ``after_send``, which is why the inline send may
     skip them.
 
@@ -99,6 +124,25 @@ class _PlainEchoConnection(EchoConnection):
             last[3] += self._fold_bytes
             last[4] += self._fold_n
             self._fold_n = self._fold_bytes = 0
+
+    # EchoProtocol's hooks, inline: this connection exists only for exactly that handler and
+    # without an observer (EchoServer.fast_connection), so what the handler would do through
+    # the transport is this, minus two calls per event.  The general methods that
+    # handle_event falls back to (buffered output, a write event) land here, once per chunk
+    # of a stream.  connection_made and connection_lost still reach the handler.
+    def data_received(self, data: bytes) -> None:
+        self.write(data)
+        if self.server._waiters:
+            self.server._notify()
+
+    def on_eof(self) -> None:
+        self.finish()  # EchoProtocol.eof_received returns None: close once flushed
+
+    def pause_writing(self) -> None:
+        self.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.resume_reading()
 
     def handle_event(self, mask: int) -> None:  # noqa: PLR0912, PLR0915 - one inline hot path
         if mask != EVENT_READ or self._connecting:
@@ -186,15 +230,18 @@ class _PlainEchoBuffer:
         self.view = memoryview(bytearray(size))
 
 
-class EchoServer(ServerBase):
+class EchoServer(ProtocolServer):
     """A non-blocking echo server on a background selector thread.
 
-    Binds ``127.0.0.1`` port 0 unless told otherwise, so the kernel picks a free port and
-    there is no race between finding a port and binding it.  Use it as a context manager or
-    call ``start()`` / ``stop()``; ``check()`` re-raises errors from the loop thread.
+    A :class:`~pytest_multiconn.servers.ProtocolServer` whose protocol is
+    :class:`EchoProtocol`, with the tuned plain path (see the module's docstring).  Binds
+    ``127.0.0.1`` port 0 unless told otherwise, so the kernel picks a free port and there is
+    no race between finding a port and binding it.  Use it as a context manager or call
+    ``start()`` / ``stop()``; ``check()`` re-raises errors from the loop thread.
     """
 
     kind = "echo"
+    connection_class = EchoConnection
 
     def __init__(
         self,
@@ -205,20 +252,15 @@ class EchoServer(ServerBase):
         **kwargs: Any,
     ) -> None:
         #: This server's TLS when started with ``tls=`` True, a TLSConfig or an SSLContext.
-        self.tls: ServerTLS | None = None
-        if tls is not None and tls is not False:
-            self.tls = server_tls(tls)
-            kwargs["layer"] = self.tls
-        super().__init__(host, port, **kwargs)
+        self.tls: ServerTLS | None
+        super().__init__(EchoProtocol, host, port, tls=tls, **kwargs)
         self._read_buffer = _PlainEchoBuffer(_PlainEchoConnection.read_size)
 
-    @property
-    def client_tls(self) -> ssl.SSLContext | None:
-        """A client SSLContext that trusts this server (None for plaintext, or when unknown)."""
-        return self.tls.client_context if self.tls is not None else None
-
-    def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
-        # The tuned class only where nothing needs the general path: no layer, no observer.
-        if self.layer_factory is None and self.on_event is None:
+    def fast_connection(self, sock: socket.socket, addr: Any) -> Connection | None:
+        # ProtocolServer asks only without a layer and an observer; the faulty servers
+        # override make_connection and never ask.  The inline echo is EchoProtocol's
+        # behaviour, so only that exact factory gets it (not a subclass, not a handler a
+        # subclass swapped in).
+        if self.protocol_factory is EchoProtocol:
             return _PlainEchoConnection(self, sock, addr)
-        return EchoConnection(self, sock, addr)
+        return None

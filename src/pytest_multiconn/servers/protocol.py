@@ -11,6 +11,14 @@ about a millisecond.
 Flow control is on by default: when the transport's output passes the high-water mark the
 handler's ``pause_writing()`` runs; a handler without one has the connection stop reading
 instead, so a client that never reads cannot make the fake buffer without bound.
+
+Which connection drives a handler is decided in one place, :meth:`ProtocolServer.make_connection`:
+:attr:`ProtocolServer.connection_class` (the general path: any layer, an observer, any
+handler), unless the server has neither a layer (TLS) nor an ``on_event`` observer and
+:meth:`ProtocolServer.fast_connection` returns a tuned connection.  That hook is the one
+extension point for a hand-inlined hot path: the default returns None, and
+:class:`~pytest_multiconn.EchoServer` returns its plain echo connection when its factory is
+exactly :class:`~pytest_multiconn.servers.EchoProtocol`.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from typing import Any, Protocol
 
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.server import ServerBase
-from pytest_multiconn.tls.config import ServerTLS, server_tls
+from pytest_multiconn.tls.config import ServerTLS, TLSConfig, server_tls
 
 
 class Transport:
@@ -107,7 +115,7 @@ HandlerFactory = Callable[[], Handler]
 
 
 class ProtocolConnection(Connection):
-    """One accepted connection driving one handler."""
+    """One accepted connection driving one handler (made by ``server.protocol_factory()``)."""
 
     def __init__(self, server: ProtocolServer, sock: socket.socket, addr: Any) -> None:
         super().__init__(
@@ -167,12 +175,29 @@ class ProtocolServer(ServerBase):
 
     kind = "protocol"
 
-    def __init__(self, protocol_factory: HandlerFactory, *args: Any, **kwargs: Any) -> None:
+    #: The general path: the connection class that drives ``protocol_factory()`` handlers
+    #: under any layer, with an observer, for any handler.  Called as
+    #: ``connection_class(server, sock, addr)``.
+    connection_class: type[ProtocolConnection] = ProtocolConnection
+
+    def __init__(
+        self,
+        protocol_factory: HandlerFactory,
+        /,
+        *args: Any,
+        tls: bool | TLSConfig | ssl.SSLContext | ServerTLS | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # protocol_factory is positional-only and tls a named keyword: subclasses that fix
+        # the factory (EchoServer) take ``**kwargs`` through to here, and the marker's
+        # keyword check follows those up the MRO (plugin ``_keywords_of``): it must offer
+        # ``tls`` and must not offer ``protocol_factory``.
         if not callable(protocol_factory):
             raise TypeError(
                 "protocol_factory must be a callable returning a handler (for example the "
                 f"handler class itself), got {protocol_factory!r}"
             )
+        kwargs["tls"] = tls
         self.tls = take_tls(kwargs)
         super().__init__(*args, **kwargs)
         self.protocol_factory = protocol_factory
@@ -183,7 +208,27 @@ class ProtocolServer(ServerBase):
         return self.tls.client_context if self.tls is not None else None
 
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
-        return ProtocolConnection(self, sock, addr)
+        """The connection for one accepted socket: :meth:`fast_connection` where nothing
+        needs the general path (no layer, no observer) and it offers one, else
+        :attr:`connection_class`.  Subclasses that always need the general path (the faulty
+        servers) override this method and never reach :meth:`fast_connection`."""
+        if self.layer_factory is None and self.on_event is None:
+            fast = self.fast_connection(sock, addr)
+            if fast is not None:
+                return fast
+        return self.connection_class(self, sock, addr)
+
+    def fast_connection(self, sock: socket.socket, addr: Any) -> Connection | None:
+        """Extension point: a tuned connection for a plain socket, or None (the default).
+
+        Called only when the server has no layer (TLS) and no ``on_event`` observer.  What it
+        returns must behave on the wire, in the counters and in the transcript exactly as
+        :attr:`connection_class` driving ``protocol_factory()`` would: it is an optimisation,
+        never a different server.  :class:`~pytest_multiconn.EchoServer` uses it for its
+        inline echo; check ``self.protocol_factory`` before taking such a path, so that a
+        different handler never gets it.
+        """
+        return None
 
 
 def take_tls(kwargs: dict[str, Any]) -> ServerTLS | None:

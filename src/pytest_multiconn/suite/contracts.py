@@ -226,16 +226,24 @@ def _probe_ok(ctx: _Context, probe: ExchangeProbe, while_what: str) -> None:
     if not probe.trips:
         raise _Failed(f"another client got no reply at all while {while_what} (starved)"
                       f"{ctx.serial_cause()}")
-    if probe.worst > ctx.limits.max_probe_latency:
+    # Judged on the slowest trip less the time this process was not scheduled meanwhile (the
+    # probe's hiccup meter): on a loaded machine a trip can wait a second for the CPU.
+    if probe.worst_not_stalled() > ctx.limits.max_probe_latency:
         cause = ctx.serial_cause()
         if probe.waited_for_close():
             cause = (" : it serves one connection at a time (the probe's reply came only when "
                      "the other connection ended)")
         raise _Failed(
             f"another client was starved while {while_what}: a reply took "
-            f"{probe.worst * 1e3:.0f} ms (limit {ctx.limits.max_probe_latency * 1e3:.0f} ms)"
+            f"{probe.worst * 1e3:.0f} ms (limit {ctx.limits.max_probe_latency * 1e3:.0f} ms"
+            f"{_stall_note(probe)})"
             f"{cause}"
         )
+
+
+def _stall_note(probe: ExchangeProbe) -> str:
+    stalled = probe.worst - probe.worst_not_stalled()
+    return f"; {stalled * 1e3:.0f} ms of it this process was not scheduled" if stalled else ""
 
 
 def _probe(ctx: _Context, label: str) -> ExchangeProbe:
@@ -399,10 +407,17 @@ def _push(  # noqa: PLR0912, PLR0915 - one bounded loop: send, measure, wait
             state["held"] = max(held, state["held"] or 0)
         return held
 
+    extended = False
     for _ in range(1_000_000):
         now = time.monotonic()
         if now >= deadline:
-            break
+            # No verdict yet (it neither stopped reading nor held more than the limit): on a
+            # loaded machine the server, or these threads, may simply not have had the CPU
+            # to show which it is.  Push on, once, for longer rather than call it bounded.
+            if extended or not view or (state["held"] or 0) > ctx.limits.max_held:
+                break
+            extended = True
+            deadline = now + budget * (NEVER_READ_EXTENSION - 1)
         if now - window_start >= _STALL_WINDOW:
             flow = request_flow(sock, state["sent"], received) if ctx.tls is None else None
             if not view and (flow is None or flow == last_flow):
@@ -464,6 +479,10 @@ _MEASURE_EVERY = 0.02
 #: a bounded one then stops reading.  That buffer grows by autotuning to a few MB, at a few
 #: MB/s, so either verdict takes a second or so.
 NEVER_READ_BUDGET = 3.0
+#: A never-reader that has no verdict at the end of its budget pushes on to this many budgets
+#: in all (inside the suite's 10 s per-thread bound): a starved server or client then still
+#: shows whether the server stops reading.
+NEVER_READ_EXTENSION = 2.5
 
 
 #: Growth of what a server holds, over the second half of a never-reader's push, that shows

@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 _SIOCINQ = 0x541B  # FIONREAD: bytes in our receive queue
 _SIOCOUTQ = 0x5411  # TIOCOUTQ: bytes in our send queue (unsent + unacked)
@@ -112,6 +112,22 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def _task_files(pid: int, name: str) -> list[str] | None:
+    """``/proc/<pid>/task/<tid>/<name>`` of each of ``pid``'s threads (one that exits or
+    cannot be read meanwhile is left out); None when the process has no readable threads."""
+    tasks = _listdir(f"/proc/{pid}/task")
+    if not tasks:
+        return None
+    texts = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/{name}") as f:
+                texts.append(f.read())
+        except OSError:
+            continue
+    return texts
+
+
 def preemptions(pid: int) -> int | None:
     """How often the kernel took the CPU away from ``pid``'s threads while they still wanted
     it (``nonvoluntary_ctxt_switches``, summed over threads).
@@ -120,18 +136,14 @@ def preemptions(pid: int) -> int | None:
     a busy machine a spinner gets little CPU time but many preemptions, so this catches it
     where CPU time alone would not.
     """
-    total = 0
-    tasks = _listdir(f"/proc/{pid}/task")
-    if not tasks:
+    texts = _task_files(pid, "status")
+    if texts is None:
         return None
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/status") as f:
-                for line in f:
-                    if line.startswith("nonvoluntary_ctxt_switches:"):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
+    total = 0
+    for text in texts:
+        for line in text.splitlines():
+            if line.startswith("nonvoluntary_ctxt_switches:"):
+                total += int(line.split()[1])
     return total
 
 
@@ -143,15 +155,14 @@ def wanted_cpu_seconds(pid: int) -> float | None:
     is (on a loaded box it gets little CPU, but waits for it the rest of the time); a process
     blocked in ``select()`` adds nothing.  CPU time alone cannot tell them apart under load.
     """
-    total = 0
-    tasks = _listdir(f"/proc/{pid}/task")
-    if not tasks:
+    texts = _task_files(pid, "schedstat")
+    if texts is None:
         return None
-    for task in tasks:
+    total = 0
+    for text in texts:
         try:
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                run_ns, wait_ns, _ = f.read().split()
-        except (OSError, ValueError):
+            run_ns, wait_ns, _ = text.split()
+        except ValueError:
             continue
         total += int(run_ns) + int(wait_ns)
     return total / 1e9
@@ -264,8 +275,65 @@ def request_flow(sock: socket.socket, sent: int, received: int) -> tuple[int, in
     return sent - our_out - server_rx, server_tx + our_in + received
 
 
+#: The hiccup meter's wake-up interval, and the lateness it notes as a stall of the process.
+_TICK = 0.005
+_STALL_NOTED = 0.02
+_MAX_STALLS = 100_000
+
+
+class _ProbeThread:
+    """A probe's thread: ``with`` starts it, and at the end asks it to stop and joins it
+    (bounded: the probe's ``timeout`` plus a second)."""
+
+    timeout: float
+    #: Seconds each round trip took, in order.
+    trips: list[float]
+
+    @property
+    def worst(self) -> float:
+        return max(self.trips, default=0.0)
+
+    def _make_thread(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="multiconn-probe", daemon=True)
+        self._meter = threading.Thread(target=self._measure_stalls, name="multiconn-hiccups",
+                                       daemon=True)
+        #: ``(start, end)`` of each stall of this process longer than _STALL_NOTED.
+        self.stalls: list[tuple[float, float]] = []
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _measure_stalls(self) -> None:
+        # A hiccup meter: a thread that asks to wake every _TICK and notes how much later it
+        # did.  A late wake-up means this process got no CPU (or no GIL) for that long, and
+        # then a slow probe trip is the machine's doing, not the server's: a server that
+        # starves one connection for another does not delay this thread.
+        for _ in range(10_000_000):
+            before = time.monotonic()
+            if self._stop.wait(_TICK):
+                return
+            after = time.monotonic()
+            if after - before - _TICK > _STALL_NOTED and len(self.stalls) < _MAX_STALLS:
+                self.stalls.append((before + _TICK, after))
+
+    def stalled_between(self, start: float, end: float) -> float:
+        """Seconds this process was stalled (not scheduled) between ``start`` and ``end``."""
+        return sum(max(0.0, min(e, end) - max(s, start)) for s, e in self.stalls)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        self._meter.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 1.0)
+        self._meter.join(self.timeout + 1.0)
+
+
 @dataclass
-class LatencyProbe:
+class LatencyProbe(_ProbeThread):
     """A thread doing small echo round trips on its own connection until stopped.
 
     A server that lets one connection starve the others shows up as slow or failed trips.
@@ -282,16 +350,7 @@ class LatencyProbe:
     tls: Any = None
 
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="multiconn-probe", daemon=True)
-
-    def __enter__(self) -> LatencyProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(self.timeout + 1.0)
+        self._make_thread()
 
     def _run(self) -> None:
         payload = bytes(range(self.size % 256)) * (self.size // 256 + 1)
@@ -336,10 +395,6 @@ class LatencyProbe:
             if tls_sock is not None:
                 tls_sock.close()
 
-    @property
-    def worst(self) -> float:
-        return max(self.trips, default=0.0)
-
     def median(self) -> float:
         trips = sorted(self.trips)
         return trips[len(trips) // 2] if trips else 0.0
@@ -369,7 +424,7 @@ def listen_counters() -> dict[str, int] | None:
 _CLOSE_SLACK = 0.1
 
 
-class ExchangeProbe:
+class ExchangeProbe(_ProbeThread):
     """A thread doing one request/reply trip after another on its own connection (a new
     connection per trip when the server closes after each reply), until stopped.
 
@@ -393,16 +448,7 @@ class ExchangeProbe:
         self.worst_end = 0.0
         self.error: str | None = None
         self.closes: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="multiconn-probe", daemon=True)
-
-    def __enter__(self) -> ExchangeProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(self.timeout + 1.0)
+        self._make_thread()
 
     def mark_close(self) -> None:
         """Another connection of the check just closed."""
@@ -446,9 +492,10 @@ class ExchangeProbe:
             if sock is not None:
                 sock.close()
 
-    @property
-    def worst(self) -> float:
-        return max(self.trips, default=0.0)
+    def worst_not_stalled(self) -> float:
+        """The slowest trip minus the time this process itself was stalled during it."""
+        worst = self.worst
+        return worst - self.stalled_between(self.worst_end - worst, self.worst_end)
 
     def waited_for_close(self) -> bool:
         """The slowest trip ended within 100 ms after another connection closed."""

@@ -11,20 +11,12 @@ by a timeout.  Subclasses bind their sockets in :meth:`_open` and describe their
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from pytest_multiconn.core.lifecycle import LoopService
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
-from pytest_multiconn.core.registry import (
-    skip_frames_of,
-    thread_tag,
-    track_server,
-    untrack_server,
-)
-from pytest_multiconn.errors import WaitTimeout
+from pytest_multiconn.core.registry import skip_frames_of, untrack_server
 from pytest_multiconn.faults.params import integer, seconds
 from pytest_multiconn.udp.endpoint import DatagramEndpoint, address_of
 
@@ -35,7 +27,7 @@ StatsT = TypeVar("StatsT")
 T = TypeVar("T")
 
 
-class UDPServerBase(Generic[StatsT]):
+class UDPServerBase(LoopService[tuple[str, int]], Generic[StatsT]):
     """A UDP socket (or several) served by a background selector loop thread."""
 
     kind = "udp"
@@ -55,36 +47,10 @@ class UDPServerBase(Generic[StatsT]):
         self.allow_remote = allow_remote
         self.max_queue = int(integer(1)(owner, "max_queue", max_queue))
         self.timeout = float(seconds()(owner, "timeout", timeout))
-        self._name = name
-        self._loop: Loop | None = None
-        self._address: tuple[str, int] | None = None
+        super().__init__(name)
         self._endpoint: DatagramEndpoint | None = None
-        self._cond = threading.Condition()
-        self._waiters = 0
-        self._changes = 0
-        self._started = False
-        self._stopped = False
 
     # -- naming ------------------------------------------------------------------------------
-    @property
-    def loop(self) -> Loop:
-        if self._loop is None:
-            raise RuntimeError(f"{type(self).__name__} is not started; call start() or use `with`")
-        return self._loop
-
-    @property
-    def name(self) -> str:
-        if self._loop is not None:
-            return self._loop.name
-        return self._name or f"multiconn-{self.kind}"
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """``(host, port)`` the server's socket is bound to."""
-        if self._address is None:
-            raise RuntimeError(f"{type(self).__name__} is not started; call start() or use `with`")
-        return self._address
-
     @property
     def host(self) -> str:
         return self.address[0]
@@ -115,31 +81,22 @@ class UDPServerBase(Generic[StatsT]):
 
     def start(self, timeout: float | None = None) -> Self:
         """Bind, start the loop thread; return once it serves datagrams."""
-        if self._started:
-            raise RuntimeError(f"{self!r} was already started; create a new server")
+        self._refuse_restart()
         timeout = self.timeout if timeout is None else timeout
-        self._loop = Loop("pending")  # the endpoint needs a loop; renamed once bound
+        self._loop = loop = Loop("pending")  # the endpoint needs a loop; renamed once bound
         try:
             endpoint = self._open()
         except BaseException:
-            self._loop.close()  # its wake-up socketpair
+            loop.close()  # its wake-up socketpair
             self._loop = None
             raise
         self._started = True
         self._endpoint = endpoint
-        self._address = (self._address_from(endpoint))
-        self._loop.name = self._name or (
-            f"multiconn-{self.kind}{thread_tag()}-{self._format_address()}"
-        )
-        self._loop.on_error = lambda record: self._notify()
+        self._address = self._address_from(endpoint)
+        loop.name = self._thread_name()
+        loop.on_error = lambda record: self._notify()
         endpoint.attach()
-        track_server(self)
-        try:
-            self._loop.start(timeout)
-        except BaseException:
-            self._loop.stop(timeout)
-            untrack_server(self)
-            raise
+        self._start_loop(loop, timeout)
         return self
 
     @staticmethod
@@ -158,26 +115,6 @@ class UDPServerBase(Generic[StatsT]):
         finally:
             untrack_server(self)
             self._notify()
-
-    def check(self) -> None:
-        """Re-raise, in the caller, the first exception the loop thread recorded."""
-        if self._loop is not None:
-            self._loop.check()
-
-    def __enter__(self) -> Self:
-        if not self._started:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc_type is None:
-            self.check()
 
     def open_sockets(self) -> list[str]:
         """Sockets still open (for the plugin's leak check): empty once stopped."""
@@ -200,13 +137,6 @@ class UDPServerBase(Generic[StatsT]):
         """Counters, consistent at one instant (taken in the loop thread)."""
         return self._run(self._stats)  # type: ignore[no-any-return]
 
-    def _notify(self) -> None:
-        # Cheap when nobody waits; see ServerBase._notify for why the order is safe.
-        if self._waiters:
-            with self._cond:
-                self._changes += 1
-                self._cond.notify_all()
-
     def wait_for(
         self,
         predicate: Callable[[StatsT], bool],
@@ -224,28 +154,11 @@ class UDPServerBase(Generic[StatsT]):
         what: str,
     ) -> T:
         """Block until ``predicate(take())`` holds, re-checking whenever the loop notifies."""
-        timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self._waiters += 1
-        try:
-            while True:
-                seen = self._changes
-                # Taken in the loop thread, never under the condition: the loop thread takes
-                # the condition to notify.
-                value = take()
-                self.check()
-                if predicate(value):
-                    return value
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stopped:
-                    break
-                with self._cond:
-                    if self._changes == seen:
-                        self._cond.wait(remaining)
-        finally:
-            with self._cond:
-                self._waiters -= 1
-        raise WaitTimeout(
-            f"{self!r}: timed out after {timeout}s waiting for {what}\nstate: {value}"
+        return self._wait_until(
+            take, predicate, self.timeout if timeout is None else timeout, what,
+            check=self.check, describe=_describe, stop_ends_wait=True,
         )
+
+
+def _describe(value: object) -> str:
+    return f"state: {value}"

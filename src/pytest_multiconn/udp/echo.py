@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.udp.base import UDPServerBase
 from pytest_multiconn.udp.endpoint import DatagramEndpoint, bind_datagram
 
@@ -42,19 +41,7 @@ class UDPEchoServer(UDPServerBase[UDPStats]):
     """
 
     kind = "udp-echo"
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        allow_remote: bool = False,
-        max_queue: int = 1024,
-        timeout: float = DEFAULT_TIMEOUT,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(host, port, allow_remote=allow_remote, max_queue=max_queue,
-                         timeout=timeout, name=name)
+    # __init__: UDPServerBase's (host, port, *, allow_remote, max_queue, timeout, name).
 
     def _open(self) -> DatagramEndpoint:
         sock = bind_datagram(self._host, self._port, allow_remote=self.allow_remote)
