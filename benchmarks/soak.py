@@ -221,11 +221,17 @@ def pin_allocator() -> None:
         LIBC.mallopt(M_ARENA_MAX, 1)
 
 
-def trim() -> None:
-    """Hand free heap pages back, so that RSS counts what is kept, not what was freed."""
+def trim() -> tuple[int, int]:
+    """Hand free heap pages back, so that RSS counts what is kept, not what was freed; return
+    ``(Python memory blocks in use, objects the collector tracks)`` in this process.
+
+    The two counts tell a leak from fragmentation: objects that are kept show as more blocks
+    and objects, while RSS that grows with both flat is the allocators' free space (pymalloc's
+    partly used arenas, glibc's heap) that cannot be handed back."""
     gc.collect()
     if LIBC is not None:
         LIBC.malloc_trim(0)
+    return sys.getallocatedblocks(), len(gc.get_objects())
 
 
 def rss_of(pid: int) -> int:
@@ -352,6 +358,8 @@ class ServerProcess:
             )
             self.conn = PipeEnd(os.dup(ours.fileno()))
         self.pid = self.proc.pid
+        #: Python memory blocks and tracked objects of the child at the last rss().
+        self.blocks = self.objects = 0
         try:
             self.conn.send(seeds)
             self.info: dict[str, Any] = self._reply("start", CHILD_START, raw=True)
@@ -398,7 +406,7 @@ class ServerProcess:
         return self._reply(cmd, timeout)
 
     def rss(self) -> int:
-        self.call("trim")
+        self.blocks, self.objects = self.call("trim")
         return rss_of(self.pid)
 
     def cpu(self) -> float:
@@ -461,6 +469,9 @@ class Tally:
     bytes_echoed: int = 0
     violations: list[str] = field(default_factory=list)
     rss_samples: list[int] = field(default_factory=list)
+    #: (phase, Python blocks, tracked objects) of the server process at warm-up and last.
+    heap_warm: tuple[int, int, int] | None = None
+    heap_last: tuple[int, int, int] | None = None
     rss_baseline: float | None = None
     rss_reported: float = 0.0
     rss_growth: float = 0.0
@@ -468,6 +479,12 @@ class Tally:
     idle_windows: int = 0
     longest_bound: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sample_heap(self, phase: int, blocks: int, objects: int, *, warm: bool) -> None:
+        if warm:
+            self.heap_last = (phase, blocks, objects)
+            if self.heap_warm is None:
+                self.heap_warm = self.heap_last
 
     def sample_rss(self, phase: int, after: str, current: int, *, warm: bool) -> None:
         """RSS after each phase: the median of the first ``RSS_WINDOW`` samples once ``warm``
@@ -847,6 +864,7 @@ def soak(
                     f"{tally.connections:6d} {name}: {detail}")
             warm = time.monotonic() >= warmup_end and phase >= 2 * len(PHASES)
             tally.sample_rss(phase, name, current, warm=warm)
+            tally.sample_heap(phase, servers.blocks, servers.objects, warm=warm)
         idle_window(targets, tally, phase)
         child = servers.stop()
     except ServerProcessError as exc:
@@ -882,6 +900,14 @@ def check_child(tally: Tally, phase: int, child: dict[str, Any] | None) -> list[
             ("server process threads", f"{threads0} -> {threads1}")]
 
 
+def _heap_row(tally: Tally) -> str:
+    if tally.heap_warm is None or tally.heap_last is None:
+        return "n/a (run shorter than warm-up)"
+    (p0, b0, o0), (p1, b1, o1) = tally.heap_warm, tally.heap_last
+    return (f"blocks {b0:,} -> {b1:,} ({b1 - b0:+,}), objects {o0:,} -> {o1:,} ({o1 - o0:+,}), "
+            f"phases {p0} -> {p1}")
+
+
 def summary(tally: Tally, phase: int, elapsed: float, extra: list[tuple[str, str]],
             out: Callable[[str], None]) -> None:
     growth = (
@@ -899,6 +925,7 @@ def summary(tally: Tally, phase: int, elapsed: float, extra: list[tuple[str, str
         ("faults applied", f"{sum(tally.faults.values()):,} ("
          + ", ".join(f"{k} {v}" for k, v in sorted(tally.faults.items())) + ")"),
         ("server RSS growth after warm-up", f"{growth} (limit {RSS_LIMIT / 2**20:.0f} MiB)"),
+        ("server Python heap after warm-up", _heap_row(tally)),
         ("server idle CPU (max window)",
          f"{tally.idle_cpu_max:.1%} over {tally.idle_windows} windows"),
         ("longest client bound", f"{tally.longest_bound:.0f} s"),
