@@ -765,12 +765,13 @@ def _check_idle(ctx: _Context) -> str:  # noqa: PLR0912 - set-up, probe, measure
         # means it always wanted more.  An idle loop is none of these.  But waiting counts
         # as runnable: on a machine loaded tenfold, a server that only wakes now and then
         # (a 0.5 s poll) waits long for each turn and was "runnable 26%" while using 0% of
-        # a CPU; a spinner there still gets its share of a CPU, so runnable time counts
-        # only with some CPU used.
-        spinning = (wanted is not None and wanted > ctx.limits.max_idle_cpu
-                    and share >= _SPINNER_MIN_SHARE)
-        if (share > ctx.limits.max_idle_cpu or spinning
-                or preempted >= ctx.limits.max_idle_preemptions):
+        # a CPU, or was preempted 21 times in 0.5 s at 1% of a CPU; a spinner there still
+        # gets its share of a CPU, so runnable time and preemptions count only with some
+        # CPU used.
+        spinning = share >= _SPINNER_MIN_SHARE and (
+            (wanted is not None and wanted > ctx.limits.max_idle_cpu)
+            or preempted >= ctx.limits.max_idle_preemptions)
+        if share > ctx.limits.max_idle_cpu or spinning:
             shown = "" if wanted is None else f", runnable {wanted:.0%} of the time"
             raise _Failed(
                 f"it spins: {share:.0%} of a CPU{shown} and preempted {preempted} times in "
