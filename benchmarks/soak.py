@@ -881,9 +881,9 @@ def soak(
                     f"{tally.connections:6d} {name}: {detail}")
             warm = time.monotonic() >= warmup_end and phase >= 2 * len(PHASES)
             tally.sample_rss(phase, name, current, warm=warm)
-            _watch_heap(servers, tally, phase, warm=warm)
+            _first_census(servers, tally, phase, warm=warm)
         idle_window(targets, tally, phase)
-        _watch_heap(servers, tally, phase, final=True)
+        _last_census(servers, tally)
         child = servers.stop()
     except ServerProcessError as exc:
         tally.violate(phase, str(exc))  # the run cannot go on without its servers
@@ -918,15 +918,16 @@ def check_child(tally: Tally, phase: int, child: dict[str, Any] | None) -> list[
             ("server process threads", f"{threads0} -> {threads1}")]
 
 
-def _watch_heap(servers: ServerProcess, tally: Tally, phase: int, *, warm: bool = True,
-                final: bool = False) -> None:
-    """After a phase: the heap counts; a census at the first warm phase and at the end."""
-    if final:
-        if tally.census_warm is not None:
-            tally.census_grown = _grown(tally.census_warm, servers.call("census"))
-        return
+def _first_census(servers: ServerProcess, tally: Tally, phase: int, *, warm: bool) -> None:
+    """After a phase: note the heap counts; take the census at the first warm phase."""
     if tally.sample_heap(phase, servers.blocks, servers.objects, warm=warm):
         tally.census_warm = servers.call("census")
+
+
+def _last_census(servers: ServerProcess, tally: Tally) -> None:
+    """At the end: what grew since the first census (none taken: the run was too short)."""
+    if tally.census_warm is not None:
+        tally.census_grown = _grown(tally.census_warm, servers.call("census"))
 
 
 def _grown(before: dict[str, int], after: dict[str, int], top: int = 6) -> list[tuple[str, int]]:
