@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import re
 import selectors
 import socket
 import sys
@@ -188,6 +189,25 @@ def chunk_sizes(server: FaultyEchoServer, sockets, payload: bytes) -> list[int]:
     sock.close()
     server.wait_for_closed(1)
     return [e.size for e in server.fault_events("send")]
+
+
+def test_fault_event_limit_keeps_the_newest_events(faulty: Factory, sockets) -> None:
+    payload = bytes(range(200))
+    kept = faulty(ChunkedEcho(max_chunk=1), fault_event_limit=50)
+    # One byte a send: 200 events on connection 1, then 30 on connection 2; the newest 50
+    # are kept, oldest first.
+    chunk_sizes(kept, sockets, payload)
+    chunk_sizes(kept, sockets, payload[:30])
+    assert [(e.conn, e.size) for e in kept.fault_events()] == [(1, 1)] * 20 + [(2, 1)] * 30
+    none = faulty(ChunkedEcho(max_chunk=1), fault_event_limit=0)
+    assert chunk_sizes(none, sockets, payload) == []
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "10", True, None])
+def test_fault_event_limit_is_checked_where_given(bad: object) -> None:
+    message = f"fault_event_limit must be an integer >= 0, got {bad!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        FaultyEchoServer(fault_event_limit=bad)  # type: ignore[arg-type]
 
 
 def test_same_seed_same_chunks_other_seed_other_chunks(faulty: Factory, sockets) -> None:

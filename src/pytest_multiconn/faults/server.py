@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
+from pytest_multiconn.core.checks import check_count
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
 from pytest_multiconn.core.seed import get_run_seed
@@ -685,7 +686,9 @@ class FaultyEchoServer(EchoServer):
     ``faults`` is a list of :class:`ServerFault` objects (``DelayEcho``, ``ChunkedEcho``,
     ``Stall``, ``CloseAfter``, ``ResetAfter``, ``AcceptThenClose``, ``StopAccepting``), applied
     to every connection in list order; ``seed`` (default: the run seed) seeds their random
-    choices.  Every other option is :class:`EchoServer`'s.
+    choices; ``fault_event_limit`` is how many :class:`FaultEvent` records
+    :meth:`fault_events` keeps (oldest dropped first; 0 keeps none).  Every other option is
+    :class:`EchoServer`'s.
     """
 
     kind = "faulty-echo"
@@ -697,14 +700,16 @@ class FaultyEchoServer(EchoServer):
         *,
         faults: Iterable[ServerFault] = (),
         seed: int | None = None,
+        fault_event_limit: int = FAULT_EVENT_LIMIT,
         **kwargs: Any,
     ) -> None:
+        check_count(fault_event_limit, "fault_event_limit", minimum=0)
         super().__init__(host, port, **kwargs)
         self._faults = _check_faults(faults)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an integer or None (the run seed), got {seed!r}")
         self.seed = get_run_seed() if seed is None else seed
-        self._fault_events: deque[FaultEvent] = deque(maxlen=FAULT_EVENT_LIMIT)
+        self._fault_events: deque[FaultEvent] = deque(maxlen=fault_event_limit)
         self._accepting = all(f.accepting for f in self._faults)
         self._listen_backlog = self.backlog
         self._numbers = 0
