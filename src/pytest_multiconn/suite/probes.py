@@ -155,17 +155,40 @@ def wanted_cpu_seconds(pid: int) -> float | None:
     is (on a loaded box it gets little CPU, but waits for it the rest of the time); a process
     blocked in ``select()`` adds nothing.  CPU time alone cannot tell them apart under load.
     """
+    times = scheduled_seconds(pid)
+    return None if times is None else times[0] + times[1]
+
+
+def scheduled_seconds(pid: int) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds waiting for one) of ``pid``'s threads, summed, from
+    ``schedstat`` (nanoseconds, where ``/proc/<pid>/stat`` counts CPU in 10 ms ticks)."""
     texts = _task_files(pid, "schedstat")
     if texts is None:
         return None
-    total = 0
+    run = wait = 0
     for text in texts:
         try:
             run_ns, wait_ns, _ = text.split()
         except ValueError:
             continue
-        total += int(run_ns) + int(wait_ns)
-    return total / 1e9
+        run += int(run_ns)
+        wait += int(wait_ns)
+    return run / 1e9, wait / 1e9
+
+
+def runnable_threads(pid: int) -> int | None:
+    """How many of ``pid``'s threads are runnable right now (state ``R``: on a CPU or waiting
+    for one), from ``/proc/<pid>/task/<tid>/stat``.
+
+    :func:`wanted_cpu_seconds` misses a thread that waits the whole time: the kernel adds a
+    wait to ``schedstat`` only when the thread gets its CPU, so a server starved for seconds
+    shows no wait at all until then (seen at ``SCHED_IDLE`` beside a busy CPU).  Its state
+    shows it at once."""
+    texts = _task_files(pid, "stat")
+    if texts is None:
+        return None
+    states = [text.rsplit(")", 1)[1].split()[:1] for text in texts]
+    return sum(1 for state in states if state == ["R"])
 
 
 def rss_bytes(pid: int) -> int | None:
