@@ -498,30 +498,36 @@ _BUSY = 0.5
 _SPINNER_MIN_SHARE = 0.02
 
 
-def _server_time(ctx: _Context) -> tuple[float, float, float, int] | None:
-    """(wall clock, CPU seconds, runnable seconds, threads runnable now) of a server in another
-    process, or None where they cannot be read."""
+def _server_time(ctx: _Context) -> tuple[float, float, float, float, int] | None:
+    """(wall clock, CPU seconds from schedstat, runnable seconds, CPU seconds from
+    ``/proc/<pid>/stat``, threads runnable now) of a server in another process, or None where
+    they cannot be read."""
     if ctx.pid is None or ctx.pid == os.getpid():
         return None  # our own threads are busy pushing
-    times, now = scheduled_seconds(ctx.pid), runnable_threads(ctx.pid)
-    if times is None or now is None:
+    times, cpu, now = scheduled_seconds(ctx.pid), cpu_seconds(ctx.pid), runnable_threads(ctx.pid)
+    if times is None or cpu is None or now is None:
         return None
-    return time.monotonic(), times[0], times[0] + times[1], now
+    return time.monotonic(), times[0], times[0] + times[1], cpu, now
 
 
-def _starved(before: tuple[float, float, float, int] | None,
-             after: tuple[float, float, float, int] | None) -> str | None:
+def _starved(before: tuple[float, float, float, float, int] | None,
+             after: tuple[float, float, float, float, int] | None) -> str | None:
     """How a server was starved between two ``_server_time()`` readings, or None if it was
     not: under ``_SPINNER_MIN_SHARE`` of a CPU, yet runnable most of the time or still waiting
     for a CPU at the end (``runnable_threads``: the wait of a thread that never got its turn is
-    not in ``schedstat`` yet)."""
+    not in ``schedstat`` yet).
+
+    Its CPU is the larger of two readings: ``schedstat`` is exact but summed over the threads
+    alive at the time (a thread that exits takes its share with it), ``/proc/<pid>/stat``
+    keeps what exited threads used but counts in 10 ms ticks."""
     if before is None or after is None or after[0] <= before[0]:
         return None
     wall = after[0] - before[0]
-    share, runnable = (after[1] - before[1]) / wall, (after[2] - before[2]) / wall
-    if share >= _SPINNER_MIN_SHARE or (runnable <= _BUSY and not after[3]):
+    share = max(after[1] - before[1], after[3] - before[3]) / wall
+    runnable = (after[2] - before[2]) / wall
+    if share >= _SPINNER_MIN_SHARE or (runnable <= _BUSY and not after[4]):
         return None
-    waiting = f", {after[3]} thread(s) waiting for a CPU at the end" if after[3] else ""
+    waiting = f", {after[4]} thread(s) waiting for a CPU at the end" if after[4] else ""
     return f"runnable {runnable:.0%} of {wall:.1f} s, {share:.1%} of a CPU{waiting}"
 
 
