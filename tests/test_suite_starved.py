@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pytest_multiconn.suite import contracts
-from pytest_multiconn.suite.contracts import NOTE, run_server_checks
+from pytest_multiconn.suite.contracts import NOTE, PASS, run_server_checks
 
 ROW = "silent+never_close"
 
@@ -146,7 +146,13 @@ def test_a_starved_unbounded_server_gets_no_verdict_instead_of_a_pass(
     # Starved, it takes (almost) nothing from the never-readers, which looked like a server
     # that stops reading: "held at most 0 B per never-reader; stopped reading from 3 of 3",
     # a pass for a server that never pauses reading.
+    # Two answers are right: no verdict (it was starved), or "buffers without bound" when
+    # even at SCHED_IDLE it got the few ms of CPU that reading a megabyte takes (0.3-0.9% of
+    # a CPU over the row's seconds: seen once in 16 loaded runs).  A pass is the bug.
     address, pid = starved_server("unbounded")
     row = run_server_checks(address, pid=pid, only=["never_read"]).rows[-1]
-    assert row.status == NOTE, f"a starved unbounded server got a verdict: {row}"
-    assert "no verdict: the server was starved of CPU" in row.detail
+    assert row.status != PASS, f"a starved unbounded server was called bounded: {row}"
+    if row.status == NOTE:
+        assert "no verdict: the server was starved of CPU" in row.detail, row
+    else:
+        assert "buffers without bound" in row.detail, row
