@@ -97,22 +97,21 @@ def starved_server() -> Iterator[Starved]:
     if not hasattr(os, "SCHED_IDLE") or not hasattr(os, "sched_setaffinity"):
         pytest.skip("needs Linux's SCHED_IDLE and CPU affinity")
     cpu = max(os.sched_getaffinity(0))
-    procs: list[subprocess.Popen[str]] = []
+    burners: list[subprocess.Popen[str]] = []
+    servers: list[subprocess.Popen[str]] = []
 
     def start(kind: str) -> tuple[tuple[str, int], int]:
-        burner = subprocess.Popen([sys.executable, "-c", BURNER, str(cpu)], text=True)
-        procs.append(burner)
+        burners.append(subprocess.Popen([sys.executable, "-c", BURNER, str(cpu)], text=True))
         server = subprocess.Popen([sys.executable, "-c", SERVER, str(cpu), kind], text=True,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        procs.append(server)
+        servers.append(server)
         return ("127.0.0.1", int(_read_line(server, 60))), server.pid
 
     try:
         yield start
     finally:
-        # Burners first (every even one): a SCHED_IDLE process needs a turn on its CPU even
-        # to exit.
-        for proc in procs[::2] + procs[1::2]:
+        # Burners first: a SCHED_IDLE process needs a turn on its CPU even to exit.
+        for proc in burners + servers:
             _stop(proc)
 
 

@@ -77,10 +77,11 @@ def _unsent_bytes(sock: socket.socket) -> int:
 class FaultEvent:
     """One thing a fault did: ``action`` on connection number ``conn`` (1 = first accepted).
 
-    A server keeps up to FAULT_EVENT_LIMIT of them, so each is small: slots (no ``__dict__``)
-    and the fault's name interned, one string for every event of the same fault: 148 B an
-    event instead of 262 (tracemalloc, ``ChunkedEcho(3)``), so a full history is 1.5 MiB; the
-    soak had seen the filling history as growth of the server process)."""
+    A server keeps up to ``fault_event_limit`` of them (FAULT_EVENT_LIMIT by default), so each
+    is small: slots (no ``__dict__``) and the fault's name interned, one string for every event
+    of the same fault: 148 B an event instead of 262 (tracemalloc, ``ChunkedEcho(3)``), so a
+    full default history is 1.4 MiB (the soak had seen it filling as growth of the server
+    process)."""
 
     conn: int
     fault: str

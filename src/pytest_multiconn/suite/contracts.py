@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pytest_multiconn.core.blocking import refuse_in_event_loop
 from pytest_multiconn.core.seed import derive_seed
@@ -498,20 +498,29 @@ _BUSY = 0.5
 _SPINNER_MIN_SHARE = 0.02
 
 
-def _server_time(ctx: _Context) -> tuple[float, float, float, float, int] | None:
-    """(wall clock, CPU seconds from schedstat, runnable seconds, CPU seconds from
-    ``/proc/<pid>/stat``, threads runnable now) of a server in another process, or None where
-    they cannot be read."""
+class _ServerTime(NamedTuple):
+    """What ``_server_time()`` read: the wall clock, CPU and run-queue seconds from
+    ``schedstat``, CPU seconds from ``/proc/<pid>/stat``, and threads runnable now."""
+
+    wall: float
+    run: float
+    wait: float
+    cpu: float
+    runnable_now: int
+
+
+def _server_time(ctx: _Context) -> _ServerTime | None:
+    """How a server in another process has been scheduled so far, or None where it cannot be
+    read."""
     if ctx.pid is None or ctx.pid == os.getpid():
         return None  # our own threads are busy pushing
     times, cpu, now = scheduled_seconds(ctx.pid), cpu_seconds(ctx.pid), runnable_threads(ctx.pid)
     if times is None or cpu is None or now is None:
         return None
-    return time.monotonic(), times[0], times[0] + times[1], cpu, now
+    return _ServerTime(time.monotonic(), times[0], times[1], cpu, now)
 
 
-def _starved(before: tuple[float, float, float, float, int] | None,
-             after: tuple[float, float, float, float, int] | None) -> str | None:
+def _starved(before: _ServerTime | None, after: _ServerTime | None) -> str | None:
     """How a server was starved between two ``_server_time()`` readings, or None if it was
     not: under ``_SPINNER_MIN_SHARE`` of a CPU, yet runnable most of the time or still waiting
     for a CPU at the end (``runnable_threads``: the wait of a thread that never got its turn is
@@ -520,14 +529,15 @@ def _starved(before: tuple[float, float, float, float, int] | None,
     Its CPU is the larger of two readings: ``schedstat`` is exact but summed over the threads
     alive at the time (a thread that exits takes its share with it), ``/proc/<pid>/stat``
     keeps what exited threads used but counts in 10 ms ticks."""
-    if before is None or after is None or after[0] <= before[0]:
+    if before is None or after is None or after.wall <= before.wall:
         return None
-    wall = after[0] - before[0]
-    share = max(after[1] - before[1], after[3] - before[3]) / wall
-    runnable = (after[2] - before[2]) / wall
-    if share >= _SPINNER_MIN_SHARE or (runnable <= _BUSY and not after[4]):
+    wall = after.wall - before.wall
+    share = max(after.run - before.run, after.cpu - before.cpu) / wall
+    runnable = (after.run + after.wait - before.run - before.wait) / wall
+    if share >= _SPINNER_MIN_SHARE or (runnable <= _BUSY and not after.runnable_now):
         return None
-    waiting = f", {after[4]} thread(s) waiting for a CPU at the end" if after[4] else ""
+    waiting = (f", {after.runnable_now} thread(s) waiting for a CPU at the end"
+               if after.runnable_now else "")
     return f"runnable {runnable:.0%} of {wall:.1f} s, {share:.1%} of a CPU{waiting}"
 
 

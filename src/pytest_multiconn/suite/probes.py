@@ -187,8 +187,8 @@ def runnable_threads(pid: int) -> int | None:
     texts = _task_files(pid, "stat")
     if texts is None:
         return None
-    states = [text.rsplit(")", 1)[1].split()[:1] for text in texts]
-    return sum(1 for state in states if state == ["R"])
+    # The state is the first field after the command name, which is in parentheses.
+    return sum(1 for text in texts if text.rsplit(")", 1)[1].split()[:1] == ["R"])
 
 
 def rss_bytes(pid: int) -> int | None:
