@@ -1,18 +1,25 @@
 """Run the full test suite many times under pytest-xdist and count flaky failures.
 
     python tools/flake_check.py                 # 20 runs with -n 2
+    python tools/flake_check.py --burn 1        # the same, with a CPU burner beside them
     python tools/flake_check.py --runs 5 --workers 4 -- -k proxy
 
 Each run is a fresh ``python -m pytest -n WORKERS`` in a subprocess (so nothing carries over
 between runs), bounded by ``--run-timeout``.  One line per run, then a summary: how many runs
 failed, which tests failed and how often, and the wall times.  Exit status 1 if any run
 failed, so CI can run it as a gate.
+
+``--burn N`` keeps N busy-looping processes running for the whole check, so the tests run
+with a core taken (the "CPU burner on the other core" our suite must pass beside).  With
+pytest-randomly installed, each run's line names its ``--randomly-seed``, and a failing run
+replays with ``python -m pytest -p randomly --randomly-seed=SEED``.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import math
 import re
 import statistics
 import subprocess
@@ -29,6 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)")
 # The short summary (-ra is in addopts): "FAILED tests/x.py::test_y - reason".
 _FAILED_LINE = re.compile(r"^(FAILED|ERROR) (\S+)")
+# pytest-randomly's header line, "Using --randomly-seed=1234".
+_SEED = re.compile(r"Using --randomly-seed=(\d+)")
+# A burner is told to stop (SIGTERM) and then killed if it has not gone within this.
+_BURNER_GRACE = 5.0
 
 
 @dataclass
@@ -40,6 +51,7 @@ class RunResult:
     failures: list[str] = field(default_factory=list)
     tail: str = ""
     output: str = ""
+    seed: str | None = None  # pytest-randomly's seed, when it is installed
 
     @property
     def ok(self) -> bool:
@@ -48,7 +60,8 @@ class RunResult:
     def line(self) -> str:
         counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())) or "no counts"
         status = "TIMEOUT" if self.status is None else f"exit {self.status}"
-        return f"run {self.number:2d}: {status:8s} {self.seconds:7.1f}s  {counts}"
+        seed = f"  randomly seed {self.seed}" if self.seed else ""
+        return f"run {self.number:2d}: {status:8s} {self.seconds:7.1f}s  {counts}{seed}"
 
 
 def parse(output: str) -> tuple[dict[str, int], list[str]]:
@@ -73,12 +86,35 @@ def run_once(number: int, workers: str, extra: Sequence[str], timeout: float) ->
                               check=False)
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        return RunResult(number, None, time.monotonic() - started, tail=out[-3000:])
+        return RunResult(number, None, time.monotonic() - started, tail=out[-3000:],
+                         output=out, seed=_seed(out))
     seconds = time.monotonic() - started
     counts, failures = parse(proc.stdout)
     output = proc.stdout + proc.stderr
     return RunResult(number, proc.returncode, seconds, counts, failures,
-                     tail=output[-3000:], output=output)
+                     tail=output[-3000:], output=output, seed=_seed(output))
+
+
+def _seed(output: str) -> str | None:
+    found = _SEED.search(output)
+    return found.group(1) if found else None
+
+
+def start_burners(count: int) -> list[subprocess.Popen[bytes]]:
+    """Start ``count`` processes that do nothing but use a CPU, until stopped."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                             stdin=subprocess.DEVNULL) for _ in range(count)]
+
+
+def stop_burners(burners: Sequence[subprocess.Popen[bytes]]) -> None:
+    for burner in burners:
+        burner.terminate()
+    for burner in burners:
+        try:
+            burner.wait(timeout=_BURNER_GRACE)
+        except subprocess.TimeoutExpired:
+            burner.kill()
+            burner.wait(timeout=_BURNER_GRACE)
 
 
 def summarise(results: list[RunResult]) -> str:
@@ -104,15 +140,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", default="2", help="pytest -n value (default 2)")
     parser.add_argument("--run-timeout", type=float, default=1800.0,
                         help="seconds before one run counts as hung (default 1800)")
+    parser.add_argument("--burn", type=int, default=0, metavar="N",
+                        help="keep N CPU-burning processes running beside the runs (default 0)")
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="where to keep the full output of failed runs (default: a new "
                         "temporary directory)")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     args = parser.parse_args(argv)
     if args.runs < 1:
-        parser.error("--runs must be at least 1")
+        parser.error(f"--runs must be at least 1, got {args.runs}")
+    if not (math.isfinite(args.run_timeout) and args.run_timeout > 0):
+        parser.error(f"--run-timeout must be a finite number of seconds above 0, "
+                     f"got {args.run_timeout}")
+    if args.burn < 0:
+        parser.error(f"--burn must be 0 or more, got {args.burn}")
     log_dir: Path = args.log_dir or Path(tempfile.mkdtemp(prefix="flake-check-"))
     log_dir.mkdir(parents=True, exist_ok=True)
+    burners = start_burners(args.burn)
+    try:
+        results = run_all(args, log_dir)
+    finally:
+        stop_burners(burners)
+    print(summarise(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def run_all(args: argparse.Namespace, log_dir: Path) -> list[RunResult]:
     results: list[RunResult] = []
     for number in range(1, args.runs + 1):
         result = run_once(number, args.workers, args.pytest_args, args.run_timeout)
@@ -127,8 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if result.status not in (0, 1):
             # Not a test failure: an internal error, a usage error, or a hang.  Show why.
             print(result.tail, flush=True)
-    print(summarise(results))
-    return 0 if all(r.ok for r in results) else 1
+    return results
 
 
 if __name__ == "__main__":
