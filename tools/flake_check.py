@@ -78,7 +78,8 @@ def parse(output: str) -> tuple[dict[str, int], list[str]]:
 
 
 def run_once(number: int, workers: str, extra: Sequence[str], timeout: float) -> RunResult:
-    command = [sys.executable, "-m", "pytest", "-n", workers, "-q", "-p", "no:cacheprovider",
+    # Not -q: it hides the report header, where pytest-randomly names its seed.
+    command = [sys.executable, "-m", "pytest", "-n", workers, "-p", "no:cacheprovider",
                *extra]
     started = time.monotonic()
     try:
