@@ -49,9 +49,13 @@ class RunResult:
     seconds: float
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
-    tail: str = ""
     output: str = ""
     seed: str | None = None  # pytest-randomly's seed, when it is installed
+
+    @property
+    def tail(self) -> str:
+        """The end of the output, shown when a run did not end in test results."""
+        return self.output[-3000:]
 
     @property
     def ok(self) -> bool:
@@ -87,13 +91,12 @@ def run_once(number: int, workers: str, extra: Sequence[str], timeout: float) ->
                               check=False)
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        return RunResult(number, None, time.monotonic() - started, tail=out[-3000:],
-                         output=out, seed=_seed(out))
+        return RunResult(number, None, time.monotonic() - started, output=out, seed=_seed(out))
     seconds = time.monotonic() - started
     counts, failures = parse(proc.stdout)
     output = proc.stdout + proc.stderr
-    return RunResult(number, proc.returncode, seconds, counts, failures,
-                     tail=output[-3000:], output=output, seed=_seed(output))
+    return RunResult(number, proc.returncode, seconds, counts, failures, output=output,
+                     seed=_seed(output))
 
 
 def _seed(output: str) -> str | None:
@@ -176,7 +179,7 @@ def run_all(args: argparse.Namespace, log_dir: Path) -> list[RunResult]:
             print(f"         {test}", flush=True)
         if not result.ok:
             log = log_dir / f"run-{number:02d}.txt"
-            log.write_text(result.output or result.tail)
+            log.write_text(result.output)
             print(f"         full output: {log}", flush=True)
         if result.status not in (0, 1):
             # Not a test failure: an internal error, a usage error, or a hang.  Show why.

@@ -512,9 +512,10 @@ class _ServerTime(NamedTuple):
 def _server_time(ctx: _Context) -> _ServerTime | None:
     """How a server in another process has been scheduled so far, or None where it cannot be
     read."""
-    if ctx.pid is None or ctx.pid == os.getpid():
-        return None  # our own threads are busy pushing
-    times, cpu, now = scheduled_seconds(ctx.pid), cpu_seconds(ctx.pid), runnable_threads(ctx.pid)
+    pid = _other_process(ctx)
+    if pid is None:
+        return None
+    times, cpu, now = scheduled_seconds(pid), cpu_seconds(pid), runnable_threads(pid)
     if times is None or cpu is None or now is None:
         return None
     return _ServerTime(time.monotonic(), times[0], times[1], cpu, now)
@@ -541,11 +542,17 @@ def _starved(before: _ServerTime | None, after: _ServerTime | None) -> str | Non
     return f"runnable {runnable:.0%} of {wall:.1f} s, {share:.1%} of a CPU{waiting}"
 
 
-def _wanted(ctx: _Context) -> float | None:
-    # Only for a server in another process: our own threads are busy pushing.
+def _other_process(ctx: _Context) -> int | None:
+    """The server's pid if it runs in another process, else None: how our own process is
+    scheduled says nothing about the server, since our own threads are busy pushing."""
     if ctx.pid is None or ctx.pid == os.getpid():
         return None
-    return wanted_cpu_seconds(ctx.pid)
+    return ctx.pid
+
+
+def _wanted(ctx: _Context) -> float | None:
+    pid = _other_process(ctx)
+    return None if pid is None else wanted_cpu_seconds(pid)
 
 
 def ssl_want_write() -> type[BaseException]:
