@@ -16,17 +16,11 @@ from pytest_multiconn.exchanges.base import Exchange
 from pytest_multiconn.suite.contracts import (
     CHECK_NAMES,
     CHECKS,
-    FAIL,
-    NA,
-    NOTE,
-    PASS,
     SuiteLimits,
-    SuiteReport,
-    SuiteRow,
     check_server,
-    format_row,
     run_server_checks,
 )
+from pytest_multiconn.suite.model import FAIL, NA, NOTE, PASS, SuiteReport, SuiteRow, format_row
 
 __all__ = [
     "CHECKS",

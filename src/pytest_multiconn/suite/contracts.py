@@ -37,10 +37,17 @@ from typing import Any, NamedTuple
 
 from pytest_multiconn.core.blocking import refuse_in_event_loop
 from pytest_multiconn.core.seed import derive_seed
-from pytest_multiconn.errors import ContractBreak
 from pytest_multiconn.exchanges.base import Exchange, ReplyReader
 from pytest_multiconn.exchanges.garbage import QUIET, answer_problem, classify_answer, garbage_bytes
 from pytest_multiconn.exchanges.simple import Echo
+from pytest_multiconn.suite.model import (
+    FAIL,
+    NA,
+    NOTE,
+    PASS,
+    SuiteReport,
+    SuiteRow,
+)
 from pytest_multiconn.suite.peers import (
     PeerError,
     Talk,
@@ -62,10 +69,6 @@ from pytest_multiconn.suite.probes import (
     scheduled_seconds,
     wanted_cpu_seconds,
 )
-
-#: Row statuses: a kept contract, a broken one, a check that does not apply to this server
-#: (with the reason), an observation (reported, never a failure).
-PASS, FAIL, NA, NOTE = "pass", "FAIL", "n/a", "note"
 
 
 @dataclass(frozen=True)
@@ -96,62 +99,6 @@ class SuiteLimits:
             ):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
-
-@dataclass(frozen=True)
-class SuiteRow:
-    """One check: which, how many connections and bytes, its status, and why."""
-
-    fault: str
-    connections: int
-    bytes: int
-    passed: bool
-    seconds: float
-    detail: str = ""
-    status: str = ""
-
-    @property
-    def result(self) -> str:
-        return self.status or (PASS if self.passed else FAIL)
-
-
-@dataclass
-class SuiteReport:
-    """All rows of one suite run against ``address`` with ``seed``."""
-
-    address: Any
-    seed: int
-    rows: list[SuiteRow] = field(default_factory=list)
-    pid: int | None = None
-    protocol: str = "echo"
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.rows) and all(r.passed for r in self.rows)
-
-    @property
-    def failures(self) -> list[SuiteRow]:
-        return [r for r in self.rows if not r.passed]
-
-    def table(self) -> str:
-        head = f"{'check':<18} {'conns':>6} {'bytes':>11} {'result':<6} {'time':>9}  detail"
-        lines = [head, "-" * len(head)]
-        lines.extend(format_row(r) for r in self.rows)
-        return "\n".join(lines)
-
-    def raise_for_failures(self) -> None:
-        """Raise :class:`ContractBreak` naming every failed row."""
-        failed = self.failures
-        if failed:
-            reasons = "\n".join(f"  {r.fault}: {r.detail}" for r in failed)
-            raise ContractBreak(
-                f"{self.protocol} server at {self.address!r} broke {len(failed)} contract(s) "
-                f"(seed {self.seed}; rerun with the same seed to replay):\n{reasons}"
-            )
-
-
-def format_row(r: SuiteRow) -> str:
-    return (f"{r.fault:<18} {r.connections:>6} {r.bytes:>11} {r.result:<6} "
-            f"{r.seconds * 1e3:>7.0f}ms  {r.detail}")
 
 
 class _Failed(Exception):
