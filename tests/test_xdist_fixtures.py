@@ -3,6 +3,7 @@ echo server in a child process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -184,3 +187,66 @@ def test_coverage_measures_the_child_process(tmp_path: Path) -> None:
     serve = tutorial["functions"]["serve_until_interrupted"]
     assert serve["summary"]["covered_lines"] > 0
     assert cli["functions"]["_run_server"]["summary"]["covered_lines"] > 0
+
+
+# -- the child dies with its parent (issue 22, item 13) ---------------------------------------
+
+_ORPHANING_PARENT = textwrap.dedent(
+    """
+    import os, socket, sys, threading
+    from pytest_multiconn.core.process import ServerProcess
+
+    box = []
+    if sys.argv[1] == "thread":
+        # Started from a thread that ends before the parent: only the pipe can tell the
+        # child, and the thread's end must not stop it.
+        worker = threading.Thread(target=lambda: box.append(ServerProcess().start()))
+        worker.start()
+        worker.join()
+    else:
+        box.append(ServerProcess().start())
+    proc = box[0]
+    socket.create_connection(proc.address, timeout=10).close()  # still serving
+    print(proc.pid, proc.port, flush=True)
+    os._exit(0)  # no stop(), no atexit, no finally: as a crash or a hard timeout would
+    """
+)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in {"Z", "X"}  # a zombie nobody reaped yet is gone as a server
+
+
+def _refuses(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("started_from", ["main", "thread"])
+def test_process_child_exits_when_its_parent_dies(started_from: str) -> None:
+    parent = subprocess.run(
+        [sys.executable, "-c", _ORPHANING_PARENT, started_from],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert parent.returncode == 0, parent.stderr
+    pid, port = (int(x) for x in parent.stdout.split())
+    try:
+        deadline = time.monotonic() + 20
+        while not (_gone(pid) and _refuses(port)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"server process {pid} still runs (port {port}) 20s after its "
+                            f"parent exited")
+            threading.Event().wait(0.02)  # a bounded poll on another process: nothing to wait on
+    finally:
+        if not _gone(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -113,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to serve: the tutorial's echo server (default), a line echo server, a "
         "small HTTP/1.1 server (h11) or a small Redis-protocol server (PING, SET, GET)",
     )
+    # Set by ServerProcess (core/process.py) so that the child never outlives its parent.
+    server.add_argument(
+        "--parent-pipe", type=int, default=None, metavar="FD",
+        help="(set by ServerProcess) stop when this inherited pipe reads EOF: the parent died",
+    )
+    server.add_argument(
+        "--parent-death-signal", action="store_true",
+        help="(set by ServerProcess) on Linux, stop on SIGTERM when the parent thread dies",
+    )
     from pytest_multiconn.cli.tls_args import add_client_tls_arguments, add_server_tls_arguments
 
     add_server_tls_arguments(server)
@@ -171,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_server(args: argparse.Namespace) -> int:
     from pytest_multiconn.cli.tls_args import cli_server_tls
 
+    if args.parent_pipe is not None:
+        from pytest_multiconn.core.process import exit_with_parent
+
+        exit_with_parent(args.parent_pipe, death_signal=args.parent_death_signal)
     out = printer()
     with cli_server_tls(args, out) as tls:
         return serve_until_interrupted(

@@ -10,12 +10,24 @@ Coverage measures the child when the parent runs under ``coverage run`` with
 ``[tool.coverage.run] patch = ["subprocess"]`` (coverage >= 7.10): the child inherits the
 settings and writes its own data file when it exits cleanly, which is why ``stop()`` asks
 with SIGINT first and kills only as a last resort.
+
+The child never outlives us.  A parent that dies without ``stop()`` (``os._exit``,
+pytest-timeout's thread method, a crashed xdist worker) would leave it listening, so the
+child is told twice (``multiconn server --parent-pipe FD [--parent-death-signal]``):
+
+* it holds the read end of a pipe whose write end only this process holds (close-on-exec, so
+  no other child inherits it): when we die, the kernel closes it, the child reads EOF and
+  stops as on SIGTERM.  Portable, and it works whichever thread started the child;
+* on Linux, when started from the main thread, it also asks for SIGTERM on parent death
+  (``prctl(PR_SET_PDEATHSIG)``).  Linux sends that signal when the *thread* that forked the
+  child ends, so a child started from another thread relies on the pipe alone.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import os
 import re
 import signal
@@ -67,6 +79,8 @@ class ServerProcess(StartStop):
         self._lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
         self._listening = threading.Event()
         self._reader: threading.Thread | None = None
+        # Our end of the pipe that tells the child we are alive (EOF: we died).
+        self._lifeline: int | None = None
 
     def __repr__(self) -> str:
         if self._proc is None:
@@ -110,15 +124,28 @@ class ServerProcess(StartStop):
             raise RuntimeError(f"{self!r} was already started; create a new one")
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONUNBUFFERED"] = "1"  # the listening line must not wait in a stdio buffer
-        # The command is our own interpreter and module; the host is checked by the child.
-        self._proc = subprocess.Popen(  # noqa: S603 - no shell, fixed program
-            self.command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
+        # os.pipe() is close-on-exec: the write end stays ours alone, the read end goes to
+        # the child through pass_fds.
+        child_end, self._lifeline = os.pipe()
+        command = [*self.command, "--parent-pipe", str(child_end)]
+        if threading.current_thread() is threading.main_thread():
+            command.append("--parent-death-signal")
+        try:
+            # The command is our own interpreter and module; the host is checked by the child.
+            self._proc = subprocess.Popen(  # noqa: S603 - no shell, fixed program
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                pass_fds=(child_end,),
+            )
+        except BaseException:
+            self._close_lifeline()
+            raise
+        finally:
+            os.close(child_end)
         stdout = self._proc.stdout
         if stdout is None:  # pragma: no cover - stdout=PIPE always makes one
             raise RuntimeError("subprocess.Popen gave no stdout pipe")
@@ -182,7 +209,13 @@ class ServerProcess(StartStop):
         self.returncode = proc.wait()
         self._join_reader()
 
+    def _close_lifeline(self) -> None:
+        fd, self._lifeline = self._lifeline, None
+        if fd is not None:
+            os.close(fd)
+
     def _join_reader(self) -> None:
+        self._close_lifeline()  # the child has exited: nobody reads the pipe any more
         reader = self._reader
         if reader is not None:
             reader.join(self.timeout)
@@ -203,3 +236,33 @@ class ServerProcess(StartStop):
     def _needs_start(self) -> bool:
         return self._proc is None
 
+
+
+# -- in the child ----------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent(pipe_fd: int, *, death_signal: bool) -> None:
+    """In the child: SIGTERM ourselves when the parent dies (EOF on ``pipe_fd``, and with
+    ``death_signal`` on Linux also ``PR_SET_PDEATHSIG``), so ``stop_on_signals`` stops the
+    server as a ``kill`` would.  See the module docstring."""
+    if death_signal and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+    def watch() -> None:
+        # Nobody writes: read() returns b"" once the parent's end is closed, i.e. it died
+        # (or it dropped the pipe in stop(), after which it stops us anyway).
+        try:
+            while os.read(pipe_fd, 64):
+                pass
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(pipe_fd)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name=f"{THREAD_PREFIX}parent-watch", daemon=True).start()
