@@ -691,6 +691,9 @@ def test_config_file_is_checked_before_start(tmp_path: Path, multiconn_server):
     bad.write_text("[{")
     with pytest.raises(ToxiproxyConfigError, match="is not JSON"):
         ToxiproxyServer(config=bad)
+    bad.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ToxiproxyConfigError, match="nests JSON too deeply"):
+        ToxiproxyServer(config=bad)
     good = [{"name": "echo", "listen": "127.0.0.1:0", "upstream": upstream_of(multiconn_server)}]
     with ToxiproxyServer(config=good) as server:
         echo_once(hostport(server.api.show("echo")["listen"]))
@@ -792,3 +795,19 @@ def test_same_seed_same_toxicity_draws(multiconn_server: EchoServer):
     assert pattern(11) == first
     assert any(first)
     assert not all(first)
+
+
+@pytest.mark.parametrize("path", ["/proxies", "/populate", "/proxies/x/toxics"])
+def test_deeply_nested_json_is_a_400_and_no_loop_error(multiconn_toxiproxy, path):
+    server = multiconn_toxiproxy
+    depth = 100_000
+    status, value, _ = call(server, "POST", path, raw=b"[" * depth + b"]" * depth)
+    assert status == 400, value
+    assert value["status"] == 400
+    assert "nested more than 32 deep" in value["error"], value
+    # Just too deep for our bound but shallow enough for json.loads: refused the same way.
+    status, value, _ = call(server, "POST", path, raw=b"[" * 200 + b"]" * 200)
+    assert status == 400, value
+    assert "nested" in value["error"], value
+    server.check()  # nothing was reported to the loop (it would re-raise at teardown)
+    assert call(server, "GET", "/version")[0] == 200

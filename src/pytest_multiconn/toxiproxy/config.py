@@ -36,6 +36,10 @@ def read_config(path: str | os.PathLike[str]) -> list[Any]:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ToxiproxyConfigError(f"toxiproxy config {where!r} is not JSON: {exc}") from None
+    except RecursionError:
+        raise ToxiproxyConfigError(
+            f"toxiproxy config {where!r} nests JSON too deeply (a populate list nests 3 deep)"
+        ) from None
     check_config(body, where)
     return list(body)
 

@@ -37,6 +37,9 @@ except ImportError as _exc:  # pragma: no cover - exercised in a child interpret
 MAX_HEADERS = 16 * 1024
 #: Bound on one request's body (a populate list of a few hundred proxies fits).
 MAX_BODY = 1024 * 1024
+#: Bound on how deeply a request body's JSON may nest (toxiproxy's deepest shape, a populate
+#: list of proxies, nests three deep): deeper is a 400, never a RecursionError in the loop.
+MAX_JSON_DEPTH = 32
 #: Idle keep-alive connections close after this many seconds (toxiproxy: 60).
 IDLE_TIMEOUT = 60.0
 
@@ -62,10 +65,33 @@ def _json_body(body: bytes) -> Any:
     if not body.strip():
         # What Go's json decoder says about an empty body.
         raise ToxiproxyError("bad request body: EOF", 400)
+    too_deep = ToxiproxyError(
+        f"bad request body: JSON nested more than {MAX_JSON_DEPTH} deep (arrays and objects "
+        "inside each other); toxiproxy's requests nest at most 3 deep", 400)
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        value = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:  # the decoder's own bound, far deeper than ours
+        raise too_deep from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ToxiproxyError(f"bad request body: {exc}", 400) from None
+    if _depth_exceeds(value, MAX_JSON_DEPTH):
+        raise too_deep
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True if ``value`` nests lists and dicts more than ``limit`` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in item)
+    return False
 
 
 def _error(exc: ToxiproxyError) -> Result:
