@@ -231,6 +231,35 @@ def test_stop_from_a_handler_closes_that_server_only(shared: SharedLoop) -> None
     other.check()
 
 
+def test_every_concurrent_stop_returns_once_the_listener_is_closed(shared: SharedLoop) -> None:
+    # Two threads stop one server at once; whichever returns second used to return at once
+    # while the first was still closing (a connect right after it succeeded, 109 of 200).
+    late: list[str] = []
+    for trial in range(200):
+        server = EchoServer(loop=shared).start(TIMEOUT)
+        address = server.address
+        barrier = threading.Barrier(2, timeout=TIMEOUT)
+
+        def stop_then_connect(server: EchoServer = server, address: tuple[str, int] = address,
+                              barrier: threading.Barrier = barrier, trial: int = trial) -> None:
+            barrier.wait()
+            server.stop(TIMEOUT)
+            try:
+                socket.create_connection(address, timeout=TIMEOUT).close()
+            except ConnectionRefusedError:
+                return
+            late.append(f"trial {trial}: a connect succeeded after stop() returned")
+
+        threads = [threading.Thread(target=stop_then_connect) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TIMEOUT)
+            assert not t.is_alive(), f"trial {trial}: stop() did not return"
+        server.check()
+    assert late == [], f"{len(late)} of 400 stops returned early: {late[:5]}"
+
+
 def test_arguments_are_validated() -> None:
     with pytest.raises(TypeError, match="loop must be a SharedLoop"):
         EchoServer(loop=object())  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -33,7 +34,7 @@ from pytest_multiconn.core.lifecycle import LoopService
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, EVENT_READ, Loop, LoopErrorRecord, Timer
 from pytest_multiconn.core.registry import track_server, untrack_server
 from pytest_multiconn.core.shared import SharedLoop, raise_recorded
-from pytest_multiconn.errors import LoopThreadError
+from pytest_multiconn.errors import LoopStuckError, LoopThreadError
 
 S = TypeVar("S", bound="ServerBase")
 
@@ -294,6 +295,10 @@ class ServerBase(LoopService[Any]):
         self._idle_closed = 0
         self._accept_errors = 0
         self._last_accept_error: OSError | None = None
+        # Set once _close_everything() ran (the listener is closed): every stop() on a
+        # shared loop returns only then, not only the one that asked first.
+        self._closed_down = threading.Event()
+        self._stop_lock = threading.Lock()
 
     # -- addresses ---------------------------------------------------------------------------
     @property
@@ -393,17 +398,21 @@ class ServerBase(LoopService[Any]):
 
         From the loop thread itself (an ``on_event`` callback, a handler) the stop is
         scheduled: the thread closes everything and ends once that callback returns, and a
-        later ``stop()`` from another thread joins it.
+        later ``stop()`` from another thread joins it.  Called from several threads at once,
+        each call returns once the listener is closed.
         """
-        if not self._started:
+        with self._stop_lock:
+            if not self._started:
+                self._stopped = True
+                return
+            first = not self._stopped
             self._stopped = True
-            return
-        first = not self._stopped
-        self._stopped = True
         try:
             if self.shared_loop is not None:
                 if first:  # the loop is not ours to stop: closing this server is all
                     self._stop_shared(self.shared_loop, timeout)
+                else:
+                    self._wait_closed_down(timeout)
                 return
             # Every call reaches the loop: after a stop scheduled from the loop thread, a
             # later stop() from the test thread still joins the thread.
@@ -424,6 +433,18 @@ class ServerBase(LoopService[Any]):
             # a loop of its own (whose error check() re-raises).
             self._errors.append(LoopErrorRecord(exc, repr(self), time.monotonic()))
 
+    def _wait_closed_down(self, timeout: float) -> None:
+        # Another stop() closes this server (or scheduled the close from the loop thread):
+        # return when it is done, not before.  The loop thread itself cannot wait for it.
+        thread = self.loop.thread
+        if thread is not None and thread.ident == threading.get_ident():
+            return
+        if not self._closed_down.wait(timeout):
+            raise LoopStuckError(
+                f"{self!r}: another stop() did not close the listener within {timeout}s; "
+                "a handler is blocking the loop thread"
+            )
+
     def check(self) -> None:
         """Re-raise, in the caller, the first exception the loop thread recorded."""
         if self._errors:
@@ -435,10 +456,13 @@ class ServerBase(LoopService[Any]):
     def _close_everything(self) -> None:
         # Closes what the selector may not hold right now: a listener paused by
         # max_connections or EMFILE, connections paused with nothing to write.
-        if self._listener is not None:
-            self._listener.close()
-        for conn in list(self._conns.values()):
-            conn.close(reason="server stopped")
+        try:
+            if self._listener is not None:
+                self._listener.close()
+            for conn in list(self._conns.values()):
+                conn.close(reason="server stopped")
+        finally:
+            self._closed_down.set()
 
     # -- subclass interface ---------------------------------------------------------------
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
