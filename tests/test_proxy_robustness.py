@@ -6,12 +6,14 @@ from __future__ import annotations
 import gc
 import json
 import math
+import re
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -271,6 +273,19 @@ def test_a_unix_socket_path_is_still_a_path(tmp_path):
     proxy = FaultProxy(str(tmp_path / "target.sock"))
     assert proxy.target == str(tmp_path / "target.sock")
     assert proxy.target_family == socket.AF_UNIX
+    for path in ("./localhost:http", Path("localhost:http"), "target.sock"):
+        assert FaultProxy(path).target_family == socket.AF_UNIX
+
+
+@pytest.mark.parametrize("param", ["target", "listen"])
+@pytest.mark.parametrize("value", ["localhost:http", "127.0.0.1:", ":8080", "localhost:80x"])
+def test_a_host_port_with_a_bad_port_is_not_taken_for_a_socket_path(param: str, value: str):
+    args: dict[str, Any] = {"target": "127.0.0.1:9", param: value}
+    with pytest.raises(ValueError, match=re.escape(f"{param} {value!r}")) as info:
+        FaultProxy(**args)
+    message = str(info.value)
+    assert "port" in message
+    assert f"'./{value}'" in message  # what to write for a Unix socket of that name
 
 
 @pytest.mark.parametrize("duration", ["-1", "nan", "inf", "0"])

@@ -76,11 +76,23 @@ def _check_probability(value: object) -> float:
     return float(value)
 
 
-def _looks_like_hostport(text: str) -> bool:
-    # "10.0.0.1:80", "localhost:8080", "[::1]:80": an address, not a Unix socket path.  A
-    # path with such a name can still be given as "./name" or as a pathlib.Path.
+def _looks_like_hostport(text: str, what: str) -> bool:
+    """True for "10.0.0.1:80", "localhost:8080", "[::1]:80" (an address); False for a Unix
+    socket path (any string with a "/" or without a ":").  A string with a ":" and no "/"
+    that is no address ("localhost:http", "host:", ":80") is a ValueError: taking it for a
+    socket path would only fail later, at connect.  A path with such a name can still be
+    given as "./name" or as a pathlib.Path."""
     host, sep, port = text.rpartition(":")
-    return bool(sep and host and "/" not in text and port.strip().isdigit())
+    if not sep or "/" in text:
+        return False
+    if host and port.strip().isdigit():
+        return True
+    wrong = "its host is empty" if not host else f"its port {port!r} is not a number"
+    raise ValueError(
+        f"{what} {text!r} looks like \"host:port\" but {wrong}: give a port number "
+        f"(\"localhost:8080\"); for a Unix socket of that name write {'./' + text!r} or pass "
+        "a pathlib.Path"
+    )
 
 
 def _parse_address(value: Any, *, what: str, allow_remote: bool, role: str,
@@ -89,7 +101,7 @@ def _parse_address(value: Any, *, what: str, allow_remote: bool, role: str,
     if isinstance(value, ServerBase):
         value = value.address
     if isinstance(value, os.PathLike) or (isinstance(value, str)
-                                          and not _looks_like_hostport(value)):
+                                          and not _looks_like_hostport(value, what)):
         path = os.fspath(value)
         if not isinstance(path, str) or not path:
             raise ValueError(f"{what} must be a non-empty Unix socket path, got {value!r}")
