@@ -269,9 +269,11 @@ class Loop:
         """Run ``fn()`` in the loop thread and return its result, waiting at most ``timeout``.
 
         ``after_io=True`` runs it only after one more poll of the selector, so every event the
-        kernel had delivered before this call (a peer's FIN, say) was handled first.  Why: the
-        callback is queued while the loop may be dispatching a batch polled *before* the
-        caller's last socket operation; one extra zero-timeout poll closes that window.
+        kernel had delivered before this call (a peer's FIN, say) was handled first, and so
+        were the callbacks those events scheduled (a handler's ``connection_lost``, which runs
+        one loop turn after the close, as in asyncio).  Why: the callback is queued while the
+        loop may be dispatching a batch polled *before* the caller's last socket operation;
+        one extra zero-timeout poll closes that window.
         """
         check_seconds(timeout, "timeout")
         if self.in_loop_thread() or not self.is_running():
@@ -289,8 +291,9 @@ class Loop:
 
         if after_io:
             # Queued from the loop thread, the second callback runs after the next poll
-            # (which does not block: the ready queue is not empty).
-            self.call_soon_threadsafe(self.call_soon, call)
+            # (which does not block: the ready queue is not empty); queued once more from
+            # there, it runs after the callbacks that poll's events scheduled.
+            self.call_soon_threadsafe(self.call_soon, self.call_soon, call)
         else:
             self.call_soon_threadsafe(call)
         if not done.wait(timeout):

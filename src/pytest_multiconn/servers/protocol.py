@@ -3,7 +3,9 @@
 ``ProtocolServer(MyProtocol)`` calls ``MyProtocol()`` for each accepted connection and drives
 it exactly as asyncio would: ``connection_made(transport)``, ``data_received(data)``,
 ``eof_received()`` (return True to keep the connection half-open, as in asyncio; anything else
-closes it once pending output is flushed) and ``connection_lost(exc)``.  An
+closes it once pending output is flushed) and ``connection_lost(exc)``, which, as in asyncio,
+runs on a later loop turn, never inside a transport call (a write to a peer that reset is
+dropped, and the handler's running callback finishes first).  An
 ``asyncio.Protocol`` subclass works unchanged, so a fake of your peer costs what an
 :class:`~pytest_multiconn.EchoServer` costs: a thread and a listening socket, started in
 about a millisecond.
@@ -23,6 +25,7 @@ exactly :class:`~pytest_multiconn.servers.EchoProtocol`.
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 from collections.abc import Callable
@@ -32,21 +35,45 @@ from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.tls.config import ServerTLS, TLSConfig, server_tls
 
+logger = logging.getLogger(__name__)
+
+#: asyncio's ``constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES``: writes after the connection
+#: was lost are dropped, and from this count on each one logs a warning.
+LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
+
 
 class Transport:
-    """What a handler writes to: asyncio's transport methods, over one loop connection."""
+    """What a handler writes to: asyncio's transport methods, over one loop connection.
 
-    __slots__ = ("_conn",)
+    As in asyncio, a write after the connection was lost (the peer reset, or the transport
+    closed) is dropped, counted, and from the fifth one on logs ``socket.send() raised
+    exception.``; the handler's ``connection_lost`` never runs inside a transport call.
+    """
+
+    __slots__ = ("_conn", "_conn_lost")
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self._conn_lost = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._conn.write(data)
+        conn = self._conn
+        if conn.closed:
+            self._lost_write()
+            return
+        conn.write(data)
+
+    def _lost_write(self) -> None:
+        # asyncio's count: the loss itself is 1, each dropped write adds one, and a write
+        # made when the count has reached the threshold warns.
+        lost = self._conn_lost or 1
+        if lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+            logger.warning("socket.send() raised exception.")
+        self._conn_lost = lost + 1
 
     def writelines(self, chunks: Any) -> None:
         for chunk in chunks:
-            self._conn.write(chunk)
+            self.write(chunk)
 
     def write_eof(self) -> None:
         """Half-close once pending output is flushed."""
@@ -160,6 +187,19 @@ class ProtocolConnection(Connection):
             hook()
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        # asyncio never re-enters a protocol: a transport that fails inside write() (the peer
+        # reset) or closes inside close() calls connection_lost on a later loop turn
+        # (``call_soon``), so the handler's running callback finishes with its state intact.
+        # The server counts the connection as closed only then, so a wait_for_closed()
+        # returns after the handler's connection_lost has run.
+        self.server._lost_pending[self.id] = self
+        self.loop.call_soon(self.call_connection_lost, exc)
+
+    def call_connection_lost(self, exc: BaseException | None = None) -> None:
+        """The handler's ``connection_lost(exc)``, exactly once (scheduled by
+        ``connection_lost``; a server that stops runs what is still pending)."""
+        if self.server._lost_pending.pop(self.id, None) is None:
+            return
         try:
             self.handler.connection_lost(exc if isinstance(exc, Exception) or exc is None else None)
         finally:
@@ -201,11 +241,25 @@ class ProtocolServer(ServerBase):
         self.tls = take_tls(kwargs)
         super().__init__(*args, **kwargs)
         self.protocol_factory = protocol_factory
+        # Closed connections whose handler's connection_lost is scheduled but has not run.
+        self._lost_pending: dict[int, ProtocolConnection] = {}
 
     @property
     def client_tls(self) -> ssl.SSLContext | None:
         """A client SSLContext that trusts this server (None for plaintext)."""
         return self.tls.client_context if self.tls is not None else None
+
+    def _close_everything(self) -> None:
+        # A stop closes every connection from a loop callback of its own (not from inside a
+        # handler), and the loop may never turn again (the server's own loop ends; a shared
+        # loop's release returns): run the scheduled connection_lost calls now, once each.
+        super()._close_everything()
+        while self._lost_pending:
+            conn = next(iter(self._lost_pending.values()))
+            try:
+                conn.call_connection_lost(conn.error)
+            except Exception as exc:  # noqa: BLE001 - recorded, re-raised by check()
+                self.loop.report_error(exc, conn)
 
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
         """The connection for one accepted socket: :meth:`fast_connection` where nothing
