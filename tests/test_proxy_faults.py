@@ -435,3 +435,28 @@ def test_limit_data_behind_latency_closes_after_the_limit() -> None:
             while chunk := sock.recv(65536):
                 reply += chunk
         assert reply == b"x" * 100
+
+
+def _wait_read(handle, direction: str, n: int) -> None:
+    """Bounded poll: the proxy has read ``n`` bytes in ``direction`` (held by a fault)."""
+    deadline = time.monotonic() + TIMEOUT
+    while handle.stats()[direction] < n:
+        assert time.monotonic() < deadline, f"the proxy never read {n} bytes {direction}"
+        time.sleep(0.002)
+
+
+def test_update_passes_on_what_latency_holds_as_toxiproxy_does(multiconn_server,
+                                                              multiconn_proxy):
+    proxy = multiconn_proxy(multiconn_server)
+    name = proxy.add(Latency(ms=LONG_MS), direction="downstream")
+    with connect(proxy.address) as client:
+        handle = proxy.wait_for_connection()
+        client.sendall(b"held")
+        _wait_read(handle, "downstream", 4)  # the echo is held for LONG_MS
+        proxy.update(name, ms=0)
+        client.settimeout(SLACK)
+        start = time.monotonic()
+        assert recv_exactly(client, 4) == b"held"
+        client.sendall(b"next")  # not queued behind the old deadline either
+        assert recv_exactly(client, 4) == b"next"
+        assert time.monotonic() - start < SLACK

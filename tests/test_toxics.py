@@ -184,6 +184,40 @@ def test_latency_delays_each_chunk_and_the_eof_by_ms(bench: Bench) -> None:
     assert bench.sink.items[1:] == [(start + 0.060, b"two"), (start + 0.060, None)]
 
 
+def test_latency_update_passes_on_what_it_holds_and_new_bytes_follow_the_new_ms(
+    bench: Bench,
+) -> None:
+    # toxiproxy interrupts a toxic on update and passes on what it held; so do we.
+    stage = bench.stage(Latency(ms=60_000))
+    start = bench.clock.now
+    stage.feed(b"held")
+    stage.toxic = Latency(ms=0)
+    stage.updated()
+    assert bench.sink.items == [(start, b"held")]
+    stage.feed(b"next")  # not queued behind the old deadline
+    bench.loop.advance(0)
+    assert bench.sink.items[1:] == [(start, b"next")]
+    stage.toxic = Latency(ms=10)
+    stage.updated()
+    stage.feed(b"late")
+    bench.loop.advance(0.010)
+    assert bench.sink.items[2:] == [(start + 0.010, b"late")]
+    assert bench.loop.pending() == []
+
+
+def test_bandwidth_update_passes_on_what_it_holds(bench: Bench) -> None:
+    stage = bench.stage(Bandwidth(rate=0.001))  # 1 B/s
+    stage.feed(b"abcdef")
+    stage.toxic = Bandwidth(bytes_per_second=1000)
+    stage.updated()
+    assert bench.sink.data == b"abcdef"
+    stage.feed(b"x" * 100)  # paced at the new rate, not held at 1 B/s
+    bench.loop.advance(0.049)
+    assert 40 <= len(bench.sink.data) - 6 <= 60
+    bench.loop.advance(0.1)
+    assert bench.sink.data == b"abcdef" + b"x" * 100
+
+
 def test_latency_jitter_keeps_order_and_replays_under_one_seed(bench: Bench) -> None:
     def arrival_times(seed: int) -> list[float]:
         b = Bench(bench.clock)

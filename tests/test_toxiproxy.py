@@ -811,3 +811,24 @@ def test_deeply_nested_json_is_a_400_and_no_loop_error(multiconn_toxiproxy, path
     assert "nested" in value["error"], value
     server.check()  # nothing was reported to the loop (it would re-raise at teardown)
     assert call(server, "GET", "/version")[0] == 200
+
+
+def test_patching_latency_to_zero_passes_on_what_it_holds(multiconn_toxiproxy, multiconn_server):
+    server = multiconn_toxiproxy
+    address = hostport(make_proxy(server, multiconn_server)["listen"])
+    status, _, _ = call(server, "POST", "/proxies/echo/toxics",
+                        {"type": "latency", "name": "slow", "attributes": {"latency": 60_000}})
+    assert status == 200
+    proxy = server.api.fault_proxy("echo")
+    with connect(address) as sock:
+        handle = proxy.wait_for_connection()
+        sock.sendall(b"held")
+        deadline = time.monotonic() + TIMEOUT
+        while handle.stats()["downstream"] < 4:  # bounded poll: the echo is now held
+            assert time.monotonic() < deadline, "the proxy never read the echo"
+            time.sleep(0.002)
+        status, value, _ = call(server, "PATCH", "/proxies/echo/toxics/slow",
+                                {"attributes": {"latency": 0}})
+        assert (status, value["attributes"]["latency"]) == (200, 0)
+        sock.settimeout(20.0)  # far below the 60 s the bytes were held for
+        assert recv_exactly(sock, 4) == b"held"

@@ -241,7 +241,9 @@ class FaultProxy(ServerBase):
 
     def update(self, name: str, **params: Any) -> Toxic:
         """Change parameters of fault ``name`` (``probability=`` too, for new connections);
-        live connections use the new values from now on.  Returns the new fault object."""
+        live connections use the new values from now on.  Bytes a delaying fault holds
+        (``Latency``, ``Slicer``, ``Bandwidth``, ``SlowClose``) are passed on at once, as
+        toxiproxy does when a toxic is updated.  Returns the new fault object."""
 
         probability = params.pop("probability", None)
         if probability is not None:

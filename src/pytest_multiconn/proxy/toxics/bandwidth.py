@@ -58,6 +58,12 @@ class BandwidthStage(Stage):
             self.eof = False
             self.next.feed_eof()
 
+    def updated(self) -> None:
+        """New rate: what is held goes on now (toxiproxy passes on what a toxic holds when it
+        is updated), and the new rate paces what comes next."""
+        self.detach()
+        self.next_send = 0.0
+
     def detach(self) -> None:
         self._cancel()
         if self.buf:

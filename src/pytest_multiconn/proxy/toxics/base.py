@@ -174,8 +174,14 @@ class QueueStage(Stage):
         if queue and self.timer is None:
             self.timer = self.pipe.loop.call_at(queue[0][0], self._run)
 
+    def updated(self) -> None:
+        """New parameters: what is queued goes on now, as toxiproxy passes on what a toxic
+        holds when it is updated; what comes next follows the new parameters."""
+        self.detach()
+
     def detach(self) -> None:
         self.stop_timer()
+        self.last_due = 0.0  # what comes next does not queue behind what went
         while self.queue:
             _, item = self.queue.popleft()
             if item is EOF_MARK:
