@@ -153,3 +153,91 @@ def test_plugin_can_be_disabled(
     )
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'multiconn_server' not found*"])
+
+
+def test_adopt_starts_and_owns_any_server(pytester: pytest.Pytester) -> None:
+    # The contract of multiconn_server_factory.adopt(): one of ours, any object with
+    # start()/stop(), or a context manager; anything else is a TypeError naming it.
+    pytester.makepyfile(
+        """
+        import socket, socketserver, threading
+        import pytest
+        from pytest_multiconn import EchoServer
+
+        EVENTS = []
+
+        class Echo(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.request.sendall(self.request.recv(64))
+
+        class ThreadedServer:
+            # Not ours: start() and stop() take no arguments.
+            def __init__(self):
+                self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+                self.address = self.tcp.server_address
+
+            def start(self):
+                EVENTS.append("start")
+                self.thread = threading.Thread(target=self.tcp.serve_forever)
+                self.thread.start()
+
+            def stop(self):
+                EVENTS.append("stop")
+                self.tcp.shutdown()
+                self.tcp.server_close()
+                self.thread.join(10)
+
+        class Managed:
+            def __enter__(self):
+                EVENTS.append("enter")
+                return self
+
+            def __exit__(self, *exc_info):
+                EVENTS.append(("exit", exc_info))
+
+        def test_start_stop_object(multiconn_server_factory):
+            server = multiconn_server_factory.adopt(ThreadedServer())
+            assert EVENTS == ["start"]
+            with socket.create_connection(server.address, timeout=5) as s:
+                s.sendall(b"hi")
+                assert s.recv(2) == b"hi"
+
+        def test_context_manager(multiconn_server_factory):
+            assert EVENTS == ["start", "stop"]
+            managed = Managed()
+            assert multiconn_server_factory.adopt(managed) is managed
+            assert EVENTS[-1] == "enter"
+
+        def test_ours_started_or_not(multiconn_server_factory):
+            assert EVENTS[-1] == ("exit", (None, None, None))
+            started = multiconn_server_factory.adopt(EchoServer().start())
+            fresh = multiconn_server_factory.adopt(EchoServer())
+            for server in (started, fresh):
+                with socket.create_connection(server.address, timeout=5) as s:
+                    s.sendall(b"x")
+                    assert s.recv(1) == b"x"
+
+        def test_anything_else(multiconn_server_factory):
+            with pytest.raises(TypeError) as info:
+                multiconn_server_factory.adopt(object())
+            message = str(info.value)
+            assert "start()" in message and "stop()" in message, message
+            assert "context manager" in message, message
+            assert "object" in message, message
+
+        def test_a_stop_that_fails_fails_the_test(multiconn_server_factory):
+            class Broken:
+                def start(self):
+                    pass
+
+                def stop(self):
+                    raise RuntimeError("stop failed")
+
+            multiconn_server_factory.adopt(Broken())
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_a_stop_that_fails_fails_the_test*", "*stop failed*"]
+    )

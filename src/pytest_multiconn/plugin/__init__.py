@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 import pytest
 
 from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, MultiConnClient
+from pytest_multiconn.core.lifecycle import LoopService, StartStop
 from pytest_multiconn.core.process import ServerProcess
 from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.core.shared import SharedLoop
@@ -30,7 +31,7 @@ from pytest_multiconn.plugin.options import (
 from pytest_multiconn.plugin.types import Address, ClientRunner, ServerFactory
 from pytest_multiconn.servers.echo import EchoServer
 
-S = TypeVar("S", bound=ServerBase)
+T = TypeVar("T")
 
 #: The marker that configures ``multiconn_server`` (and the TLS server fixtures).
 SERVER_MARKER = "multiconn_server"
@@ -145,7 +146,7 @@ class EchoServerFactory:
         self.name_hint = name_hint
         #: The worker's loop thread that the echo servers made here run on (None: one each).
         self.shared_loop = shared_loop
-        self.servers: list[ServerBase] = []
+        self.servers: list[Stoppable] = []
 
     def __repr__(self) -> str:
         return f"<EchoServerFactory timeout={self.timeout} servers={len(self.servers)}>"
@@ -157,12 +158,57 @@ class EchoServerFactory:
         server.timeout = self.timeout
         return self.adopt(server)
 
-    def adopt(self, server: S) -> S:
-        """Start ``server`` if needed and stop it at teardown; returns it."""
-        self.servers.append(server)
-        if not server._started:
-            server.start(self.timeout)
-        return server
+    def adopt(self, server: T) -> T:
+        """Start ``server`` and stop it at teardown (newest first); returns it.
+
+        What it takes (anything else is a TypeError naming this):
+
+        * one of ours (a server, proxy, UDP server, ``ServerProcess``): started with the
+          fixture's timeout unless it runs already, stopped with it, and its loop-thread
+          errors re-raised at teardown;
+        * any object with ``start()`` and ``stop()`` methods: ``start()`` is called now and
+          ``stop()`` at teardown, both without arguments;
+        * a context manager: entered now (as ``with`` would), exited at teardown with no
+          exception.
+
+        A ``start()`` or ``__enter__`` that raises leaves nothing to stop.
+        """
+        if isinstance(server, StartStop):
+            # Each of ours takes stop(timeout); a loop service's start takes one too.
+            ours: Any = server
+            self.servers.append(ours)
+            if server._needs_start():
+                if isinstance(server, LoopService):
+                    ours.start(self.timeout)
+                else:
+                    ours.start()
+            return server
+        start, stop = getattr(server, "start", None), getattr(server, "stop", None)
+        if callable(start) and callable(stop):
+            started = start()
+            if inspect.isawaitable(started):
+                if inspect.iscoroutine(started):
+                    started.close()
+                raise TypeError(
+                    f"adopt() calls start() without awaiting it, and {type(server).__name__}"
+                    ".start() is a coroutine function: start and stop an async server in your "
+                    "async test (or fixture) instead"
+                )
+            self.servers.append(_Adopted(server, stop, f"{type(server).__name__}.stop()"))
+            return server
+        enter, leave = getattr(server, "__enter__", None), getattr(server, "__exit__", None)
+        if callable(enter) and callable(leave):
+            enter()
+            self.servers.append(
+                _Adopted(server, lambda: leave(None, None, None), f"{type(server).__name__}"
+                         ".__exit__()")
+            )
+            return server
+        raise TypeError(
+            "multiconn_server_factory.adopt() takes one of our servers, an object with "
+            "start() and stop() methods (called without arguments), or a context manager "
+            f"(with __enter__ and __exit__); got {server!r} of type {type(server).__name__}"
+        )
 
     def close(self) -> None:
         """Stop every server (newest first), then re-raise the first loop error."""
@@ -175,6 +221,25 @@ class Stoppable(Protocol):
     def stop(self, timeout: float) -> object: ...
 
     def check(self) -> None: ...
+
+
+class _Adopted:
+    """A server that is not ours, as teardown sees it: ``stop`` is its own ``stop()`` (or
+    ``__exit__``), called without arguments; there are no loop errors to check."""
+
+    def __init__(self, server: object, stop: Callable[[], object], what: str) -> None:
+        self.server = server
+        self._stop = stop
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"<adopted {self.server!r}: {self.what} at teardown>"
+
+    def stop(self, timeout: float) -> object:
+        return self._stop()
+
+    def check(self) -> None:
+        pass
 
 
 def stop_all(servers: Sequence[Stoppable], timeout: float) -> None:
@@ -217,7 +282,9 @@ def multiconn_server_factory(
 ) -> Iterator[ServerFactory]:
     """Yields a factory (type pytest_multiconn.fixtures.ServerFactory):
     multiconn_server_factory(host="127.0.0.1", port=0, **kwargs) starts an EchoServer and
-    returns it; .adopt(server) starts and owns any server.  Function scope.  Echo servers it
+    returns it; .adopt(server) starts and owns any server: one of ours, any object with
+    start() and stop() (called without arguments), or a context manager (entered now,
+    exited at teardown); anything else is a TypeError.  Function scope.  Echo servers it
     makes run on the worker's shared loop thread (pass loop=None for a thread of its own).
     Teardown stops them all, re-raises loop-thread errors in this test, and fails it if
     anything leaked.

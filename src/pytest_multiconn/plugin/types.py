@@ -38,7 +38,7 @@ Address: TypeAlias = TCPAddress | str | os.PathLike[str]
 #: What a proxy may stand in front of: an address, or a started server (its ``.address``).
 ProxyTarget: TypeAlias = Address | ServerBase
 
-S = TypeVar("S", bound=ServerBase)
+T = TypeVar("T")
 
 
 class ServerFactory(Protocol):
@@ -48,8 +48,11 @@ class ServerFactory(Protocol):
         """Start an :class:`~pytest_multiconn.EchoServer` (``kwargs`` are its options)."""
         ...
 
-    def adopt(self, server: S) -> S:
-        """Start ``server`` if it is not started yet and stop it at teardown; return it."""
+    def adopt(self, server: T) -> T:
+        """Start ``server`` and stop it at teardown; return it.  One of ours (started unless
+        it runs already), any object with ``start()``/``stop()`` (called without
+        arguments), or a context manager (entered now, exited at teardown); anything else
+        is a TypeError."""
         ...
 
 
