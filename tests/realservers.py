@@ -250,7 +250,7 @@ _SPECS = [
                ("py:uvicorn", "py:httptools"), env=_APPS_ENV),
     ServerSpec("hypercorn", "http",
                _py("-m", "hypercorn", "--bind", "{host}:{port}", "asgi_app:app"),
-               ("py:hypercorn",), env=_APPS_ENV),
+               ("py:hypercorn",), procs=2, env=_APPS_ENV),
     ServerSpec("gunicorn-sync-1", "http", _gunicorn("-w", "1"), ("py:gunicorn",), procs=2),
     ServerSpec("gunicorn-sync-2", "http", _gunicorn("-w", "2"), ("py:gunicorn",), procs=3),
     ServerSpec("gunicorn-gthread-4", "http",
@@ -304,7 +304,8 @@ PROBES: dict[str, tuple[bytes, Callable[[bytes], bool]]] = {
     "http": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
              lambda buf: b"\r\n\r\n" in buf and buf.endswith(b"hello\n")),
     "redis": (b"PING\r\n", lambda buf: buf == b"+PONG\r\n"),
-    "memcached": (b"version\r\n", lambda buf: buf.startswith(b"VERSION ") and buf.endswith(b"\r\n")),
+    "memcached": (b"version\r\n",
+                  lambda buf: buf.startswith(b"VERSION ") and buf.endswith(b"\r\n")),
     "echo": (b"ping\n", lambda buf: buf == b"ping\n"),
 }
 
