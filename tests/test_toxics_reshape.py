@@ -15,6 +15,7 @@ from pytest_multiconn.faults import fault_rng
 from pytest_multiconn.proxy import Coalesce, Corrupt, Slicer, Substitute, Truncate
 from pytest_multiconn.proxy.toxics import base as toxics_base
 from pytest_multiconn.proxy.toxics import slicer as slicer_module
+from pytest_multiconn.proxy.toxics import substitute as substitute_module
 from pytest_multiconn.proxy.toxics.corrupt import flips
 from test_toxics import Bench, FakeClock
 
@@ -24,8 +25,9 @@ SEED = 1  # Bench.stage's seed; its rng is fault_rng(seed, "toxic", 1, "downstre
 @pytest.fixture
 def bench(monkeypatch: pytest.MonkeyPatch) -> Bench:
     clock = FakeClock()
-    for module in (toxics_base, slicer_module):  # the reshaping toxics use loop timers only
-        monkeypatch.setattr(module, "time", clock)
+    for module in (toxics_base, slicer_module, substitute_module):  # the ones reading a clock
+        if hasattr(module, "time"):
+            monkeypatch.setattr(module, "time", clock)
     return Bench(clock)
 
 
@@ -150,6 +152,39 @@ def test_substitute_decides_a_short_tail_after_hold_ms(bench: Bench) -> None:
     assert bench.sink.items == []
     bench.loop.advance(0.001)
     assert bench.sink.data == b"GET /fast\r\n"
+    assert bench.loop.pending() == []
+
+
+def test_substitute_hold_counts_from_each_candidate_not_from_the_first_held_byte(
+    bench: Bench,
+) -> None:
+    # "CO" cannot become COMMIT once "x" follows, but the "CO" after it can: its parts
+    # arrive 12 ms apart, under hold_ms, so it is replaced although the first "CO" waited
+    # 24 ms in all.
+    stage = bench.stage(Substitute(pattern=rb"COMMIT", replacement=b"X", hold_ms=20))
+    stage.feed(b"CO")
+    bench.loop.advance(0.012)
+    stage.feed(b"xCO")
+    bench.loop.advance(0.012)
+    stage.feed(b"MMIT")
+    assert bench.sink.data == b"CO"  # the first "CO" was decided at 20 ms
+    bench.loop.advance(0.008)  # 20 ms after "xCO" came
+    assert bench.sink.data == b"COxX"
+    stage.feed_eof()
+    assert bench.sink.data == b"COxX"
+    assert bench.loop.pending() == []
+
+
+def test_substitute_holds_a_byte_at_most_hold_ms_from_its_arrival(bench: Bench) -> None:
+    stage = bench.stage(Substitute(pattern=rb"COMMIT", replacement=b"X", hold_ms=20))
+    start = bench.clock.now
+    stage.feed(b"ab")
+    bench.loop.advance(0.015)
+    stage.feed(b"cd")
+    bench.loop.advance(0.005)
+    assert bench.sink.items == [(start + 0.020, b"ab")]
+    bench.loop.advance(0.015)
+    assert bench.sink.items[1:] == [(start + 0.035, b"cd")]
     assert bench.loop.pending() == []
 
 

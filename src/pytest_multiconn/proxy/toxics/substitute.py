@@ -9,10 +9,12 @@ the output is ``re.sub(pattern, replacement, whole_stream)`` when
 * every match is at most ``max_match`` bytes long and the pattern looks no further than
   that from where a match starts (no ``$``, no long lookahead), and no lookbehind reaches
   into bytes already passed on;
-* the parts of a match arrive less than ``hold_ms`` apart: held bytes wait at most
-  ``hold_ms`` (from the first one held), then the tail is decided with what is there and
-  passed on, so a request/response protocol whose message is shorter than ``max_match`` is
-  delayed by at most ``hold_ms``, never stalled.
+* the parts of a match arrive less than ``hold_ms`` apart: a held byte waits at most
+  ``hold_ms`` from its own arrival, then the matches starting at or before it are decided
+  with what is there and it is passed on (bytes that came later keep waiting, each for its
+  own ``hold_ms``, so a match that starts after a false start still gets its full time), and
+  a request/response protocol whose message is shorter than ``max_match`` is delayed by at
+  most ``hold_ms``, never stalled.
 
 ``count`` limits the replacements per direction of one connection (0: no limit); after
 the last one, bytes pass straight through.  ``replacement`` is a ``re`` template
@@ -25,6 +27,8 @@ keep counting right.  Nothing random: the rng is unused.
 from __future__ import annotations
 
 import re
+import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from random import Random
@@ -46,7 +50,11 @@ class SubstituteStage(Stage):
         self.buf = bytearray()
         self.done = 0  # replacements made so far
         self.timer: Timer | None = None
+        self.timer_due = 0.0
         self.offset = 0  # stream offset (input side) of buf[0]
+        # (stream offset just past a fed chunk, when it arrived), for the held chunks: a byte
+        # is decided hold_ms after its own arrival.
+        self.arrivals: deque[tuple[int, float]] = deque()
         self.pattern = re.compile(self.toxic.pattern)
 
     def updated(self) -> None:
@@ -61,6 +69,7 @@ class SubstituteStage(Stage):
             self.next.feed(data)
             return
         self.buf += data
+        self.arrivals.append((self.offset + len(self.buf), time.monotonic()))
         self._scan(final=False)
 
     def feed_eof(self) -> None:
@@ -69,12 +78,20 @@ class SubstituteStage(Stage):
 
     def _expire(self) -> None:
         self.timer = None
-        self._scan(final=True)
+        # Bytes that arrived hold_ms ago or more are decided now; later ones keep waiting.
+        expired = time.monotonic() - self.toxic.hold_ms / 1e3
+        upto = self.offset
+        for end, arrived in self.arrivals:
+            if arrived > expired:
+                break
+            upto = end
+        self._scan(final=False, expired=upto - self.offset)
 
-    def _scan(self, final: bool) -> None:
+    def _scan(self, final: bool, expired: int = 0) -> None:
         buf, toxic = self.buf, self.toxic
-        # Matches starting before ``settled`` can no longer change (see the module's rule).
-        settled = len(buf) if final else len(buf) - toxic.max_match + 1
+        # Matches starting before ``settled`` can no longer change (see the module's rule),
+        # nor can those starting in the first ``expired`` bytes, held for hold_ms already.
+        settled = len(buf) if final else max(len(buf) - toxic.max_match + 1, expired)
         out: list[bytes] = []
         pos = 0
         made: list[int] = []
@@ -102,9 +119,17 @@ class SubstituteStage(Stage):
             where = ", ".join(map(str, made[:_SHOWN])) + (", ..." if len(made) > _SHOWN else "")
             self.pipe.note(self, f"replaced {len(made)} match(es) of {toxic.pattern!r} "
                                  f"at offset {where}", len(chunk))
-        if buf and self.timer is None:
-            self.timer = self.pipe.loop.call_later(toxic.hold_ms / 1e3, self._expire)
-        elif not buf:
+        arrivals = self.arrivals
+        while arrivals and arrivals[0][0] <= self.offset:
+            arrivals.popleft()  # passed on entirely
+        if buf and arrivals:
+            # Wake when the oldest held byte has waited hold_ms.
+            due = arrivals[0][1] + toxic.hold_ms / 1e3
+            if self.timer is None or due != self.timer_due:
+                self._cancel()
+                self.timer_due = due
+                self.timer = self.pipe.loop.call_at(due, self._expire)
+        else:
             self._cancel()
         if chunk:
             self.next.feed(chunk)
@@ -116,6 +141,7 @@ class SubstituteStage(Stage):
 
     def detach(self) -> None:
         self._cancel()
+        self.arrivals.clear()
         if self.buf:
             held = bytes(self.buf)
             self.buf.clear()
@@ -124,6 +150,7 @@ class SubstituteStage(Stage):
     def stop(self) -> None:
         self._cancel()
         self.buf.clear()
+        self.arrivals.clear()
 
 
 @TOXICS.register
