@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from proxy_helpers import TIMEOUT, connect, recv_exactly, recv_until_eof
+from proxy_helpers import TIMEOUT, connect, raw_target, recv_exactly, recv_until_eof
 from pytest_multiconn import EchoServer
 from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.proxy import Latency, LimitData, ResetPeer, Slicer, When
@@ -176,3 +176,38 @@ def test_after_bytes_then_match(multiconn_server: EchoServer, multiconn_proxy):
         handle = proxy.wait_for_connection()
         handle.wait_closed()
     assert handle.stats()["to_server"] == len(b"aXbcdefX")
+
+
+def test_after_bytes_added_live_counts_the_stream_not_from_when_it_was_added(
+    multiconn_server: EchoServer, multiconn_proxy
+):
+    proxy = multiconn_proxy(multiconn_server)
+    (sock,), (handle,) = open_echoing(proxy, 1)  # 6 bytes each way already
+    with sock:
+        sock.sendall(b"0123456789")
+        assert recv_exactly(sock, 10) == b"0123456789"  # 16 bytes downstream so far
+        proxy.add(When(LimitData(bytes=0), after_bytes=10), direction="downstream")
+        # The first 10 bytes of the direction went long ago: the next byte meets it.
+        sock.sendall(b"abcdefghijklm")
+        assert recv_until_eof(sock) == b""
+    handle.wait_closed()
+    assert handle.stats()["to_client"] == 16
+    assert "condition met at byte 16" in handle.transcript
+
+
+def test_after_bytes_zero_arms_at_the_first_byte_not_at_connect(multiconn_proxy):
+    with raw_target() as target:
+        proxy = multiconn_proxy(target.address)
+        proxy.add(When(ResetPeer(), after_bytes=0), direction="upstream")
+        with connect(proxy.address) as sock:
+            handle = proxy.wait_for_connection()
+            server = target.accept()
+            assert "condition met" not in handle.transcript  # no byte yet: nothing met
+            assert not handle.closed
+            sock.sendall(b"hello")
+            # The chunk that met the condition goes first, then the reset.
+            assert recv_exactly(server, 5) == b"hello"
+            with pytest.raises(ConnectionResetError):
+                recv_until_eof(server)
+            handle.wait_closed()
+    assert "condition met at the first byte" in handle.transcript

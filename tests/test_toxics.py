@@ -122,6 +122,9 @@ class FakePipe:
     def close_after_flush(self, reason: str) -> None:
         self.flush_closes.append(reason)
 
+    def position(self) -> int:
+        return 0
+
 
 class Collect:
     """The next link: records (time, bytes) and (time, None) for end-of-stream."""

@@ -7,11 +7,14 @@ watched per connection and per direction (each gets its own stage), and it latch
 held, the wrapped toxic acts on the rest of that direction of that connection, exactly as if
 it had been added at that byte.  The wrapped toxic decides what happens to the bytes from the
 trigger on: a ``ResetPeer`` passes them on until its timer fires (at once for 0 ms, but after
-the bytes of the chunk that completed the match), a ``Timeout`` drops them.
+the bytes of the chunk that completed the match), a ``Timeout`` drops them.  A condition is met
+at a byte, never before the first one: without ``match``, ``after_bytes=0`` arms the toxic
+when the direction's first byte arrives (a stream that ends without one never arms it).
 
 Conditions, all optional (none: the wrapped toxic acts from the first byte):
 
-* ``after_bytes=N``: the first N bytes of the direction pass untouched;
+* ``after_bytes=N``: the first N bytes of the direction pass untouched (the direction's
+  stream from its first byte, also for a ``When`` added to a live connection);
 * ``match``: bytes (a literal) or a compiled ``re.Pattern[bytes]``, searched in the bytes after
   those N, across chunk boundaries (a regex sees the last ``window`` bytes, so a match longer
   than that is not found);
@@ -96,8 +99,8 @@ class _WhenStage(Stage):
         self.inner: Stage | None = None
 
     def start(self) -> None:
-        if self.toxic.after_bytes == 0 and self.toxic.match is None:
-            self._arm("at the first byte")
+        # Joining a live connection: the bytes that went before count as the stream's.
+        self.seen = self.pipe.position()
 
     def _arm(self, where: str) -> Stage:
         inner = self.toxic.toxic.make_stage(self.pipe, self.rng)
@@ -128,7 +131,8 @@ class _WhenStage(Stage):
                 return
         if not data:
             return
-        if t.match is None:  # after_bytes == 0 armed at start(); cannot get here unarmed
+        if t.match is None:  # met at this byte: the first one, or one past after_bytes
+            self._arm("at the first byte" if not self.seen else f"at byte {self.seen}")
             self._inner_feed(data)
             return
         self._search(data)

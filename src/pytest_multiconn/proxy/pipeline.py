@@ -93,6 +93,9 @@ class Pipe:
         self.held_bytes = bytearray()
         self.held_eof = False
         self.inflight = 0  # bytes fed and not yet written or dropped
+        # Bytes of the direction past the stages: those relayed before this pipe existed,
+        # then those its stages delivered (PipeAPI.position).
+        self.passed = src.bytes_in
         self.eof_in = False
         self.eof_out = False
         self.cut = False  # end-of-stream was forced by the test: drop what follows
@@ -131,6 +134,7 @@ class Pipe:
 
     # -- the gate ---------------------------------------------------------------------------
     def deliver(self, data: bytes) -> None:
+        self.passed += len(data)
         if self.held:
             self.held_bytes += data
             self.pair.held_changed()
@@ -241,6 +245,9 @@ class Pipe:
             self.pair.finish(reason)
         else:
             self.closing = reason
+
+    def position(self) -> int:
+        return self.passed
 
     # -- toxics -------------------------------------------------------------------------------
     def _relink(self) -> None:

@@ -56,6 +56,12 @@ class PipeAPI(Protocol):
     def close_after_flush(self, reason: str) -> None:
         """Close both sides once what passed this stage has been delivered."""
 
+    def position(self) -> int:
+        """Bytes of this direction that have passed the end of the pipeline so far: for a
+        stage joining a live connection (it joins at the end), how far into the stream its
+        first byte will be."""
+        return 0
+
 
 @dataclass(frozen=True, repr=False)
 class Toxic(Fault):
