@@ -189,9 +189,7 @@ def pytest_runtest_makereport(
             servers = _servers_of(item, record)
             nodeid = base_nodeid(item)
             if servers or _uses_our_fixtures(item) or nodeid in FAULTY_TESTS:
-                text = format_section(servers, nodeid=nodeid)
-                report.sections.append((SECTION, text))
-                _attach_to_junitxml(item, report, text)
+                _add_section(report, format_section(servers, nodeid=nodeid))
     finally:
         if report.when == "teardown":
             end_test(record)
@@ -199,18 +197,27 @@ def pytest_runtest_makereport(
     return report
 
 
-def _attach_to_junitxml(item: pytest.Item, report: pytest.TestReport, text: str) -> None:
-    """Put the section in the test's ``user_properties`` (``--junitxml`` writes them as
-    ``<property name="multiconn" value="...">``), so CI report pages show it too.
+def _add_section(report: pytest.TestReport, text: str) -> None:
+    """Attach the section where both the terminal and ``--junit-xml`` show it.
 
-    pytest's junitxml writes the properties of the teardown report, which copies the item's
-    list when it is made: the item gets the entry for reports to come, and a teardown report
-    that already exists gets it directly.
+    A failure's section goes into its ``longrepr``: pytest prints a longrepr's titled sections
+    under the traceback (the same ``---- multiconn ----`` heading as a report section) and
+    writes ``str(longrepr)`` as the text of the ``<failure>`` or ``<error>`` element, which is
+    what CI pages show.  Report sections, by contrast, reach JUnit XML only if named
+    ``Captured ...`` and only with ``junit_logging`` set; and ``user_properties`` become a
+    ``<properties>`` inside ``<testcase>``, which xunit2 (pytest's default family) forbids and
+    CI pages do not show.  A longrepr that is neither an exception's nor text (a fixture
+    lookup error's, say), and a passing test under ``--multiconn-trace``, keep the report
+    section: the terminal shows it, once.
     """
-    entry = (f"{SECTION} ({report.when})", text)
-    item.user_properties.append(entry)
-    if report.when == "teardown":
-        report.user_properties.append(entry)
+    longrepr = report.longrepr
+    if report.failed and callable(getattr(longrepr, "addsection", None)):
+        longrepr.addsection(SECTION, text.rstrip("\n"))  # type: ignore[union-attr]
+    elif report.failed and isinstance(longrepr, str):
+        # Our own LeakError message, for one.
+        report.longrepr = f"{longrepr.rstrip()}\n{f' {SECTION} '.center(80, '-')}\n{text}"
+    else:
+        report.sections.append((SECTION, text))
 
 
 def _uses_our_fixtures(item: pytest.Item) -> bool:
