@@ -460,3 +460,35 @@ def test_update_passes_on_what_latency_holds_as_toxiproxy_does(multiconn_server,
         client.sendall(b"next")  # not queued behind the old deadline either
         assert recv_exactly(client, 4) == b"next"
         assert time.monotonic() - start < SLACK
+
+
+def test_reset_peer_drop_the_client_gets_nothing_then_an_rst(multiconn_server, multiconn_proxy):
+    proxy = multiconn_proxy(multiconn_server)
+    proxy.add(ResetPeer(timeout_ms=100, drop=True), direction="downstream")
+    start = time.monotonic()  # before connect: the toxic's clock starts at the proxy's accept
+    with connect(proxy.address) as client:
+        client.sendall(b"ping")  # echoed by the server, dropped by the proxy
+        with pytest.raises(ConnectionResetError):
+            assert client.recv(100) == b"", "the client got bytes before the RST"
+            client.recv(100)
+        assert time.monotonic() - start >= 0.1
+    handle = proxy.wait_for_connection()
+    handle.wait_closed()
+    assert handle.stats()["to_client"] == 0
+    assert "dropped" in handle.transcript
+
+
+def test_connections_seen_counts_every_accepted_connection(multiconn_server, multiconn_proxy):
+    proxy = multiconn_proxy(multiconn_server)
+    assert proxy.connections_seen == 0
+    for _ in range(3):
+        with connect(proxy.address) as sock:
+            sock.sendall(b"x")
+            assert recv_exactly(sock, 1) == b"x"
+    assert proxy.connections_seen == 3
+    socks = [connect(proxy.address) for _ in range(2)]  # not yet accepted, maybe
+    try:
+        assert proxy.connections_seen == 5  # counted once the loop took what was ready
+    finally:
+        for sock in socks:
+            sock.close()

@@ -336,6 +336,15 @@ class FaultProxy(ServerBase):
     def is_down(self) -> bool:
         return self._down
 
+    @property
+    def connections_seen(self) -> int:
+        """How many connections the proxy has accepted so far (live and closed; the same as
+        ``stats().accepted``).  Taken in the loop thread after it handled every event the
+        kernel had delivered, so clients whose ``connect()`` returned before are counted:
+        ``assert proxy.connections_seen == 1`` checks that a client did not reconnect,
+        without waiting for a connection that should not come."""
+        return self.stats().accepted
+
     # -- step mode -------------------------------------------------------------------------------
     def hold(self) -> None:
         """Hold both directions of every connection, live and future, until released."""

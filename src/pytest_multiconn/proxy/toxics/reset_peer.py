@@ -8,7 +8,7 @@ from random import Random
 from typing import Any, ClassVar
 
 from pytest_multiconn.core.loop import Timer
-from pytest_multiconn.faults.params import milliseconds, param
+from pytest_multiconn.faults.params import flag, milliseconds, param
 from pytest_multiconn.proxy.toxics.base import TOXICS, PipeAPI, Stage, Toxic
 
 
@@ -23,6 +23,13 @@ class ResetPeerStage(Stage):
         self.stop()
         due = self.started_at + self.toxic.timeout_ms / 1e3
         self.timer = self.pipe.loop.call_at(due, self._fire)
+
+    def feed(self, data: bytes) -> None:
+        if not self.toxic.drop:
+            self.next.feed(data)
+            return
+        self.pipe.dropped(len(data))
+        self.pipe.note(self, "dropped before the reset", len(data))
 
     def _fire(self) -> None:
         self.timer = None
@@ -42,11 +49,15 @@ class ResetPeerStage(Stage):
 @dataclass(frozen=True, repr=False)
 class ResetPeer(Toxic):
     """The *proxy* resets the connection (RST to both ends) ``timeout_ms`` milliseconds after
-    the toxic starts acting on it, 0 = at once (toxiproxy ``reset_peer``).  (A client resetting
-    itself is ``ClientReset``; the server resetting after n bytes is ``ResetAfter``.)"""
+    the toxic starts acting on it, 0 = at once (toxiproxy ``reset_peer``).  Bytes of its
+    direction pass until then, or with ``drop=True`` are dropped, as toxiproxy's
+    ``reset_peer`` drops them: ``ResetPeer(timeout_ms=500, drop=True)`` downstream is "the
+    client gets nothing, then an RST".  (A client resetting itself is ``ClientReset``; the
+    server resetting after n bytes is ``ResetAfter``.)"""
 
     name = "reset_peer"
     stage_class = ResetPeerStage
     quick: ClassVar[Mapping[str, Any]] = {"timeout_ms": 100}
 
     timeout_ms: float = param(0.0, milliseconds())
+    drop: bool = param(False, flag())
