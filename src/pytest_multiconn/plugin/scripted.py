@@ -19,7 +19,9 @@ def multiconn_scripted_server(
     pytest_multiconn.servers.ScriptedServer on an ephemeral loopback port and returns
     it.  Function scope.  Teardown stops every server it started and fails the test with
     pytest_multiconn.errors.ScriptMismatch when a client sent something a script did
-    not expect, or a script did not run to its end.
+    not expect, or a script did not run to its end, including a script whose connection
+    never came (naming the script and the step not reached); optional=True (or the
+    indexes of the scripts=[...] that may go unused) says the client may not connect.
     """
     servers: list[ScriptedServer] = []
 

@@ -14,8 +14,11 @@ connection its own script in accept order, ``cycle=True`` starts over after the 
 When the client sends something the script did not expect, the connection is closed and the
 failure is recorded with both sides' bytes; :meth:`ScriptedServer.check` (and the end of a
 ``with`` block, and the ``multiconn_scripted_server`` fixture) raise :class:`ScriptMismatch`
-in the test.  So do bytes that arrive after the script ended, and an ``Expect`` still waiting
-after ``expect_timeout`` seconds.
+in the test.  So do bytes that arrive after the script ended, an ``Expect`` still waiting
+after ``expect_timeout`` seconds, and, once the server has stopped, a script that never ran
+because its connection never came (every entry of ``scripts=``, each at least once with
+``cycle=True``; ``script=`` needs one connection): ``optional=True`` (or the indexes of the
+scripts that may go unused) says the client may not connect.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import math
 import re
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +200,21 @@ Step = Expect | Reply | Pause | HalfClose | Close | Reset | Stall
 _STEPS = (Expect, Reply, Pause, HalfClose, Close, Reset, Stall)
 
 
+def _check_optional(optional: object, count: int) -> frozenset[int]:
+    if isinstance(optional, bool):
+        return frozenset(range(count)) if optional else frozenset()
+    if isinstance(optional, str | bytes) or not isinstance(optional, Collection) or any(
+        isinstance(i, bool) or not isinstance(i, int) for i in optional
+    ):
+        raise TypeError("optional must be True, False or a collection of script indexes "
+                        f"(those of scripts=[...] that may never run), got {optional!r}")
+    for i in optional:
+        if not 0 <= i < count:
+            raise ValueError(f"optional names scripts[{i}], but there "
+                             f"{'is 1 script' if count == 1 else f'are {count} scripts'}")
+    return frozenset(optional)
+
+
 def _check_script(script: Sequence[Step], name: str) -> tuple[Step, ...]:
     if not isinstance(script, list | tuple):
         raise TypeError(f"{name} must be a list of steps, got {script!r}")
@@ -209,14 +227,18 @@ def _check_script(script: Sequence[Step], name: str) -> tuple[Step, ...]:
 
 @dataclass(frozen=True)
 class ScriptFailure:
-    """What went wrong on one connection."""
+    """What went wrong on one connection; or, with ``connection=None``, a script that never
+    ran because no connection came for it (``script`` names it: ``"scripts[1]"``)."""
 
-    connection: int
+    connection: int | None
     step: int | None
     what: str
     received: bytes = b""
+    script: str | None = None
 
     def __str__(self) -> str:
+        if self.connection is None:
+            return f"{self.script or 'a script'}: {self.what}"
         where = f"connection {self.connection}"
         if self.step is not None:
             where += f", step {self.step}"
@@ -374,7 +396,8 @@ class ScriptedServer(ServerBase):
 
     def __init__(self, script: Sequence[Step] | None = None, *,
                  scripts: Sequence[Sequence[Step]] | None = None, cycle: bool = False,
-                 expect_timeout: float | None = DEFAULT_TIMEOUT, **kwargs: Any) -> None:
+                 expect_timeout: float | None = DEFAULT_TIMEOUT,
+                 optional: bool | Collection[int] = False, **kwargs: Any) -> None:
         if (script is None) == (scripts is None):
             raise ValueError("give either script= (every connection) or scripts= (one each)")
         if scripts is not None:
@@ -389,6 +412,8 @@ class ScriptedServer(ServerBase):
         if not isinstance(cycle, bool):
             raise TypeError(f"cycle must be a bool, got {cycle!r}")
         self.cycle = cycle
+        #: The indexes of the scripts that may never run (``optional=``): no connection came.
+        self.optional = _check_optional(optional, len(self.scripts))
         self.expect_timeout = (None if expect_timeout is None
                                else _positive(expect_timeout, "expect_timeout"))
         self.tls = take_tls(kwargs)
@@ -397,17 +422,46 @@ class ScriptedServer(ServerBase):
         self.completed = 0
         self._numbers = 0
         self._failed_conns: set[int] = set()
+        # The indexes of the scripts a connection has started (loop thread).
+        self._scripts_begun: set[int] = set()
+
+    def _script_index(self, number: int) -> int | None:
+        if self.every:
+            return 0
+        if self.cycle:
+            return (number - 1) % len(self.scripts)
+        return number - 1 if number <= len(self.scripts) else None
 
     def _steps_for(self, number: int) -> tuple[Step, ...] | None:
-        if self.every:
-            return self.scripts[0]
-        if self.cycle:
-            return self.scripts[(number - 1) % len(self.scripts)]
-        return self.scripts[number - 1] if number <= len(self.scripts) else None
+        index = self._script_index(number)
+        return None if index is None else self.scripts[index]
+
+    def _script_name(self, index: int) -> str:
+        return "script (every connection)" if self.every else f"scripts[{index}]"
 
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
         self._numbers += 1
+        index = self._script_index(self._numbers)
+        if index is not None:
+            self._scripts_begun.add(index)
         return ScriptedConnection(self, sock, addr, self._numbers, self._steps_for(self._numbers))
+
+    def stop(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Stop, then record a failure for each script that never ran (no connection came
+        for it) unless ``optional`` excuses it; :meth:`check` raises them."""
+        first = self._started and not self._stopped
+        super().stop(timeout)
+        if first:
+            for index, steps in enumerate(self.scripts):
+                if index in self._scripts_begun or index in self.optional:
+                    continue
+                step = (f"step 0: {steps[0].describe()} not reached" if steps
+                        else "an empty script")
+                self.failures.append(ScriptFailure(
+                    None, 0 if steps else None,
+                    f"no connection came for it, so it never ran ({step}); pass "
+                    "optional=True (or the indexes of the scripts that may go unused) if "
+                    "the client may not connect", script=self._script_name(index)))
 
     @property
     def client_tls(self) -> ssl.SSLContext | None:
@@ -415,7 +469,8 @@ class ScriptedServer(ServerBase):
         return self.tls.client_context if self.tls is not None else None
 
     def _record(self, failure: ScriptFailure) -> None:
-        self._failed_conns.add(failure.connection)
+        if failure.connection is not None:
+            self._failed_conns.add(failure.connection)
         self.failures.append(failure)
         self._notify()
 
