@@ -33,10 +33,14 @@ except ImportError:  # pragma: no cover - only without the docs extra
 log = logging.getLogger("mkdocs.hooks.docs")
 
 ROLES = ("class", "mod", "func", "meth", "data", "attr", "exc", "obj", "const", "py:class")
-_ROLE = re.compile(r":(?:py:)?(?P<role>class|mod|func|meth|data|attr|exc|obj|const):`(?P<body>[^`]+)`")
+_ROLE = re.compile(
+    r":(?:py:)?(?P<role>class|mod|func|meth|data|attr|exc|obj|const):`(?P<body>[^`]+)`"
+)
 _TITLED = re.compile(r"^(?P<title>.*?)\s*<(?P<target>[^<>]+)>$")
 # What a raw role looks like once Python-Markdown has rendered it: ``:class:<code>X</code>``.
-RAW_ROLE_IN_HTML = re.compile(r":(?:py:)?(?:class|mod|func|meth|data|attr|exc|obj|const):(?:<code>|`)")
+RAW_ROLE_IN_HTML = re.compile(
+    r":(?:py:)?(?:class|mod|func|meth|data|attr|exc|obj|const):(?:<code>|`)"
+)
 
 Resolver = Callable[[str, str], "str | None"]
 
@@ -123,15 +127,19 @@ if griffe is not None:
     class SphinxRoles(griffe.Extension):
         """Rewrite reST roles in every docstring of a loaded package (see the module docstring)."""
 
-        def on_package(self, *, pkg: griffe.Module, loader: griffe.GriffeLoader, **kwargs: Any) -> None:
+        def on_package(
+            self, *, pkg: griffe.Module, loader: griffe.GriffeLoader, **kwargs: Any
+        ) -> None:
             collection = loader.modules_collection
             for obj in _walk(pkg):
                 docstring = obj.docstring
-                if docstring is None or ("`" not in docstring.value and "::" not in docstring.value):
+                if docstring is None or not ("`" in docstring.value or "::" in docstring.value):
                     continue
-                docstring.value = sphinx_roles_to_markdown(
-                    docstring.value, lambda role, target, obj=obj: _resolve(collection, obj, role, target)
-                )
+
+                def resolve(role: str, target: str, obj: Any = obj) -> str | None:
+                    return _resolve(collection, obj, role, target)
+
+                docstring.value = sphinx_roles_to_markdown(docstring.value, resolve)
 
     def _walk(obj: Any) -> Iterator[Any]:
         yield obj
@@ -168,7 +176,7 @@ if griffe is not None:
             if found.is_alias:
                 try:
                     found.final_target  # noqa: B018 - resolves, or raises for a dangling alias
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001, S112 - a dangling alias is no link target
                     continue
             return candidate
         return None

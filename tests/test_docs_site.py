@@ -99,7 +99,7 @@ def _parse(path: Path) -> _Page:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The site, built once for this module with ``mkdocs build --strict``."""
-    if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None:
+    if not all(importlib.util.find_spec(name) for name in ("mkdocs", "mkdocstrings")):
         pytest.skip("mkdocs is not installed: install the docs extra (make install-docs)")
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
@@ -116,6 +116,39 @@ def pages(site: Path) -> dict[Path, _Page]:
     return {path: _parse(path) for path in sorted(site.rglob("*.html"))}
 
 
+def _hooks():
+    spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "hooks.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_roles_become_cross_references_or_code() -> None:
+    convert = _hooks().sphinx_roles_to_markdown
+    paths = {"pytest_multiconn.EchoServer": "pytest_multiconn.EchoServer"}
+
+    def resolve(role: str, target: str) -> str | None:
+        return paths.get(target)
+
+    assert convert(":class:`~pytest_multiconn.EchoServer` runs", resolve) == (
+        '<autoref identifier="pytest_multiconn.EchoServer" optional><code>EchoServer</code>'
+        "</autoref> runs"
+    )
+    assert convert("a :class:`pytest_multiconn.EchoServer`", resolve).endswith(
+        "><code>pytest_multiconn.EchoServer</code></autoref>"
+    )
+    assert convert(":meth:`run` and :mod:`trustme`", resolve) == (
+        "<code>run()</code> and <code>trustme</code>"
+    )
+    assert convert(":func:`the suite <check_server>`", resolve) == "<code>the suite</code>"
+    assert convert("Usage::\n\n    x = 1\n    y = 2\n\nMore.") == (
+        "Usage:\n\n```python\nx = 1\ny = 2\n```\n\nMore."
+    )
+    assert convert("keep ``::1`` and a :: in the middle") == "keep ``::1`` and a :: in the middle"
+
+
 def test_the_site_has_a_page_per_nav_entry(pages: dict[Path, _Page], site: Path) -> None:
     names = {path.relative_to(site).as_posix() for path in pages}
     for source in DOCS.rglob("*.md"):
@@ -129,18 +162,22 @@ def test_no_raw_rest_roles_in_rendered_text(pages: dict[Path, _Page], site: Path
         text = html.unescape("".join(page.text))
         # ``:class:<code>X</code>`` loses its tags in the text: look at the raw HTML as well.
         raw = path.read_text(encoding="utf-8")
-        hits = RAW_ROLE.findall(text) + re.findall(r":(?:class|mod|func|meth|data|attr|exc):<code>", raw)
+        hits = RAW_ROLE.findall(text) + re.findall(
+            r":(?:class|mod|func|meth|data|attr|exc):<code>", raw
+        )
         if hits:
             found[path.relative_to(site).as_posix()] = len(hits)
     assert not found, f"raw reST roles left on pages: {found}"
     api = "".join(pages[site / "reference" / "api.html"].text)
-    assert "MultiConnClient" in api and "EchoServer" in api
+    assert "MultiConnClient" in api
+    assert "EchoServer" in api
 
 
 def test_cross_references_were_rendered(site: Path) -> None:
     # The roles became links: the faults namespace's docstring names Fault, fault_rng...
     raw = (site / "reference" / "faults.html").read_text(encoding="utf-8")
-    assert re.search(r'<a class="autorefs autorefs-internal"[^>]*href="[^"]*#pytest_multiconn\.', raw)
+    link = r'<a class="autorefs autorefs-internal"[^>]*href="[^"]*#pytest_multiconn\.'
+    assert re.search(link, raw)
 
 
 def test_every_internal_link_resolves_to_a_file(pages: dict[Path, _Page], site: Path) -> None:
@@ -180,7 +217,8 @@ def test_every_public_namespace_has_a_reference_page() -> None:
 def test_the_readme_is_a_landing_page() -> None:
     text = README.read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 300
-    assert "make docs" in text and "site/index.html" in text
+    assert "make docs" in text
+    assert "site/index.html" in text
     assert "## Does the suite judge real servers right?" in text or (
         "### Does the suite judge real servers right?" in text
     )
