@@ -138,11 +138,11 @@ def test_panel_half_close(server: RealServer) -> None:
 
 def test_panel_half_close_ncat_loses_even_when_read_concurrently(tmp_path: Path) -> None:
     """ncat's loss is not only its relay blocking on a client that does not read: read while
-    sending, it still stops short."""
+    sending, it still stops short (its single-threaded relay deadlocks between the socket and
+    cat's pipes with blocking writes, or it closes early on the EOF)."""
     require("ncat-cat")
     with running("ncat-cat", tmp_path) as srv:
         result = half_close_loss(srv, read_while_sending=True)
-    assert result.sent_all, result.summary()
     assert result.lost > 0, result.summary()
 
 
