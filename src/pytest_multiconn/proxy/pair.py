@@ -125,6 +125,9 @@ class Pair:
 
     def upstream_connected(self) -> None:
         self.connected = True
+        for pipe in self.pipes.values():
+            if pipe is not None:
+                pipe.dst_connected()  # what its gate kept while the connect was in progress
         self.proxy._notify()
 
     # -- what the pipelines ask (PipePair) ------------------------------------------------------
@@ -152,7 +155,8 @@ class Pair:
         """Drop a pipeline that has no stage, no hold and nothing in flight."""
         pipe = self.pipes[direction]
         if (pipe is not None and not pipe.stages and not pipe.held and pipe.idle()
-                and not pipe.cut and pipe.closing is None and not pipe.backlog):
+                and not pipe.cut and pipe.closing is None and not pipe.backlog
+                and pipe.ending is None):
             self.pipes[direction] = None
             pipe.src.pipe = None
             pipe.src.read_size = type(pipe.src).read_size

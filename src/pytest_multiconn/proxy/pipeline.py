@@ -15,6 +15,12 @@ on the following turns, through ``loop.call_soon`` (a zero-delay callback runs o
 one the loop queues during a turn runs at the next).  A direction with a pipeline also reads
 at most :data:`PIPED_READ_SIZE` bytes at a time, which bounds what a stage can be handed in
 one turn.  Order is kept: bytes and end-of-stream leave the backlog in the order they came.
+
+Pieces.  Each piece the stages deliver leaves in a send() of its own (``Side.write_apart``),
+also when it waits: in the gate's backlog, which also keeps what arrives while the connect to
+the target is still in progress (written once it finished), or in the destination's output
+buffer.  A stage's request to reset or close the connection waits for the backlog: the bytes
+that passed the stage before it (the chunk that completed a ``When`` match) go first.
 """
 
 from __future__ import annotations
@@ -108,6 +114,8 @@ class Pipe:
         self.backlog: deque[bytes] = deque()
         self.backlog_eof = False
         self.turn_queued = False
+        # A stage's reset_connection/finish_connection, waiting for the backlog to be written.
+        self.ending: tuple[str, str] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -139,7 +147,7 @@ class Pipe:
             self.held_bytes += data
             self.pair.held_changed()
             return
-        if self.backlog or self.budget <= 0:
+        if self.backlog or self.budget <= 0 or self.dst._connecting:
             self.backlog.append(data)
             self._queue_turn()
             return
@@ -147,7 +155,7 @@ class Pipe:
         if not self.budget:
             self._queue_turn()  # a fresh budget next turn
         self.inflight -= len(data)
-        self.dst.write(data)
+        self.dst.write_apart(data)
         self._drained()
 
     def deliver_eof(self) -> None:
@@ -155,10 +163,16 @@ class Pipe:
             self.held_eof = True
             self.pair.held_changed()
             return
-        if self.backlog:
+        if self.backlog or self.dst._connecting:
             self.backlog_eof = True  # after the bytes before it
+            self._queue_turn()
             return
         self._write_eof()
+
+    def dst_connected(self) -> None:
+        """The connect to the destination finished: write what waited for it."""
+        if self.backlog or self.backlog_eof or self.ending is not None:
+            self._queue_turn()
 
     def _queue_turn(self) -> None:
         if not self.turn_queued and not self.stopped:
@@ -173,17 +187,21 @@ class Pipe:
             return
         if self.held:
             self._hold_backlog()
-            return
-        backlog = self.backlog
-        if not backlog and not self.backlog_eof:
+            self._end_if_written()
             return
         dst = self.dst
+        if dst._connecting:
+            return  # dst_connected() queues the next turn
+        backlog = self.backlog
+        if not backlog and not self.backlog_eof:
+            self._end_if_written()
+            return
         written = 0
         while backlog and self.budget > 0:
             data = backlog.popleft()
             self.budget -= 1
             written += len(data)
-            dst.write(data)
+            dst.write_apart(data)
         self.inflight -= written
         if backlog:
             self._queue_turn()
@@ -191,6 +209,17 @@ class Pipe:
             self.backlog_eof = False
             self._write_eof()
         self._drained()
+        self._end_if_written()
+
+    def _end_if_written(self) -> None:
+        if self.ending is None or self.backlog or self.stopped:
+            return
+        how, reason = self.ending
+        self.ending = None
+        if how == "reset":
+            self.pair.reset(reason)
+        else:
+            self.pair.finish(reason)
 
     def _hold_backlog(self) -> None:
         # Bytes that waited for a turn were delivered before the hold: they are held first.
@@ -235,9 +264,15 @@ class Pipe:
         self.pair.transcript.record("fault", size, f"{stage.name}: {text}")
 
     def finish_connection(self, reason: str) -> None:
+        if self.backlog:  # bytes that passed the stage first go first
+            self.ending = self.ending or ("finish", reason)
+            return
         self.pair.finish(reason)
 
     def reset_connection(self, reason: str) -> None:
+        if self.backlog:  # bytes that passed the stage first go first (then the RST)
+            self.ending = ("reset", reason)
+            return
         self.pair.reset(reason)
 
     def close_after_flush(self, reason: str) -> None:

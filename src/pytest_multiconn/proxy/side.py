@@ -10,6 +10,7 @@ this module imports neither.
 from __future__ import annotations
 
 import socket
+from collections import deque
 from typing import Any, Protocol
 
 from pytest_multiconn.core.connection import Connection
@@ -30,6 +31,8 @@ PAUSE_SPLICE_FULL = 4  # this direction's kernel pipe is full (or holds end-of-s
 # proxy/splice.py): more than SPLICE_AFTER bytes moved and one read of SPLICE_BULK_READ or more.
 SPLICE_AFTER = 256 * 1024
 SPLICE_BULK_READ = 16 * 1024
+#: Sends one writable event may make for pieces written apart (see Side.write_apart).
+APART_SENDS_PER_EVENT = 64
 
 
 class SidePair(Protocol):
@@ -93,6 +96,50 @@ class Side(Connection):
         self.pause_bits = 0
         self.splice: Spliced | None = None  # what this side reads goes through a kernel pipe
         self.splice_in: Spliced | None = None  # ...and this is the one this side writes out
+        # Sizes of the pieces at the front of the output buffer that must leave in sends of
+        # their own (write_apart), and their sum; bytes after them may leave together.
+        self.apart: deque[int] = deque()
+        self.apart_total = 0
+
+    # -- writes that keep their boundaries ----------------------------------------------------
+    def write_apart(self, data: bytes) -> None:
+        """Write ``data`` in a send() of its own, never merged with the bytes before or after
+        it, also when they wait in the output buffer (a connect in progress, a full socket
+        buffer): what a pipeline delivers as one piece (a slice) reaches the kernel as one
+        write, and the transcript counts one op per send.  ``send_allowance`` cuts each send
+        at the next boundary; ``after_send`` moves past it."""
+        if self.closed or self._eof_pending or self._eof_sent or not data:
+            return
+        apart = self.apart
+        buffered = len(self._out)
+        if not buffered:
+            apart.clear()
+            self.apart_total = 0
+        elif buffered > self.apart_total:
+            # Bytes written merged after the last piece: one piece of their own.
+            apart.append(buffered - self.apart_total)
+            self.apart_total = buffered
+        apart.append(len(data))
+        self.apart_total += len(data)
+        self.write(data)
+
+    def send_allowance(self) -> int | None:
+        limit = self.max_send
+        if self.apart:
+            first = self.apart[0]
+            return first if limit is None else min(limit, first)
+        return limit
+
+    def after_send(self, sent: int) -> None:
+        apart = self.apart
+        while sent and apart:
+            take = min(sent, apart[0])
+            sent -= take
+            self.apart_total -= take
+            if take == apart[0]:
+                apart.popleft()
+            else:
+                apart[0] -= take
 
     # The spliced path bypasses Connection's recv/send: these four route events to it.
     def handle_event(self, mask: int) -> None:
@@ -111,6 +158,14 @@ class Side(Connection):
                 splice.push()
             else:
                 self._on_writable()
+                # One send per piece written apart: a few more while the socket takes them.
+                for _ in range(APART_SENDS_PER_EVENT - 1):
+                    if not self.apart or self.closed or self._mask & EVENT_WRITE == 0:
+                        break
+                    sent = self.bytes_out
+                    self._on_writable()
+                    if self.bytes_out == sent:
+                        break
 
     def _update_interest(self) -> None:
         splice = self.splice_in
@@ -180,6 +235,7 @@ class Side(Connection):
 
 
 __all__ = [
+    "APART_SENDS_PER_EVENT",
     "PAUSE_PEER_FULL",
     "PAUSE_PIPE_FULL",
     "PAUSE_SPLICE_FULL",
