@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_multiconn.core.blocking import to_thread
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
 from pytest_multiconn.core.server import ServerBase
@@ -491,6 +492,11 @@ class ScriptedServer(ServerBase):
 
     def wait_for_scripts(self, n: int = 1, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Wait until ``n`` connections ran their script to the end (raise on a failure)."""
-        self.wait_for(lambda s: self.completed >= n or bool(self.failures), timeout,
-                      f"{n} completed script(s)")
+        self._refuse_blocking("wait_for_scripts")
+        self._wait_for(lambda s: self.completed >= n or bool(self.failures), timeout,
+                       f"{n} completed script(s)")
         self.check()
+
+    async def await_for_scripts(self, n: int = 1, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Awaitable twin of :meth:`wait_for_scripts` (asyncio or trio; needs ``[async]``)."""
+        await to_thread(self.wait_for_scripts, n, timeout)

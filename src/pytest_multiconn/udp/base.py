@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, Self, TypeVar
 
+from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.lifecycle import LoopService
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
 from pytest_multiconn.core.registry import skip_frames_of, untrack_server
@@ -144,7 +145,27 @@ class UDPServerBase(LoopService[tuple[str, int]], Generic[StatsT]):
         what: str = "a condition",
     ) -> StatsT:
         """Block until ``predicate(stats)`` holds; raise :class:`WaitTimeout` naming ``what``."""
+        self._refuse_blocking("wait_for")
         return self._wait_on(self.stats, predicate, timeout, what)
+
+    async def await_for(
+        self,
+        predicate: Callable[[StatsT], bool],
+        timeout: float | None = None,
+        what: str = "a condition",
+    ) -> StatsT:
+        """Awaitable twin of :meth:`wait_for` (asyncio or trio; needs ``[async]``)."""
+        return await to_thread(self.wait_for, predicate, timeout, what)
+
+    #: How the BlockingCallError's advice names an instance (``await server.await_for(...)``).
+    _twin_subject = "server"
+
+    def _refuse_blocking(self, call: str) -> None:
+        """Every public wait refuses a running event loop by its own name, naming its twin
+        (see ``core/blocking.py``)."""
+        refuse_in_event_loop(
+            f"{type(self).__name__}.{call}()", f"await {self._twin_subject}.a{call}(...)"
+        )
 
     def _wait_on(
         self,

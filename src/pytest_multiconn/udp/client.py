@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
+from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
 from pytest_multiconn.errors import EchoMismatch
 from pytest_multiconn.faults.params import integer, seconds
@@ -200,9 +201,15 @@ class MultiDatagramClient:
             raise TypeError(f"{owner}: expect must be callable, got {expect!r}")
         self.expect = expect
 
+    async def arun(self) -> DatagramResults:
+        """Awaitable twin of :meth:`run`: the client's loop runs in a worker thread, so a
+        server on the caller's event loop (asyncio or trio) keeps serving.  Needs ``[async]``."""
+        return await to_thread(self.run)
+
     def run(self) -> DatagramResults:
         """Send everything, read the echoes, and return the results (never raises on loss;
         ``results.check()`` does)."""
+        refuse_in_event_loop("MultiDatagramClient.run()", "await client.arun()")
         start = time.monotonic()
         deadline = start + self.timeout
         loop = Loop("multiconn-udp-client")

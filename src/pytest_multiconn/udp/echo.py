@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_multiconn.core.blocking import to_thread
 from pytest_multiconn.udp.base import UDPServerBase
 from pytest_multiconn.udp.endpoint import DatagramEndpoint, bind_datagram
 
@@ -78,16 +79,40 @@ class UDPEchoServer(UDPServerBase[UDPStats]):
     # -- bounded waits ---------------------------------------------------------------------
     def wait_for_datagrams(self, n: int, timeout: float | None = None) -> UDPStats:
         """Wait until ``n`` datagrams have been received in all."""
-        return self.wait_for(lambda s: s.datagrams_in >= n, timeout, f"{n} datagrams received")
+        self._refuse_blocking("wait_for_datagrams")
+        return self._wait_on(self.stats, lambda s: s.datagrams_in >= n, timeout,
+                             f"{n} datagrams received")
 
     def wait_for_echoes(self, n: int, timeout: float | None = None) -> UDPStats:
         """Wait until ``n`` echoes have been handed to the kernel in all."""
-        return self.wait_for(lambda s: s.datagrams_out >= n, timeout, f"{n} echoes sent")
+        self._refuse_blocking("wait_for_echoes")
+        return self._wait_on(self.stats, lambda s: s.datagrams_out >= n, timeout,
+                             f"{n} echoes sent")
 
     def wait_for_bytes(self, n: int, timeout: float | None = None) -> UDPStats:
         """Wait until ``n`` bytes have been received in all."""
-        return self.wait_for(lambda s: s.bytes_in >= n, timeout, f"{n} bytes received")
+        self._refuse_blocking("wait_for_bytes")
+        return self._wait_on(self.stats, lambda s: s.bytes_in >= n, timeout,
+                             f"{n} bytes received")
 
     def wait_for_idle(self, timeout: float | None = None) -> UDPStats:
         """Wait until no echo is queued (everything received was sent or dropped)."""
-        return self.wait_for(lambda s: s.queued == 0, timeout, "no queued echoes")
+        self._refuse_blocking("wait_for_idle")
+        return self._wait_on(self.stats, lambda s: s.queued == 0, timeout, "no queued echoes")
+
+    # -- awaitable twins (see core/blocking.py) ------------------------------------------------
+    async def await_for_datagrams(self, n: int, timeout: float | None = None) -> UDPStats:
+        """Awaitable twin of :meth:`wait_for_datagrams`."""
+        return await to_thread(self.wait_for_datagrams, n, timeout)
+
+    async def await_for_echoes(self, n: int, timeout: float | None = None) -> UDPStats:
+        """Awaitable twin of :meth:`wait_for_echoes`."""
+        return await to_thread(self.wait_for_echoes, n, timeout)
+
+    async def await_for_bytes(self, n: int, timeout: float | None = None) -> UDPStats:
+        """Awaitable twin of :meth:`wait_for_bytes`."""
+        return await to_thread(self.wait_for_bytes, n, timeout)
+
+    async def await_for_idle(self, timeout: float | None = None) -> UDPStats:
+        """Awaitable twin of :meth:`wait_for_idle`."""
+        return await to_thread(self.wait_for_idle, timeout)

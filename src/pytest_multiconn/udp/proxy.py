@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pytest_multiconn.core.blocking import to_thread
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.faults.base import fault_rng
@@ -295,6 +296,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
     """
 
     kind = "udp-proxy"
+    _twin_subject = "proxy"
 
     def __init__(
         self,
@@ -506,11 +508,15 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
 
     def wait_for_sessions(self, n: int, timeout: float | None = None) -> UDPProxyStats:
         """Wait until ``n`` sessions have been opened in all."""
-        return self.wait_for(lambda s: s.sessions_total >= n, timeout, f"{n} sessions")
+        self._refuse_blocking("wait_for_sessions")
+        return self._wait_on(self.stats, lambda s: s.sessions_total >= n, timeout,
+                             f"{n} sessions")
 
     def wait_for_upstream(self, n: int, timeout: float | None = None) -> UDPProxyStats:
         """Wait until ``n`` datagrams have come from clients in all."""
-        return self.wait_for(lambda s: s.upstream_in >= n, timeout, f"{n} datagrams upstream")
+        self._refuse_blocking("wait_for_upstream")
+        return self._wait_on(self.stats, lambda s: s.upstream_in >= n, timeout,
+                             f"{n} datagrams upstream")
 
     def wait_echo_settled(self, sent: Mapping[tuple[str, int], int],
                           timeout: float | None = None) -> dict[tuple[str, int], int]:
@@ -521,6 +527,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
         :class:`~pytest_multiconn.udp.MultiDatagramClient` calls it (``expect=``) to know
         how many echoes to wait for when faults drop or duplicate some.
         """
+        self._refuse_blocking("wait_echo_settled")
         wanted = {(str(a[0]), int(a[1])): n for a, n in sent.items()}
 
         def take() -> tuple[bool, dict[tuple[str, int], int]]:
@@ -548,6 +555,20 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
 
         return self._wait_on(snapshot, lambda v: v[0], timeout,
                              "every datagram to be echoed through the proxy")[1]
+
+    # -- awaitable twins (see core/blocking.py) ------------------------------------------------
+    async def await_for_sessions(self, n: int, timeout: float | None = None) -> UDPProxyStats:
+        """Awaitable twin of :meth:`wait_for_sessions`."""
+        return await to_thread(self.wait_for_sessions, n, timeout)
+
+    async def await_for_upstream(self, n: int, timeout: float | None = None) -> UDPProxyStats:
+        """Awaitable twin of :meth:`wait_for_upstream`."""
+        return await to_thread(self.wait_for_upstream, n, timeout)
+
+    async def await_echo_settled(self, sent: Mapping[tuple[str, int], int],
+                                 timeout: float | None = None) -> dict[tuple[str, int], int]:
+        """Awaitable twin of :meth:`wait_echo_settled`."""
+        return await to_thread(self.wait_echo_settled, sent, timeout)
 
     def open_sockets(self) -> list[str]:
         found = super().open_sockets()
