@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from pytest_multiconn import (
     wait_until,
 )
 from pytest_multiconn.core.loop import EVENT_READ
+from pytest_multiconn.errors import WaitImpossible
 from pytest_multiconn.lowlevel import Connection, EchoConnection
 
 TIMEOUT = WAIT
@@ -271,6 +273,43 @@ def test_wait_timeout_names_what_and_the_connections(server: EchoServer) -> None
             server.wait_for_connections(5, timeout=0.05)
         sock.sendall(b"a")
         assert recv_exactly(sock, 1) == b"a"
+
+
+def test_a_wait_on_a_stopped_server_raises_at_once() -> None:
+    # Its counts can no longer change: waiting the whole (long) timeout helps nobody.
+    server = EchoServer().start()
+    server.stop()
+    assert server.wait_for_closed(0, timeout=30).closed == 0  # already true: returns
+    started = time.monotonic()
+    with pytest.raises(WaitImpossible, match=r"1 closed connections.*server is stopped"):
+        server.wait_for_closed(1, timeout=30)
+    with pytest.raises(TimeoutError):  # a WaitTimeout still, for code that caught one
+        server.wait_for_bytes(1, timeout=30)
+    assert time.monotonic() - started < 15, "the waits took their whole timeout"
+
+
+def test_a_wait_from_the_loop_thread_raises_at_once_instead_of_stalling_it() -> None:
+    errors: list[BaseException] = []
+    returned = threading.Event()
+    servers: list[EchoServer] = []
+
+    def on_event(event: str, conn: Connection, data: bytes | None) -> None:
+        if event == "data":
+            try:
+                servers[0].wait_for_closed(1, timeout=30)  # only the loop can close it
+            except BaseException as exc:  # noqa: BLE001 - looked at by the test
+                errors.append(exc)
+            returned.set()
+
+    with EchoServer(on_event=on_event) as server:
+        servers.append(server)
+        with connect(server.address) as sock:
+            sock.sendall(b"x")
+            assert returned.wait(TIMEOUT), "wait_for_closed() stalled the loop thread"
+            assert recv_exactly(sock, 1) == b"x"
+    assert len(errors) == 1
+    assert isinstance(errors[0], WaitImpossible)
+    assert "from the server's own loop thread" in str(errors[0])
 
 
 def test_repr_and_connection_snapshots(server: EchoServer) -> None:

@@ -40,6 +40,13 @@ class WaitTimeout(MulticonnError, TimeoutError):
     """A ``wait_for_*`` helper gave up; the message names what it waited for and the state."""
 
 
+class WaitImpossible(WaitTimeout):
+    """A ``wait_for_*`` that cannot succeed, raised at once instead of after its timeout: the
+    service is stopped (its counts no longer change), or the wait was called from the service's
+    own loop thread (which would have to make the progress it waits for).  A
+    :class:`WaitTimeout`, so code that caught the late error still catches this one."""
+
+
 class LoopThreadError(MulticonnError):
     """Raised by ``check()`` when the loop thread hit errors; the first one is the cause."""
 

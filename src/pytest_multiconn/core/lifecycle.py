@@ -13,6 +13,7 @@ The per-event path is :meth:`LoopService._notify` alone, one attribute read when
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Generic, Self, TypeVar
 
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
 from pytest_multiconn.core.registry import thread_tag, track_server, untrack_server
-from pytest_multiconn.errors import WaitTimeout
+from pytest_multiconn.errors import WaitImpossible, WaitTimeout
 
 AddressT = TypeVar("AddressT")
 T = TypeVar("T")
@@ -170,8 +171,10 @@ class LoopService(StartStop, Generic[AddressT]):
         """Block until ``predicate(take())`` holds, re-checking whenever the loop notifies.
 
         ``check()`` runs after every ``take()`` (it re-raises the loop thread's errors);
-        ``describe(value)`` ends the :class:`WaitTimeout` message; with ``stop_ends_wait``
-        a stopped service stops waiting at once.
+        ``describe(value)`` ends the :class:`WaitTimeout` message.  A wait that cannot succeed
+        raises :class:`WaitImpossible` at once: called from this service's own loop thread
+        (nothing changes while it blocks the loop), or, with ``stop_ends_wait``, once the
+        service has stopped (:meth:`_finished`: its counts no longer change).
         """
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -185,8 +188,11 @@ class LoopService(StartStop, Generic[AddressT]):
                 check()
                 if predicate(value):
                     return value
+                self._refuse_hopeless_wait(
+                    what, functools.partial(describe, value), stop_ends_wait=stop_ends_wait
+                )
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (stop_ends_wait and self._stopped):
+                if remaining <= 0:
                     break
                 with self._cond:
                     if self._changes == seen:
@@ -197,3 +203,23 @@ class LoopService(StartStop, Generic[AddressT]):
         raise WaitTimeout(
             f"{self!r}: timed out after {timeout}s waiting for {what}\n{describe(value)}"
         )
+
+    def _finished(self) -> bool:
+        """Stopped, and done closing: nothing this service counts can change any more."""
+        return self._stopped
+
+    def _refuse_hopeless_wait(
+        self, what: str, state: Callable[[], str], *, stop_ends_wait: bool
+    ) -> None:
+        loop = self._loop
+        if loop is not None and loop.in_loop_thread():
+            raise WaitImpossible(
+                f"{self!r}: cannot wait for {what} from the server's own loop thread (an "
+                "on_event callback or a handler): the loop makes no progress while it waits. "
+                f"Wait from the test thread, or look again in a later callback.\n{state()}"
+            )
+        if stop_ends_wait and self._finished():
+            raise WaitImpossible(
+                f"{self!r}: {what} cannot happen any more: the server is stopped, so its "
+                f"counts no longer change.  Wait before stop().\n{state()}"
+            )

@@ -580,8 +580,13 @@ class ServerBase(LoopService[Any]):
         # check, which is what the test needs to see.
         return self._wait_until(
             self.stats, predicate, timeout, what,
-            check=self._check_if_errors, describe=self._describe_wait,
+            check=self._check_if_errors, describe=self._describe_wait, stop_ends_wait=True,
         )
+
+    def _finished(self) -> bool:
+        # A stop() scheduled from the loop thread has not closed anything yet: until the close
+        # ran, the counts still change.
+        return self._stopped and (not self._started or self._closed_down.is_set())
 
     def _describe_wait(self, stats: ServerStats) -> str:
         live = "\n".join(f"  {c}" for c in self.connections()[:10]) or "  (none)"
