@@ -19,6 +19,12 @@ after ``expect_timeout`` seconds, and, once the server has stopped, a script tha
 because its connection never came (every entry of ``scripts=``, each at least once with
 ``cycle=True``; ``script=`` needs one connection): ``optional=True`` (or the indexes of the
 scripts that may go unused) says the client may not connect.
+
+Intake is linear in what the client sends (a step's search resumes where the last read left
+it; nothing copies the whole buffer per read) and bounded: a connection keeps at most
+``max_buffer`` bytes (16 MiB by default) that its current step has not taken, and more fails
+the script naming the step and the limit; a step that could never fit is refused when the
+server is made.
 """
 
 from __future__ import annotations
@@ -103,32 +109,60 @@ class Expect:
             return f"Expect(regex={self.regex!r})"
         return f"Expect(n={self.n})"
 
+    @property
+    def end_mark(self) -> bytes | None:
+        """What ends the bytes a line or regex expectation takes (None for data and n)."""
+        if self.regex is not None:
+            return self.until
+        if self.line is not None or self.any_line:
+            return self.delimiter
+        return None
+
+    def needs(self) -> int:
+        """The fewest bytes that can satisfy it (all kept at once until it is)."""
+        if self.data is not None:
+            return len(self.data)
+        if self.n is not None:
+            return self.n
+        if self.line is not None:
+            return len(self.line) + len(self.delimiter)
+        return len(self.until if self.regex is not None else self.delimiter)
+
     def take(  # noqa: PLR0911 - one return per outcome of each kind of expectation
-        self, buf: bytes, eof: bool
+        self, buf: bytes | bytearray, eof: bool, start: int = 0
     ) -> tuple[int | None, str | None]:
         """``(bytes taken, None)`` when satisfied, ``(None, None)`` when it needs more,
-        ``(None, why)`` when ``buf`` cannot satisfy it."""
+        ``(None, why)`` when ``buf`` cannot satisfy it.
+
+        ``buf`` is read, never copied whole (slices of a bounded size only); ``start`` is
+        where the search for the end mark resumes (no mark starts before it), so that
+        taking a long line read by read costs time linear in its length.
+        """
         if self.data is not None:
-            if not self.data.startswith(buf[: len(self.data)]):
-                return None, describe_difference(self.data, buf[: len(self.data)])
+            head = bytes(buf[: len(self.data)])
+            if not self.data.startswith(head):
+                return None, describe_difference(self.data, head)
             if len(buf) >= len(self.data):
                 return len(self.data), None
             return None, (f"the client closed after {len(buf)} of {len(self.data)} bytes: "
-                          f"{buf[:40]!r}" if eof else None)
+                          f"{head[:40]!r}" if eof else None)
         if self.n is not None:
             if len(buf) >= self.n:
                 return self.n, None
             return None, (f"the client closed after {len(buf)} of {self.n} bytes" if eof
                           else None)
         end_mark = self.until if self.regex is not None else self.delimiter
-        at = buf.find(end_mark)
+        at = buf.find(end_mark, start)
         if at < 0:
-            if self.line is not None and not (self.line + self.delimiter).startswith(buf):
-                return None, describe_difference(self.line + self.delimiter, buf)
+            if self.line is not None:
+                expected = self.line + self.delimiter
+                head = bytes(buf[: len(expected) + 1])
+                if not expected.startswith(head):
+                    return None, describe_difference(expected, head)
             return None, (f"the client closed without sending {end_mark!r}; it sent "
-                          f"{buf[:60]!r}" if eof else None)
+                          f"{bytes(buf[:60])!r}" if eof else None)
         size = at + len(end_mark)
-        chunk = buf[:size]
+        chunk = bytes(buf[:size])
         if self.line is not None and chunk[: -len(self.delimiter)] != self.line:
             return None, describe_difference(self.line + self.delimiter, chunk)
         if self.regex is not None and not self._rx.fullmatch(chunk):  # type: ignore[attr-defined]
@@ -201,6 +235,28 @@ Step = Expect | Reply | Pause | HalfClose | Close | Reset | Stall
 _STEPS = (Expect, Reply, Pause, HalfClose, Close, Reset, Stall)
 
 
+#: ``ScriptedServer(max_buffer=)``'s default: 16 MiB.
+DEFAULT_MAX_BUFFER = 16 * 1024 * 1024
+
+#: How many of the first bytes a client sent a failure report keeps.
+RECEIVED_KEPT = 64 * 1024
+
+
+def _check_max_buffer(max_buffer: object, scripts: tuple[tuple[Step, ...], ...],
+                      every: bool) -> int:
+    if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
+        raise ValueError(f"max_buffer must be a positive number of bytes, got {max_buffer!r}")
+    for i, steps in enumerate(scripts):
+        for j, step in enumerate(steps):
+            if isinstance(step, Expect) and step.needs() > max_buffer:
+                where = f"script[{j}]" if every else f"scripts[{i}][{j}]"
+                raise ValueError(
+                    f"{where}: {step.describe()} needs {step.needs()} B kept at once, more "
+                    f"than max_buffer={max_buffer} B; pass a larger max_buffer="
+                )
+    return max_buffer
+
+
 def _check_optional(optional: object, count: int) -> frozenset[int]:
     if isinstance(optional, bool):
         return frozenset(range(count)) if optional else frozenset()
@@ -258,8 +314,13 @@ class ScriptedConnection(Connection):
         self.steps = steps
         self.index = 0
         self.buffer = bytearray()
+        # What the last Expect took (a Reply(fn) is called with it); only the last is kept.
         self.taken: list[bytes] = []
+        # The first bytes the client sent (for failure reports), at most RECEIVED_KEPT.
         self.received = bytearray()
+        self.received_bytes = 0
+        # Where the current Expect's search for its end mark resumes.
+        self.scan_from = 0
         self.finished_script = False
         self.timer: Timer | None = None  # a Pause in progress
         self.expect_timer: Timer | None = None
@@ -275,11 +336,23 @@ class ScriptedConnection(Connection):
         self._advance()
 
     def data_received(self, data: bytes) -> None:
-        self.received += data
+        self.received_bytes += len(data)
+        room = RECEIVED_KEPT - len(self.received)
+        if room > 0:
+            self.received += data[:room]
         if self.stalled:
             return
         self.buffer += data
         self._advance()
+        limit = self.server.max_buffer
+        if not self.closed and len(self.buffer) > limit:
+            steps = self.steps or ()
+            step = steps[self.index] if self.index < len(steps) else None
+            self._fail(self.index if step is not None else None,
+                       f"{step.describe() if step is not None else 'after the script'}: the "
+                       f"client sent {len(self.buffer)} B that this step has not taken, more "
+                       f"than max_buffer={limit} B (what the server keeps for one step); "
+                       "raise ScriptedServer(max_buffer=...) if that is expected")
 
     def on_eof(self) -> None:
         self.eof = True
@@ -300,15 +373,19 @@ class ScriptedConnection(Connection):
                 break
             step = steps[self.index]
             if isinstance(step, Expect):
-                taken, why = step.take(bytes(self.buffer), self.eof)
+                taken, why = step.take(self.buffer, self.eof, self.scan_from)
                 if why is not None:
                     self._fail(self.index, f"{step.describe()}: {why}")
                     return
                 if taken is None:
+                    mark = step.end_mark
+                    if mark is not None:  # no mark starts before the last len(mark) - 1 bytes
+                        self.scan_from = max(0, len(self.buffer) - len(mark) + 1)
                     self._arm_expect_timeout()
                     return
                 self._disarm()
-                self.taken.append(bytes(self.buffer[:taken]))
+                self.scan_from = 0
+                self.taken[:] = [bytes(self.buffer[:taken])]
                 del self.buffer[:taken]
             elif isinstance(step, Reply):
                 data = step.data
@@ -398,7 +475,8 @@ class ScriptedServer(ServerBase):
     def __init__(self, script: Sequence[Step] | None = None, *,
                  scripts: Sequence[Sequence[Step]] | None = None, cycle: bool = False,
                  expect_timeout: float | None = DEFAULT_TIMEOUT,
-                 optional: bool | Collection[int] = False, **kwargs: Any) -> None:
+                 optional: bool | Collection[int] = False,
+                 max_buffer: int = DEFAULT_MAX_BUFFER, **kwargs: Any) -> None:
         if (script is None) == (scripts is None):
             raise ValueError("give either script= (every connection) or scripts= (one each)")
         if scripts is not None:
@@ -415,6 +493,9 @@ class ScriptedServer(ServerBase):
         self.cycle = cycle
         #: The indexes of the scripts that may never run (``optional=``): no connection came.
         self.optional = _check_optional(optional, len(self.scripts))
+        #: The most bytes a connection keeps that its current step has not taken; more fails
+        #: the script, naming the step and this limit.
+        self.max_buffer = _check_max_buffer(max_buffer, self.scripts, self.every)
         self.expect_timeout = (None if expect_timeout is None
                                else _positive(expect_timeout, "expect_timeout"))
         self.tls = take_tls(kwargs)
