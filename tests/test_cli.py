@@ -285,3 +285,39 @@ def test_suite_send_takes_non_latin1_text() -> None:
     from pytest_multiconn.cli.suite import _unescape
 
     assert _unescape("€\\n") == "€\n".encode()
+
+
+def test_server_exits_quietly_when_its_stdout_goes_away() -> None:
+    # `multiconn server 127.0.0.1 0 | head -1`: once head exits, the next line meets EPIPE.
+    # The command must end by itself, as command-line tools do, with no traceback.
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as err, subprocess.Popen(
+        [sys.executable, "-m", "pytest_multiconn", "server", "127.0.0.1", "0"],
+        stdout=subprocess.PIPE, stderr=err, text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            match = re.match(r"Listening on \('127\.0\.0\.1', (\d+)\)", line)
+            assert match, line
+            proc.stdout.close()  # what `head -1` does after its line
+            # A client makes the server print ("Accepted connection ..."): into the closed pipe.
+            with socket.create_connection(("127.0.0.1", int(match[1])), timeout=20) as sock:
+                sock.sendall(b"x")
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    pytest.fail("the server lives on after its stdout went away")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=20)
+        err.seek(0)
+        stderr = err.read()
+    assert "Traceback" not in stderr, stderr
+    assert "Exception ignored" not in stderr, stderr
+    assert stderr == "", stderr
+    assert proc.returncode == 141  # as a shell reports a tool killed by SIGPIPE

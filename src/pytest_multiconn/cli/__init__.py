@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pytest_multiconn.cli.tutorial import printer, run_client, serve_until_interrupted
+from pytest_multiconn.cli.signals import request_stop
+from pytest_multiconn.cli.tutorial import (
+    STDOUT_GONE,
+    printer,
+    run_client,
+    serve_until_interrupted,
+)
 from pytest_multiconn.errors import MulticonnError
 
 #: Modules that add subcommands: each has ``add_parser(subparsers)`` which registers its
@@ -184,18 +191,28 @@ def _run_server(args: argparse.Namespace) -> int:
         from pytest_multiconn.core.process import exit_with_parent
 
         exit_with_parent(args.parent_pipe, death_signal=args.parent_death_signal)
-    out = printer()
+    # Stdout gone (`multiconn server ... | head -1`): stop, quietly, as command-line tools do.
+    stop = threading.Event()
+    stdout_gone = threading.Event()
+
+    def on_gone() -> None:
+        stdout_gone.set()
+        request_stop(stop)
+
+    out = printer(on_gone=on_gone)
     with cli_server_tls(args, out) as tls:
-        return serve_until_interrupted(
+        status = serve_until_interrupted(
             args.host,
             args.port,
             out,
+            stop=stop,
             allow_remote=args.allow_remote,
             idle_timeout=args.idle_timeout,
             max_connections=args.max_connections,
             tls=tls,
             protocol=args.protocol,
         )
+    return STDOUT_GONE if stdout_gone.is_set() else status
 
 
 def _run_client(args: argparse.Namespace) -> int:

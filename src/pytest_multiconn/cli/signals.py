@@ -23,6 +23,7 @@ helpers fall back to the plain wait.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import threading
@@ -31,7 +32,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["stop_on_signals", "wait_for_stop"]
+__all__ = ["request_stop", "stop_on_signals", "wait_for_stop"]
+
+# The wake-up socket of each wait_for_stop() running now, by id() of its event, so that
+# request_stop() from another thread wakes a main thread asleep in recv().
+_wakers: dict[int, socket.socket] = {}
 
 
 def _on_main_thread() -> bool:
@@ -58,6 +63,15 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous_int)
 
 
+def request_stop(stop: threading.Event) -> None:
+    """Set ``stop`` from any thread and wake the :func:`wait_for_stop` waiting on it."""
+    stop.set()
+    waker = _wakers.get(id(stop))
+    if waker is not None:
+        with contextlib.suppress(OSError):  # full (already woken) or closed (already done)
+            waker.send(b"\0")
+
+
 def wait_for_stop(stop: threading.Event, duration: float | None = None) -> None:
     """Block until ``stop`` is set or ``duration`` seconds pass (None: no bound); a SIGINT
     raises ``KeyboardInterrupt`` out of here (inside :func:`stop_on_signals`)."""
@@ -69,6 +83,7 @@ def wait_for_stop(stop: threading.Event, duration: float | None = None) -> None:
     with rsock, wsock:
         wsock.setblocking(False)
         previous = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
+        _wakers[id(stop)] = wsock
         try:
             while not stop.is_set():
                 if deadline is not None:
@@ -81,4 +96,5 @@ def wait_for_stop(stop: threading.Event, duration: float | None = None) -> None:
                 except TimeoutError:
                     return
         finally:
+            _wakers.pop(id(stop), None)
             signal.set_wakeup_fd(previous)

@@ -8,6 +8,7 @@ clients when asked to.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -24,17 +25,56 @@ from pytest_multiconn.servers.echo import EchoServer
 Printer = Callable[[str], None]
 
 
-def printer(stream: TextIO | None = None) -> Printer:
-    """A thread-safe line printer that flushes every line (the loop thread prints too)."""
+#: Exit status of a command whose stdout went away (``| head -1``): what a shell reports
+#: for a tool killed by SIGPIPE (128 + 13).
+STDOUT_GONE = 141
+
+
+def printer(
+    stream: TextIO | None = None, *, on_gone: Callable[[], None] | None = None
+) -> Printer:
+    """A thread-safe line printer that flushes every line (the loop thread prints too).
+
+    When the reader of stdout goes away (``multiconn server ... | head -1``) the write fails
+    with EPIPE, whichever thread prints: the printer then prints nothing more, points stdout
+    at ``/dev/null`` (so the flush at exit raises nothing either) and calls ``on_gone()``
+    once, which stops a long-running command; it never raises.
+    """
     lock = threading.Lock()
+    gone = False
 
     def out(line: str) -> None:
+        nonlocal gone
         target = stream if stream is not None else sys.stdout
         with lock:
-            target.write(line + "\n")
-            target.flush()
+            if gone:
+                return
+            try:
+                target.write(line + "\n")
+                target.flush()
+            except BrokenPipeError:
+                gone = True
+                _silence(target)
+            else:
+                return
+        if on_gone is not None:
+            on_gone()
 
     return out
+
+
+def _silence(stream: TextIO) -> None:
+    # Python's advice for EPIPE: point the descriptor at /dev/null, so the interpreter's own
+    # flush at exit does not print "Exception ignored ... BrokenPipeError".
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a real file (a test's StringIO): nothing to flush
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def peer_text(addr: Any) -> str:
@@ -88,9 +128,17 @@ def serve(
     return server
 
 
-def serve_until_interrupted(host: str, port: int | str, out: Printer, **server_options: Any) -> int:
-    """The tutorial's main loop: serve until Ctrl-C (or SIGTERM), then exit cleanly."""
-    stop = threading.Event()
+def serve_until_interrupted(
+    host: str,
+    port: int | str,
+    out: Printer,
+    *,
+    stop: threading.Event | None = None,
+    **server_options: Any,
+) -> int:
+    """The tutorial's main loop: serve until Ctrl-C (or SIGTERM, or ``request_stop(stop)``),
+    then exit cleanly."""
+    stop = threading.Event() if stop is None else stop
     try:
         with stop_on_signals(stop):
             serve(host, port, out=out, stop=stop, wait=lambda: wait_for_stop(stop),
