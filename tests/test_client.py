@@ -141,3 +141,44 @@ def test_a_client_runs_once(server: EchoServer) -> None:
     client.run().check()
     with pytest.raises(RuntimeError, match="already ran"):
         client.run()
+
+
+_EMFILE_CHILD = """
+import gc, os, resource, sys
+from pytest_multiconn import MultiConnClient
+
+gc.disable()  # what a failed run leaves open must be closed by the run, not by a collection
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+port = int(sys.argv[1])
+leaks = []
+for extra in range(0, 24):
+    before = len(os.listdir("/proc/self/fd")) - 1  # minus the one listdir itself used
+    # EMFILE after `extra` more descriptors: in the loop's selector or socketpair, or at the
+    # (extra - 2)th connection's socket.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (before + extra, hard))
+    error = None
+    try:
+        MultiConnClient(("127.0.0.1", port), 200, timeout=10).run()
+    except OSError as exc:
+        error = exc
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    after = len(os.listdir("/proc/self/fd")) - 1
+    if error is None:
+        leaks.append(f"extra={extra}: run() did not fail")
+    elif after != before:
+        leaks.append(f"extra={extra}: {after - before} descriptors still open ({error})")
+    del error
+print("\\n".join(leaks) or "no leaks")
+"""
+
+
+def test_a_run_that_fails_with_emfile_closes_every_descriptor(server: EchoServer) -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-c", _EMFILE_CHILD, str(server.port)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "no leaks"

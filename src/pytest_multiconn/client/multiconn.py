@@ -574,7 +574,11 @@ class MultiConnClient:
                 if self.on_event is not None:
                     self.on_event("start", conn_id, None)
                 sock = socket.socket(self._family(), socket.SOCK_STREAM)
-                conn = ClientConnection(self, conn_id, sock, self._faults_for(conn_id))
+                try:
+                    conn = ClientConnection(self, conn_id, sock, self._faults_for(conn_id))
+                except BaseException:
+                    sock.close()  # not in self.connections yet: close() would not see it
+                    raise
                 if self.tls is not None:
                     conn.use_layer(self.tls.new_layer(conn))
                 self.connections.append(conn)

@@ -154,7 +154,13 @@ class Loop:
     def __init__(self, name: str | None = None) -> None:
         self.name = name or f"multiconn-loop-{next(_loop_ids)}"
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
+        try:
+            # Out of descriptors (EMFILE) here: close the selector now, not at a later
+            # garbage collection (the traceback's frames keep this half-built loop alive).
+            self._wake_r, self._wake_w = socket.socketpair()
+        except BaseException:
+            self._selector.close()
+            raise
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, EVENT_READ, _Waker(self._wake_r))
