@@ -79,7 +79,7 @@ def test_suite_passes_on_our_server() -> None:
     text = "\n".join(lines)
     assert "OK: all" in text
     assert "FAIL" not in text
-    assert "held" in text  # the measured rows really measured
+    assert "memory +" in text  # the measured rows really measured
     assert "cost" in text
 
 
@@ -95,7 +95,9 @@ def test_tutorial_buffers_without_bound(tutorial) -> None:
     address, pid = tutorial
     row = run_check("never_read", address, seed=1, pid=pid)
     assert not row.passed
-    assert "buffers without bound" in row.detail
+    # Measured: its memory barely grows in the row (each 1 KiB recv copies its whole
+    # buffer, so it slows to a crawl), but it starves everyone else meanwhile.
+    assert "buffers without bound" in row.detail or "could not be served" in row.detail, row
 
 
 def test_tutorial_loses_bytes_on_half_close(tutorial) -> None:

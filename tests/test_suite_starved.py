@@ -1,5 +1,5 @@
 """The suite's verdicts on a server starved of CPU: the idle row does not call an idle server
-a spinner (the loaded case its 2% floor, ``_SPINNER_MIN_SHARE``, is for), and the
+a spinner (the loaded case its 2% floor, ``rows.idle.SPINNER_MIN_SHARE``, is for), and the
 never-read row gives no verdict (a note) instead of calling an unbounded server bounded.
 
 The case is forced, not hoped for: the server runs in a child process with ``SCHED_IDLE``
@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pytest_multiconn.suite import contracts
-from pytest_multiconn.suite.contracts import NOTE, PASS, run_server_checks
+from pytest_multiconn.suite.model import NOTE, PASS
+from pytest_multiconn.suite.rows import idle
+from pytest_multiconn.suite.runner import run_server_checks
 
 ROW = "silent+never_close"
 
@@ -123,7 +124,7 @@ def test_a_starved_idle_server_is_not_called_a_spinner(
     # The control: without the floor, the same row sees it runnable and calls it a spinner.
     # Up to 3 tries: the kernel adds a wait to schedstat only once the thread gets its turn,
     # so a window in which the ticker never ran shows no wait at all (1 run in about 10).
-    monkeypatch.setattr(contracts, "_SPINNER_MIN_SHARE", 0.0)
+    monkeypatch.setattr(idle, "SPINNER_MIN_SHARE", 0.0)
     controls = []
     for _ in range(3):
         controls.append(run_server_checks(address, pid=pid, only=[ROW]).rows[-1])

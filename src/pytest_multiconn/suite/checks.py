@@ -1,7 +1,7 @@
 """The fault-injection suite's entry points: :func:`check_server` for any protocol,
 :func:`check_echo_server` for echo servers, :func:`run_suite` for the printed table
-(``multiconn suite HOST PORT --protocol ...``).  The checks themselves live in
-:mod:`pytest_multiconn.suite.contracts`.
+(``multiconn suite HOST PORT --protocol ...``).  The runner is
+:mod:`pytest_multiconn.suite.runner`; each row is a module of :mod:`pytest_multiconn.suite.rows`.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ from typing import Any
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.errors import ContractBreak
 from pytest_multiconn.exchanges.base import Exchange
-from pytest_multiconn.suite.contracts import (
-    CHECK_NAMES,
-    CHECKS,
-    SuiteLimits,
-    check_server,
-    run_server_checks,
-)
+from pytest_multiconn.suite.context import SuiteLimits
 from pytest_multiconn.suite.model import FAIL, NA, NOTE, PASS, SuiteReport, SuiteRow, format_row
+from pytest_multiconn.suite.rows import ROW_NAMES, ROWS
+from pytest_multiconn.suite.runner import run_server_checks
+
+#: The rows and their checks, in the order they run.
+CHECKS = ROWS
+#: The names of the rows (``only=``, ``skip=``, ``--only``, ``--skip``).
+CHECK_NAMES = ROW_NAMES
 
 __all__ = [
     "CHECKS",
@@ -44,6 +45,15 @@ __all__ = [
     "run_checks",
     "run_suite",
 ]
+
+
+def check_server(address: Any, exchange: Exchange | None = None, **kwargs: Any) -> SuiteReport:
+    """Run every check against the server at ``address`` speaking ``exchange``; raise
+    :class:`ContractBreak` naming every broken contract, else return the report."""
+    refuse_in_event_loop("check_server()", "await acheck_server(...)")
+    report = run_server_checks(address, exchange, **kwargs)
+    report.raise_for_failures()
+    return report
 
 
 def run_checks(address: Any, exchange: Exchange | None = None, **kwargs: Any) -> SuiteReport:

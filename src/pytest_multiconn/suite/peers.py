@@ -171,10 +171,16 @@ def rst_close(sock: socket.socket) -> None:
 
 @dataclass
 class BurstResult:
+    """What a burst saw: connections made, served (a right reply), why the others failed,
+    connects that waited for a SYN retry, the most connections open and waiting for their
+    reply at one time, and the seconds until the last one was served."""
+
     connected: int
     served: int
     failed: list[str]
     slow_connects: int
+    most_open: int = 0
+    seconds: float = 0.0
 
 
 def burst(  # noqa: PLR0912, PLR0915 - one selector loop over the burst
@@ -202,7 +208,10 @@ def burst(  # noqa: PLR0912, PLR0915 - one selector loop over the burst
                 sel.register(sock, selectors.EVENT_WRITE, state)
             states.append(state)
         pending = sum(not s["done"] for s in states)
+        most_open = 0
+        last_served = 0.0
         while pending and time.monotonic() < deadline:
+            most_open = max(most_open, pending)
             for key, mask in sel.select(max(deadline - time.monotonic(), 0)):
                 st = key.data
                 sock = st["sock"]
@@ -240,9 +249,13 @@ def burst(  # noqa: PLR0912, PLR0915 - one selector loop over the burst
                     else:
                         reader.eof()
                     if reader.complete or not chunk:
+                        # Done: close at once, as a real client does after its reply (a
+                        # server may wait for the close before it takes the next one).
                         st["done"] = True
                         sel.unregister(sock)
+                        sock.close()
                         pending -= 1
+                        last_served = time.monotonic() - start
     finally:
         for st in states:
             st["sock"].close()
@@ -261,4 +274,4 @@ def burst(  # noqa: PLR0912, PLR0915 - one selector loop over the burst
             failed.append(f"connection {i}: {st['error'] or reader.first_problem()}")
     slow = sum(1 for st in states if st["connected"] is not None and st["connected"] > SYN_RETRY)
     connected = sum(1 for st in states if st["connected"] is not None)
-    return BurstResult(connected, served, failed, slow)
+    return BurstResult(connected, served, failed, slow, most_open, last_served)
