@@ -336,3 +336,49 @@ def test_close_after_the_socket_was_closed_behind_our_back(
     conn.close()
     assert conn.closed
     assert conn.events[-1] == ("lost", None)
+
+
+def test_a_queue_sample_older_than_real_progress_never_closes_a_slow_reader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The window behind "EchoServer(idle_timeout=1.0) closed a client still reading its echo":
+    # the kernel-queue sample taken at one idle check was compared, a send later, with the
+    # queue at the next check.  A send buffer refilled to the same level (it is capped, and a
+    # steady reader drains it by the same steps) looked like "no change for over a timeout",
+    # though the peer had taken bytes in between.  The clock and the queue are scripted, so
+    # the window is hit every time; the socket and the send are real.
+    from types import SimpleNamespace
+
+    from helpers import loopback_pair
+    from pytest_multiconn.core import connection as connection_module
+    from pytest_multiconn.lowlevel import Connection
+
+    clock = [1000.0]
+    monkeypatch.setattr(connection_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+
+    class ScriptedQueue(Connection):
+        def _kernel_queued(self) -> int:
+            return 5000  # the same level at every look: full, as a capped buffer is
+
+    ours, peer = loopback_pair()
+    loop = Loop("idle-sample")
+    try:
+        conn = ScriptedQueue(loop, ours, "peer")
+        conn.set_idle_timeout(1.0)
+        clock[0] = 1001.0
+        conn._check_idle()  # no send or read for a timeout, but the queue moved: a sample
+        assert not conn.closed
+        clock[0] = 1001.5
+        conn.write(b"x")  # real progress after the sample: the peer takes a byte
+        assert peer.recv(1) == b"x"
+        clock[0] = 1002.5  # a timeout after that send, and the queue at the old level again
+        conn._check_idle()
+        assert not conn.closed, "closed as idle one timeout after the peer took a byte"
+        clock[0] = 1003.5  # a whole timeout with no change at all: now it is idle
+        conn._check_idle()
+        assert conn.closed
+        assert conn.close_reason == "idle timeout"
+    finally:
+        loop.close()
+        ours.close()
+        peer.close()

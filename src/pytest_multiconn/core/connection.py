@@ -110,6 +110,7 @@ class Connection:
         "_eof_received",
         "_eof_sent",
         "_finish_pending",
+        "_idle_mark",
         "_idle_queued",
         "_idle_sampled",
         "_idle_timeout",
@@ -192,6 +193,8 @@ class Connection:
         self._idle_timer: Timer | None = None
         self._idle_queued = 0  # the kernel's send queue when it last changed, and when that was
         self._idle_sampled = self.opened_at
+        # The last send or read when that sample was taken: a later one makes it stale.
+        self._idle_mark = self.opened_at
 
     # -- diagnostics ------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -345,10 +348,14 @@ class Connection:
             # A queue that changed since the last check is the peer taking our bytes.  So a
             # connection whose only progress is the kernel draining closes between one and
             # two idle_timeouts after that progress stopped.
+            # A sample taken before our last send or read is no baseline: the queue has been
+            # drained and refilled since, and a capped buffer refills to the same level, so an
+            # equal number then means nothing.  Such a sample is only replaced, as a change is.
             queued = self._kernel_queued()
-            if queued and queued != self._idle_queued:
+            stale = self._idle_mark < max(self.last_received, self.last_sent)
+            if queued and (stale or queued != self._idle_queued):
                 self._idle_queued, self._idle_sampled = queued, now
-                self.last_sent = now
+                self.last_sent = self._idle_mark = now
                 self._idle_timer = self.loop.call_at(now + self._idle_timeout, self._check_idle)
                 return
             if queued and now - self._idle_sampled < self._idle_timeout:
