@@ -4,6 +4,7 @@ request/response server; and ``multiconn client ... --protocol`` (exchanges from
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shlex
 import time
@@ -36,6 +37,29 @@ def exchange_from_args(args: argparse.Namespace) -> Exchange:
                    expect=_unescape(args.expect))
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not (value > 0 and value < float("inf")):
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "suite",
@@ -45,42 +69,185 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("host", help="the server's address, for example 127.0.0.1 or ::1")
     parser.add_argument("port", help="the server's TCP port")
     add_exchange_arguments(parser)
-    parser.add_argument("--seed", type=int, default=None,
+    what = parser.add_argument_group("what the protocol needs")
+    what.add_argument("--expect-status", type=int, default=None, metavar="CODE",
+                      help="http: the status every reply must have (default 200)")
+    what.add_argument("--expect-body", default=None, metavar="TEXT",
+                      help="http: the exact body every reply must have (escapes work)")
+    what.add_argument("--setup", action="append", default=None, metavar="REQUEST",
+                      help="a request sent once before the rows, on its own connection (for "
+                      "example memcached's 'set k 0 0 5\\r\\nhello\\r\\n'); repeatable")
+    what.add_argument("--terminator", default=None, metavar="TEXT",
+                      help="line: a reply spans lines up to and including this (memcached's "
+                      "'END\\r\\n'); --expect is then the whole reply")
+    what.add_argument("--delimiter", default=None, metavar="TEXT",
+                      help="line: the line delimiter (default \\n; memcached: \\r\\n)")
+    what.add_argument("--answers-garbage", default=None, metavar="LIST",
+                      help="what the server may answer to garbage, comma-separated, from "
+                      "close, error, nothing, echo (line, exact, length)")
+    what.add_argument("--error-prefix", default=None, metavar="TEXT",
+                      help="the bytes an error reply starts with (with --answers-garbage error)")
+    rows = parser.add_argument_group("which rows, and their limits")
+    rows.add_argument("--only", action="append", choices=CHECK_NAMES, default=None,
+                      help="run only this row (repeatable)")
+    rows.add_argument("--skip", action="append", choices=CHECK_NAMES, default=None,
+                      help="leave this row out (repeatable)")
+    rows.add_argument("--max-growth-mib", type=_positive(float), default=None, metavar="MIB",
+                      help="memory growth under never-readers that counts as buffering without "
+                      "bound (default 32)")
+    rows.add_argument("--max-idle-cpu", type=_positive(float), default=None, metavar="SHARE",
+                      help="share of one CPU an idle server may use (default 0.25)")
+    rows.add_argument("--max-probe-latency", type=_positive(float), default=None,
+                      metavar="SECONDS", help="worst reply another client may see while one "
+                      "misbehaves (default 1.0)")
+    rows.add_argument("--burst", type=_positive(int), default=None, metavar="N",
+                      help="connections the burst row opens at once (default 128; lower it for "
+                      "a server with a documented connection limit)")
+    rows.add_argument("--timeout", type=_positive(float), default=None, metavar="SECONDS",
+                      help="bound on each row's client work (default 10)")
+    parser.add_argument("--seed", type=_non_negative, default=None,
                         help="seed for every random choice (printed; give it again to replay)")
-    parser.add_argument("--only", action="append", choices=CHECK_NAMES, default=None,
-                        help="run only this check (repeatable)")
-    parser.add_argument("--pid", type=int, default=None,
-                        help="the server's process id for the idle-CPU check (default: found "
-                        "from the listening port on Linux)")
+    parser.add_argument("--pid", type=_positive(int), default=None,
+                        help="the server's process id, for its memory and CPU (default: found "
+                        "from the listening port on Linux, with its children)")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow a non-loopback host (off: the suite floods its target)")
+    out = parser.add_argument_group("reports")
+    out.add_argument("--json", default=None, metavar="FILE",
+                     help="write every row, its measurements and transcript as JSON")
+    out.add_argument("--junit-xml", default=None, metavar="FILE",
+                     help="write one JUnit testcase per row (for CI pages)")
+    out.add_argument("--html", default=None, metavar="FILE",
+                     help="write one self-contained HTML page (each row opens to its transcript, "
+                     "measurements and a plot of the server's memory and CPU)")
     from pytest_multiconn.cli.tls_args import add_client_tls_arguments
 
     add_client_tls_arguments(parser)
     parser.set_defaults(func=run)
 
 
+#: Flags replayed as given (name, takes a value).
+_REPLAYED = (
+    ("protocol", True), ("send", True), ("expect", True), ("expect_status", True),
+    ("expect_body", True), ("terminator", True), ("delimiter", True), ("answers_garbage", True),
+    ("error_prefix", True), ("max_growth_mib", True), ("max_idle_cpu", True),
+    ("max_probe_latency", True), ("burst", True), ("timeout", True), ("pid", True),
+    ("allow_remote", False), ("tls", False), ("cafile", True), ("server_hostname", True),
+)
+
+
 def _replay(args: argparse.Namespace) -> str:
-    words = ["multiconn", "suite", args.host, str(args.port), "--protocol", args.protocol]
-    for flag in ("send", "expect"):
-        value = getattr(args, flag)
-        if value is not None:
-            words += [f"--{flag}", value]
-    for name in args.only or ():
-        words += ["--only", name]
+    """The command line that replays this run: every flag that shapes it, and the seed."""
+    words = ["multiconn", "suite", args.host, str(args.port)]
+    for name, takes_value in _REPLAYED:
+        value = getattr(args, name, None)
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        words += [flag, str(value)] if takes_value else [flag]
+    for name, values in (("setup", args.setup), ("only", args.only), ("skip", args.skip)):
+        for value in values or ():
+            words += [f"--{name}", value]
     return " ".join(shlex.quote(w) for w in words) + " --seed {seed}"
+
+
+def _refuse_misplaced(args: argparse.Namespace, protocol: str) -> None:
+    """A flag given for a protocol it does not apply to is a usage error, never ignored."""
+    http_only = [f for f in ("expect_status", "expect_body") if getattr(args, f) is not None]
+    if http_only and protocol != "http":
+        raise ValueError(f"--{http_only[0].replace('_', '-')} is for --protocol http, not "
+                         f"{protocol}")
+    line_only = [f for f in ("terminator", "delimiter") if getattr(args, f) is not None]
+    if line_only and protocol != "line":
+        raise ValueError(f"--{line_only[0]} is for --protocol line, not {protocol}")
+    garbage = [f for f in ("answers_garbage", "error_prefix") if getattr(args, f) is not None]
+    if garbage and protocol not in ("line", "exact", "length"):
+        raise ValueError(f"--{garbage[0].replace('_', '-')} is for --protocol line, exact or "
+                         f"length (the {protocol} exchange knows what its servers answer)")
+    if protocol == "http" and args.expect is not None:
+        raise ValueError("--expect does not apply to --protocol http: use --expect-status "
+                         "and --expect-body")
+
+
+def _exchange(args: argparse.Namespace) -> Exchange:
+    """The exchange the flags describe; a flag that does not apply is a usage error."""
+    protocol = args.protocol or "echo"
+    _refuse_misplaced(args, protocol)
+    line_only = [f for f in ("terminator", "delimiter") if getattr(args, f) is not None]
+    if protocol == "http":
+        from pytest_multiconn.exchanges import HTTP
+
+        kwargs: dict[str, Any] = {}
+        if args.send is not None:
+            kwargs["target"] = args.send
+        if args.expect_status is not None:
+            kwargs["status"] = args.expect_status
+        if args.expect_body is not None:
+            kwargs["expect_body"] = unescape(args.expect_body)
+        return HTTP(**kwargs)
+    extra: dict[str, Any] = {}
+    if args.answers_garbage is not None:
+        extra["answers_garbage"] = frozenset(
+            a.strip() for a in args.answers_garbage.split(",") if a.strip())
+    if args.error_prefix is not None:
+        extra["error_prefix"] = unescape(args.error_prefix)
+    if protocol == "line" and (line_only or extra):
+        from pytest_multiconn.exchanges import Lines
+
+        if args.terminator is not None and args.expect is None:
+            raise ValueError("--terminator needs --expect (the whole reply, terminator "
+                             "included)")
+        kwargs = dict(extra)
+        for name in ("send", "expect", "terminator", "delimiter"):
+            value = getattr(args, name)
+            if value is not None:
+                kwargs[name] = unescape(value)
+        return Lines(**kwargs)
+    exchange = exchange_from_args(args)
+    if extra:
+        import dataclasses
+
+        exchange = dataclasses.replace(exchange, **extra)  # type: ignore[type-var]
+    return exchange
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    from pytest_multiconn.suite.context import SuiteLimits
+
+    kwargs: dict[str, Any] = {}
+    if args.max_growth_mib is not None:
+        kwargs["max_growth"] = int(args.max_growth_mib * 2**20)
+    for name in ("max_idle_cpu", "max_probe_latency", "burst", "timeout"):
+        value = getattr(args, name)
+        if value is not None:
+            kwargs[name] = value
+    return SuiteLimits(**kwargs)
 
 
 def run(args: argparse.Namespace) -> int:
     host = check_host(args.host, allow_remote=args.allow_remote, role="connect to")
     address = (host, parse_port(args.port))
-    exchange = exchange_from_args(args)
+    exchange = _exchange(args)
+    both = set(args.only or ()) & set(args.skip or ())
+    if both:
+        raise ValueError(f"--only and --skip both name {sorted(both)[0]}")
+    if args.pid is not None and not os.path.exists(f"/proc/{args.pid}") and os.path.isdir(
+            "/proc"):
+        raise ValueError(f"--pid {args.pid}: no such process")
+    limits = _limits(args)
+    setup = [unescape(s) for s in args.setup or ()]
     from pytest_multiconn.cli.tls_args import cli_client_tls
 
     tls = cli_client_tls(args)
-    ok = run_suite(address, args.seed, print, exchange=exchange, replay=_replay(args),
-                   pid=args.pid, only=args.only, tls=tls)
-    return 0 if ok else 1
+    report = run_suite(address, args.seed, print, exchange=exchange, replay=_replay(args),
+                       pid=args.pid, only=args.only, skip=args.skip, tls=tls, limits=limits,
+                       setup=setup or None, reports=_report_paths(args))
+    return 0 if report else 1
+
+
+def _report_paths(args: argparse.Namespace) -> dict[str, str]:
+    return {kind: path for kind, path in (("json", args.json), ("junit_xml", args.junit_xml),
+                                          ("html", args.html)) if path}
 
 
 def run_exchange_client(args: argparse.Namespace) -> int:

@@ -120,8 +120,10 @@ class Lines(_SaysGarbageAnswers):
 
     ``reply(line)`` says what the server answers to a line (delimiter stripped, added back);
     the default is the line itself (a line echo server), ``bytes.upper`` an uppercasing one.
-    ``expect`` fixes the reply instead.  ``send`` fixes the request line; otherwise requests
-    are random printable lines of ``size`` bytes.
+    ``expect`` fixes the reply instead.  ``terminator`` makes a reply span lines up to and
+    including it (memcached's ``get``: ``VALUE k 0 5\r\nhello\r\nEND\r\n`` ends at
+    ``END\r\n``); ``expect`` is then the whole reply, terminator included.  ``send`` fixes
+    the request line; otherwise requests are random printable lines of ``size`` bytes.
     """
 
     name: ClassVar[str] = "line"
@@ -134,9 +136,12 @@ class Lines(_SaysGarbageAnswers):
     size: int | None = None
     #: Longest reply line accepted before the reply counts as unframed.
     max_line: int = 1024 * 1024
+    terminator: bytes | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "delimiter", check_bytes(self.delimiter, "delimiter"))
+        if self.terminator is not None:
+            object.__setattr__(self, "terminator", check_bytes(self.terminator, "terminator"))
         if self.send is not None:
             send = check_bytes(self.send, "send")
             if send.endswith(self.delimiter):
@@ -144,7 +149,13 @@ class Lines(_SaysGarbageAnswers):
             if self.delimiter in send:
                 raise ValueError(f"send must be one line, got {send!r}")
             object.__setattr__(self, "send", send)
-        if self.expect is not None:
+        if self.expect is not None and self.terminator is not None:
+            expect = check_bytes(self.expect, "expect")
+            if not expect.endswith(self.terminator):
+                raise ValueError(f"expect must end with the terminator {self.terminator!r}, "
+                                 f"got {expect!r}")
+            object.__setattr__(self, "expect", expect)
+        elif self.expect is not None:
             expect = check_bytes(self.expect, "expect", empty=True)
             if expect.endswith(self.delimiter):
                 expect = expect[: -len(self.delimiter)]
@@ -164,14 +175,17 @@ class Lines(_SaysGarbageAnswers):
         return [bytes(rng.choices(alphabet, k=n)) + self.delimiter for _ in range(count)]
 
     def frame(self, request: bytes, buf: bytes, eof: bool = False) -> int | None:
-        at = buf.find(self.delimiter)
+        end = self.delimiter if self.terminator is None else self.terminator
+        at = buf.find(end)
         if at >= 0:
-            return at + len(self.delimiter)
+            return at + len(end)
         if len(buf) > self.max_line:
-            raise ValueError(f"no {self.delimiter!r} in the first {len(buf)} B")
+            raise ValueError(f"no {end!r} in the first {len(buf)} B")
         return None
 
-    def expected(self, request: bytes) -> bytes:
+    def expected(self, request: bytes) -> bytes | None:
+        if self.terminator is not None:
+            return self.expect
         if self.expect is not None:
             return self.expect + self.delimiter
         return bytes(self.reply(request[: -len(self.delimiter)])) + self.delimiter

@@ -87,13 +87,19 @@ def run_suite(  # noqa: PLR0917 - address, seed and out were positional before
     exchange: Exchange | None = None,
     replay: str | None = None,
     only: Sequence[str] | None = None,
+    reports: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> bool:
     """Run the suite, printing the table row by row to ``out``; True if every row passed.
-    ``replay`` is the command line to print with the seed (``{seed}`` is filled in)."""
+    ``replay`` is the command line to print with the seed (``{seed}`` is filled in);
+    ``reports`` maps ``"json"``, ``"junit_xml"`` and ``"html"`` to files to write."""
     refuse_in_event_loop("run_suite()", "await arun_suite(...)")
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
+    unknown = set(reports or {}) - {"json", "junit_xml", "html"}
+    if unknown:
+        raise ValueError(f"reports: unknown kind {sorted(unknown)[0]!r}; choose from json, "
+                         "junit_xml, html")
     name = exchange.name if exchange is not None else "echo"
     out(f"fault-injection suite ({name}) against {address!r}, seed {seed}")
     report = SuiteReport(address, seed, protocol=name)
@@ -103,16 +109,38 @@ def run_suite(  # noqa: PLR0917 - address, seed and out were positional before
         report.rows.append(row)
         out(format_row(row))
 
-    final = run_server_checks(address, exchange, seed=seed, on_row=show, only=only, **kwargs)
+    command = replay.format(seed=seed) if replay else None
+    final = run_server_checks(address, exchange, seed=seed, on_row=show, only=only,
+                              command=command, **kwargs)
     failed = final.failures
-    again = f": {replay.format(seed=seed)}" if replay else ""
+    again = f": {command}" if command else ""
     if final.rows and final.rows[0].fault == "connect":
         out(f"FAILED: cannot run the suite against {address!r}: {final.rows[0].detail}")
-    elif failed:
-        out(f"FAILED: {len(failed)} of {len(final.rows)} checks; replay with seed {seed}{again}")
     else:
-        out(f"OK: all {len(final.rows)} checks passed (seed {seed})")
+        out(_where_time_went(final))
+        if failed:
+            out(f"FAILED: {len(failed)} of {len(final.rows)} checks; replay with seed "
+                f"{seed}{again}")
+        else:
+            out(f"OK: all {len(final.rows)} checks passed (seed {seed})")
+    for kind, path in (reports or {}).items():
+        from pytest_multiconn.suite import reports as writers
+
+        written = {"json": writers.write_json, "junit_xml": writers.write_junit_xml,
+                   "html": writers.write_html}[kind](final, path)
+        out(f"wrote {kind.replace('_', ' ')} report: {written}")
     return final.ok
+
+
+def _where_time_went(report: SuiteReport) -> str:
+    """One line: the whole run's time, the slowest rows, the settling between rows, and the
+    processes measured."""
+    rows = sorted(report.rows, key=lambda r: r.seconds, reverse=True)[:3]
+    slowest = ", ".join(f"{r.fault} {r.seconds:.1f} s" for r in rows)
+    settling = sum(r.settle_seconds for r in report.rows)
+    pids = ", ".join(map(str, report.pids[:8])) or "none visible"
+    return (f"time: {report.seconds:.1f} s in all; slowest rows: {slowest}; waiting for the "
+            f"server to settle between rows: {settling:.1f} s; server pids measured: {pids}")
 
 
 # -- awaitable twins (see core/blocking.py): the suite's clients run in a worker thread, so a

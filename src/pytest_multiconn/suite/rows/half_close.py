@@ -52,9 +52,11 @@ def _requests(ctx: Context) -> list[bytes]:
     if flood is not None:
         count = min(math.ceil(target / max(flood.reply_size, 1)), MAX_REQUESTS)
         return [*flood.setup, *[flood.request] * count]
-    size = max(ctx.reply_size, 1.0)
-    if ctx.exchange.name in ("echo", "line"):
-        size = 1024.0
+    # The size of one reply: the exchange's own answer where it knows it (an echo gives back
+    # a 1 KiB request), else what the exchange row measured.
+    sample = ctx.exchange.requests(1, rng, 1024)[0]
+    expected = ctx.exchange.expected(sample)
+    size = float(len(expected)) if expected else max(ctx.reply_size, 1.0)
     count = min(math.ceil(target / size), MAX_REQUESTS)
     return ctx.exchange.requests(count, rng, 1024)
 
