@@ -102,13 +102,15 @@ def test_report_section_is_in_junit_xml(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(failed=1)
     tree = ET.parse(pytester.path / "report.xml")  # noqa: S314 - pytest wrote it, just now
     (case,) = tree.iter("testcase")
-    props = {p.get("name"): p.get("value") or "" for p in case.iter("property")}
-    assert "multiconn (call)" in props, props
-    value = props["multiconn (call)"]
-    assert value.startswith("seed: ")
+    # In the <failure> text, where CI pages show it; never a <properties> inside <testcase>,
+    # which pytest's own xunit2 schema refuses (issue 22, item 21).
+    assert case.find("properties") is None
+    failure = case.find("failure")
+    assert failure is not None
+    value = failure.text or ""
+    assert "seed: " in value
     assert "pytest 'test_report_section_is_in_junit_xml.py::test_echo_is_wrong'" in value
     assert "EchoServer" in value
-    assert "\n" in value  # the transcript keeps its lines
 
 
 def test_passing_tests_add_nothing_to_junit_xml(pytester: pytest.Pytester) -> None:
