@@ -783,7 +783,7 @@ def test_any_transcript_limit_works_end_to_end(limit: int) -> None:
         ({"transcript_limit": 1.5}, r"transcript_limit must be an integer >= 0, got 1.5"),
         ({"transcript_limit": True}, r"transcript_limit must be an integer >= 0, got True"),
         ({"max_connections": "2"}, r"max_connections must be at least 1 or None, got '2'"),
-        ({"backlog": -1}, r"backlog must be an integer >= 0, got -1"),
+        ({"backlog": -1}, r"backlog must be an integer between 0 and 2147483647, got -1"),
     ],
 )
 def test_bad_server_values_are_refused_naming_the_parameter(
@@ -830,3 +830,42 @@ def test_client_timeout_is_checked_where_given(timeout: object, message: str) ->
     # Before: MultiConnClient(timeout=inf) raised a raw OverflowError from run().
     with pytest.raises(ValueError, match=message):
         MultiConnClient(("127.0.0.1", 9), timeout=timeout)  # type: ignore[arg-type]
+
+
+# -- bad arguments are refused where they are given, naming the parameter and the value -------
+
+
+def _tls_config(**kwargs: Any) -> Any:
+    from pytest_multiconn.tls import TLSConfig
+
+    return TLSConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: MultiConnClient(("127.0.0.1", 1), 2, b"abc"), TypeError,
+         r"messages must be an iterable of bytes.*got b'abc'"),
+        (lambda: MultiConnClient(("127.0.0.1", 1), 2, "abc"), TypeError,
+         r"messages must be an iterable of bytes.*got 'abc'"),
+        (lambda: MultiConnClient(("127.0.0.1", 1), 2, [b"ok", 7]), TypeError,
+         r"messages\[1\] must be bytes.*got 7"),
+        (lambda: _tls_config(hosts="localhost"), TypeError,
+         r"hosts must be an iterable of str.*got 'localhost'"),
+        (lambda: _tls_config(ca="x"), TypeError, r"ca must be a trustme\.CA.*got 'x'"),
+        (lambda: _tls_config(cert_fault="expired"), TypeError,
+         r"cert_fault must be a certificate fault.*got 'expired'"),
+        (lambda: _tls_config(handshake_timeout=math.inf), ValueError,
+         r"handshake_timeout must be .*finite.*got inf"),
+        (lambda: _tls_config(handshake_timeout=1e12), ValueError,
+         r"handshake_timeout must be at most .*got 1000000000000\.0"),
+        (lambda: EchoServer(unix_path=""), ValueError,
+         r"unix_path must be a non-empty path, got ''"),
+        (lambda: EchoServer(backlog=10**12), ValueError,
+         r"backlog must be an integer between 0 and \d+, got 1000000000000"),
+    ],
+)
+def test_bad_arguments_are_refused_where_given(make: Any, error: type[Exception],
+                                               message: str) -> None:
+    with pytest.raises(error, match=message):
+        make()

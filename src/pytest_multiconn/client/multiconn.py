@@ -12,7 +12,7 @@ from typing import Any
 
 from pytest_multiconn.core.address import check_host, parse_port
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
-from pytest_multiconn.core.checks import check_count, check_seconds
+from pytest_multiconn.core.checks import check_count, check_items, check_seconds
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -38,6 +38,9 @@ DEFAULT_MESSAGES: tuple[bytes, ...] = (b"Message 1 from client.", b"Message 2 fr
 #: "recv" or "close".
 ClientObserver = Callable[[str, int, "bytes | None"], None]
 
+
+#: What a message may be (each is sent as ``bytes(message)``).
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 #: How many failed connections an error message lists.
 _MAX_LISTED = 10
@@ -115,6 +118,18 @@ class ClientResults(list[ConnectionResult]):
             )
             raise EchoMismatch(f"{len(failed)} of {len(self)} connections failed:\n{lines}{more}")
         return self
+
+
+def _first_mismatch(expected: bytes, start: int, data: bytes) -> int | None:
+    """Where ``data``, received at offset ``start``, first differs from ``expected`` (a byte
+    past its end counts); None when it matches."""
+    chunk = expected[start : start + len(data)]
+    if chunk == data:
+        return None
+    for i, (a, b) in enumerate(zip(chunk, data, strict=False)):
+        if a != b:
+            return start + i
+    return start + len(chunk)
 
 
 class ClientConnection(Connection):
@@ -236,19 +251,19 @@ class ClientConnection(Connection):
         if self.parsed and self.reader is not None:
             self._received_replies(self.reader, data)
             return
-        if self.mismatch_at is None and self.expected[start : start + len(data)] != data:
-            chunk = self.expected[start : start + len(data)]
-            for i, (a, b) in enumerate(zip(chunk, data, strict=False)):
-                if a != b:
-                    self.mismatch_at = start + i
-                    break
-            else:
-                self.mismatch_at = start + len(chunk)
+        if self.mismatch_at is None:
+            self.mismatch_at = _first_mismatch(self.expected, start, data)
         if driver is not None:
             driver.received(data)
-            if self.received >= len(self.expected) and not self.closed:
+            if self.closed:
+                return
+            if self.mismatch_at is not None:
+                driver.reply_wrong()
+            elif self.received >= len(self.expected):
                 driver.replies_done()
-        elif self.received >= len(self.expected):
+        elif self.mismatch_at is not None or self.received >= len(self.expected):
+            # A byte that differs makes the verdict certain: waiting for the rest of the
+            # reply (or for the timeout, when it never comes) cannot change it.
             self._complete()
 
     def _received_replies(self, reader: ReplyReader, data: bytes) -> None:
@@ -462,7 +477,9 @@ class MultiConnClient:
         self.num_connections = num_connections
         self.seed = default_seed() if seed is None else int(seed)
         self.keep_open = keep_open
-        self.messages: Sequence[bytes] = tuple(bytes(m) for m in messages)
+        self.messages: Sequence[bytes] = tuple(
+            bytes(m) for m in check_items(messages, "messages", _BYTES_LIKE, "bytes")
+        )
         self.timeout = timeout
         self.high_water = high_water
         self.transcript_limit = transcript_limit

@@ -9,6 +9,9 @@ the loop thread, far from the call that gave it.  Every duration goes through
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable
+from typing import Any
 
 #: The longest delay the loop can wait on in one ``epoll_wait`` (its timeout is a C int of
 #: milliseconds).  Timers further out than this are refused rather than silently shortened.
@@ -46,8 +49,60 @@ def check_seconds(
     return float(value)
 
 
-def check_count(value: object, name: str, *, minimum: int = 0) -> int:
-    """Return ``value`` as an int >= ``minimum`` (never a bool), or raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+#: The largest value a C ``int`` argument takes (``listen()``'s backlog, say).
+MAX_C_INT = 2**31 - 1
+
+
+def check_count(
+    value: object, name: str, *, minimum: int = 0, maximum: int | None = None
+) -> int:
+    """Return ``value`` as an int >= ``minimum`` (and <= ``maximum`` when given; never a
+    bool), or raise ``ValueError`` naming ``name`` and the value."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
     return value
+
+
+#: A single one of these is itself iterable (characters, ints), so it is never taken for a
+#: collection of items: ``hosts="localhost"`` is not nine one-letter hosts.
+_SCALARS = (str, bytes, bytearray, memoryview)
+
+
+def check_items(value: object, name: str, item_types: type | tuple[type, ...],
+                what: str) -> tuple[Any, ...]:
+    """Return the items of the iterable ``value`` as a tuple, each an instance of
+    ``item_types`` (``what`` names them), or raise ``TypeError`` naming ``name``.  A single
+    str or bytes is refused, not split into characters or ints."""
+    if isinstance(value, _SCALARS) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"{name} must be an iterable of {what} (a list or a tuple), got {value!r}"
+        )
+    items = tuple(value)
+    for i, item in enumerate(items):
+        if not isinstance(item, item_types):
+            raise TypeError(f"{name}[{i}] must be {what}, got {item!r}")
+    return items
+
+
+def check_instance(value: object, name: str, types: type | tuple[type, ...], what: str) -> Any:
+    """Return ``value`` if it is an instance of ``types``, else raise ``TypeError`` naming
+    ``name``, what it must be (``what``) and the value."""
+    if not isinstance(value, types):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    return value
+
+
+def check_path(value: object, name: str) -> str:
+    """Return ``value`` (a str or ``os.PathLike``) as a non-empty str path, or raise."""
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {value!r}")
+    path = os.fspath(value)
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"{name} must be a non-empty path, got {value!r}")
+    return path

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from pytest_multiconn.core.address import bind_listener, check_host, parse_port
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
-from pytest_multiconn.core.checks import check_count, check_seconds
+from pytest_multiconn.core.checks import MAX_C_INT, check_count, check_path, check_seconds
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -259,7 +259,9 @@ class ServerBase(LoopService[Any]):
         if idle_timeout is not None:  # None: no idle limit
             idle_timeout = check_seconds(idle_timeout, "idle_timeout")
         check_count(transcript_limit, "transcript_limit", minimum=0)
-        check_count(backlog, "backlog", minimum=0)
+        check_count(backlog, "backlog", minimum=0, maximum=MAX_C_INT)  # listen() takes an int
+        if unix_path is not None:
+            check_path(unix_path, "unix_path")
         if unix_path is None:
             # Refused here, like the client and the proxy do, not only when start() binds.
             host = check_host(host, allow_remote=allow_remote)

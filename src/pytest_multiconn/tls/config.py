@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import trustme
 
+from pytest_multiconn.core.checks import check_instance, check_items, check_seconds
 from pytest_multiconn.core.layer import LayerHost
 from pytest_multiconn.tls.certs import (
     DEFAULT_HOSTS,
@@ -59,12 +60,16 @@ class TLSConfig:
         cert_fault: ServerCertificate | None = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
-        if not handshake_timeout > 0:
-            raise ValueError(
-                f"handshake_timeout must be a positive number of seconds, got {handshake_timeout!r}"
+        handshake_timeout = check_seconds(handshake_timeout, "handshake_timeout")
+        if ca is not None:
+            check_instance(ca, "ca", trustme.CA, "a trustme.CA (or None for a new one)")
+        if cert_fault is not None and not callable(getattr(cert_fault, "context", None)):
+            raise TypeError(
+                "cert_fault must be a certificate fault (pytest_multiconn.faults: WrongHostCert,"
+                f" ExpiredCert, UntrustedCert) or None, got {cert_fault!r}"
             )
         self.ca = ca if ca is not None else new_ca()
-        self.hosts = tuple(hosts)
+        self.hosts = check_items(hosts, "hosts", str, "str (host names or IP addresses)")
         self.require_client_cert = require_client_cert
         self.client_cert = require_client_cert if client_cert is None else client_cert
         self.cert_fault = cert_fault
