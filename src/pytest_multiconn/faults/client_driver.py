@@ -188,6 +188,12 @@ class FaultDriver:
         if not self.wants_eof:
             self.exchange_done()
 
+    def reply_wrong(self) -> None:
+        """A reply already differs from the expected bytes: the result is a failure whatever
+        comes next, so the exchange ends now (a lingering fault still lingers) instead of
+        waiting for the rest, or for the server's EOF, or for the timeout."""
+        self.exchange_done()
+
     def garbage_answered(self, first: bytes | None) -> None:
         """The server's first answer to our garbage: bytes, ``b""`` (it closed or reset), or
         None (nothing for ``quiet`` s)."""
