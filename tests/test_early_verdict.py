@@ -135,3 +135,55 @@ def test_the_client_fixture_fails_at_once(multiconn_client: ClientRunner) -> Non
             lambda: multiconn_client(server.address, 3, timeout=TIMEOUT)
         )
         _failed_early(results, elapsed)
+
+
+class HalfAnswer:
+    """Answers the first request with the head of a wrong reply whose rest never comes."""
+
+    head = b""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.answered = False
+
+    def data_received(self, data: bytes) -> None:
+        if not self.answered:
+            self.answered = True
+            self.transport.write(self.head)
+
+    def eof_received(self) -> bool:
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+class HTTP500Head(HalfAnswer):
+    head = b"HTTP/1.1 500 Oops\r\nContent-Length: 100\r\n\r\nthe first bytes"
+
+
+class RESPHead(HalfAnswer):
+    head = b"-ERR no such comm"  # no CRLF yet: RESP cannot frame it
+
+
+@pytest.mark.parametrize(
+    ("handler", "exchange", "says"),
+    [
+        (HTTP500Head, "http", "status 500, expected 200"),
+        (RESPHead, "resp", "error reply"),
+    ],
+    ids=["http", "resp"],
+)
+def test_a_parsed_reply_that_already_differs_fails_at_once(
+    handler: type[HalfAnswer], exchange: str, says: str
+) -> None:
+    from pytest_multiconn.exchanges import HTTP, RESP
+
+    ex = HTTP() if exchange == "http" else RESP(commands=[("PING",), ("GET", "k")])
+    with ProtocolServer(handler) as server:
+        results, elapsed = _guarded(
+            lambda: MultiConnClient(server.address, 2, timeout=TIMEOUT, exchange=ex).run()
+        )
+        text = _failed_early(results, elapsed)
+        assert says in text, text
+        assert "before the reply was complete" in text, text

@@ -65,6 +65,13 @@ def describe_difference(expected: bytes, got: bytes) -> str:
     )
 
 
+def prefix_problem(want: bytes | None, partial: bytes) -> str | None:
+    """Why ``partial`` cannot be the start of exactly ``want`` (None: it can, or no ``want``)."""
+    if want is None or want[: len(partial)] == partial[: len(want)]:
+        return None
+    return describe_difference(want, partial)
+
+
 @dataclass(frozen=True)
 class ReplyOutcome:
     """One reply judged: which request (0-based index on its connection) it answers."""
@@ -117,6 +124,18 @@ class Exchange:
         if want is None or want == reply:
             return None
         return describe_difference(want, reply)
+
+    def early_problem(self, request: bytes, partial: bytes) -> str | None:
+        """What is already certainly wrong with ``partial``, the start of a reply that is not
+        complete yet; None when nothing is, or the exchange cannot tell before the end.
+
+        The reader then judges the reply at once instead of waiting for its rest (or for
+        the timeout, when the rest never comes).  The default knows it where ``check`` is
+        the exact comparison with ``expected``: at the first differing byte.
+        """
+        if type(self).check is not Exchange.check:
+            return None
+        return prefix_problem(self.expected(request), partial)
 
     def keeps_open(self, request: bytes, reply: bytes) -> bool:
         """Whether another request may follow on the connection after this reply."""
@@ -249,6 +268,10 @@ class ReplyReader:
                 done.append(outcome)
                 break
             if size is None:
+                if data and not eof:
+                    early = self._judge_early(request, data)
+                    if early is not None:
+                        done.append(early)
                 break
             reply = data[:size]
             del self.buffer[:size]
@@ -267,6 +290,23 @@ class ReplyReader:
             if eof and size == 0:
                 break
         return done
+
+    def _judge_early(self, request: bytes, partial: bytes) -> ReplyOutcome | None:
+        """The outcome of a reply already known to be wrong before it is complete (None:
+        not known yet); it takes every byte received, since the stream cannot be trusted."""
+        why = self.exchange.early_problem(request, partial)
+        if why is None:
+            return None
+        outcome = ReplyOutcome(
+            self.next_index,
+            request,
+            partial,
+            self.exchange.expected(request),
+            f"{why} (judged on its first {len(partial)} B, before the reply was complete)",
+        )
+        self.buffer.clear()
+        self.outcomes.append(outcome)
+        return outcome
 
     def feed(self, data: bytes) -> list[ReplyOutcome]:
         self.received += len(data)

@@ -154,6 +154,20 @@ class HTTP(Exchange):
         parsed = self.parse(buf, eof)
         return None if parsed is None else parsed.size
 
+    def early_problem(self, request: bytes, partial: bytes) -> str | None:
+        """A final status line other than ``status`` is wrong whatever follows."""
+        end = partial.find(b"\r\n")
+        if end < 0:
+            return None
+        version, _, rest = partial[:end].partition(b" ")
+        code = rest.split(b" ", 1)[0]
+        if not version.startswith(b"HTTP/") or not code.isdigit():
+            return None  # not a status line: frame() will say it is broken
+        status = int(code)
+        if status < 200 or status == self.status:  # noqa: PLR2004 - 1xx come before the final
+            return None
+        return f"status {status}, expected {self.status} ({partial[:end][:80]!r})"
+
     def check(self, request: bytes, reply: bytes) -> str | None:
         parsed = self.parse(reply, eof=True)
         if parsed is None:  # pragma: no cover - frame() already found the end

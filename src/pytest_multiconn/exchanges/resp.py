@@ -18,7 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pytest_multiconn.exchanges.base import Exchange, Flood, check_bytes, check_count
+from pytest_multiconn.exchanges.base import (
+    Exchange,
+    Flood,
+    check_bytes,
+    check_count,
+    prefix_problem,
+)
 
 _LINE = frozenset(b"+-:_#,(")
 _BULK = frozenset(b"$!=")
@@ -164,6 +170,14 @@ class RESP(Exchange):
         if self.expected(request) is None and reply.startswith(b"-"):
             return f"error reply {reply[:80]!r}"
         return super().check(request, reply)
+
+    def early_problem(self, request: bytes, partial: bytes) -> str | None:
+        """An error reply where any other was expected, or bytes that differ from the
+        expected reply, are wrong whatever follows."""
+        want = self.expected(request)
+        if want is None:
+            return f"error reply {partial[:80]!r}" if partial.startswith(b"-") else None
+        return prefix_problem(want, partial)
 
     def flood(self, rng: random.Random) -> Flood | None:
         # One 1 KiB value, then GETs of it: about 40 bytes asked, 1 KiB answered.
