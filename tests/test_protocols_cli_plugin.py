@@ -113,3 +113,48 @@ def test_multiconn_fault_runs_only_faults_the_exchange_supports(
     )
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=9, deselected=1)  # every fault but Garbage
+
+
+# -- without h11 the HTTP server fails at start, naming the extra (issue 22, item 19) ---------
+
+_NO_H11 = "import sys; sys.modules['h11'] = None  # as if the [http] extra were missing\n"
+
+
+def test_cli_http_server_without_h11_fails_at_start_naming_the_extra() -> None:
+    import subprocess
+    import sys
+
+    code = _NO_H11 + (
+        "from pytest_multiconn.cli import main\n"
+        "sys.exit(main(['server', '127.0.0.1', '0', '--protocol', 'http']))\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=30, check=False)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the server started without h11 and served on: {exc.stdout!r}")
+    assert done.returncode == 2, done
+    assert "Listening" not in done.stdout
+    assert "pip install 'pytest-multiconn[http]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_marker_http_without_h11_fails_at_setup_naming_the_extra(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(_NO_H11)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.multiconn_server(protocol="http")
+        def test_http(multiconn_server):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.re_match_lines(
+        [r".*MissingExtraError: the HTTP server .*pip install 'pytest-multiconn\[http\]'"]
+    )
+    result.stdout.no_fnmatch_line("*ERROR at teardown*")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pytest_multiconn.errors import MissingExtraError
 from pytest_multiconn.exchanges.resp import resp_length
 
 
@@ -237,6 +238,17 @@ def handler_factory(protocol: str) -> Callable[[], Any]:
     if protocol == "line":
         return LineProtocol
     if protocol == "http":
+        # Asked now, at start: a missing h11 would otherwise show only when each connection's
+        # handler is made (closing it), and in the test only at teardown.
+        from pytest_multiconn.exchanges.http import _h11
+
+        try:
+            _h11()
+        except MissingExtraError as exc:
+            raise MissingExtraError(
+                "the HTTP server (protocol='http') needs h11: "
+                "pip install 'pytest-multiconn[http]'"
+            ) from exc
         return HTTPProtocol
     if protocol == "redis":
         store: dict[bytes, bytes] = {}
