@@ -99,3 +99,42 @@ def test_garbage_needs_an_exchange_that_says_what_a_server_answers() -> None:
         MultiConnClient(("127.0.0.1", 1), 1, exchange=Lines(), faults=[Garbage(16)])
     with pytest.raises(ValueError, match="requests must be a positive integer"):
         MultiConnClient(("127.0.0.1", 1), 1, exchange=RESP(), requests=0)
+
+
+class _NotFound(LineProtocol):
+    """A key-value server that has no key: every line gets ``NOTFOUND``."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda line: b"NOTFOUND")
+
+
+def test_a_wrong_exact_reply_is_told_in_the_exchanges_terms() -> None:
+    # Exact(b"GET nope\n", b"VALUE x\n") against "NOTFOUND\n": not an echo, so no "sent 9/8 B",
+    # no "bytes more than sent", no EchoMismatch; the whole reply, not its first 8 bytes.
+    from pytest_multiconn.errors import EchoMismatch, ReplyMismatch
+
+    with ProtocolServer(_NotFound) as server:
+        results = MultiConnClient(server.address, 1,
+                                  exchange=Exact(b"GET nope\n", b"VALUE x\n")).run()
+    (bad,) = results.failed
+    text = str(bad)
+    assert "more than sent" not in text
+    assert "echo" not in text
+    assert "sent 9/8 B" not in text
+    assert "sent 9 B, received 9 B (8 B of replies expected)" in text
+    assert "expected b'VALUE x\\n'" in text
+    assert "got b'NOTFOUND\\n' (9 B)" in text  # the whole reply
+    with pytest.raises(ReplyMismatch, match=r"1 of 1 connections failed") as info:
+        results.check()
+    assert not isinstance(info.value, EchoMismatch)
+    assert isinstance(info.value, AssertionError)
+
+
+def test_an_echo_that_differs_is_still_an_echo_mismatch() -> None:
+    from pytest_multiconn.errors import EchoMismatch, ReplyMismatch
+
+    with ProtocolServer(_NotFound) as server:
+        results = MultiConnClient(server.address, 1, [b"GET nope\n"]).run()
+    with pytest.raises(EchoMismatch, match="echo differed at byte 0") as info:
+        results.check()
+    assert isinstance(info.value, ReplyMismatch)  # one except clause catches both

@@ -55,8 +55,16 @@ class LeakError(MulticonnError, AssertionError):
     """A test left a loop thread running or a socket open."""
 
 
-class EchoMismatch(MulticonnError, AssertionError):
-    """Raised by :meth:`ClientResults.check` when a connection failed or its echo differed."""
+class ReplyMismatch(MulticonnError, AssertionError):
+    """Raised by :meth:`ClientResults.check` when a connection failed or a reply of its
+    exchange (``exchange=``: lines, HTTP, RESP, exact replies) was wrong or missing; the
+    message says which reply, what was expected and what came."""
+
+
+class EchoMismatch(ReplyMismatch):
+    """Raised by :meth:`ClientResults.check` when a connection failed or its echo differed
+    (an echo client: ``messages``).  A :class:`ReplyMismatch`, so one ``except`` catches
+    either."""
 
 
 class ServerProcessError(MulticonnError, RuntimeError):

@@ -20,7 +20,7 @@ from pytest_multiconn.core.connection import (
 )
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
 from pytest_multiconn.core.seed import default_seed, derive_seed
-from pytest_multiconn.errors import EchoMismatch
+from pytest_multiconn.errors import EchoMismatch, ReplyMismatch
 from pytest_multiconn.exchanges.base import Exchange, ReplyReader
 from pytest_multiconn.exchanges.garbage import no_garbage_answers
 from pytest_multiconn.exchanges.simple import Echo
@@ -41,6 +41,9 @@ ClientObserver = Callable[[str, int, "bytes | None"], None]
 
 #: What a message may be (each is sent as ``bytes(message)``).
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+
+#: How many bytes of a wrong reply a result shows.
+_WHOLE_REPLY_SHOWN = 200
 
 #: How many failed connections an error message lists.
 _MAX_LISTED = 10
@@ -70,27 +73,37 @@ class ConnectionResult:
     lingering: bool = False
     #: With an exchange: which reply was wrong or missing, expected vs got ("" when right).
     problem: str = ""
+    #: ``expected`` counts the bytes of the exchange's replies, not an echo of what was sent
+    #: (an ``exchange=`` other than echo): the text then speaks of replies.
+    replies: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.matched
 
     def __str__(self) -> str:
-        status = "ok" if self.ok else f"FAILED: {self.error or 'echo differed'}"
-        where = (
-            "" if self.first_mismatch is None else f" (echo differed at byte {self.first_mismatch})"
-        )
+        what = "the replies differed" if self.replies else "echo differed"
+        status = "ok" if self.ok else f"FAILED: {self.error or what}"
+        where = "" if self.first_mismatch is None else f" ({what} at byte {self.first_mismatch})"
         if self.error is None and self.first_mismatch is not None:
-            status, where = f"FAILED: echo differed at byte {self.first_mismatch}", ""
+            status, where = f"FAILED: {what} at byte {self.first_mismatch}", ""
         if self.problem:
             status, where = f"FAILED: {self.error + '; ' if self.error else ''}{self.problem}", ""
         faults = f" [{self.faults}]" if self.faults else ""
         note = f" ({self.note})" if self.note else ""
-        # No exact byte count to compare with (parsed replies, garbage, never-read): just sent.
-        sent = f"{self.sent}/{self.expected}" if self.expected or not self.sent else f"{self.sent}"
+        if self.replies:
+            # Requests and replies differ in size: what was sent is not what should come back.
+            amounts = f"sent {self.sent} B, received {self.received} B"
+            if self.expected:
+                amounts += f" ({self.expected} B of replies expected)"
+        else:
+            # No exact byte count to compare with (garbage, never-read): just sent.
+            sent = (f"{self.sent}/{self.expected}" if self.expected or not self.sent
+                    else f"{self.sent}")
+            amounts = f"sent {sent} B, received {self.received} B"
         return (
-            f"connection {self.conn_id}{faults}: sent {sent} B, received "
-            f"{self.received} B in {self.elapsed * 1e3:.1f} ms, {status}{where}{note}"
+            f"connection {self.conn_id}{faults}: {amounts} in {self.elapsed * 1e3:.1f} ms, "
+            f"{status}{where}{note}"
         )
 
 
@@ -106,7 +119,8 @@ class ClientResults(list[ConnectionResult]):
         return [r for r in self if not r.ok]
 
     def check(self) -> ClientResults:
-        """Raise :class:`EchoMismatch` describing every failed connection; return self."""
+        """Raise :class:`EchoMismatch` (an echo client) or :class:`ReplyMismatch` (a client
+        with an ``exchange``) describing every failed connection; return self."""
         failed = self.failed
         if failed:
             lines = "\n".join(
@@ -116,7 +130,8 @@ class ClientResults(list[ConnectionResult]):
             more = (
                 f"\n  ... and {len(failed) - _MAX_LISTED} more" if len(failed) > _MAX_LISTED else ""
             )
-            raise EchoMismatch(f"{len(failed)} of {len(self)} connections failed:\n{lines}{more}")
+            error = ReplyMismatch if any(r.replies for r in failed) else EchoMismatch
+            raise error(f"{len(failed)} of {len(self)} connections failed:\n{lines}{more}")
         return self
 
 
@@ -331,7 +346,9 @@ class ClientConnection(Connection):
             self.close(reason="complete")
             return
         if self.received > len(self.expected):
-            self.failure = f"received {self.received - len(self.expected)} bytes more than sent"
+            extra = self.received - len(self.expected)
+            self.failure = (f"received {extra} B more than the expected replies" if self.replies
+                            else f"received {extra} bytes more than sent")
         if self.client.on_event is not None:
             self.client.on_event("close", self.conn_id, None)
         self.close(reason="complete")
@@ -348,6 +365,13 @@ class ClientConnection(Connection):
             self.failure = (
                 f"server closed the connection after {len(self.reader.outcomes)} of "
                 f"{len(self.reader.requests)} replies"
+            )
+            self.close(reason="eof before every reply")
+            return
+        if self.replies:
+            self.failure = (
+                f"server closed the connection after {self.received} of the "
+                f"{len(self.expected)} B of replies expected"
             )
             self.close(reason="eof before every reply")
             return
@@ -378,10 +402,37 @@ class ClientConnection(Connection):
                 f"{self.received} B, {len(self.reader.outcomes)} of "
                 f"{len(self.reader.requests)} replies"
             )
+        if self.replies:
+            return (
+                f"timed out after {timeout}s: sent {self.bytes_out} B, received "
+                f"{self.received} of the {len(self.expected)} B of replies expected"
+            )
         return (
             f"timed out after {timeout}s: sent {self.bytes_out}/{len(self.expected)} B, "
             f"received {self.received} B"
         )
+
+    @property
+    def replies(self) -> bool:
+        """``expected`` is the exchange's replies, not an echo of what was sent."""
+        exchange = self.client.exchange
+        return exchange is not None and not isinstance(exchange, Echo)
+
+    def _whole_reply(self, reader: ReplyReader, got: bytearray) -> str:
+        # The judge frames what came by the expected replies' lengths, so it shows as many
+        # bytes as were expected; say what came from the wrong reply on, in full (bounded).
+        at = self.mismatch_at if self.mismatch_at is not None else len(self.expected)
+        start = 0
+        for request in reader.requests:
+            size = len(reader.exchange.expected(request) or b"")
+            if at < start + size:
+                break
+            start += size
+        rest = bytes(got[start:])
+        shown = repr(rest[:_WHOLE_REPLY_SHOWN])
+        if len(rest) > _WHOLE_REPLY_SHOWN:
+            shown += f"... ({len(rest) - _WHOLE_REPLY_SHOWN} B more)"
+        return f"; from that reply on, got {shown} ({len(rest)} B)"
 
     def result(self) -> ConnectionResult:
         end = self.finished_at if self.finished_at is not None else time.monotonic()
@@ -401,6 +452,8 @@ class ClientConnection(Connection):
             judge = ReplyReader(self.reader.exchange, self.reader.requests)
             judge.feed(bytes(self.got))
             problem = judge.first_problem() or ""
+            if problem:
+                problem += self._whole_reply(self.reader, self.got)
         return ConnectionResult(
             conn_id=self.conn_id,
             sent=self.bytes_out,
@@ -416,6 +469,7 @@ class ClientConnection(Connection):
             send_sizes=tuple(driver.send_sizes) if driver is not None else (),
             lingering=self.lingering and not self.closed,
             problem=problem,
+            replies=self.replies,
         )
 
 
