@@ -20,7 +20,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +201,7 @@ class Sampler:
         self.samples: list[Sample] = []
         self.pids_seen: list[int] = []
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._last_cpu: tuple[float, float] | None = None
@@ -223,7 +224,18 @@ class Sampler:
         for _ in range(MAX_SAMPLES):
             if self._stop.wait(SAMPLE_EVERY):
                 return
-            self.sample()
+            if not self._paused.is_set():
+                self.sample()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No sampling meanwhile: a window in which this process must be idle (the idle
+        row measuring a server in this very process) is not disturbed by the sampler."""
+        self._paused.set()
+        try:
+            yield
+        finally:
+            self._paused.clear()
 
     def sample(self) -> Sample:
         """Read the tree now (also called by a row when it needs a fresh reading)."""

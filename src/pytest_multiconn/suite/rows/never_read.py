@@ -56,6 +56,10 @@ STALL_BYTES = 4096
 #: After the push, how long the row keeps sampling to see whether memory still rises (a
 #: server works through requests it already read).
 AFTER_PUSH = 0.3
+#: The longest the row keeps watching after the push while the server still reads or grows.
+AFTER_PUSH_MAX = 3.0
+#: Memory that rises less than this in a sampling window counts as quiet.
+WATCH_QUIET_BYTES = 256 * 1024
 #: A server runnable more than this share of a stall window was busy, not stopped.
 BUSY = 0.5
 #: See rows/idle.py: the least share of a CPU a spinner gets on a loaded machine.
@@ -229,6 +233,42 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+def _read_so_far(states: list[_Reader]) -> int:
+    """Bytes of ours the server has read so far, over the readers still open."""
+    total = 0
+    for state in states:
+        if state.sock is not None and state.closed is None:
+            with contextlib.suppress(OSError):
+                flow = request_flow(state.sock, state.sent, 0)
+                total += 0 if flow is None else flow[0]
+    return total
+
+
+def _watch_after(ctx: Context, states: list[_Reader]) -> None:
+    """After the push, keep sampling while the server still works through what it was sent:
+    until it read nothing more and its memory rose less than WATCH_QUIET_BYTES for
+    AFTER_PUSH (a loaded machine slows a server down, it does not bound it), at most
+    AFTER_PUSH_MAX, or until the memory is plainly past the limit."""
+    sampler = ctx.record.sampler
+    start = time.monotonic()
+    quiet_since = start
+    last = sampler.sample().memory
+    last_read = _read_so_far(states)
+    for _ in range(10_000):
+        now = time.monotonic()
+        if now - start >= AFTER_PUSH_MAX or now - quiet_since >= AFTER_PUSH:
+            return
+        threading.Event().wait(0.05)  # a sampling window, not synchronisation
+        memory = sampler.sample().memory
+        read = _read_so_far(states)
+        growth = sampler.growth()
+        if growth is not None and growth > 2 * ctx.limits.max_growth:
+            return
+        rose = memory is not None and last is not None and memory - last > WATCH_QUIET_BYTES
+        if rose or read != last_read:
+            quiet_since, last, last_read = time.monotonic(), memory, read
+
+
 def _push_and_watch(ctx: Context, states: list[_Reader], per_reader: int,
                     stop: threading.Event, deadline: list[float]) -> ExchangeProbe:
     """Run the pushers beside a probe; stop them early when the memory is plainly unbounded;
@@ -261,11 +301,7 @@ def _push_and_watch(ctx: Context, states: list[_Reader], per_reader: int,
         for t in threads:
             t.join(limits.timeout)
         states[0].pushed_for = time.monotonic() - started
-        # Keep watching a little: a server may still work through what it already read.
-        end = time.monotonic() + AFTER_PUSH
-        while time.monotonic() < end:
-            threading.Event().wait(0.05)  # a sampling window, not synchronisation
-            sampler.sample()
+        _watch_after(ctx, states)
         for state in states:
             if state.sock is not None and state.closed is None:
                 with contextlib.suppress(OSError):
