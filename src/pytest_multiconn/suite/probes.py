@@ -125,17 +125,21 @@ def accept_queue(address: Any) -> int | None:
     return None
 
 
-def wait_accept_room(address: Any, room: int = 2, limit: float = 1.0) -> None:
+def wait_accept_room(address: Any, room: int = 2, limit: float = 1.0) -> bool:
     """Wait (bounded by ``limit``) until the listener's accept queue holds fewer than
     ``room`` connections, so a connect does not overflow a small listen backlog (5, say)
-    and wait a second for a SYN retry.  Where the queue cannot be read, it returns at once."""
+    and wait a second for a SYN retry.  Where the queue cannot be read, it returns at once.
+    False when the queue stayed full for ``limit`` (the server is not accepting)."""
     deadline = time.monotonic() + limit
     for _ in range(10_000):
         queued = accept_queue(address)
-        if queued is None or queued < room or time.monotonic() >= deadline:
-            return
+        if queued is None or queued < room:
+            return True
+        if time.monotonic() >= deadline:
+            return False
         # A bounded poll of the kernel's count: the server accepts when it gets to it.
         time.sleep(0.002)
+    return False
 
 
 def _listdir(path: str) -> list[str]:
