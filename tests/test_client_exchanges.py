@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 import pytest
 
@@ -138,3 +139,79 @@ def test_an_echo_that_differs_is_still_an_echo_mismatch() -> None:
     with pytest.raises(EchoMismatch, match="echo differed at byte 0") as info:
         results.check()
     assert isinstance(info.value, ReplyMismatch)  # one except clause catches both
+
+
+# -- requests= pipelined (back to back) or sequential (send, wait for the reply, send the next)
+
+
+class _Recording(LineProtocol):
+    """A line server (upper-casing, or echoing with ``upper=False``) that records, per
+    connection, each chunk it read and how many replies it had sent before reading it.  With
+    ``batch=N`` it answers nothing until it has N lines (then all of them)."""
+
+    log: ClassVar[list[list[tuple[bytes, int]]]] = []
+    upper = True
+    batch = 0
+
+    def __init__(self) -> None:
+        super().__init__(bytes.upper if self.upper else None)
+        self.chunks: list[tuple[bytes, int]] = []
+        self.replied = 0
+        self.held = bytearray()
+        _Recording.log.append(self.chunks)
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append((data, self.replied))
+        if self.batch:
+            self.held += data
+            if self.held.count(b"\n") < self.batch:
+                return
+            data, self.held = bytes(self.held), bytearray()
+        super().data_received(data)
+        self.replied += data.count(b"\n")
+
+
+@pytest.fixture(params=["exchange", "echo"])
+def three_requests(request: pytest.FixtureRequest,
+                   monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Client arguments for three requests: an exchange's, or an echo client's messages."""
+    monkeypatch.setattr(_Recording, "log", [])
+    monkeypatch.setattr(_Recording, "upper", request.param == "exchange")
+    if request.param == "exchange":
+        return {"exchange": Lines(reply=bytes.upper), "requests": 3, "seed": 7}
+    return {"messages": [b"one\n", b"two\n", b"three\n"]}
+
+
+def test_sequential_requests_wait_for_each_reply(three_requests: dict[str, object]) -> None:
+    with ProtocolServer(_Recording) as server:
+        MultiConnClient(server.address, 1, pipeline=False,  # type: ignore[arg-type]
+                        **three_requests).run().check()
+    (chunks,) = _Recording.log
+    # Each request arrived alone, after the reply to the one before it had been sent.
+    assert [replied for _, replied in chunks] == [0, 1, 2]
+    assert [chunk.count(b"\n") for chunk, _ in chunks] == [1, 1, 1]
+
+
+def test_pipelined_requests_do_not_wait_for_replies(
+    three_requests: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that answers only once it has all three requests: pipelined (the default)
+    # gets its replies; sequential waits for a first reply that never comes.
+    monkeypatch.setattr(_Recording, "batch", 3)
+    with ProtocolServer(_Recording) as server:
+        MultiConnClient(server.address, 1, **three_requests).run().check()  # type: ignore[arg-type]
+        waiting = MultiConnClient(server.address, 1, pipeline=False, timeout=0.5,  # type: ignore[arg-type]
+                                  **three_requests).run()
+    assert not waiting.ok
+    pipelined, sequential = _Recording.log
+    assert b"".join(chunk for chunk, _ in pipelined).count(b"\n") == 3
+    assert b"".join(chunk for chunk, _ in sequential).count(b"\n") == 1  # the first only
+    assert "timed out" in str(waiting[0])
+
+
+def test_sequential_requests_are_refused_with_faults() -> None:
+    with pytest.raises(ValueError, match=r"pipeline=False .*faults"):
+        MultiConnClient(("127.0.0.1", 1), 1, exchange=Lines(), pipeline=False,
+                        faults=[PartialSend(max_chunk=1)])
+    with pytest.raises(ValueError, match=r"pipeline must be True or False, got 'no'"):
+        MultiConnClient(("127.0.0.1", 1), 1, pipeline="no")  # type: ignore[arg-type]

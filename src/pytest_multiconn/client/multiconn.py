@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import random
 import socket
 import time
@@ -185,6 +186,19 @@ class ClientConnection(Connection):
             self.messages = tuple(client.exchange.requests(client.requests, rng))
             self.got = bytearray()
         self.expect(b"".join(self.messages))
+        #: Requests (messages) written so far; with ``pipeline=False`` one more after each
+        #: reply, else all of them at once.
+        self.sent_requests = 0
+        #: Where each request's reply ends in what comes back (exact replies and echo), for
+        #: sequential sending; parsed replies are counted by the reader instead.
+        self.reply_ends: list[int] = []
+        if not client.pipeline:
+            end = 0
+            for message in self.messages:
+                want = (message if client.exchange is None
+                        else client.exchange.expected(message) or b"")
+                end += len(want)
+                self.reply_ends.append(end)
         self.received = 0
         self.mismatch_at: int | None = None
         self.started = time.monotonic()
@@ -243,13 +257,27 @@ class ClientConnection(Connection):
         if self.driver is not None:
             self.driver.connection_made()
             return
-        observer = self.client.on_event
-        for message in self.messages:
-            if observer is not None:
-                observer("send", self.conn_id, message)
-            self.write(message)
+        if self.client.pipeline:
+            while self.sent_requests < len(self.messages):
+                self._send_request()
+        elif self.messages:
+            self._send_request()
         if not self.expected and self.client.exact:
             self._complete()
+
+    def _send_request(self) -> None:
+        message = self.messages[self.sent_requests]
+        self.sent_requests += 1
+        observer = self.client.on_event
+        if observer is not None:
+            observer("send", self.conn_id, message)
+        self.write(message)
+
+    def _send_next_after(self, replies: int) -> None:
+        """Sequential requests: send the next ones once ``replies`` replies have come."""
+        while (not self.closed and self.sent_requests < len(self.messages)
+               and replies >= self.sent_requests):
+            self._send_request()
 
     def data_received(self, data: bytes) -> None:
         if self.client.on_event is not None:
@@ -280,6 +308,8 @@ class ClientConnection(Connection):
             # A byte that differs makes the verdict certain: waiting for the rest of the
             # reply (or for the timeout, when it never comes) cannot change it.
             self._complete()
+        elif not self.client.pipeline:
+            self._send_next_after(bisect.bisect_right(self.reply_ends, self.received))
 
     def _received_replies(self, reader: ReplyReader, data: bytes) -> None:
         judged = reader.feed(data)
@@ -294,6 +324,8 @@ class ClientConnection(Connection):
                 self.driver.replies_done()
             else:
                 self._complete()
+        elif not self.client.pipeline:
+            self._send_next_after(len(reader.outcomes))
 
     # -- used by faults -------------------------------------------------------------------
     def fault_note(self, text: str) -> None:
@@ -481,6 +513,16 @@ class MultiConnClient:
     It targets any ``(host, port)`` (or a Unix socket path), so it can be aimed at your own
     server; non-loopback hosts need ``allow_remote=True``.
 
+    ``exchange=Lines()`` (or ``HTTP()``, ``RESP()``, ``Exact(...)``; see
+    :mod:`pytest_multiconn.exchanges`) speaks a protocol instead of echo: each connection
+    sends ``requests`` requests of it and judges the replies.  By default the requests (or
+    the echo ``messages``) are **pipelined**: written back to back as soon as the connection
+    is up, without waiting for any reply, so a server reads several in one ``recv`` and must
+    answer them in order.  ``pipeline=False`` sends them **sequentially**, as a client that
+    waits for each answer does: one request, its whole reply, then the next.  Real clients do
+    both; test your server with each.  (Client faults decide what is sent when, so they run
+    pipelined only.)
+
     ``faults=[PartialSend(max_chunk=1), HalfClose()]`` makes connections misbehave (see
     :mod:`pytest_multiconn.faults`); every random choice comes from ``seed`` (default: the
     run seed and the current test's node id), so a seed replays the same chunk boundaries.
@@ -507,6 +549,7 @@ class MultiConnClient:
         server_hostname: str | None = None,
         exchange: Exchange | None = None,
         requests: int = 1,
+        pipeline: bool = True,
     ) -> None:
         if (
             isinstance(num_connections, bool)
@@ -522,7 +565,18 @@ class MultiConnClient:
         if tls is not None:
             self.tls = client_tls(tls, self.address, server_hostname)
         self.faults = check_faults(faults)
-        #: The exchange (None: echo ``messages``); ``requests`` per connection, pipelined.
+        if not isinstance(pipeline, bool):
+            raise ValueError(f"pipeline must be True or False, got {pipeline!r}")
+        if not pipeline and self.faults:
+            raise ValueError(
+                "pipeline=False (sequential requests) cannot run with client faults, which "
+                f"decide themselves what is sent when; got faults={describe(self.faults)}"
+            )
+        #: Send every request (message) at once, back to back (True), or each after the reply
+        #: to the one before (False).
+        self.pipeline = pipeline
+        #: The exchange (None: echo ``messages``); ``requests`` per connection (pipelined,
+        #: unless ``pipeline=False``).
         self.exchange, self.exact, self.requests = _check_exchange(
             exchange, requests, self.faults
         )
