@@ -12,6 +12,7 @@ import time
 import pytest
 
 from proxy_helpers import TIMEOUT, connect, raw_target, recv_exactly, recv_until_eof
+from pytest_multiconn.faults.toxics import Stage
 from pytest_multiconn.proxy import (
     Bandwidth,
     Latency,
@@ -21,7 +22,6 @@ from pytest_multiconn.proxy import (
     SlowClose,
     Timeout,
 )
-from pytest_multiconn.proxy.toxics import Stage
 
 # Generous upper bounds: a loaded 2-core CI machine may be slow, never early.
 # Timers never fire early, so lower bounds on elapsed time are exact; upper bounds are timing

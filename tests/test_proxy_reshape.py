@@ -9,8 +9,8 @@ from collections.abc import Callable
 from proxy_helpers import connect, raw_target, recv_exactly
 from pytest_multiconn import EchoServer, FaultProxy, wait_until
 from pytest_multiconn.faults import fault_rng
+from pytest_multiconn.faults.toxics.corrupt import flips
 from pytest_multiconn.proxy import Coalesce, Corrupt, Slicer, Substitute, Truncate
-from pytest_multiconn.proxy.toxics.corrupt import flips
 
 
 def _echo_through(seed: int, toxic: Corrupt, payload: bytes) -> tuple[bytes, str]:

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_multiconn import EchoServer, FaultProxy, MultiConnClient
-from pytest_multiconn.proxy.pipeline import Direction
-from pytest_multiconn.proxy.toxics import (
+from pytest_multiconn.faults.toxics import (
     Bandwidth,
     Corrupt,
     Latency,
@@ -22,6 +21,7 @@ from pytest_multiconn.proxy.toxics import (
     Substitute,
     Toxic,
 )
+from pytest_multiconn.proxy.pipeline import Direction
 
 MESSAGES = [b"hello over tls", b" and again " * 40]
 

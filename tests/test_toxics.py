@@ -17,6 +17,15 @@ from typing import Any
 import pytest
 
 from pytest_multiconn.faults import fault_rng
+from pytest_multiconn.faults.toxics import (
+    bandwidth,
+    latency,
+    reset_peer,
+    slicer,
+    slow_close,
+    timeout,
+)
+from pytest_multiconn.faults.toxics import base as toxics_base
 from pytest_multiconn.proxy import (
     TOXICS,
     Bandwidth,
@@ -30,15 +39,6 @@ from pytest_multiconn.proxy import (
     Timeout,
     Toxic,
 )
-from pytest_multiconn.proxy.toxics import (
-    bandwidth,
-    latency,
-    reset_peer,
-    slicer,
-    slow_close,
-    timeout,
-)
-from pytest_multiconn.proxy.toxics import base as toxics_base
 
 
 class FakeClock:

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytest_multiconn.faults.toxics import bandwidth, latency, slicer, substitute
+from pytest_multiconn.faults.toxics import base as toxics_base
 from pytest_multiconn.proxy import Bandwidth, Coalesce, Latency, Slicer, Substitute, Toxic
-from pytest_multiconn.proxy.toxics import bandwidth, latency, slicer, substitute
-from pytest_multiconn.proxy.toxics import base as toxics_base
 from test_toxics import Bench, FakeClock
 
 HOLD_MS = 20.0

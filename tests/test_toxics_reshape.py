@@ -12,11 +12,11 @@ import pytest
 
 from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.faults import fault_rng
+from pytest_multiconn.faults.toxics import base as toxics_base
+from pytest_multiconn.faults.toxics import slicer as slicer_module
+from pytest_multiconn.faults.toxics import substitute as substitute_module
+from pytest_multiconn.faults.toxics.corrupt import flips
 from pytest_multiconn.proxy import Coalesce, Corrupt, Slicer, Substitute, Truncate
-from pytest_multiconn.proxy.toxics import base as toxics_base
-from pytest_multiconn.proxy.toxics import slicer as slicer_module
-from pytest_multiconn.proxy.toxics import substitute as substitute_module
-from pytest_multiconn.proxy.toxics.corrupt import flips
 from test_toxics import Bench, FakeClock
 
 SEED = 1  # Bench.stage's seed; its rng is fault_rng(seed, "toxic", 1, "downstream", name)

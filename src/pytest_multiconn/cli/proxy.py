@@ -30,8 +30,8 @@ from pytest_multiconn.cli.signals import stop_on_signals, wait_for_stop
 from pytest_multiconn.core.address import parse_port
 from pytest_multiconn.core.escapes import unescape
 from pytest_multiconn.errors import FaultParameterError, MulticonnError
+from pytest_multiconn.faults.toxics import TOXICS, Toxic
 from pytest_multiconn.proxy.proxy import FaultProxy
-from pytest_multiconn.proxy.toxics import TOXICS, Toxic
 
 _ADD_KEYS = ("direction", "probability", "name")
 

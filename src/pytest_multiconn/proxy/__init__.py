@@ -7,10 +7,8 @@ direction (``proxy.add(Latency(ms=50), direction="downstream")``).  A custom tox
 """
 
 from pytest_multiconn.core.public import publish
-from pytest_multiconn.proxy.conditions import When
-from pytest_multiconn.proxy.handle import ProxiedConnection, ToxicInfo
-from pytest_multiconn.proxy.proxy import FaultProxy
-from pytest_multiconn.proxy.toxics import (
+from pytest_multiconn.faults.conditions import When
+from pytest_multiconn.faults.toxics import (
     TOXICS,
     Bandwidth,
     Coalesce,
@@ -28,6 +26,8 @@ from pytest_multiconn.proxy.toxics import (
     Toxic,
     Truncate,
 )
+from pytest_multiconn.proxy.handle import ProxiedConnection, ToxicInfo
+from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.proxy.transcript import ProxyTranscript
 
 __all__ = [

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
+from pytest_multiconn.faults.toxics import Toxic
 from pytest_multiconn.proxy.pair import Pair
 from pytest_multiconn.proxy.pipeline import Direction, check_direction
-from pytest_multiconn.proxy.toxics import Toxic
 
 
 @dataclass(frozen=True)

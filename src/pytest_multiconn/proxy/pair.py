@@ -20,10 +20,10 @@ from typing import Any, Protocol
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import Loop
 from pytest_multiconn.core.seed import derive_seed
+from pytest_multiconn.faults.toxics import Stage, Toxic
 from pytest_multiconn.proxy.pipeline import DIRECTIONS, PIPED_READ_SIZE, SHORT, Pipe
 from pytest_multiconn.proxy.side import PAUSE_SPLICE_FULL, Side
 from pytest_multiconn.proxy.splice import Splice, make_pipe
-from pytest_multiconn.proxy.toxics import Stage, Toxic
 from pytest_multiconn.proxy.transcript import ProxyTranscript
 
 
@@ -143,8 +143,8 @@ class Pair:
                 self.unsplice(splice)  # the pipe-drain rule: see the essay in splice.py
             proxy = self.proxy
             pipe = self.pipes[direction] = Pipe(
-                self, direction, src, loop=proxy.loop, high_water=proxy.high_water,
-                low_water=proxy.low_water,
+                self, direction, src, src.other, loop=proxy.loop, high_water=proxy.high_water,
+                low_water=proxy.low_water, passed=src.bytes_in,
             )
             src.pipe = pipe
             # Bound what one read can hand the stages (see "Fairness" in pipeline.py).
@@ -158,8 +158,9 @@ class Pair:
                 and not pipe.cut and pipe.closing is None and not pipe.backlog
                 and pipe.ending is None):
             self.pipes[direction] = None
-            pipe.src.pipe = None
-            pipe.src.read_size = type(pipe.src).read_size
+            src = self.source(direction)
+            src.pipe = None
+            src.read_size = type(src).read_size
 
     # -- the zero-copy relay (SplicePair) ---------------------------------------------------------
     def maybe_splice(self, src: Side) -> None:

@@ -49,11 +49,11 @@ from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.core.server import ConnectionInfo, Listener, ServerBase
 from pytest_multiconn.errors import AddressError, WaitTimeout
+from pytest_multiconn.faults.toxics import Toxic
 from pytest_multiconn.proxy.handle import ProxiedConnection, ToxicInfo
 from pytest_multiconn.proxy.pair import Pair, ToxicEntry
 from pytest_multiconn.proxy.pipeline import DIRECTIONS, Direction, check_direction
 from pytest_multiconn.proxy.splice import splice_available
-from pytest_multiconn.proxy.toxics import Toxic
 
 #: Closed connections that ``wait_for_connection()`` has not returned yet are kept, oldest
 #: dropped first, up to twice this many (at least this many): a proxy that serves any number

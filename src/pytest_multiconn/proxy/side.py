@@ -123,6 +123,32 @@ class Side(Connection):
         self.apart_total += len(data)
         self.write(data)
 
+    # -- what a pipeline asks (PipeSource of its source side, PipeTarget of its destination) --
+    @property
+    def intake_paused(self) -> bool:
+        return bool(self.pause_bits & PAUSE_PIPE_FULL)
+
+    def pause_intake(self) -> None:
+        self.pause_for(PAUSE_PIPE_FULL)
+
+    def resume_intake(self) -> None:
+        self.resume_for(PAUSE_PIPE_FULL)
+
+    @property
+    def accepting(self) -> bool:
+        return not self._connecting
+
+    def put(self, data: bytes) -> None:
+        self.write_apart(data)
+
+    def put_merged(self, data: bytes) -> None:
+        self.write(data)
+
+    def put_eof(self) -> None:
+        self.write_eof()
+        if self._eof_received and self._eof_sent and not self.closed:
+            self.finish()
+
     def send_allowance(self) -> int | None:
         limit = self.max_send
         if self.apart:

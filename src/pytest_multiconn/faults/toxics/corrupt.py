@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.faults.params import number, offsets, param
-from pytest_multiconn.proxy.toxics.base import TOXICS, PipeAPI, Stage, Toxic
+from pytest_multiconn.faults.toxics.base import TOXICS, PipeAPI, Stage, Toxic
 
 _SHOWN = 8  # flips listed per transcript note (the count is always given)
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.faults.params import integer, microseconds, param
-from pytest_multiconn.proxy.toxics.base import EOF_MARK, TOXICS, QueueStage, Toxic
+from pytest_multiconn.faults.toxics.base import EOF_MARK, TOXICS, QueueStage, Toxic
 
 
 class SlicerStage(QueueStage):

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pytest_multiconn.core.loop import Timer
 from pytest_multiconn.faults.params import flag, milliseconds, param
-from pytest_multiconn.proxy.toxics.base import TOXICS, PipeAPI, Stage, Toxic
+from pytest_multiconn.faults.toxics.base import TOXICS, PipeAPI, Stage, Toxic
 
 
 class TimeoutStage(Stage):

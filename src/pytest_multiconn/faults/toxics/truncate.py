@@ -17,7 +17,7 @@ from random import Random
 from typing import Any, ClassVar
 
 from pytest_multiconn.faults.params import integer, param
-from pytest_multiconn.proxy.toxics.base import TOXICS, PipeAPI, Stage, Toxic
+from pytest_multiconn.faults.toxics.base import TOXICS, PipeAPI, Stage, Toxic
 
 
 class TruncateStage(Stage):

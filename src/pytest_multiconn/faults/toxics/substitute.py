@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 from pytest_multiconn.core.loop import Timer
 from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.faults.params import data, integer, milliseconds, param, regex
-from pytest_multiconn.proxy.toxics.base import TOXICS, PipeAPI, Stage, Toxic
+from pytest_multiconn.faults.toxics.base import TOXICS, PipeAPI, Stage, Toxic
 
 _SHOWN = 8  # match offsets listed per transcript note (the count is always given)
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Self
 from pytest_multiconn.core.loop import Timer
 from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.faults.params import number, optional, param
-from pytest_multiconn.proxy.toxics.base import TOXICS, PipeAPI, Stage, Toxic
+from pytest_multiconn.faults.toxics.base import TOXICS, PipeAPI, Stage, Toxic
 
 
 class BandwidthStage(Stage):

@@ -33,7 +33,7 @@ from random import Random
 from typing import Any
 
 from pytest_multiconn.faults.params import checked, fail, flag, integer, param
-from pytest_multiconn.proxy.toxics import NotApplied, PipeAPI, Stage, Toxic
+from pytest_multiconn.faults.toxics import NotApplied, PipeAPI, Stage, Toxic
 
 #: Default bound on the bytes a regex condition looks back over.
 DEFAULT_WINDOW = 4096

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pytest_multiconn.faults.params import EPOLL_MAX_MS, fail, milliseconds, param
-from pytest_multiconn.proxy.toxics.base import EOF_MARK, TOXICS, QueueStage, Toxic
+from pytest_multiconn.faults.toxics.base import EOF_MARK, TOXICS, QueueStage, Toxic
 
 
 class LatencyStage(QueueStage):
