@@ -484,7 +484,8 @@ class ClientConnection(Connection):
             judge = ReplyReader(self.reader.exchange, self.reader.requests)
             judge.feed(bytes(self.got))
             problem = judge.first_problem() or ""
-            if problem:
+            if problem and (self.mismatch_at is not None
+                            or self.received > len(self.expected)):
                 problem += self._whole_reply(self.reader, self.got)
         return ConnectionResult(
             conn_id=self.conn_id,
