@@ -16,19 +16,9 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_multiconn.client.multiconn import (
-    DEFAULT_MESSAGES,
-    ClientResults,
-    ConnectionResult,
-    MultiConnClient,
-    run_clients,
-)
-from pytest_multiconn.core.process import ServerProcess
 from pytest_multiconn.core.public import publish
-from pytest_multiconn.core.wait import wait_until
 from pytest_multiconn.errors import (
     AddressError,
     AddressInUseError,
@@ -44,16 +34,53 @@ from pytest_multiconn.errors import (
     TLSError,
     WaitTimeout,
 )
-from pytest_multiconn.faults.closed_port import ClosedPort, closed_port_address
-from pytest_multiconn.faults.server import FaultyEchoServer
-from pytest_multiconn.proxy.proxy import FaultProxy
-from pytest_multiconn.servers.echo import EchoServer
-from pytest_multiconn.tls.config import TLSConfig
 
-try:
-    __version__ = version("pytest-multiconn")
-except PackageNotFoundError:  # pragma: no cover - running from a tree that was never installed
-    __version__ = "0.0.0+unknown"
+if TYPE_CHECKING:
+    from pytest_multiconn.client.multiconn import (
+        DEFAULT_MESSAGES,
+        ClientResults,
+        ConnectionResult,
+        MultiConnClient,
+        run_clients,
+    )
+    from pytest_multiconn.core.process import ServerProcess
+    from pytest_multiconn.core.wait import wait_until
+    from pytest_multiconn.faults.closed_port import ClosedPort, closed_port_address
+    from pytest_multiconn.faults.server import FaultyEchoServer
+    from pytest_multiconn.proxy.proxy import FaultProxy
+    from pytest_multiconn.servers.echo import EchoServer
+    from pytest_multiconn.tls.config import TLSConfig
+
+    __version__: str
+
+#: The top-level names that are imported on first use (``pytest_multiconn.EchoServer``), so
+#: that ``import pytest_multiconn`` (which every ``import pytest_multiconn.x`` runs first, the
+#: pytest plugin's included) does not import servers, faults, the proxy and TLS: the module
+#: that defines each.  ``__getattr__`` imports it and publishes the name here (issue 25).
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        ["DEFAULT_MESSAGES", "ClientResults", "ConnectionResult", "MultiConnClient", "run_clients"],
+        "pytest_multiconn.client.multiconn",
+    ),
+    "ServerProcess": "pytest_multiconn.core.process",
+    "wait_until": "pytest_multiconn.core.wait",
+    "ClosedPort": "pytest_multiconn.faults.closed_port",
+    "closed_port_address": "pytest_multiconn.faults.closed_port",
+    "FaultyEchoServer": "pytest_multiconn.faults.server",
+    "FaultProxy": "pytest_multiconn.proxy.proxy",
+    "EchoServer": "pytest_multiconn.servers.echo",
+    "TLSConfig": "pytest_multiconn.tls.config",
+}  # fmt: skip
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-multiconn")
+    except PackageNotFoundError:  # pragma: no cover - a tree that was never installed
+        return "0.0.0+unknown"
+
 
 __all__ = [
     "DEFAULT_MESSAGES",
@@ -85,7 +112,7 @@ __all__ = [
     "wait_until",
 ]
 
-publish(__name__, globals(), [n for n in __all__ if n != "__version__"])
+publish(__name__, globals(), [n for n in __all__ if n != "__version__" and n not in _LAZY])
 
 #: Names that were top-level in 0.1.0 and now live in a namespace: importing them from here
 #: still works for one release, with a DeprecationWarning naming the new path.
@@ -131,6 +158,15 @@ _REPLACED: dict[str, str] = {
 
 
 def __getattr__(name: str) -> Any:
+    lazy = _LAZY.get(name)
+    if lazy is not None:
+        value = getattr(importlib.import_module(lazy), name)
+        globals()[name] = value
+        publish(__name__, globals(), [name])
+        return value
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     if name in _REPLACED:
         return getattr(importlib.import_module(_REPLACED[name]), name)
     new = _MOVED.get(name)
@@ -143,3 +179,7 @@ def __getattr__(name: str) -> Any:
         stacklevel=2,
     )
     return getattr(importlib.import_module(new), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -19,6 +19,7 @@ from pytest_multiconn.core.connection import (
     DEFAULT_TRANSCRIPT_LIMIT,
     Connection,
 )
+from pytest_multiconn.core.defaults import DEFAULT_MESSAGES as _DEFAULT_MESSAGES
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
 from pytest_multiconn.core.seed import default_seed, derive_seed
 from pytest_multiconn.errors import EchoMismatch, ReplyMismatch
@@ -32,8 +33,8 @@ from pytest_multiconn.tls.config import ClientTLS, client_tls
 #: The exchange of a client that echoes its messages (its fast path never asks it anything).
 ECHO = Echo()
 
-#: The tutorial's two messages.
-DEFAULT_MESSAGES: tuple[bytes, ...] = (b"Message 1 from client.", b"Message 2 from client.")
+#: The tutorial's two messages (defined in core, where the plugin reads it without this module).
+DEFAULT_MESSAGES = _DEFAULT_MESSAGES
 
 #: Observer signature: ``(event, connection number, data)``; event is "start", "send",
 #: "recv" or "close".

@@ -6,12 +6,21 @@ import errno
 import ipaddress
 import os
 import socket
-from typing import Any
+from typing import TypeAlias
 
 from pytest_multiconn.errors import AddressError, AddressInUseError, RemoteBindError
 
-#: What we accept as "an address": ``(host, port)``, ``(host, port, flow, scope)`` or a path.
-Address = Any
+#: A TCP address as ``socket.getsockname()`` gives it: ``(host, port)`` for IPv4, and
+#: ``(host, port)`` or ``(host, port, flowinfo, scope_id)`` for IPv6.
+TCPAddress: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
+
+#: Where to connect: a TCP address or a Unix socket path.  What clients and proxies take.
+Address: TypeAlias = TCPAddress | str | os.PathLike[str]
+
+#: What a started stream server's (or proxy's) ``.address`` is: ``(host, port)`` (IPv6
+#: too: the first two fields), or the path of a Unix socket server.  Every one is an
+#: :data:`Address`; ``.host`` and ``.port`` give the parts of a TCP one, typed.
+ServerAddress: TypeAlias = tuple[str, int] | str
 
 MAX_PORT = 65535
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pytest_multiconn.core.address import bind_listener, check_host, parse_port
+from pytest_multiconn.core.address import ServerAddress, bind_listener, check_host, parse_port
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.checks import MAX_C_INT, check_count, check_path, check_seconds
 from pytest_multiconn.core.connection import (
@@ -216,7 +216,7 @@ class Listener:
         self.sock.close()
 
 
-class ServerBase(LoopService[Any]):
+class ServerBase(LoopService[ServerAddress]):
     """A listening socket on its own selector loop thread; subclasses make the connections.
 
     Its ``timeout`` bounds a ``wait_for*()`` called without ``timeout=`` (the pytest

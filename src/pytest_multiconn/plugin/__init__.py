@@ -9,18 +9,13 @@ Disable the plugin with ``-p no:multiconn``.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
 
-from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, MultiConnClient
-from pytest_multiconn.core.lifecycle import LoopService, StartStop
-from pytest_multiconn.core.process import ServerProcess
-from pytest_multiconn.core.server import ServerBase
-from pytest_multiconn.core.shared import SharedLoop
+from pytest_multiconn.core.defaults import DEFAULT_MESSAGES
 from pytest_multiconn.plugin.nodeid import base_nodeid
 from pytest_multiconn.plugin.options import (
     get_option,
@@ -28,8 +23,18 @@ from pytest_multiconn.plugin.options import (
     register_option,
     validate_options,
 )
-from pytest_multiconn.plugin.types import Address, ClientRunner, ServerFactory
-from pytest_multiconn.servers.echo import EchoServer
+
+if TYPE_CHECKING:
+    # Imported where first used, not here: pytest imports this module at every start, and
+    # these pull in the loop, servers, faults, TLS (trustme, cryptography) and the client
+    # (issue 25; tests/test_plugin_imports.py keeps it so).
+    from pytest_multiconn.client.multiconn import ClientResults
+    from pytest_multiconn.core.address import Address
+    from pytest_multiconn.core.process import ServerProcess
+    from pytest_multiconn.core.server import ServerBase
+    from pytest_multiconn.core.shared import SharedLoop
+    from pytest_multiconn.plugin.types import ClientRunner, ServerFactory
+    from pytest_multiconn.servers.echo import EchoServer
 
 T = TypeVar("T")
 
@@ -94,6 +99,8 @@ def multiconn_timeout(pytestconfig: pytest.Config) -> float:
 
 def _keywords_of(cls: type) -> set[str]:
     """The keyword parameters ``cls(...)`` accepts, following ``**kwargs`` up the MRO."""
+    import inspect
+
     names: set[str] = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
@@ -111,14 +118,18 @@ def _keywords_of(cls: type) -> set[str]:
 
 
 def server_marker_kwargs(
-    request: pytest.FixtureRequest, cls: type = EchoServer, extra: frozenset[str] = frozenset()
+    request: pytest.FixtureRequest, cls: type | None = None, extra: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
     """The keyword arguments of the closest ``@pytest.mark.multiconn_server(...)``, checked
-    against ``cls``'s constructor (and ``extra``) so that a typo names the marker and the
-    known keys."""
+    against ``cls``'s constructor (``EchoServer``'s by default; and ``extra``) so that a typo
+    names the marker and the known keys."""
     marker = request.node.get_closest_marker(SERVER_MARKER)
     if marker is None:
         return {}
+    if cls is None:
+        from pytest_multiconn.servers.echo import EchoServer
+
+        cls = EchoServer
     known = _keywords_of(cls) | extra
     unknown = sorted(set(marker.kwargs) - known)
     if marker.args or unknown:
@@ -152,6 +163,8 @@ class EchoServerFactory:
         return f"<EchoServerFactory timeout={self.timeout} servers={len(self.servers)}>"
 
     def __call__(self, host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> EchoServer:
+        from pytest_multiconn.servers.echo import EchoServer
+
         if self.shared_loop is not None:
             kwargs.setdefault("loop", self.shared_loop)
         server = EchoServer(host, port, **kwargs)
@@ -173,6 +186,10 @@ class EchoServerFactory:
 
         A ``start()`` or ``__enter__`` that raises leaves nothing to stop.
         """
+        import inspect
+
+        from pytest_multiconn.core.lifecycle import LoopService, StartStop
+
         if isinstance(server, StartStop):
             # Each of ours takes stop(timeout); a loop service's start takes one too.
             ours: Any = server
@@ -268,6 +285,8 @@ def _multiconn_shared_loop(multiconn_timeout: float) -> Iterator[SharedLoop]:
     pay for a new thread (see ``core/shared.py``); replaced when a server finds it wedged or
     dead.  Each server keeps its own listener, connections, errors and leak check.
     """
+    from pytest_multiconn.core.shared import SharedLoop
+
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     shared = SharedLoop(f"multiconn-shared[{worker}]")
     try:
@@ -353,6 +372,8 @@ def multiconn_client(multiconn_timeout: float) -> ClientRunner:
         messages: Iterable[bytes] = DEFAULT_MESSAGES,
         **kwargs: Any,
     ) -> ClientResults:
+        from pytest_multiconn.client.multiconn import MultiConnClient
+
         kwargs.setdefault("timeout", multiconn_timeout)
         return MultiConnClient(address, num_connections, messages, **kwargs).run()
 
@@ -369,6 +390,8 @@ def multiconn_session_server(multiconn_timeout: float) -> Iterator[EchoServer]:
     (before = server.stats()) rather than on totals.  Its wait_for*() waits up to
     --multiconn-timeout.  Teardown also re-raises errors from its loop thread.
     """
+    from pytest_multiconn.servers.echo import EchoServer
+
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     server = EchoServer(name=f"multiconn-echo[{worker}:session]")
     server.timeout = multiconn_timeout
@@ -391,5 +414,7 @@ def multiconn_server_process(multiconn_timeout: float) -> Iterator[ServerProcess
     not exit, and then fails the test (it had to be killed, or exited with an error status),
     showing the child's last output.
     """
+    from pytest_multiconn.core.process import ServerProcess
+
     with ServerProcess(timeout=multiconn_timeout) as process:
         yield process

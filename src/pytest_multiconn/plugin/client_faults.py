@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, MultiConnClient
 from pytest_multiconn.core import seed as _seed
+from pytest_multiconn.core.defaults import DEFAULT_MESSAGES
 from pytest_multiconn.core.seed import SEED_ENV, derive_seed, get_run_seed, set_run_seed
-from pytest_multiconn.faults.client import ClientFault, catalogue
 from pytest_multiconn.plugin.nodeid import base_nodeid
 from pytest_multiconn.plugin.options import get_option, register_option, seed_value
-from pytest_multiconn.plugin.types import Address, FaultyClientFactory
+
+if TYPE_CHECKING:
+    from pytest_multiconn.client.multiconn import MultiConnClient
+    from pytest_multiconn.core.address import Address
+    from pytest_multiconn.faults.client import ClientFault
+    from pytest_multiconn.plugin.types import FaultyClient, FaultyClientFactory
 
 _SAVED = pytest.StashKey[tuple[str | None, int | None]]()
 
@@ -76,10 +80,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"multiconn: run seed {seed} (replay with --multiconn-seed {seed})"
 
 
-_CATALOGUE = catalogue()
-
-
-@pytest.fixture(params=_CATALOGUE, ids=[f.name for f in _CATALOGUE])
+@pytest.fixture
 def multiconn_fault(request: pytest.FixtureRequest) -> ClientFault:
     """Each client fault of the catalogue in turn (PartialSend, SlowReader, NeverRead,
     NeverClose, Silent, HalfClose, ClientReset, Garbage, Burst, ConnectClose); the test ids
@@ -94,25 +95,30 @@ def multiconn_fault(request: pytest.FixtureRequest) -> ClientFault:
     return fault
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # ``@pytest.mark.multiconn_exchange(Lines())``: multiconn_fault runs only the faults that
-    # exchange supports (Garbage needs an exchange that says what a server answers to it).
-    from pytest_multiconn.client.multiconn import unsupported_fault
+# The catalogue is given to the fixture here rather than with ``@pytest.fixture(params=...)``,
+# which would need it (and so the faults, servers and TLS) when pytest imports the plugin:
+# it is loaded when the first test that uses ``multiconn_fault`` is collected (issue 25).
+# Setting the fixture definition's params before pytest's own hook reads them keeps what
+# pytest does with a parametrized fixture (ids, their order, overrides), to the letter.
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "multiconn_fault" not in metafunc.fixturenames:
+        return
+    ours = _fixture_function(multiconn_fault)
+    for fixturedef in metafunc._arg2fixturedefs.get("multiconn_fault", ()):
+        if fixturedef.params is None and _fixture_function(fixturedef.func) is ours:
+            from pytest_multiconn.faults.client import catalogue
 
-    kept, dropped = [], []
-    for item in items:
-        marker = item.get_closest_marker("multiconn_exchange")
-        callspec = getattr(item, "callspec", None)
-        fault = callspec.params.get("multiconn_fault") if callspec is not None else None
-        if marker is not None and marker.args and fault is not None and unsupported_fault(
-            marker.args[0], fault
-        ):
-            dropped.append(item)
-        else:
-            kept.append(item)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
+            faults = tuple(catalogue())
+            # Final in pytest's annotations; read by its own pytest_generate_tests, after us.
+            setattr(fixturedef, "params", faults)  # noqa: B010
+            setattr(fixturedef, "ids", tuple(f.name for f in faults))  # noqa: B010
+
+
+def _fixture_function(obj: Any) -> Any:
+    """The function under a fixture definition (pytest 8.4+ wraps it)."""
+    unwrap = getattr(obj, "_get_wrapped_function", None)
+    return unwrap() if unwrap is not None else getattr(obj, "__wrapped__", obj)
 
 
 class FaultyClients:
@@ -135,14 +141,17 @@ class FaultyClients:
         *,
         faults: Iterable[ClientFault] = (),
         **kwargs: Any,
-    ) -> MultiConnClient:
+    ) -> FaultyClient:
+        from pytest_multiconn.client.multiconn import MultiConnClient
+
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("seed", derive_seed(self.seed, len(self.clients)))
         kwargs.setdefault("keep_open", True)
         client = MultiConnClient(address, num_connections, messages, faults=faults, **kwargs)
         self.clients.append(client)
         client.run()
-        return client
+        # It ran: .results is set (the type says so; the object is the MultiConnClient).
+        return cast("FaultyClient", client)
 
     def close(self) -> None:
         for client in self.clients:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_multiconn.plugin import EchoServerFactory
-from pytest_multiconn.plugin.types import Address, ProxyFactory, ProxyTarget
-from pytest_multiconn.proxy.proxy import FaultProxy
+
+if TYPE_CHECKING:
+    from pytest_multiconn.core.address import Address
+    from pytest_multiconn.plugin.types import ProxyFactory, ProxyTarget
+    from pytest_multiconn.proxy.proxy import FaultProxy
 
 
 @pytest.fixture
@@ -30,6 +33,8 @@ def multiconn_proxy(multiconn_timeout: float) -> Iterator[ProxyFactory]:
     def make(
         target: ProxyTarget, listen: Address = ("127.0.0.1", 0), **kwargs: Any
     ) -> FaultProxy:
+        from pytest_multiconn.proxy.proxy import FaultProxy
+
         kwargs.setdefault("timeout", multiconn_timeout)
         return proxies.adopt(FaultProxy(target, listen, **kwargs))
 

@@ -16,12 +16,12 @@ walk over ``threading.enumerate()`` before and after.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Generator, Iterable
 from typing import Any
 
 import pytest
 
-from pytest_multiconn.core.process import ServerProcess
 from pytest_multiconn.core.registry import (
     TestRecord,
     begin_test,
@@ -33,12 +33,9 @@ from pytest_multiconn.core.registry import (
     push_fixture,
 )
 from pytest_multiconn.core.seed import derive_seed, get_run_seed, set_current_test_id
-from pytest_multiconn.core.server import ServerBase, connection_info
 from pytest_multiconn.errors import LeakError
-from pytest_multiconn.faults.client import FAULTY_TESTS
 from pytest_multiconn.plugin.nodeid import base_nodeid
 from pytest_multiconn.plugin.options import get_option, register_option
-from pytest_multiconn.udp import UDPServerBase
 
 SECTION = "multiconn"
 
@@ -55,6 +52,38 @@ _REPORT_TIMEOUT = 2.0
 
 _RECORD = pytest.StashKey[TestRecord]()
 _TRACE = pytest.StashKey[bool]()
+
+
+class _Never:
+    """Stands for a class whose module is not imported: nothing is an instance of it."""
+
+
+def _loaded(module: str, name: str) -> Any:
+    """``module.name`` if ``module`` is imported, else a class nothing is an instance of.
+
+    The servers, processes and UDP servers the report looks at are ours: if their module was
+    never imported, none exists, and importing it here would cost a test that used none of
+    them what the plugin no longer pays at start-up (issue 25).
+    """
+    found = sys.modules.get(module)
+    return getattr(found, name, _Never) if found is not None else _Never
+
+
+def _server_base() -> Any:
+    return _loaded("pytest_multiconn.core.server", "ServerBase")
+
+
+def _server_process() -> Any:
+    return _loaded("pytest_multiconn.core.process", "ServerProcess")
+
+
+def _udp_server_base() -> Any:
+    return _loaded("pytest_multiconn.udp.base", "UDPServerBase")
+
+
+def _faulty_tests() -> set[str]:
+    found: set[str] = _loaded("pytest_multiconn.faults.client", "FAULTY_TESTS")
+    return found if isinstance(found, set) else set()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -158,9 +187,9 @@ def _check_leaks(record: TestRecord) -> str:
 
 
 def _open_sockets(server: Any) -> list[str]:
-    if isinstance(server, UDPServerBase):  # its sockets: the bound one and each session's
-        return server.open_sockets()
-    if not isinstance(server, ServerBase):
+    if isinstance(server, _udp_server_base()):  # its sockets: the bound one and each session's
+        return server.open_sockets()  # type: ignore[no-any-return]
+    if not isinstance(server, _server_base()):
         return []
     found: list[str] = []
     listener = server._listener
@@ -188,7 +217,7 @@ def pytest_runtest_makereport(
         if report.failed or (report.when == "call" and item.config.stash.get(_TRACE, False)):
             servers = _servers_of(item, record)
             nodeid = base_nodeid(item)
-            if servers or _uses_our_fixtures(item) or nodeid in FAULTY_TESTS:
+            if servers or _uses_our_fixtures(item) or nodeid in _faulty_tests():
                 _add_section(report, format_section(servers, nodeid=nodeid))
     finally:
         if report.when == "teardown":
@@ -230,9 +259,9 @@ def _servers_of(item: pytest.Item, record: TestRecord) -> list[Any]:
     servers = list(record.servers)
     seen = {id(s) for s in servers}
     funcargs: dict[str, Any] = getattr(item, "funcargs", {}) or {}
+    ours = (_server_base(), _server_process(), _udp_server_base())
     for value in funcargs.values():
-        if isinstance(value, ServerBase | ServerProcess | UDPServerBase) \
-                and id(value) not in seen:
+        if isinstance(value, ours) and id(value) not in seen:
             seen.add(id(value))
             servers.append(value)
     return servers
@@ -260,7 +289,7 @@ def format_section(servers: list[Any], seed: int | None = None, nodeid: str = ""
 
 def _describe(server: Any) -> list[str]:
     lines = [_safe_repr(server)]
-    if isinstance(server, ServerProcess):
+    if isinstance(server, _server_process()):
         output = server.output().splitlines()
         if output:
             lines.append(f"  last output ({len(output)} lines kept):")
@@ -284,7 +313,7 @@ def _describe(server: Any) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - a report must never fail because of its subject
         lines.append(f"  (counters unavailable: {type(exc).__name__}: {exc})")
         return lines
-    stopped = isinstance(server, ServerBase) and server._stopped
+    stopped = isinstance(server, _server_base()) and server._stopped
     # A stopped listener is "paused" by definition: not worth a word.
     lines.append(f"  counters: {_format_stats(stats, {'accept_paused'} if stopped else set())}")
     if not conns:
@@ -312,14 +341,17 @@ def _safe_repr(obj: Any) -> str:
 
 def _snapshot(server: Any) -> tuple[Any, list[Any]]:
     """Counters and connection snapshots (recently closed, then live), bounded in time."""
-    if isinstance(server, ServerBase):
+    if isinstance(server, _server_base()):
+        from pytest_multiconn.core.server import connection_info
+
         def take() -> tuple[Any, list[Any]]:
             live = [connection_info(c) for c in list(server._conns.values())]
             return server._stats(), [*server.recently_closed(), *live]
 
         loop = server._loop
         if loop is not None and loop.is_running() and not server._stopped:
-            return loop.run_sync(take, _REPORT_TIMEOUT)
+            taken: tuple[Any, list[Any]] = loop.run_sync(take, _REPORT_TIMEOUT)
+            return taken
         return take()
     # A proxy or another server-like object: its public interface.
     stats = server.stats()

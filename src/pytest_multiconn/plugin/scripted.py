@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_multiconn.servers.scripted import ScriptedServer, Step
+if TYPE_CHECKING:
+    from pytest_multiconn.plugin.types import ScriptedServerFactory
+    from pytest_multiconn.servers.scripted import ScriptedServer, Step
 
 
 @pytest.fixture
 def multiconn_scripted_server(
     multiconn_timeout: float,
-) -> Iterator[Callable[..., ScriptedServer]]:
+) -> Iterator[ScriptedServerFactory]:
     """Yields a function: ``multiconn_scripted_server(script)`` (or ``scripts=[...]``,
     ``cycle=True``, ``tls=True`` and every server option) starts a
     pytest_multiconn.servers.ScriptedServer on an ephemeral loopback port and returns
@@ -25,7 +27,9 @@ def multiconn_scripted_server(
     """
     servers: list[ScriptedServer] = []
 
-    def start(script: list[Step] | None = None, **kwargs: Any) -> ScriptedServer:
+    def start(script: Sequence[Step] | None = None, **kwargs: Any) -> ScriptedServer:
+        from pytest_multiconn.servers.scripted import ScriptedServer
+
         kwargs.setdefault("expect_timeout", multiconn_timeout)
         server = ScriptedServer(script, **kwargs)
         servers.append(server)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_multiconn.core.seed import derive_seed, get_run_seed
-from pytest_multiconn.faults.closed_port import ClosedPort
-from pytest_multiconn.faults.server import FaultyEchoServer, ServerFault
 from pytest_multiconn.plugin.nodeid import base_nodeid
-from pytest_multiconn.plugin.types import FaultyServerFactory, ServerFactory, TCPAddress
+
+if TYPE_CHECKING:
+    from pytest_multiconn.core.address import TCPAddress
+    from pytest_multiconn.faults.server import FaultyEchoServer, ServerFault
+    from pytest_multiconn.plugin.types import FaultyServerFactory, ServerFactory
 
 
 @pytest.fixture
@@ -35,6 +37,8 @@ def multiconn_faulty_server_factory(
     nodeid = base_nodeid(request.node)
 
     def make(*faults: ServerFault, seed: int | None = None, **kwargs: Any) -> FaultyEchoServer:
+        from pytest_multiconn.faults.server import FaultyEchoServer
+
         k = next(counter)
         if seed is None:
             seed = derive_seed(get_run_seed(), nodeid, "faulty-server", k)
@@ -52,5 +56,7 @@ def multiconn_closed_port() -> Iterator[TCPAddress]:
     Function scope.  The port stays bound (never listening) for the whole test, so no other
     socket can take it; teardown releases it.
     """
+    from pytest_multiconn.faults.closed_port import ClosedPort
+
     with ClosedPort() as port:
         yield port.address

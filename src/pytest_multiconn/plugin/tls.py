@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
-import trustme
 
 from pytest_multiconn.plugin import server_marker_kwargs
-from pytest_multiconn.plugin.types import ServerFactory
-from pytest_multiconn.servers.echo import EchoServer
-from pytest_multiconn.tls.certs import new_ca
-from pytest_multiconn.tls.config import TLSConfig
+
+if TYPE_CHECKING:
+    import trustme
+
+    from pytest_multiconn.plugin.types import ServerFactory
+    from pytest_multiconn.servers.echo import EchoServer
+    from pytest_multiconn.tls.config import TLSConfig
 
 #: Parameter ids of ``multiconn_any_server``: every test that uses it runs once per mode.
 TRANSPORTS = ("plain", "tls")
@@ -20,6 +24,8 @@ def multiconn_ca() -> trustme.CA:
     """A throw-away trustme.CA, made in memory once per session (per xdist worker).
     Session scope; nothing is written to disk; no teardown.
     """
+    from pytest_multiconn.tls.certs import new_ca
+
     return new_ca()
 
 
@@ -30,6 +36,8 @@ def multiconn_tls(multiconn_ca: trustme.CA) -> TLSConfig:
     .replace(require_client_cert=True) makes it mutual TLS.
     Session scope; the contexts are built once and shared; no teardown.
     """
+    from pytest_multiconn.tls.config import TLSConfig
+
     return TLSConfig(multiconn_ca)
 
 

@@ -17,26 +17,39 @@ and goes to the constructor.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
-from typing import Any, Protocol, TypeAlias, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, MultiConnClient
+from pytest_multiconn.core.address import Address, ServerAddress, TCPAddress
 from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.faults.client import ClientFault
 from pytest_multiconn.faults.server import FaultyEchoServer, ServerFault
 from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.servers.echo import EchoServer
-
-#: A TCP address as ``socket.getsockname()`` gives it: ``(host, port)`` for IPv4, and
-#: ``(host, port)`` or ``(host, port, flowinfo, scope_id)`` for IPv6.
-TCPAddress: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
-
-#: Where to connect: a TCP address or a Unix socket path.  ``server.address`` is one.
-Address: TypeAlias = TCPAddress | str | os.PathLike[str]
+from pytest_multiconn.servers.scripted import ScriptedServer, Step
+from pytest_multiconn.toxiproxy.http import ToxiproxyServer
+from pytest_multiconn.udp import UDPEchoServer, UDPFaultProxy, UDPServerBase
 
 #: What a proxy may stand in front of: an address, or a started server (its ``.address``).
 ProxyTarget: TypeAlias = Address | ServerBase
+
+#: What a UDP proxy may stand in front of: ``(host, port)``, or a started UDP server (echo or
+#: another proxy).
+UDPTarget: TypeAlias = tuple[str, int] | UDPServerBase[Any]
+
+if TYPE_CHECKING:
+
+    class FaultyClient(MultiConnClient):
+        """What ``multiconn_faulty_client(...)`` returns: the :class:`MultiConnClient` after
+        its exchanges, so ``.results`` is set (not ``None``)."""
+
+        results: ClientResults
+
+else:
+    #: What ``multiconn_faulty_client(...)`` returns: the :class:`MultiConnClient` after its
+    #: exchanges; to a type checker its ``.results`` is ``ClientResults`` (never ``None``).
+    FaultyClient = MultiConnClient
 
 T = TypeVar("T")
 
@@ -82,8 +95,8 @@ class FaultyClientFactory(Protocol):
         *,
         faults: Iterable[ClientFault] = (),
         **kwargs: Any,
-    ) -> MultiConnClient:
-        """The client after its exchanges (``.results``, ``.lingering``)."""
+    ) -> FaultyClient:
+        """The client after its exchanges (``.results``, set; ``.lingering``)."""
         ...
 
 
@@ -107,13 +120,38 @@ class FaultyServerFactory(Protocol):
         ...
 
 
+class ScriptedServerFactory(Protocol):
+    """``multiconn_scripted_server``: start a :class:`~pytest_multiconn.servers.ScriptedServer`."""
+
+    def __call__(self, script: Sequence[Step] | None = None, **kwargs: Any) -> ScriptedServer:
+        """The started server; ``kwargs`` are ``ScriptedServer``'s options (``scripts=[...]``,
+        ``cycle``, ``tls``, ``optional``...)."""
+        ...
+
+
+class UDPProxyFactory(Protocol):
+    """``multiconn_udp_proxy``: start a :class:`~pytest_multiconn.udp.UDPFaultProxy`."""
+
+    def __call__(self, target: UDPTarget, **kwargs: Any) -> UDPFaultProxy:
+        """The started proxy; ``kwargs`` are ``UDPFaultProxy``'s options (``seed``,
+        ``idle_timeout``, ``max_sessions``...)."""
+        ...
+
+
 __all__ = [
     "Address",
     "ClientRunner",
+    "FaultyClient",
     "FaultyClientFactory",
     "FaultyServerFactory",
     "ProxyFactory",
     "ProxyTarget",
+    "ScriptedServerFactory",
+    "ServerAddress",
     "ServerFactory",
     "TCPAddress",
+    "ToxiproxyServer",
+    "UDPEchoServer",
+    "UDPProxyFactory",
+    "UDPTarget",
 ]

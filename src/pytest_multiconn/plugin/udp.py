@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_multiconn.plugin import stop_all
-from pytest_multiconn.udp import UDPEchoServer, UDPFaultProxy, UDPServerBase
+
+if TYPE_CHECKING:
+    from pytest_multiconn.plugin.types import UDPProxyFactory, UDPTarget
+    from pytest_multiconn.udp import UDPEchoServer, UDPFaultProxy, UDPServerBase
 
 
 class _UDPServers:
@@ -35,6 +38,8 @@ def multiconn_udp_server(multiconn_timeout: float) -> Iterator[UDPEchoServer]:
     it (bounded by ``--multiconn-timeout``), re-raises errors from its loop thread in this
     test, and the per-test leak check fails the test if a UDP server it started still runs.
     """
+    from pytest_multiconn.udp import UDPEchoServer
+
     servers = _UDPServers(multiconn_timeout)
     try:
         yield servers.adopt(UDPEchoServer(timeout=multiconn_timeout))
@@ -43,7 +48,7 @@ def multiconn_udp_server(multiconn_timeout: float) -> Iterator[UDPEchoServer]:
 
 
 @pytest.fixture
-def multiconn_udp_proxy(multiconn_timeout: float) -> Iterator[Callable[..., UDPFaultProxy]]:
+def multiconn_udp_proxy(multiconn_timeout: float) -> Iterator[UDPProxyFactory]:
     """Yields a factory: ``multiconn_udp_proxy(target, **kwargs)`` starts a
     pytest_multiconn.udp.UDPFaultProxy in front of ``target`` (``(host, port)`` or a
     started server) on an ephemeral loopback port and returns it.  Function scope.  Teardown
@@ -55,7 +60,9 @@ def multiconn_udp_proxy(multiconn_timeout: float) -> Iterator[Callable[..., UDPF
     """
     proxies = _UDPServers(multiconn_timeout)
 
-    def make(target: Any, **kwargs: Any) -> UDPFaultProxy:
+    def make(target: UDPTarget, **kwargs: Any) -> UDPFaultProxy:
+        from pytest_multiconn.udp import UDPFaultProxy
+
         kwargs.setdefault("timeout", multiconn_timeout)
         proxy: UDPFaultProxy = proxies.adopt(UDPFaultProxy(target, **kwargs))
         return proxy

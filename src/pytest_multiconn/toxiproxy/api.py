@@ -352,8 +352,7 @@ class ToxiproxyAPI:
             # toxiproxy answers a failed listen with a 500 and the error text.
             raise ToxiproxyError(f"proxy {record.name!r}: cannot listen on "
                                  f"{record.listen}: {exc}", 500) from None
-        host, port = proxy.address[:2]
-        record.listen = format_hostport(host, port)
+        record.listen = format_hostport(proxy.host, proxy.port)
         record.enabled = True
 
     @staticmethod

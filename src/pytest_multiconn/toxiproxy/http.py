@@ -358,7 +358,7 @@ class ToxiproxyServer(ServerBase):
     @property
     def url(self) -> str:
         """``http://HOST:PORT``, the base URL a toxiproxy client takes."""
-        host, port = self.address[:2]
+        host, port = self.host, self.port
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def start(self, timeout: float = DEFAULT_TIMEOUT) -> ToxiproxyServer:

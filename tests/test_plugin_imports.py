@@ -1,0 +1,110 @@
+"""pytest imports the plugin at every start, so it imports only what registering its options,
+markers and fixtures needs; everything else is imported on first use (issue 25).
+
+A structural check, not a timed one: ``python -X importtime`` in a subprocess lists every
+module the plugin (and each of its sub-plugins) imported, and the heavy ones must not be
+among them.  ``benchmarks/startup.py`` measures what that saves.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+#: Modules the plugin must not import at start-up: the faults, servers, proxy, client, UDP,
+#: toxiproxy and TLS layers of the package (TLS pulls in trustme and cryptography), those
+#: third-party packages themselves, and the standard library's ``ssl`` and ``asyncio``.
+HEAVY = (
+    "trustme",
+    "cryptography",
+    "ssl",
+    "asyncio",
+    "h11",
+    "pytest_multiconn.tls",
+    "pytest_multiconn.faults",
+    "pytest_multiconn.proxy",
+    "pytest_multiconn.servers",
+    "pytest_multiconn.client",
+    "pytest_multiconn.udp",
+    "pytest_multiconn.toxiproxy",
+    "pytest_multiconn.suite",
+    "pytest_multiconn.exchanges",
+    "pytest_multiconn.core.server",
+    "pytest_multiconn.core.loop",
+)
+
+# __import__, not importlib.import_module: -X importtime reports only the C import path.
+_IMPORT_ALL = (
+    "import pytest_multiconn.plugin as p\n"
+    "for name in p.pytest_plugins:\n"
+    "    __import__(name)\n"
+)
+
+
+def _imported(code: str) -> list[str]:
+    """The modules ``code`` imports, in order, from ``python -X importtime``."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    names = []
+    for line in done.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.append(line.rsplit("|", 1)[1].strip())
+    assert names, done.stderr[-2000:]
+    return names
+
+
+def _heavy(names: list[str]) -> list[str]:
+    return [n for n in names if any(n == h or n.startswith(h + ".") for h in HEAVY)]
+
+
+def test_plugin_imports_nothing_heavy() -> None:
+    names = _imported("import pytest_multiconn.plugin")
+    assert "pytest_multiconn.plugin" in names
+    assert _heavy(names) == []
+
+
+def test_sub_plugins_import_nothing_heavy() -> None:
+    # pytest loads them through the plugin's ``pytest_plugins``, at start-up too.
+    names = _imported(_IMPORT_ALL)
+    assert "pytest_multiconn.plugin.report" in names
+    assert _heavy(names) == []
+
+
+def test_package_top_level_imports_nothing_heavy() -> None:
+    # Every ``import pytest_multiconn.x`` runs the package's __init__ first: its everyday
+    # names (EchoServer, MultiConnClient...) are imported on first use.
+    assert _heavy(_imported("import pytest_multiconn")) == []
+
+
+def test_the_check_sees_a_heavy_import() -> None:
+    # The check itself: the top-level names it defers are really imported when used.
+    names = _imported("import pytest_multiconn; pytest_multiconn.EchoServer")
+    assert "pytest_multiconn.servers.echo" in _heavy(names)
+
+
+def test_the_plugin_loads_the_fault_catalogue_only_for_tests_that_use_it(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_plain="""
+        import sys
+
+        def test_plain(multiconn_timeout):
+            assert "pytest_multiconn.faults.client" not in sys.modules
+        """,
+        test_fault="""
+        def test_fault(multiconn_fault):
+            assert multiconn_fault.name
+        """,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "test_plain.py")
+    result.assert_outcomes(passed=1)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "--co", "test_fault.py")
+    result.stdout.fnmatch_lines(["*test_fault?partial_send?*", "*test_fault?connect_close?*"])
