@@ -37,21 +37,8 @@ from pytest_multiconn.faults.client import (
     catalogue,
 )
 from pytest_multiconn.faults.closed_port import ClosedPort, closed_port_address
-from pytest_multiconn.faults.protocol_server import FaultyServer
-from pytest_multiconn.faults.server import (
-    SERVER_FAULTS,
-    AcceptThenClose,
-    ChunkedEcho,
-    CloseAfter,
-    DelayEcho,
-    FaultEvent,
-    FaultyEchoServer,
-    ResetAfter,
-    ServerFault,
-    ServerFaultSession,
-    Stall,
-    StopAccepting,
-)
+from pytest_multiconn.faults.conditions import When
+from pytest_multiconn.faults.table import FaultInfo
 from pytest_multiconn.faults.tls import (
     CertFault,
     ExpiredCert,
@@ -60,45 +47,68 @@ from pytest_multiconn.faults.tls import (
     UntrustedCert,
     WrongHostCert,
 )
+from pytest_multiconn.faults.toxics import (
+    TOXICS,
+    Bandwidth,
+    Coalesce,
+    Corrupt,
+    Latency,
+    LimitData,
+    PipeAPI,
+    ResetPeer,
+    Sink,
+    Slicer,
+    SlowClose,
+    Stage,
+    Substitute,
+    Timeout,
+    Toxic,
+    Truncate,
+)
 
 __all__ = [
     "CLIENT_FAULTS",
-    "SERVER_FAULTS",
-    "AcceptThenClose",
+    "TOXICS",
+    "Bandwidth",
     "Burst",
     "CertFault",
-    "ChunkedEcho",
     "ClientConnectionAPI",
     "ClientFault",
     "ClientReset",
-    "CloseAfter",
     "ClosedPort",
+    "Coalesce",
     "ConnectClose",
-    "DelayEcho",
+    "Corrupt",
     "ExpiredCert",
     "Fault",
-    "FaultEvent",
+    "FaultInfo",
     "FaultParameterError",
     "FaultSession",
-    "FaultyEchoServer",
-    "FaultyServer",
     "Garbage",
     "HalfClose",
+    "Latency",
+    "LimitData",
     "NeverClose",
     "NeverRead",
     "NoCloseNotify",
     "PartialSend",
+    "PipeAPI",
     "Registry",
-    "ResetAfter",
+    "ResetPeer",
     "ServerConnectionAPI",
-    "ServerFault",
-    "ServerFaultSession",
     "Silent",
+    "Sink",
+    "Slicer",
+    "SlowClose",
     "SlowReader",
-    "Stall",
+    "Stage",
     "StallHandshake",
-    "StopAccepting",
+    "Substitute",
+    "Timeout",
+    "Toxic",
+    "Truncate",
     "UntrustedCert",
+    "When",
     "WrongHostCert",
     "catalogue",
     "closed_port_address",
@@ -109,7 +119,20 @@ __all__ = [
 publish(__name__, globals(), [n for n in __all__ if n != "params"])
 
 
+_OLD_ENGINE = {"SERVER_FAULTS", "AcceptThenClose", "ChunkedEcho", "CloseAfter", "DelayEcho",
+               "FaultEvent", "FaultyEchoServer", "ResetAfter", "ServerFault",
+               "ServerFaultSession", "Stall", "StopAccepting"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _OLD_ENGINE:
+        from pytest_multiconn.faults import server
+
+        return getattr(server, name)
+    if name == "FaultyServer":
+        from pytest_multiconn.faults.protocol_server import FaultyServer
+
+        return FaultyServer
     if name == "Reset":
         warnings.warn(
             "pytest_multiconn.faults.Reset was renamed ClientReset (the client resets its own "

@@ -720,7 +720,7 @@ class FaultyEchoServer(EchoServer):
         return f"{super().__repr__()[:-1]} seed={self.seed} faults=[{faults}]>"
 
     @property
-    def faults(self) -> tuple[ServerFault, ...]:
+    def faults(self) -> tuple[ServerFault, ...]:  # type: ignore[override]
         return self._faults
 
     def start(self, timeout: float = DEFAULT_TIMEOUT) -> Self:

@@ -112,6 +112,11 @@ class _PlainEchoConnection(EchoConnection):
         self._fold_bytes = 0
         self._fold_time = 0.0
 
+    def leave_fast_path(self) -> None:
+        """Become the general :class:`EchoConnection` (a fault joined this connection)."""
+        self._apply_fold()
+        self.__class__ = EchoConnection  # type: ignore[assignment]
+
     def _apply_fold(self) -> None:
         fold = self._fold
         self._fold = None
@@ -255,6 +260,15 @@ class EchoServer(ProtocolServer):
         self.tls: ServerTLS | None
         super().__init__(EchoProtocol, host, port, tls=tls, **kwargs)
         self._read_buffer = _PlainEchoBuffer(_PlainEchoConnection.read_size)
+
+    def general_connection(self, conn: Connection) -> ProtocolConnection | None:
+        # A plain echo connection that a fault joins leaves the inline path for good: it
+        # writes its folded transcript out and becomes the general EchoConnection it is a
+        # subclass of (same slots, same handler, which connection_made already reached), so
+        # the inline path itself never tests for faults.
+        if type(conn) is _PlainEchoConnection:
+            conn.leave_fast_path()
+        return super().general_connection(conn)
 
     def fast_connection(self, sock: socket.socket, addr: Any) -> Connection | None:
         # ProtocolServer asks only without a layer and an observer; the faulty servers

@@ -28,11 +28,22 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from pytest_multiconn.core.connection import Connection
+from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.core.server import ServerBase
+from pytest_multiconn.faults.pipeline import Direction
+from pytest_multiconn.faults.table import (
+    FaultInfo,
+    FaultTable,
+    check_add,
+    check_fault,
+    check_probability,
+)
+from pytest_multiconn.faults.toxics import Toxic
+from pytest_multiconn.servers.faulting import ConnectionFaults
 from pytest_multiconn.tls.config import ServerTLS, TLSConfig, server_tls
 
 logger = logging.getLogger(__name__)
@@ -142,7 +153,13 @@ HandlerFactory = Callable[[], Handler]
 
 
 class ProtocolConnection(Connection):
-    """One accepted connection driving one handler (made by ``server.protocol_factory()``)."""
+    """One accepted connection driving one handler (made by ``server.protocol_factory()``).
+
+    With stream faults (the server's ``faults=`` / ``add()``), what the handler writes goes
+    through the downstream pipe before the socket, and what the socket delivers through the
+    upstream pipe before ``data_received`` (:mod:`pytest_multiconn.servers.faulting`); the
+    connection is that pipe's :class:`~pytest_multiconn.servers.faulting.FaultHost`.
+    """
 
     def __init__(self, server: ProtocolServer, sock: socket.socket, addr: Any) -> None:
         super().__init__(
@@ -156,21 +173,103 @@ class ProtocolConnection(Connection):
         self.server = server
         self.handler: Handler = server.protocol_factory()
         self.transport = Transport(self)
+        #: Accept order on this server (1 = first): with the seed, it picks a fault's numbers.
+        self.number = server.next_number()
+        #: This connection's fault pipes (None: no fault has applied to it).
+        self.faults: ConnectionFaults | None = None
+        self.made = False
+        self._finish_after_faults = False
 
     def connection_made(self) -> None:
-        self.handler.connection_made(self.transport)
+        self.made = True
+        self.server.install_faults(self)
+        if not self.closed:
+            self.handler.connection_made(self.transport)
 
     def data_received(self, data: bytes) -> None:
         observer = self.server.on_event
         if observer is not None:
             observer("data", self, data)
-        self.handler.data_received(data)
+        faults = self.faults
+        if faults is not None and faults.up is not None:
+            faults.up.feed(data)
+        else:
+            self.handler.data_received(data)
         if self.server._waiters:
             self.server._notify()
 
     def on_eof(self) -> None:
+        faults = self.faults
+        if faults is not None and faults.up is not None:
+            faults.up.feed_eof()
+        else:
+            self.pass_in_eof()
+
+    # -- faults: writes go through the downstream pipe ---------------------------------------
+    def fault_pipes(self) -> ConnectionFaults:
+        """This connection's fault pipes (made on first use)."""
+        faults = self.faults
+        if faults is None:
+            faults = self.faults = ConnectionFaults(
+                self, self.number, seed=self.server.seed, high_water=self.high_water,
+                low_water=self.low_water,
+            )
+        return faults
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        faults = self.faults
+        down = None if faults is None else faults.down
+        if down is None:
+            super().write(data)
+        elif data and not down.eof_in and not self.closed:
+            down.feed(bytes(data))
+
+    def write_eof(self) -> None:
+        faults = self.faults
+        down = None if faults is None else faults.down
+        if down is None:
+            super().write_eof()
+        elif not down.eof_in and not self.closed:
+            down.feed_eof()
+
+    def finish(self) -> None:
+        """Close once flushed: after what the downstream faults still hold (their end of
+        stream, which a ``SlowClose`` delays, goes through them too)."""
+        faults = self.faults
+        down = None if faults is None else faults.down
+        if down is None or self.closed or down.eof_out:
+            super().finish()
+            return
+        self._finish_after_faults = True
+        if not down.eof_in:
+            down.feed_eof()
+
+    # -- FaultHost: what the pipes hand on ----------------------------------------------------
+    def pass_in(self, data: bytes) -> None:
+        self.handler.data_received(data)
+        if self.server._waiters:
+            self.server._notify()
+
+    def pass_in_eof(self) -> None:
         if not self.handler.eof_received():
             self.finish()
+
+    def pass_out(self, data: bytes) -> None:
+        super().write(data)
+
+    def pass_out_eof(self) -> None:
+        if self._finish_after_faults:
+            super().finish()
+        else:
+            super().write_eof()
+
+    def finish_now(self) -> None:
+        """Close once the socket's output is flushed, whatever the faults still hold (a
+        fault's own ``finish_connection``)."""
+        super().finish()
+
+    def notify(self) -> None:
+        self.server._notify()
 
     def pause_writing(self) -> None:
         hook = getattr(self.handler, "pause_writing", None)
@@ -192,6 +291,8 @@ class ProtocolConnection(Connection):
         # (``call_soon``), so the handler's running callback finishes with its state intact.
         # The server counts the connection as closed only then, so a wait_for_closed()
         # returns after the handler's connection_lost has run.
+        if self.faults is not None:
+            self.faults.stop()
         self.server._lost_pending[self.id] = self
         self.loop.call_soon(self.call_connection_lost, exc)
 
@@ -226,6 +327,8 @@ class ProtocolServer(ServerBase):
         /,
         *args: Any,
         tls: bool | TLSConfig | ssl.SSLContext | ServerTLS | None = None,
+        faults: Iterable[Toxic] = (),
+        seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         # protocol_factory is positional-only and tls a named keyword: subclasses that fix
@@ -243,6 +346,16 @@ class ProtocolServer(ServerBase):
         self.protocol_factory = protocol_factory
         # Closed connections whose handler's connection_lost is scheduled but has not run.
         self._lost_pending: dict[int, ProtocolConnection] = {}
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an integer or None (the run seed), got {seed!r}")
+        #: Seeds the faults' random numbers (default: the run seed, ``--multiconn-seed``).
+        self.seed = get_run_seed() if seed is None else seed
+        self._fault_table = FaultTable(f"server {self.name}")
+        for fault in (faults,) if isinstance(faults, Toxic) else tuple(faults):
+            self._fault_table.add(check_fault(fault), "downstream", 1.0, None)
+        self._accept_numbers = 0
+        self._accepting = True
+        self._listen_backlog: int | None = None
 
     @property
     def client_tls(self) -> ssl.SSLContext | None:
@@ -261,12 +374,158 @@ class ProtocolServer(ServerBase):
             except Exception as exc:  # noqa: BLE001 - recorded, re-raised by check()
                 self.loop.report_error(exc, conn)
 
+    # -- stream faults: the proxy's table and engine (thread-safe) ---------------------------
+    def _in_loop(self, fn: Callable[[], Any]) -> Any:
+        if self._started and not self._stopped:
+            return self.loop.run_sync(fn, self.timeout)
+        return fn()
+
+    def add(self, fault: Toxic, direction: Direction = "downstream", probability: float = 1.0,
+            name: str | None = None) -> str:
+        """Apply stream fault ``fault`` (``Latency(ms=50)``, ``When(ResetPeer(), match=...)``)
+        to ``direction`` of every connection, live and future, exactly as
+        :meth:`FaultProxy.add <pytest_multiconn.FaultProxy.add>` does; return its name
+        (default ``<kind>_<direction>``).  "downstream" acts on what the server sends,
+        "upstream" on what it receives (before the handler's ``data_received``), "both" on
+        both; over TLS, on the plaintext.  ``probability`` is drawn once per connection and
+        direction."""
+        toxic, chance = check_add(fault, direction, probability)
+
+        def go() -> str:
+            entry = self._fault_table.add(toxic, direction, chance, name)
+            for conn in self._faultable():
+                conn.fault_pipes().add(entry)
+            return entry.name
+
+        return str(self._in_loop(go))
+
+    def update(self, name: str, **params: Any) -> Toxic:
+        """Change parameters of fault ``name`` (``probability=`` too, for new connections);
+        live connections use the new values from now on (what a delaying fault holds is
+        passed on at once).  Returns the new fault object."""
+        probability = params.pop("probability", None)
+        if probability is not None:
+            probability = check_probability(probability)
+
+        def go() -> Toxic:
+            entry = self._fault_table.update(name, params, probability)
+            for conn in self._faultable():
+                if conn.faults is not None:
+                    conn.faults.update(name, entry.fault)
+            return entry.fault
+
+        result: Toxic = self._in_loop(go)
+        return result
+
+    def remove(self, name: str) -> None:
+        """Remove fault ``name``; bytes it was holding are passed on at once."""
+
+        def go() -> None:
+            self._fault_table.remove(name)
+            for conn in self._faultable():
+                if conn.faults is not None:
+                    conn.faults.remove(name)
+
+        self._in_loop(go)
+
+    def clear(self) -> None:
+        """Remove every fault."""
+        for info in self.faults():
+            self.remove(info.name)
+
+    def faults(self) -> list[FaultInfo]:
+        """The faults configured now, in the order they apply."""
+        result: list[FaultInfo] = self._in_loop(self._fault_table.info)
+        return result
+
+    def _faultable(self) -> list[ProtocolConnection]:
+        """Live connections that faults act on (a fast one leaves its fast path first)."""
+        found = []
+        for conn in list(self._conns.values()):
+            general = self.general_connection(conn)
+            if general is not None and general.made and not general.closed:
+                found.append(general)
+        return found
+
+    def general_connection(self, conn: Connection) -> ProtocolConnection | None:
+        """``conn`` on the general path, where faults act (None: it cannot take faults).
+        :class:`~pytest_multiconn.EchoServer` moves a plain echo connection off its inline
+        path here."""
+        return conn if isinstance(conn, ProtocolConnection) else None
+
+    def install_faults(self, conn: ProtocolConnection) -> None:
+        """The table's faults join a new connection (from its ``connection_made``)."""
+        if self._fault_table:
+            pipes = conn.fault_pipes()
+            for entry in list(self._fault_table.entries.values()):
+                pipes.add(entry)
+
+    def next_number(self) -> int:
+        """The accept number of a new connection (1 = first)."""
+        self._accept_numbers += 1
+        return self._accept_numbers
+
+    # -- listener faults: stop accepting ------------------------------------------------------
+    def pause_accepting(self, backlog: int | None = None) -> None:
+        """The listener stops calling accept(); ``backlog=n`` also shrinks its queue to ``n``.
+
+        Clients queue in the kernel until the backlog is full, then connect() hangs to its
+        timeout.  What a client sees, on Linux: the kernel completes the handshake by itself
+        for up to ``backlog + 1`` connections, so their ``connect()`` *succeeds* and their data
+        is accepted into the server's receive buffer, but nothing is ever answered.  Once that
+        queue is full, new SYNs are dropped without a reply, the client's kernel retransmits
+        them, and ``connect()`` blocks until the client's own timeout (``TimeoutError``), never
+        ``ConnectionRefusedError``.  :meth:`resume_accepting` serves the queued connections.
+        """
+        if backlog is not None and (isinstance(backlog, bool) or not isinstance(backlog, int)
+                                    or backlog < 0):
+            raise ValueError(f"backlog must be an integer >= 0 or None, got {backlog!r}")
+
+        def go() -> None:
+            self._accepting = False
+            self._apply_listener(backlog)
+
+        self._in_loop(go)
+
+    def resume_accepting(self) -> None:
+        """Accept again (and give the listener its own backlog back)."""
+
+        def go() -> None:
+            self._accepting = True
+            self._apply_listener(None)
+
+        self._in_loop(go)
+
+    @property
+    def accepting(self) -> bool:
+        """False between :meth:`pause_accepting` and :meth:`resume_accepting`."""
+        return self._accepting
+
+    def _may_accept(self) -> bool:
+        if not self._accepting:
+            # Paused before start(): the listener stops at its first event (the kernel
+            # queues connections meanwhile, as it does while paused).
+            self._apply_listener(self._listen_backlog)
+            return False
+        return super()._may_accept()
+
+    def _apply_listener(self, backlog: int | None) -> None:
+        self._listen_backlog = backlog
+        listener = self._listener
+        if listener is None or listener.sock.fileno() == -1:
+            return
+        # listen() again on a listening socket just changes its backlog (Linux, BSD).
+        listener.sock.listen(self.backlog if backlog is None else backlog)
+        if self._accepting:
+            listener.resume()
+        else:
+            listener.pause()
+
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
         """The connection for one accepted socket: :meth:`fast_connection` where nothing
-        needs the general path (no layer, no observer) and it offers one, else
-        :attr:`connection_class`.  Subclasses that always need the general path (the faulty
-        servers) override this method and never reach :meth:`fast_connection`."""
-        if self.layer_factory is None and self.on_event is None:
+        needs the general path (no layer, no observer, no fault) and it offers one, else
+        :attr:`connection_class`."""
+        if self.layer_factory is None and self.on_event is None and not self._fault_table:
             fast = self.fast_connection(sock, addr)
             if fast is not None:
                 return fast

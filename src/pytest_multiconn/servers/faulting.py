@@ -1,0 +1,216 @@
+"""A server connection's stream faults: the proxy's pipeline, on what a server sends and reads.
+
+``ProtocolServer(handler, faults=[Latency(ms=50)])`` (and so ``EchoServer``) runs the same
+fault objects as :class:`~pytest_multiconn.FaultProxy`, through the same engine
+(:class:`~pytest_multiconn.faults.pipeline.Pipe`): "downstream" is what the server sends (the
+handler's writes, before the socket), "upstream" what it receives (the socket's bytes, before
+the handler's ``data_received``).  Both act on plaintext, above any TLS layer.
+
+A connection gets a :class:`ConnectionFaults` only when a fault applies to it, and a
+direction gets a pipe only when a fault acts on it; what it asks of its connection is
+:class:`FaultHost`, a handful of public methods.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pytest_multiconn.core.layer import Recorder
+from pytest_multiconn.core.loop import Loop
+from pytest_multiconn.faults.pipeline import Pipe
+from pytest_multiconn.faults.table import FaultEntry, install
+from pytest_multiconn.faults.toxics import Toxic
+
+
+class FaultHost(Protocol):
+    """What the faults ask of the server connection they act on (loop thread)."""
+
+    loop: Loop
+    closed: bool
+    bytes_in: int
+    bytes_out: int
+
+    @property
+    def transcript(self) -> Recorder: ...
+
+    def pass_in(self, data: bytes) -> None:
+        """Bytes past the upstream faults: to the handler."""
+
+    def pass_in_eof(self) -> None:
+        """The peer's end of stream past the upstream faults: to the handler."""
+
+    def pass_out(self, data: bytes) -> None:
+        """Bytes past the downstream faults: to the socket (or the TLS layer)."""
+
+    def pass_out_eof(self) -> None:
+        """Our end of stream past the downstream faults: a half-close, or the close asked for."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def notify(self) -> None:
+        """Wake the server's waiters."""
+
+
+class _Upstream:
+    """The upstream pipe's ends: the socket's reading (source) and the handler (target)."""
+
+    __slots__ = ("host", "intake_paused")
+
+    def __init__(self, host: FaultHost) -> None:
+        self.host = host
+        self.intake_paused = False
+
+    def pause_intake(self) -> None:
+        self.intake_paused = True
+        self.host.pause_reading()
+
+    def resume_intake(self) -> None:
+        self.intake_paused = False
+        if not self.host.closed:
+            self.host.resume_reading()
+
+    @property
+    def accepting(self) -> bool:
+        return True
+
+    def put(self, data: bytes) -> None:
+        if not self.host.closed:
+            self.host.pass_in(data)
+
+    put_merged = put
+
+    def put_eof(self) -> None:
+        if not self.host.closed:
+            self.host.pass_in_eof()
+
+
+class _Downstream:
+    """The downstream pipe's ends: the handler's writes (source) and the socket (target)."""
+
+    __slots__ = ("host", "intake_paused")
+
+    def __init__(self, host: FaultHost) -> None:
+        self.host = host
+        self.intake_paused = False
+
+    def pause_intake(self) -> None:
+        self.intake_paused = True
+        self.host.pause_writing()  # as when the output buffer is full: the handler hears it
+
+    def resume_intake(self) -> None:
+        self.intake_paused = False
+        if not self.host.closed:
+            self.host.resume_writing()
+
+    @property
+    def accepting(self) -> bool:
+        return True
+
+    def put(self, data: bytes) -> None:
+        self.host.pass_out(data)
+
+    put_merged = put
+
+    def put_eof(self) -> None:
+        if not self.host.closed:
+            self.host.pass_out_eof()
+
+
+class ConnectionFaults:
+    """The fault pipes of one server connection (the :class:`PipePair` they belong to)."""
+
+    def __init__(self, host: FaultHost, number: int, *, seed: int, high_water: int,
+                 low_water: int) -> None:
+        self.host = host
+        self.number = number
+        self.seed = seed
+        self.high_water = high_water
+        self.low_water = low_water
+        self.up: Pipe | None = None
+        self.down: Pipe | None = None
+
+    def __repr__(self) -> str:
+        return f"<ConnectionFaults #{self.number} up={self.up!r} down={self.down!r}>"
+
+    # -- PipePair ----------------------------------------------------------------------------
+    @property
+    def transcript(self) -> Recorder:
+        return self.host.transcript
+
+    def finish(self, reason: str) -> None:
+        host = self.host
+        if host.closed:
+            return
+        host.transcript.record("note", 0, f"closing: {reason}")
+        host.finish()
+
+    def reset(self, reason: str) -> None:
+        host = self.host
+        if host.closed:
+            return
+        host.transcript.record("note", 0, f"resetting: {reason}")
+        host.reset()
+
+    def held_changed(self) -> None:
+        self.host.notify()
+
+    # -- the table's faults ------------------------------------------------------------------
+    def pipe(self, direction: str) -> Pipe:
+        host = self.host
+        if direction == "upstream":
+            if self.up is None:
+                ends = _Upstream(host)
+                self.up = Pipe(self, direction, ends, ends, loop=host.loop,
+                               high_water=self.high_water, low_water=self.low_water,
+                               passed=host.bytes_in)
+            return self.up
+        if self.down is None:
+            out = _Downstream(host)
+            self.down = Pipe(self, direction, out, out, loop=host.loop,
+                             high_water=self.high_water, low_water=self.low_water,
+                             passed=host.bytes_out)
+        return self.down
+
+    def add(self, entry: FaultEntry) -> None:
+        for direction in entry.directions():
+            if self.host.closed:
+                return
+            install(entry, direction, seed=self.seed, number=self.number,
+                    pipe=self.pipe(direction), transcript=self.host.transcript)
+
+    def update(self, name: str, fault: Toxic) -> None:
+        for pipe in (self.up, self.down):
+            if pipe is not None:
+                for stage in list(pipe.stages):
+                    if getattr(stage, "toxic_name", None) == name:
+                        stage.toxic = fault
+                        stage.updated()
+
+    def remove(self, name: str) -> None:
+        for pipe in (self.up, self.down):
+            if pipe is not None:
+                for stage in list(pipe.stages):
+                    if getattr(stage, "toxic_name", None) == name:
+                        pipe.remove(stage.name)
+
+    def idle_out(self) -> bool:
+        """Nothing waits in the downstream faults (a close may go now)."""
+        return self.down is None or self.down.idle()
+
+    def stop(self) -> None:
+        for pipe in (self.up, self.down):
+            if pipe is not None:
+                pipe.stop()
+
+
+__all__ = ["ConnectionFaults", "FaultHost"]
