@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -52,6 +53,7 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host, parse_port(port)
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1, and the usual names of the loopback host."""
     if host.lower() in _LOCALHOST_NAMES:
@@ -62,6 +64,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# Cached (pure functions of a string): every server start asks both about the same host.
+@functools.lru_cache(maxsize=256)
 def family_for(host: str) -> socket.AddressFamily:
     if host.lower() in _LOCALHOST_NAMES:
         return socket.AF_INET6 if "6" in host else socket.AF_INET

@@ -173,6 +173,11 @@ class Loop:
         self._running = threading.Event()
         self._stop_requested = False
         self._closed = False
+        # Free only while the loop thread waits in epoll (see run_while_idle): held from
+        # here on, released around each poll of a threaded epoll loop.
+        self._idle_lock = threading.Lock()
+        self._idle_lock.acquire()
+        self._release_while_polling = False
         self._close_lock = threading.Lock()
         self.errors: list[LoopErrorRecord] = []
         #: Called in the loop thread, after an error was recorded (servers use it to notify).
@@ -242,6 +247,27 @@ class Loop:
         """Queue ``callback(*args)`` from any thread and wake the loop."""
         self._ready.append((callback, args))
         self.wake()
+
+    def run_while_idle(self, fn: Callable[[], object]) -> bool:
+        """Run ``fn()`` in the calling thread now if this loop's thread is waiting for I/O,
+        holding it there until ``fn`` returns; True if it ran, False if not (the thread is
+        running a handler or a callback, the loop is not a threaded epoll loop, or it stops).
+
+        For registering or closing a socket without a round trip to the loop thread: each
+        hand-off wakes a CPU that may have gone idle, which is most of what a short-lived
+        server costs (issue 25).  ``fn`` must be quick and must not wait for the loop; the
+        loop is woken if it queued a callback or a timer.
+        """
+        if self._closed or self._stop_requested or not self._idle_lock.acquire(blocking=False):
+            return False
+        try:
+            timers = len(self._timers)
+            fn()
+            if self._ready or len(self._timers) != timers:
+                self.wake()
+        finally:
+            self._idle_lock.release()
+        return True
 
     def wake(self) -> None:
         try:
@@ -392,10 +418,21 @@ class Loop:
             # epoll counts whole milliseconds (run_once already capped it at MAX_DELAY).
             timeout = min(math.ceil(timeout * 1e3), 2**31 - 1) * 1e-3
         fd_to_key = self._fd_to_key
-        try:
-            ready = poll(timeout, max(len(fd_to_key), 1))
-        except InterruptedError:
-            ready = []
+        if self._release_while_polling:
+            # While the thread waits here, run_while_idle() may register or close a socket
+            # from another thread (epoll_ctl is thread-safe; a stale event finds no key).
+            self._idle_lock.release()
+            try:
+                ready = poll(timeout, max(len(fd_to_key), 1))
+            except InterruptedError:
+                ready = []
+            finally:
+                self._idle_lock.acquire()
+        else:
+            try:
+                ready = poll(timeout, max(len(fd_to_key), 1))
+            except InterruptedError:
+                ready = []
         self.poll_time = time.monotonic()
         table = _EPOLL_TO_MASK
         size = len(table)
@@ -479,6 +516,7 @@ class Loop:
 
     def _run(self) -> None:
         self._thread_ident = threading.get_ident()
+        self._release_while_polling = self._epoll_poll is not None
         self._running.set()
         try:
             while not self._stop_requested:

@@ -381,7 +381,10 @@ class ServerBase(LoopService[ServerAddress]):
         self._loop = loop
         self._listener = Listener(self, sock)
         track_server(self)
-        loop.call_soon_threadsafe(self._listener.resume)
+        # Registered from here if the loop thread waits in epoll (no wake-up of its CPU),
+        # else by the loop thread with the next callback it runs.
+        if not loop.run_while_idle(self._listener.resume):
+            loop.call_soon_threadsafe(self._listener.resume)
         return self
 
     def _record_loop_error(self, record: LoopErrorRecord) -> None:
@@ -429,7 +432,15 @@ class ServerBase(LoopService[ServerAddress]):
 
     def _stop_shared(self, shared: SharedLoop, timeout: float) -> None:
         try:
-            shared.release(self.loop, self._close_everything, timeout, self)
+            # A server that never accepted has nothing on the loop but its listener: closed
+            # from here while the loop thread waits in epoll, without a round trip.
+            listener = self._listener
+            direct = (
+                self._accepted_count == 0
+                and not self._conns
+                and (listener is None or listener.retry_timer is None)
+            )
+            shared.release(self.loop, self._close_everything, timeout, self, direct=direct)
         except LoopThreadError as exc:
             # Its thread died under it: check() fails this server's test, as it would with
             # a loop of its own (whose error check() re-raises).

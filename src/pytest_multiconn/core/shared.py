@@ -155,9 +155,15 @@ class SharedLoop:
         close: Callable[[], None],
         timeout: float,
         owner: ErrorOwner | None = None,
+        *,
+        direct: bool = False,
     ) -> None:
         """Run ``close()`` in ``loop``'s thread and wait for it; discard the loop if it is
-        wedged (``LoopStuckError``) or dead (``LoopThreadError``), then raise."""
+        wedged (``LoopStuckError``) or dead (``LoopThreadError``), then raise.
+
+        ``direct=True``: ``close()`` may run in the caller while the loop thread waits for
+        I/O (:meth:`Loop.run_while_idle`), which saves the round trip; the loop thread runs
+        it as before when it is busy."""
         try:
             thread = loop.thread
             if thread is not None and thread.ident == threading.get_ident():
@@ -166,7 +172,8 @@ class SharedLoop:
                 loop.call_soon(close)
                 return
             if loop.is_running() and thread is not None and thread.is_alive():
-                loop.run_sync(close, timeout)
+                if not (direct and loop.run_while_idle(close)):
+                    loop.run_sync(close, timeout)
                 return
             # The thread ended (a test stopped the loop, or a BaseException killed it); its
             # closers ran or never will: close here, in the caller, and say so.

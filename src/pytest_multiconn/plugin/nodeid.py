@@ -14,6 +14,8 @@ import pytest
 def base_nodeid(item: pytest.Item) -> str:
     """``item.nodeid`` without the ``@group`` suffix that ``--dist loadgroup`` appends."""
     nodeid = item.nodeid
+    if "@" not in nodeid:  # no suffix to strip (the common case: walking markers costs more)
+        return nodeid
     names = [
         str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
         for mark in item.iter_markers("xdist_group")
