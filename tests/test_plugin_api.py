@@ -52,7 +52,7 @@ def test_fixture_types_are_public_and_annotate_tests(pytester: pytest.Pytester) 
     pytester.makepyfile(
         """
         from pytest_multiconn import EchoServer
-        from pytest_multiconn.faults import ChunkedEcho, HalfClose
+        from pytest_multiconn.faults import HalfClose, Slicer
         from pytest_multiconn.fixtures import (
             Address, ClientRunner, FaultyClientFactory, FaultyServerFactory, ProxyFactory,
             ServerFactory,
@@ -74,7 +74,7 @@ def test_fixture_types_are_public_and_annotate_tests(pytester: pytest.Pytester) 
             client = multiconn_faulty_client(address, 1, [b"xyz"], faults=[HalfClose()])
             assert client.results is not None
             assert (client.results[0].sent, client.results[0].received) == (3, 3)
-            chunked = multiconn_faulty_server_factory(ChunkedEcho(2))
+            chunked = multiconn_faulty_server_factory(Slicer(average_size=2))
             multiconn_client(chunked.address, 1, [b"12345"]).check()
         """
     )

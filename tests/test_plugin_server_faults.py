@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from pytest_multiconn import FaultyEchoServer
+from pytest_multiconn import EchoServer
 from pytest_multiconn.core.seed import SEED_ENV, derive_seed
-from pytest_multiconn.faults import ChunkedEcho
+from pytest_multiconn.faults import Slicer
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -18,14 +18,14 @@ def test_factory_starts_seeded_servers_and_stops_them(pytester: pytest.Pytester)
     pytester.makepyfile(
         """
         import socket
-        from pytest_multiconn.faults import ChunkedEcho, CloseAfter
+        from pytest_multiconn.faults import LimitData, Slicer
         from pytest_multiconn.core.seed import derive_seed, get_run_seed
 
         SERVERS = []
 
         def test_use(multiconn_faulty_server_factory, request):
-            chunky = multiconn_faulty_server_factory(ChunkedEcho(2), idle_timeout=5)
-            short = multiconn_faulty_server_factory(CloseAfter(3))
+            chunky = multiconn_faulty_server_factory(Slicer(average_size=2), idle_timeout=5)
+            short = multiconn_faulty_server_factory(LimitData(bytes=3))
             fixed = multiconn_faulty_server_factory(seed=7)
             SERVERS.extend([chunky, short, fixed])
             nodeid = request.node.nodeid
@@ -38,7 +38,8 @@ def test_factory_starts_seeded_servers_and_stops_them(pytester: pytest.Pytester)
                 while len(got) < 6:
                     got += sock.recv(6)
                 assert got == b"abcdef"
-            assert max(e.size for e in chunky.fault_events("send")) <= 2
+            [name] = [f.name for f in chunky.faults()]
+            assert name == "slicer_downstream"
             with socket.create_connection(short.address, timeout=5) as sock:
                 sock.sendall(b"abcdef")
                 got = b""
@@ -61,17 +62,19 @@ def test_teardown_closes_stalled_connections_when_the_test_fails(
     pytester.makepyfile(
         """
         import socket
-        from pytest_multiconn.faults import DelayEcho, Stall, StopAccepting
+        from pytest_multiconn.faults import Latency, Timeout
 
         SERVERS = []
 
         def test_fails(multiconn_faulty_server_factory):
             # Every kind of connection a stop must close: stalled without reading, stalled
             # after the client's EOF, a delay queue that is never released, a paused listener.
-            unread = multiconn_faulty_server_factory(Stall(read=False))
-            eof = multiconn_faulty_server_factory(Stall())
-            slow = multiconn_faulty_server_factory(DelayEcho(60))
-            closed = multiconn_faulty_server_factory(StopAccepting())
+            unread = multiconn_faulty_server_factory()
+            unread.add(Latency(ms=60_000), direction="upstream")
+            eof = multiconn_faulty_server_factory(Timeout())
+            slow = multiconn_faulty_server_factory(Latency(ms=60_000))
+            closed = multiconn_faulty_server_factory()
+            closed.pause_accepting()
             SERVERS.extend([unread, eof, slow, closed])
             socks = [socket.create_connection(s.address, timeout=5) for s in SERVERS]
             try:
@@ -99,15 +102,17 @@ def test_errors_in_a_custom_fault_fail_the_test(pytester: pytest.Pytester) -> No
     pytester.makepyfile(
         """
         import socket
-        from pytest_multiconn.faults import ServerFaultSession, ServerFault
+        from dataclasses import dataclass
+        from pytest_multiconn.faults import Stage, Toxic
 
-        class Broken(ServerFault):
-            def open(self, conn, rng):
-                return Boom(self, conn, rng)
+        class Boom(Stage):
+            def start(self):
+                raise RuntimeError("boom in start()")
 
-        class Boom(ServerFaultSession):
-            def made(self):
-                raise RuntimeError("boom in made()")
+        @dataclass(frozen=True, repr=False)
+        class Broken(Toxic):
+            name = "broken"
+            stage_class = Boom
 
         def test_broken(multiconn_faulty_server_factory):
             server = multiconn_faulty_server_factory(Broken())
@@ -116,7 +121,7 @@ def test_errors_in_a_custom_fault_fail_the_test(pytester: pytest.Pytester) -> No
         """
     )
     result = pytester.runpytest()
-    result.stdout.fnmatch_lines(["*boom in made()*"])
+    result.stdout.fnmatch_lines(["*boom in start()*"])
     assert result.ret != 0
 
 
@@ -143,41 +148,46 @@ def test_closed_port_fixture_refuses_then_releases(pytester: pytest.Pytester) ->
     result.assert_outcomes(passed=2)
 
 
-def test_run_seed_replays_chunk_sizes_across_processes(
+def test_run_seed_replays_the_server_seed_across_processes(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The inner run (a separate process, seeded through the environment) prints its chunk
-    # sizes; this process recomputes them from the same run seed and node id.
+    # The inner run (a separate process, seeded through the environment) prints its server's
+    # seed and the slices its client saw; this process builds the same server from the same
+    # run seed and node id.  Slices leave 20 ms apart, so each is one recv().
     pytester.makepyfile(
         test_sizes="""
         import socket
-        from pytest_multiconn.faults import ChunkedEcho
+        from pytest_multiconn.faults import Slicer
 
         def test_sizes(multiconn_faulty_server_factory):
-            server = multiconn_faulty_server_factory(ChunkedEcho(9))
+            server = multiconn_faulty_server_factory(
+                Slicer(average_size=5, size_variation=4, delay_us=20_000))
             with socket.create_connection(server.address, timeout=5) as sock:
-                sock.sendall(bytes(300))
-                got = 0
-                while got < 300:
-                    got += len(sock.recv(300))
-            print("SIZES", [e.size for e in server.fault_events("send")])
+                sock.sendall(bytes(40))
+                sizes = []
+                while sum(sizes) < 40:
+                    sizes.append(len(sock.recv(300)))
+            print("SEED", server.seed, "SIZES", sizes)
         """
     )
     monkeypatch.setenv(SEED_ENV, "11")
     result = pytester.runpytest_subprocess("-s")
     result.assert_outcomes(passed=1)
-    match = re.search(r"SIZES (\[.*\])", result.stdout.str())
+    match = re.search(r"SEED (\d+) SIZES (\[.*\])", result.stdout.str())
     assert match is not None, result.stdout.str()
 
-    def sizes(run_seed: int) -> str:
+    def sizes(run_seed: int) -> tuple[int, str]:
         seed = derive_seed(run_seed, "test_sizes.py::test_sizes", "faulty-server", 1)
-        with FaultyEchoServer(faults=[ChunkedEcho(9)], seed=seed) as server, \
+        with EchoServer(faults=[Slicer(average_size=5, size_variation=4, delay_us=20_000)],
+                        seed=seed) as server, \
                 socket.create_connection(server.address, timeout=5) as sock:
-            sock.sendall(bytes(300))
-            got = 0
-            while got < 300:
-                got += len(sock.recv(300))
-            return str([e.size for e in server.fault_events("send")])
+            sock.sendall(bytes(40))
+            got: list[int] = []
+            while sum(got) < 40:
+                got.append(len(sock.recv(300)))
+            return seed, str(got)
 
-    assert match.group(1) == sizes(11)
-    assert match.group(1) != sizes(12)
+    seed, slices = sizes(11)
+    assert int(match.group(1)) == seed
+    assert match.group(2) == slices
+    assert sizes(12)[0] != seed

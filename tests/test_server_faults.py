@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -38,8 +39,15 @@ Factory = Callable[..., FaultyEchoServer]
 
 
 @pytest.fixture
-def faulty(multiconn_faulty_server_factory: Factory) -> Factory:
-    return multiconn_faulty_server_factory
+def faulty(multiconn_server_factory: Any) -> Factory:
+    # The old engine, built directly while these tests move to the stream faults
+    # (tests/test_server_stream_faults.py, tests/test_tls_layer.py).
+    def make(*faults: ServerFault, **kwargs: Any) -> FaultyEchoServer:
+        server: FaultyEchoServer = multiconn_server_factory.adopt(
+            FaultyEchoServer(faults=faults, **kwargs))
+        return server
+
+    return make
 
 
 @pytest.fixture

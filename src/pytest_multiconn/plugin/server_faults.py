@@ -13,8 +13,9 @@ from pytest_multiconn.plugin.nodeid import base_nodeid
 
 if TYPE_CHECKING:
     from pytest_multiconn.core.address import TCPAddress
-    from pytest_multiconn.faults.server import FaultyEchoServer, ServerFault
+    from pytest_multiconn.faults.toxics import Toxic
     from pytest_multiconn.plugin.types import FaultyServerFactory, ServerFactory
+    from pytest_multiconn.servers.protocol import HandlerFactory, ProtocolServer
 
 
 @pytest.fixture
@@ -24,25 +25,32 @@ def multiconn_faulty_server_factory(
     multiconn_timeout: float,
 ) -> FaultyServerFactory:
     """A factory (type pytest_multiconn.fixtures.FaultyServerFactory):
-    multiconn_faulty_server_factory(DelayEcho(0.1), ChunkedEcho(3), seed=None, **kwargs)
-    starts a FaultyEchoServer with those faults (and any EchoServer option) on an ephemeral
-    loopback port and returns it.
+    multiconn_faulty_server_factory(Latency(ms=100), Slicer(average_size=3), seed=None,
+    protocol=None, **kwargs) starts an EchoServer with those stream faults on what it sends
+    (protocol=MyHandler: a ProtocolServer for that handler) and any server option, on an
+    ephemeral loopback port, and returns it; server.add(fault, direction=...) adds more.
     Function scope.  Unless seed= is given, the k-th server of a test is seeded from the run
     seed, the test's node id and k, so a rerun with the same --multiconn-seed replays the
-    same chunk sizes and jitter.  Its wait_for*() waits up to --multiconn-timeout.  Teardown
+    same slice sizes and jitter.  Its wait_for*() waits up to --multiconn-timeout.  Teardown
     is multiconn_server_factory's: every server is stopped (bounded by --multiconn-timeout),
     loop-thread errors are re-raised in the test, and leaks fail it.
     """
     counter = itertools.count(1)
     nodeid = base_nodeid(request.node)
 
-    def make(*faults: ServerFault, seed: int | None = None, **kwargs: Any) -> FaultyEchoServer:
-        from pytest_multiconn.faults.server import FaultyEchoServer
+    def make(*faults: Toxic, seed: int | None = None, protocol: HandlerFactory | None = None,
+             **kwargs: Any) -> ProtocolServer:
+        from pytest_multiconn.servers.echo import EchoServer
+        from pytest_multiconn.servers.protocol import ProtocolServer
 
         k = next(counter)
         if seed is None:
             seed = derive_seed(get_run_seed(), nodeid, "faulty-server", k)
-        server = FaultyEchoServer(faults=faults, seed=seed, **kwargs)
+        server: ProtocolServer
+        if protocol is None:
+            server = EchoServer(faults=faults, seed=seed, **kwargs)
+        else:
+            server = ProtocolServer(protocol, faults=faults, seed=seed, **kwargs)
         server.timeout = multiconn_timeout
         return multiconn_server_factory.adopt(server)
 

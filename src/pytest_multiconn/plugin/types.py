@@ -24,9 +24,10 @@ from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, M
 from pytest_multiconn.core.address import Address, ServerAddress, TCPAddress
 from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.faults.client import ClientFault
-from pytest_multiconn.faults.server import FaultyEchoServer, ServerFault
+from pytest_multiconn.faults.toxics import Toxic
 from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.servers.echo import EchoServer
+from pytest_multiconn.servers.protocol import HandlerFactory, ProtocolServer
 from pytest_multiconn.servers.scripted import ScriptedServer, Step
 from pytest_multiconn.toxiproxy.http import ToxiproxyServer
 from pytest_multiconn.udp import UDPEchoServer, UDPFaultProxy, UDPServerBase
@@ -114,9 +115,11 @@ class FaultyServerFactory(Protocol):
     """``multiconn_faulty_server_factory``: start a server with faults."""
 
     def __call__(
-        self, *faults: ServerFault, seed: int | None = None, **kwargs: Any
-    ) -> FaultyEchoServer:
-        """The started server; ``kwargs`` are ``EchoServer``'s options."""
+        self, *faults: Toxic, seed: int | None = None, protocol: HandlerFactory | None = None,
+        **kwargs: Any
+    ) -> ProtocolServer:
+        """The started server (an ``EchoServer``, or a ``ProtocolServer`` for ``protocol``);
+        ``kwargs`` are its options."""
         ...
 
 

@@ -53,7 +53,8 @@ class FaultHost(Protocol):
 
     def resume_writing(self) -> None: ...
 
-    def finish(self) -> None: ...
+    def finish_now(self) -> None:
+        """Close once the socket's output is flushed, whatever the faults still hold."""
 
     def reset(self) -> None: ...
 
@@ -152,7 +153,7 @@ class ConnectionFaults:
         if host.closed:
             return
         host.transcript.record("note", 0, f"closing: {reason}")
-        host.finish()
+        host.finish_now()
 
     def reset(self, reason: str) -> None:
         host = self.host
