@@ -121,6 +121,27 @@ def _fixture_function(obj: Any) -> Any:
     return unwrap() if unwrap is not None else getattr(obj, "__wrapped__", obj)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # ``@pytest.mark.multiconn_exchange(Lines())``: multiconn_fault runs only the faults that
+    # exchange supports (Garbage needs an exchange that says what a server answers to it).
+    from pytest_multiconn.client.multiconn import unsupported_fault
+
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("multiconn_exchange")
+        callspec = getattr(item, "callspec", None)
+        fault = callspec.params.get("multiconn_fault") if callspec is not None else None
+        if marker is not None and marker.args and fault is not None and unsupported_fault(
+            marker.args[0], fault
+        ):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 class FaultyClients:
     """Runs faulty clients for one test and closes every one of them at teardown (implements
     :class:`~pytest_multiconn.fixtures.FaultyClientFactory`)."""
