@@ -70,6 +70,8 @@ class Truth:
     relay_hangs: bool | None
     facts: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Requests the truth pipelined before its half-close.
+    half_close_requests: int = 0
 
     def summary(self) -> str:
         parts = ["memory " + ("bounded" if self.never_reader_bounded else "UNBOUNDED"),
@@ -102,7 +104,7 @@ def measure_truth(server: RealServer) -> Truth:
         facts.append("read while sending: " + concurrent.summary())
     return Truth(server.name, server.protocol, never.bounded, half.lost > 0, one.blocked,
                  many.blocked, idle.total_percent < 5, relay, facts,
-                 time.monotonic() - started)
+                 time.monotonic() - started, half.requests)
 
 
 def run_suite(server: RealServer, seed: int) -> SuiteReport:
@@ -137,8 +139,15 @@ def disagreement(  # noqa: PLR0912 - one rule per row, read top to bottom
                 ok = result == PASS
                 want = "pass (truth: no loss)"
         elif truth.half_close_loses:
-            ok = result == NOTE
-            want = "note (truth: loses; half-close not defined by the protocol)"
+            # An observation either way (no verdict).  hypercorn loses only when more is
+            # pipelined than it reads before its keep-alive limit closes the connection (the
+            # unread rest makes its close an RST): 1,000 to 7,700 requests closed cleanly,
+            # 15,000 reset after ~140 replies.  A pass is then right for the fewer requests
+            # the suite sent; a note must never claim a loss the truth did not see.
+            sent = int(row.measurements.get("requests") or 0)
+            ok = result == NOTE or (result == PASS and sent < truth.half_close_requests)
+            want = ("note (truth: loses; half-close not defined by the protocol), or pass "
+                    f"with fewer requests than the truth's {truth.half_close_requests}")
         else:
             ok = result == PASS
             want = "pass (truth: no loss)"

@@ -131,6 +131,30 @@ def _server_side_rx(server: RealServer, client_port: int) -> int:
     return 0
 
 
+#: TCP states in which our end still waits for the server's close: FIN_WAIT1, FIN_WAIT2.
+_WAITING_FOR_PEER = (4, 5)
+
+
+def _await_consumed(s: socket.socket, server: RealServer, port: int,
+                    limit: float = 2.0, grace: float = 0.3) -> None:
+    """Bounded poll until the server has read everything we sent (its end's receive queue
+    is empty, or stopped shrinking), then up to ``grace`` for it to close (our end leaves
+    FIN_WAIT)."""
+    deadline = time.monotonic() + limit
+    last, last_change = _server_side_rx(server, port), time.monotonic()
+    while last and time.monotonic() < deadline and time.monotonic() - last_change < 0.3:
+        threading.Event().wait(0.005)  # a bounded poll of the kernel's queue
+        now = _server_side_rx(server, port)
+        if now != last:
+            last, last_change = now, time.monotonic()
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        state = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        if state not in _WAITING_FOR_PEER:
+            return  # the server closed (or reset)
+        threading.Event().wait(0.01)  # a bounded poll of our end's state
+
+
 def wait_accepted(server: RealServer, timeout: float = 1.0) -> int | None:
     """Bounded poll until the server's accept queue is empty; returns what is left in it."""
     deadline = time.monotonic() + timeout
@@ -543,6 +567,11 @@ def half_close_loss(  # noqa: PLR0912, PLR0915  (one measuring sequence, read to
                 break
         if done.is_set() or time.monotonic() - start < timeout / 2:
             unread = _server_side_rx(server, port)
+        if done.is_set():
+            # Everything and our FIN are sent: let the server read them all (its receive
+            # queue empties) and act on the FIN before we read a byte.  A server that closes at
+            # EOF with replies still in its own memory has then lost them, every time.
+            _await_consumed(s, server, port)
     replies = _Replies(server.protocol)
     ending = ""
     deadline = start + timeout

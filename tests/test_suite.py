@@ -91,13 +91,17 @@ def test_tutorial_spins_while_idle(tutorial) -> None:
     assert "it spins" in row.detail
 
 
-def test_tutorial_buffers_without_bound(tutorial) -> None:
+def test_tutorial_is_never_called_bounded(tutorial) -> None:
+    # Measured: the tutorial appends every read to its buffer (unbounded), but it writes the
+    # whole buffer's repr to its log on every write event, so it crawls: within the row its
+    # memory may not pass the limit.  What it must never get is a pass: it fails (memory
+    # past the limit, or another client starved meanwhile) or, still reading from the
+    # never-readers at the end with its memory flat, is "inconclusive" (a note).
     address, pid = tutorial
     row = run_check("never_read", address, seed=1, pid=pid)
-    assert not row.passed
-    # Measured: its memory barely grows in the row (each 1 KiB recv copies its whole
-    # buffer, so it slows to a crawl), but it starves everyone else meanwhile.
-    assert "buffers without bound" in row.detail or "could not be served" in row.detail, row
+    assert row.result in ("FAIL", "note"), row
+    assert any(cause in row.detail for cause in (
+        "buffers without bound", "could not be served", "starved", "inconclusive")), row
 
 
 def test_tutorial_loses_bytes_on_half_close(tutorial) -> None:

@@ -28,8 +28,12 @@ from pytest_multiconn.suite.probes import peer_queues, runnable_threads, schedul
 
 NAME = "half_close"
 
-#: Our receive buffer while we do not read.
-RCVBUF = 16 * 1024
+#: Our receive buffer while we do not read.  At least two loopback segments (64 KiB MSS): a
+#: smaller one makes Linux hold back the window update when we start reading (silly-window
+#: avoidance), and the server's kernel then waits on zero-window probes, backing off past a
+#: second: a good server looked hung (seen with 16 KiB).  The server's own send buffer, not
+#: ours, is what the loss needs to overflow.
+RCVBUF = 256 * 1024
 #: The most requests one half-close sends (a protocol with tiny replies would need millions).
 MAX_REQUESTS = 200_000
 #: A sender that made no progress for this long has met the server's flow control.
