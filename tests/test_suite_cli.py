@@ -33,10 +33,10 @@ def echo_port() -> Iterator[int]:
         (["--protocol", "redis", "--answers-garbage", "close"], "--answers-garbage is for"),
         (["--only", "burst", "--skip", "burst"], "--only and --skip both name burst"),
         (["--pid", "999999999"], "no such process"),
-        (["--pid", "-5"], "expected a positive number"),
-        (["--seed", "-1"], "expected a non-negative integer"),
+        (["--pid", "-5"], "expected a positive integer"),
+        (["--seed", "-1"], "a seed is a non-negative integer"),
         (["--max-idle-cpu", "nan"], "expected a positive number"),
-        (["--burst", "0"], "expected a positive number"),
+        (["--burst", "0"], "expected a positive integer"),
         (["--protocol", "line", "--terminator", "END\\r\\n"], "--terminator needs --expect"),
     ],
 )

@@ -422,7 +422,7 @@ def test_cli_loads_a_config_and_logs_requests(tmp_path: Path, multiconn_server: 
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--seed", "x"], "expected an integer seed"),
+        (["--seed", "x"], "a seed is a non-negative integer"),
         (["--port", "70000"], "port must be an integer from 0 to 65535"),
         (["--config", "/nonexistent/toxiproxy.json"], "cannot read toxiproxy config"),
         (["--host", "192.0.2.1"], "not a loopback address"),

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pytest_multiconn.cli.argtypes import positive_int, positive_seconds, seed
 from pytest_multiconn.cli.signals import request_stop
 from pytest_multiconn.cli.tutorial import (
     STDOUT_GONE,
@@ -40,16 +41,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"multiconn: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
 def _version() -> str:
     # From the package metadata, as pytest_multiconn.__version__ (a namespace above cli/).
     from importlib.metadata import PackageNotFoundError, version
@@ -58,26 +49,6 @@ def _version() -> str:
         return version("pytest-multiconn")
     except PackageNotFoundError:  # pragma: no cover - a tree that was never installed
         return "0.0.0+unknown"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a seed is a non-negative integer, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,13 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument(
         "--idle-timeout",
-        type=_positive_float,
+        type=positive_seconds,
         default=None,
         help="close a connection on which neither side made progress for this many seconds",
     )
     server.add_argument(
         "--max-connections",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="accept at most this many connections at once; more wait in the backlog "
         "(default: no limit)",
@@ -146,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_seconds,
         default=10.0,
         help="give up after this many seconds (default: %(default)s)",
     )
@@ -166,13 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--connections",
-        type=_positive_int,
+        type=positive_int,
         default=5,
         help="connections the tutorial's client opens (default: %(default)s)",
     )
     demo.add_argument(
         "--seed",
-        type=_seed,
+        type=seed,
         default=None,
         help="seed for the fault-injection suite (default: a new random one, printed)",
     )

@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pytest_multiconn.cli.argtypes import positive_int, positive_number, seed
 from pytest_multiconn.core.address import check_host, parse_port
 from pytest_multiconn.core.escapes import unescape
 from pytest_multiconn.exchanges import PROTOCOLS, Exchange, by_name
@@ -35,29 +36,6 @@ def _unescape(text: str | None) -> bytes | None:
 def exchange_from_args(args: argparse.Namespace) -> Exchange:
     return by_name(args.protocol or "echo", send=_unescape(args.send),
                    expect=_unescape(args.expect))
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _positive(kind: type[int] | type[float]) -> Any:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if not (value > 0 and value < float("inf")):
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
-
-    return parse
 
 
 def add_parser(subparsers: Any) -> None:
@@ -92,22 +70,22 @@ def add_parser(subparsers: Any) -> None:
                       help="run only this row (repeatable)")
     rows.add_argument("--skip", action="append", choices=CHECK_NAMES, default=None,
                       help="leave this row out (repeatable)")
-    rows.add_argument("--max-growth-mib", type=_positive(float), default=None, metavar="MIB",
+    rows.add_argument("--max-growth-mib", type=positive_number, default=None, metavar="MIB",
                       help="memory growth under never-readers that counts as buffering without "
                       "bound (default 32)")
-    rows.add_argument("--max-idle-cpu", type=_positive(float), default=None, metavar="SHARE",
+    rows.add_argument("--max-idle-cpu", type=positive_number, default=None, metavar="SHARE",
                       help="share of one CPU an idle server may use (default 0.25)")
-    rows.add_argument("--max-probe-latency", type=_positive(float), default=None,
+    rows.add_argument("--max-probe-latency", type=positive_number, default=None,
                       metavar="SECONDS", help="worst reply another client may see while one "
                       "misbehaves (default 1.0)")
-    rows.add_argument("--burst", type=_positive(int), default=None, metavar="N",
+    rows.add_argument("--burst", type=positive_int, default=None, metavar="N",
                       help="connections the burst row opens at once (default 128; lower it for "
                       "a server with a documented connection limit)")
-    rows.add_argument("--timeout", type=_positive(float), default=None, metavar="SECONDS",
+    rows.add_argument("--timeout", type=positive_number, default=None, metavar="SECONDS",
                       help="bound on each row's client work (default 10)")
-    parser.add_argument("--seed", type=_non_negative, default=None,
+    parser.add_argument("--seed", type=seed, default=None,
                         help="seed for every random choice (printed; give it again to replay)")
-    parser.add_argument("--pid", type=_positive(int), default=None,
+    parser.add_argument("--pid", type=positive_int, default=None,
                         help="the server's process id, for its memory and CPU (default: found "
                         "from the listening port on Linux, with its children)")
     parser.add_argument("--allow-remote", action="store_true",

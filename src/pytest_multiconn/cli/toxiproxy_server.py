@@ -16,19 +16,10 @@ import sys
 import threading
 from typing import Any
 
+from pytest_multiconn.cli.argtypes import seed
 from pytest_multiconn.cli.signals import stop_on_signals, wait_for_stop
 from pytest_multiconn.core.address import parse_port
 from pytest_multiconn.errors import MissingExtraError
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a seed >= 0, got {text!r}")
-    return value
 
 
 def _port(text: str) -> int:
@@ -51,7 +42,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="port of the HTTP API (default 8474, toxiproxy's; 0 = ephemeral)")
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="create these proxies at start (toxiproxy's JSON populate format)")
-    parser.add_argument("--seed", type=_seed, default=None,
+    parser.add_argument("--seed", type=seed, default=None,
                         help="seed for every random draw of every proxy (default: a new one)")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow non-loopback addresses (off: test traffic stays local)")

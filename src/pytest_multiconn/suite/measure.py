@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_multiconn.suite.model import Sample
-from pytest_multiconn.suite.probes import listener_pids, scheduled_seconds
+from pytest_multiconn.suite.probes import cpu_seconds, listener_pids, scheduled_seconds
 
 #: How often a row samples the server tree.
 SAMPLE_EVERY = 0.05
@@ -175,20 +175,13 @@ def process_memory(pid: int) -> int | None:
 
 def process_cpu(pid: int) -> float | None:
     """CPU seconds ``pid``'s threads have run: ``schedstat`` (nanoseconds, summed over the
-    living threads), else user + system time from ``/proc/<pid>/stat`` (10 ms ticks), or this
-    process's own clock."""
-    if pid == os.getpid():
-        return time.process_time()
-    times = scheduled_seconds(pid)
-    if times is not None:
-        return times[0]
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    living threads), else user + system time (:func:`~pytest_multiconn.suite.probes.cpu_seconds`:
+    ``/proc/<pid>/stat`` ticks, or this process's own clock)."""
+    if pid != os.getpid():
+        times = scheduled_seconds(pid)
+        if times is not None:
+            return times[0]
+    return cpu_seconds(pid)
 
 
 class Sampler:
