@@ -1,5 +1,5 @@
-"""Every server fault over a non-echo protocol (FaultyServer hosting a line handler), seen by
-a client speaking that protocol."""
+"""Every stream fault over a non-echo protocol (a ProtocolServer hosting a line handler, with
+``faults=``), seen by a client speaking that protocol."""
 
 from __future__ import annotations
 
@@ -11,17 +11,8 @@ import pytest
 
 from pytest_multiconn import ClientResults, MultiConnClient
 from pytest_multiconn.exchanges import Lines
-from pytest_multiconn.faults import (
-    AcceptThenClose,
-    ChunkedEcho,
-    CloseAfter,
-    DelayEcho,
-    FaultyServer,
-    ResetAfter,
-    Stall,
-    StopAccepting,
-)
-from pytest_multiconn.servers import LineProtocol
+from pytest_multiconn.faults import Latency, LimitData, ResetPeer, Slicer, Timeout, When
+from pytest_multiconn.servers import LineProtocol, ProtocolServer
 
 UPPER = Lines(reply=bytes.upper)
 
@@ -35,13 +26,13 @@ def tls(request: pytest.FixtureRequest) -> bool:
     return request.param == "tls"
 
 
-def _run(server: FaultyServer, n: int = 2, **kwargs: Any) -> ClientResults:
+def _run(server: ProtocolServer, n: int = 2, **kwargs: Any) -> ClientResults:
     return MultiConnClient(server.address, n, exchange=UPPER, requests=4, seed=3,
                            tls=server.client_tls, **kwargs).run()
 
 
 def test_delay_delays_the_replies(tls: bool) -> None:
-    with FaultyServer(_upper, tls=tls, faults=[DelayEcho(0.05)]) as server:
+    with ProtocolServer(_upper, tls=tls, faults=[Latency(ms=50)]) as server:
         start = time.monotonic()
         results = _run(server)
         results.check()
@@ -50,21 +41,22 @@ def test_delay_delays_the_replies(tls: bool) -> None:
 
 
 def test_chunked_replies_stay_right(tls: bool) -> None:
-    with FaultyServer(_upper, tls=tls, faults=[ChunkedEcho(max_chunk=1)]) as server:
+    with ProtocolServer(_upper, tls=tls, faults=[Slicer(average_size=1)]) as server:
         _run(server).check()
-        assert server.fault_events("send")
+        assert [f.name for f in server.faults()] == ["slicer_downstream"]
 
 
 def test_stall_swallows_requests(tls: bool) -> None:
-    with FaultyServer(_upper, tls=tls, faults=[Stall()]) as server:
+    with ProtocolServer(_upper, tls=tls, faults=[Timeout()]) as server:
         results = _run(server, 1, timeout=0.3)
     assert not results.ok
     assert "4 of 4 replies missing" in results[0].problem
 
 
-@pytest.mark.parametrize("fault", [CloseAfter(70), ResetAfter(70)], ids=repr)
+@pytest.mark.parametrize(
+    "fault", [LimitData(bytes=70), When(ResetPeer(drop=True), after_bytes=70)], ids=repr)
 def test_cut_after_n_reply_bytes(fault: Any, tls: bool) -> None:
-    with FaultyServer(_upper, tls=tls, faults=[fault]) as server:
+    with ProtocolServer(_upper, tls=tls, faults=[fault]) as server:
         results = _run(server, 1)
     (result,) = results
     assert not result.ok
@@ -77,13 +69,14 @@ def test_cut_after_n_reply_bytes(fault: Any, tls: bool) -> None:
 
 
 def test_accept_then_close_and_stop_accepting(tls: bool) -> None:
-    with FaultyServer(_upper, tls=tls, faults=[AcceptThenClose()]) as server:
+    with ProtocolServer(_upper, tls=tls, faults=[LimitData(bytes=0)]) as server:
         results = _run(server, 1, timeout=2)
     assert not results.ok
-    with FaultyServer(_upper, tls=tls, faults=[StopAccepting()]) as server:
-        server.set_faults([])
+    with ProtocolServer(_upper, tls=tls) as server:
+        server.pause_accepting()
+        server.resume_accepting()
         _run(server, 1).check()
-        server.set_faults([StopAccepting()])
+        server.pause_accepting()
         with socket.socket() as s:
             s.settimeout(0.2)
             s.connect(server.address)  # the kernel completes it: nobody accepts

@@ -13,40 +13,15 @@ random numbers from :func:`fault_rng`, and a narrow Protocol for the connection 
 """
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_multiconn.core.public import publish
 from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.faults import params
 from pytest_multiconn.faults.api import ClientConnectionAPI, ServerConnectionAPI
 from pytest_multiconn.faults.base import Fault, Registry, fault_rng
-from pytest_multiconn.faults.client import (
-    CLIENT_FAULTS,
-    Burst,
-    ClientFault,
-    ClientReset,
-    ConnectClose,
-    FaultSession,
-    Garbage,
-    HalfClose,
-    NeverClose,
-    NeverRead,
-    PartialSend,
-    Silent,
-    SlowReader,
-    catalogue,
-)
-from pytest_multiconn.faults.closed_port import ClosedPort, closed_port_address
 from pytest_multiconn.faults.conditions import When
 from pytest_multiconn.faults.table import FaultInfo
-from pytest_multiconn.faults.tls import (
-    CertFault,
-    ExpiredCert,
-    NoCloseNotify,
-    StallHandshake,
-    UntrustedCert,
-    WrongHostCert,
-)
 from pytest_multiconn.faults.toxics import (
     TOXICS,
     Bandwidth,
@@ -65,6 +40,51 @@ from pytest_multiconn.faults.toxics import (
     Toxic,
     Truncate,
 )
+
+if TYPE_CHECKING:
+    from pytest_multiconn.faults.client import (
+        CLIENT_FAULTS,
+        Burst,
+        ClientFault,
+        ClientReset,
+        ConnectClose,
+        FaultSession,
+        Garbage,
+        HalfClose,
+        NeverClose,
+        NeverRead,
+        PartialSend,
+        Silent,
+        SlowReader,
+        catalogue,
+    )
+    from pytest_multiconn.faults.closed_port import ClosedPort, closed_port_address
+    from pytest_multiconn.faults.tls import (
+        CertFault,
+        ExpiredCert,
+        NoCloseNotify,
+        StallHandshake,
+        UntrustedCert,
+        WrongHostCert,
+    )
+
+#: Names imported on first use, so that a server (which imports the stream faults) does not
+#: import the client and TLS faults (trustme): the module that defines each.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        ["CLIENT_FAULTS", "Burst", "ClientFault", "ClientReset", "ConnectClose", "FaultSession",
+         "Garbage", "HalfClose", "NeverClose", "NeverRead", "PartialSend", "Silent",
+         "SlowReader", "catalogue"],
+        "pytest_multiconn.faults.client",
+    ),
+    **dict.fromkeys(
+        ["CertFault", "ExpiredCert", "NoCloseNotify", "StallHandshake", "UntrustedCert",
+         "WrongHostCert"],
+        "pytest_multiconn.faults.tls",
+    ),
+    "ClosedPort": "pytest_multiconn.faults.closed_port",
+    "closed_port_address": "pytest_multiconn.faults.closed_port",
+}  # fmt: skip
 
 __all__ = [
     "CLIENT_FAULTS",
@@ -116,7 +136,7 @@ __all__ = [
     "params",
 ]
 
-publish(__name__, globals(), [n for n in __all__ if n != "params"])
+publish(__name__, globals(), [n for n in __all__ if n != "params" and n not in _LAZY])
 
 
 _OLD_ENGINE = {"SERVER_FAULTS", "AcceptThenClose", "ChunkedEcho", "CloseAfter", "DelayEcho",
@@ -125,6 +145,13 @@ _OLD_ENGINE = {"SERVER_FAULTS", "AcceptThenClose", "ChunkedEcho", "CloseAfter", 
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        publish(__name__, {name: value}, [name])
+        globals()[name] = value
+        return value
     if name in _OLD_ENGINE:
         from pytest_multiconn.faults import server
 
