@@ -15,7 +15,11 @@ from pytest_examples import CodeExample, EvalExample, find_examples
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [ROOT / "README.md", ROOT / "docs"]
 
-EXAMPLES = [ex for ex in find_examples(*SOURCES) if ex.prefix.split()[:1] in (["py"], ["python"])]
+#: ``python test="skip"`` marks an example that needs the reader's own server (their redis):
+#: it is not run here (tests/test_client_suite.py runs the same code against a real one).
+EXAMPLES = [ex for ex in find_examples(*SOURCES)
+            if ex.prefix.split()[:1] in (["py"], ["python"])
+            and ex.prefix_settings().get("test") != "skip"]
 
 
 def _is_pytest_example(example: CodeExample) -> bool:

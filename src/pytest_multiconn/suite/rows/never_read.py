@@ -291,10 +291,12 @@ def _push_and_watch(ctx: Context, states: list[_Reader], per_reader: int,
                 states[0].ended_early = True  # plainly unbounded: no need to push on
                 stop.set()
             rising = sampler.growth_since(0.5)
-            if (not extended and time.monotonic() > deadline[0] - 0.1 and rising is not None
-                    and rising > RISING):
-                # Still rising at the end of the budget (a slow server that piles up): push
-                # on, once, long enough to see whether it passes the limit.
+            reading = any(not (r.closed or r.stalled or r.all_sent) for r in states)
+            if (not extended and time.monotonic() > deadline[0] - 0.1 and (
+                    (rising is not None and rising > RISING) or reading)):
+                # Still rising, or still reading, at the end of the budget (a slow server
+                # piling up, or a bounded one a loaded machine slowed down before it pushes
+                # back): push on, once, long enough to see which.
                 extended = True
                 deadline[0] = started + BUDGET_MAX
         stop.set()
