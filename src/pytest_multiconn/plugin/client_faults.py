@@ -124,16 +124,18 @@ def _fixture_function(obj: Any) -> Any:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # ``@pytest.mark.multiconn_exchange(Lines())``: multiconn_fault runs only the faults that
     # exchange supports (Garbage needs an exchange that says what a server answers to it).
-    from pytest_multiconn.client.multiconn import unsupported_fault
-
     kept, dropped = [], []
     for item in items:
-        marker = item.get_closest_marker("multiconn_exchange")
         callspec = getattr(item, "callspec", None)
         fault = callspec.params.get("multiconn_fault") if callspec is not None else None
-        if marker is not None and marker.args and fault is not None and unsupported_fault(
-            marker.args[0], fault
-        ):
+        marker = item.get_closest_marker("multiconn_exchange") if fault is not None else None
+        if fault is None or marker is None or not marker.args:
+            kept.append(item)
+            continue
+        # Only here: a run without multiconn_fault never imports the client (issue 25).
+        from pytest_multiconn.client.multiconn import unsupported_fault
+
+        if unsupported_fault(marker.args[0], fault):
             dropped.append(item)
         else:
             kept.append(item)
