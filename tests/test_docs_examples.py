@@ -15,11 +15,10 @@ from pytest_examples import CodeExample, EvalExample, find_examples
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [ROOT / "README.md", ROOT / "docs"]
 
-#: ``python test="skip"`` marks an example that needs the reader's own server (their redis):
-#: it is not run here (tests/test_client_suite.py runs the same code against a real one).
-EXAMPLES = [ex for ex in find_examples(*SOURCES)
-            if ex.prefix.split()[:1] in (["py"], ["python"])
-            and ex.prefix_settings().get("test") != "skip"]
+#: A block fenced ``python3`` (highlighted the same) is shown, not run: an example that needs
+#: the reader's own server (their redis); tests/test_client_suite.py runs the same code
+#: against a real one.
+EXAMPLES = [ex for ex in find_examples(*SOURCES) if ex.prefix.split()[:1] in (["py"], ["python"])]
 
 
 def _is_pytest_example(example: CodeExample) -> bool:

@@ -161,8 +161,11 @@ def __getattr__(name: str) -> Any:
     lazy = _LAZY.get(name)
     if lazy is not None:
         value = getattr(importlib.import_module(lazy), name)
-        globals()[name] = value
-        publish(__name__, globals(), [name])
+        # Published, not cached: the defining module stays the one truth.  pytester restores
+        # sys.modules after each test, so a module first imported inside one is imported
+        # afresh by the next; a cached class would then be the old copy, and the new copy's
+        # checks (isinstance(fault, ClientFault)) would refuse what the old one made.
+        publish(__name__, {name: value}, [name])
         return value
     if name == "__version__":
         globals()[name] = value = _version()

@@ -150,7 +150,9 @@ def __getattr__(name: str) -> Any:
 
         value = getattr(importlib.import_module(_LAZY[name]), name)
         publish(__name__, {name: value}, [name])
-        globals()[name] = value
+        # Not cached here: the defining module is the one truth, so a tool that drops
+        # modules from sys.modules between runs (pytest-examples does) cannot leave this
+        # namespace handing out a class the re-imported client no longer accepts.
         return value
     if name in _OLD_ENGINE:
         from pytest_multiconn.faults import server
