@@ -80,6 +80,9 @@ class _Reader:
     #: Set on the first reader only: how long the push took, and whether it ended early.
     pushed_for: float = 0.0
     ended_early: bool = False
+    #: Watcher readings of the server tree, and how many found a thread runnable.
+    readings: int = 0
+    runnable_readings: int = 0
 
 
 def _pusher(ctx: Context, state: _Reader, per_reader: int, stop: threading.Event,
@@ -118,7 +121,9 @@ def _push(ctx: Context, sock: socket.socket, state: _Reader, batch: bytes, limit
     window_want = _wanted(ctx)
     for _ in range(10_000_000):
         now = time.monotonic()
-        if stop.is_set() or now >= deadline[0]:
+        # The watcher ends the push (stop), or extends it (deadline); the grace second only
+        # bounds a pusher whose watcher was not scheduled in time.
+        if stop.is_set() or now >= deadline[0] + 1.0:
             return
         if state.sent >= limit:
             state.all_sent = True
@@ -199,6 +204,14 @@ def _wanted(ctx: Context) -> float | None:
     return sum(known) if known else None
 
 
+def _runnable_now(ctx: Context) -> int | None:
+    """Threads of the server (in other processes) runnable right now, or None."""
+    pids = _other_pids(ctx)
+    values = [runnable_threads(p) for p in pids]
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
 def _server_time(ctx: Context) -> _ServerTime | None:
     pids = _other_pids(ctx)
     if not pids:
@@ -213,20 +226,24 @@ def _server_time(ctx: Context) -> _ServerTime | None:
     return _ServerTime(time.monotonic(), run, wait, cpu, now)
 
 
-def starved(before: _ServerTime | None, after: _ServerTime | None) -> str | None:
+def starved(before: _ServerTime | None, after: _ServerTime | None,
+            runnable_seen: float = 1.0) -> str | None:
     """How a server was starved of CPU between two readings, or None if it was not: under
-    ``MIN_SHARE`` of a CPU, yet runnable most of the time or still waiting for a CPU at the
-    end (the wait of a thread that never got its turn is not in ``schedstat`` yet)."""
+    ``MIN_SHARE`` of a CPU, yet runnable most of the time (``schedstat``), or found
+    runnable in most of the watcher's readings (``runnable_seen``, a share) and still at the
+    end: the wait of a thread that never got its turn is not in ``schedstat`` yet, and one
+    thread caught runnable once is a server at work, not a starved one."""
     if before is None or after is None or after.wall <= before.wall:
         return None
     wall = after.wall - before.wall
     share = max(after.run - before.run, after.cpu - before.cpu) / wall
     runnable = (after.run + after.wait - before.run - before.wait) / wall
-    if share >= MIN_SHARE or (runnable <= BUSY and not after.runnable_now):
+    waiting = bool(after.runnable_now) and runnable_seen > BUSY
+    if share >= MIN_SHARE or (runnable <= BUSY and not waiting):
         return None
-    waiting = (f", {after.runnable_now} thread(s) waiting for a CPU at the end"
-               if after.runnable_now else "")
-    return f"runnable {runnable:.0%} of {wall:.1f} s, {share:.1%} of a CPU{waiting}"
+    shown = (f", {after.runnable_now} thread(s) waiting for a CPU at the end"
+             if after.runnable_now else "")
+    return f"runnable {runnable:.0%} of {wall:.1f} s, {share:.1%} of a CPU{shown}"
 
 
 def _mib(n: int) -> str:
@@ -283,22 +300,29 @@ def _push_and_watch(ctx: Context, states: list[_Reader], per_reader: int,
             t.start()
         extended = False
         for _ in range(100_000):
-            if not any(t.is_alive() for t in threads) or time.monotonic() > deadline[0] + 1:
+            if not any(t.is_alive() for t in threads) or time.monotonic() > deadline[0] + 2:
                 break
             threads[0].join(0.05)
+            now_runnable = _runnable_now(ctx)
+            if now_runnable is not None:
+                states[0].readings += 1
+                states[0].runnable_readings += bool(now_runnable)
             growth = sampler.growth()
             if growth is not None and growth > 2 * limits.max_growth:
                 states[0].ended_early = True  # plainly unbounded: no need to push on
                 stop.set()
+            if time.monotonic() < deadline[0]:
+                continue
             rising = sampler.growth_since(0.5)
             reading = any(not (r.closed or r.stalled or r.all_sent) for r in states)
-            if (not extended and time.monotonic() > deadline[0] - 0.1 and (
-                    (rising is not None and rising > RISING) or reading)):
+            if not extended and ((rising is not None and rising > RISING) or reading):
                 # Still rising, or still reading, at the end of the budget (a slow server
                 # piling up, or a bounded one a loaded machine slowed down before it pushes
                 # back): push on, once, long enough to see which.
                 extended = True
                 deadline[0] = started + BUDGET_MAX
+            else:
+                stop.set()
         stop.set()
         for t in threads:
             t.join(limits.timeout)
@@ -384,7 +408,8 @@ def check(ctx: Context) -> str:  # noqa: PLR0912, PLR0915 - push, watch, then on
             + f") and was still growing while {READERS} clients pipelined {sent} B and never read "
             f"(limit {_mib(limits.max_growth)}; {ways}; pids "
             f"{', '.join(map(str, sampler.pids_seen[:8]))})")
-    verdict = starved(before, _server_time(ctx))
+    seen = (states[0].runnable_readings / states[0].readings) if states[0].readings else 1.0
+    verdict = starved(before, _server_time(ctx), seen)
     if verdict is not None and len(closed) < READERS:
         # Nothing above failed, but a server that had no CPU could not show whether it
         # stops reading: taking nothing from us is then no evidence of a bound.
