@@ -170,5 +170,5 @@ def __getattr__(name: str) -> Any:
             DeprecationWarning,
             stacklevel=2,
         )
-        return ClientReset
+        return __getattr__("ClientReset")  # lazy, like the name it stands for
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,8 +34,12 @@ NAME = "half_close"
 #: second: a good server looked hung (seen with 16 KiB).  The server's own send buffer, not
 #: ours, is what the loss needs to overflow.
 RCVBUF = 256 * 1024
-#: The most requests one half-close sends (a protocol with tiny replies would need millions).
-MAX_REQUESTS = 200_000
+#: The most requests one half-close sends.  Echo and line replies (1 KiB, the protocols whose
+#: contract half-close is) stay well under it; a protocol with tiny replies (HTTP's ~150 B)
+#: would need 60,000 requests to pass twice the send buffer, and nginx then reset one run
+#: in five after 34,000 replies while 55,000 measured clean by hand: past what the row can
+#: hold to a verdict (for HTTP it is only an observation), so it stops at 20,000.
+MAX_REQUESTS = 20_000
 #: A sender that made no progress for this long has met the server's flow control.
 STALL = 0.3
 #: How long, after the server read everything, it has to act on our FIN before we read.
