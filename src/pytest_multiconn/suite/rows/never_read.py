@@ -31,7 +31,6 @@ from pytest_multiconn.suite.probes import (
     request_flow,
     runnable_threads,
     scheduled_seconds,
-    wanted_cpu_seconds,
 )
 
 NAME = "never_read"
@@ -118,7 +117,7 @@ def _push(ctx: Context, sock: socket.socket, state: _Reader, batch: bytes, limit
     sock.setblocking(False)
     view = memoryview(batch)
     window_start, window_sent = time.monotonic(), 0
-    window_want = _wanted(ctx)
+    window_sched = _scheduled(ctx)
     for _ in range(10_000_000):
         now = time.monotonic()
         # The watcher ends the push (stop), or extends it (deadline); the grace second only
@@ -129,15 +128,16 @@ def _push(ctx: Context, sock: socket.socket, state: _Reader, batch: bytes, limit
             state.all_sent = True
             return
         if now - window_start >= STALL_WINDOW:
-            want = _wanted(ctx)
-            busy = (want is not None and window_want is not None
-                    and (want - window_want) / (now - window_start) > BUSY)
-            # Stopped reading: it took (almost) nothing in a window, and it was not busy on
-            # (or waiting for) a CPU all along: a starved server is not a stopped one.
-            if window_sent < STALL_BYTES and not busy:
+            sched = _scheduled(ctx)
+            # Stopped reading: it took (almost) nothing in a window, and it was not starved
+            # meanwhile (under MIN_SHARE of a CPU while waiting for one): a server that could
+            # not run has shown nothing.  A server busy serving others (the probe) still
+            # counts as stopped: what it does with this connection is what is judged.
+            if window_sent < STALL_BYTES and not _starved_window(
+                    ctx, window_sched, sched, now - window_start):
                 state.stalled = True
                 return
-            window_start, window_sent, window_want = now, 0, want
+            window_start, window_sent, window_sched = now, 0, sched
         try:
             sent = sock.send(view[: min(len(view), limit - state.sent)])
         except (BlockingIOError, ssl.SSLWantWriteError):
@@ -197,11 +197,23 @@ def _other_pids(ctx: Context) -> list[int]:
     return [p for p in ctx.tree.pids() if p != os.getpid()]
 
 
-def _wanted(ctx: Context) -> float | None:
-    pids = _other_pids(ctx)
-    values = [wanted_cpu_seconds(p) for p in pids]
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
+def _scheduled(ctx: Context) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds waiting for one) of the server's threads so far."""
+    times = [scheduled_seconds(p) for p in _other_pids(ctx)]
+    known = [t for t in times if t is not None]
+    if not known:
+        return None
+    return sum(t[0] for t in known), sum(t[1] for t in known)
+
+
+def _starved_window(ctx: Context, before: tuple[float, float] | None,
+                    after: tuple[float, float] | None, seconds: float) -> bool:
+    """Whether the server had almost no CPU over a window while it wanted one."""
+    if before is None or after is None or seconds <= 0:
+        return False
+    run = (after[0] - before[0]) / seconds
+    wait = (after[1] - before[1]) / seconds
+    return run < MIN_SHARE and (wait > BUSY or bool(_runnable_now(ctx)))
 
 
 def _runnable_now(ctx: Context) -> int | None:
