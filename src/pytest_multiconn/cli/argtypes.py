@@ -29,23 +29,23 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_seconds(text: str) -> float:
-    """A positive, finite number of seconds."""
+def _positive_finite(text: str, not_a_number: str, not_positive: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(not_a_number) from None
     if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(not_positive)
     return value
+
+
+def positive_seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    return _positive_finite(text, f"expected a number of seconds, got {text!r}",
+                            f"expected a positive number of seconds, got {text!r}")
 
 
 def positive_number(text: str) -> float:
     """A positive, finite number (a share of a CPU, MiB)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+    wrong = f"expected a positive number, got {text!r}"
+    return _positive_finite(text, wrong, wrong)

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_multiconn.suite.model import Sample
-from pytest_multiconn.suite.probes import cpu_seconds, listener_pids, scheduled_seconds
+from pytest_multiconn.suite.probes import (
+    cpu_seconds,
+    listdir,
+    listener_pids,
+    rss_bytes,
+    scheduled_seconds,
+)
 
 #: How often a row samples the server tree.
 SAMPLE_EVERY = 0.05
@@ -33,17 +39,10 @@ SAMPLE_EVERY = 0.05
 MAX_SAMPLES = 2_000
 
 
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
-
-
 def _ppids() -> dict[int, int]:
     """pid -> parent pid of every process we can see."""
     parents: dict[int, int] = {}
-    for name in _listdir("/proc"):
+    for name in listdir("/proc"):
         if not name.isdigit():
             continue
         try:
@@ -163,14 +162,7 @@ def process_memory(pid: int) -> int | None:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
+    return rss_bytes(pid)
 
 
 def process_cpu(pid: int) -> float | None:
@@ -193,6 +185,8 @@ class Sampler:
         self.tree = tree
         self.samples: list[Sample] = []
         self.pids_seen: list[int] = []
+        #: The tree's pids at the last reading (None before the first).
+        self.latest_pids: list[int] | None = None
         self._stop = threading.Event()
         self._paused = threading.Event()
         self._lock = threading.Lock()
@@ -233,6 +227,7 @@ class Sampler:
     def sample(self) -> Sample:
         """Read the tree now (also called by a row when it needs a fresh reading)."""
         pids = self.tree.pids()
+        self.latest_pids = pids
         memory = self.tree.memory(pids)
         cpu_total = self.tree.cpu(pids)
         now = time.monotonic()

@@ -92,10 +92,10 @@ def listener_pids(address: Any) -> list[int]:
     if not inodes:
         return []
     found = []
-    for name in _listdir("/proc"):
+    for name in listdir("/proc"):
         if not name.isdigit():
             continue
-        for fd in _listdir(f"/proc/{name}/fd"):
+        for fd in listdir(f"/proc/{name}/fd"):
             with contextlib.suppress(OSError):
                 if os.readlink(f"/proc/{name}/fd/{fd}") in inodes:
                     found.append(int(name))
@@ -142,7 +142,7 @@ def wait_accept_room(address: Any, room: int = 2, limit: float = 1.0) -> bool:
     return False
 
 
-def _listdir(path: str) -> list[str]:
+def listdir(path: str) -> list[str]:
     try:
         return os.listdir(path)
     except OSError:
@@ -166,7 +166,7 @@ def cpu_seconds(pid: int) -> float | None:
 def _task_files(pid: int, name: str) -> list[str] | None:
     """``/proc/<pid>/task/<tid>/<name>`` of each of ``pid``'s threads (one that exits or
     cannot be read meanwhile is left out); None when the process has no readable threads."""
-    tasks = _listdir(f"/proc/{pid}/task")
+    tasks = listdir(f"/proc/{pid}/task")
     if not tasks:
         return None
     texts = []
