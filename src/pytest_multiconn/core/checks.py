@@ -69,6 +69,33 @@ def check_count(
     return value
 
 
+#: The largest seed: ``random.Random`` takes any int, but a seed is shown and typed back
+#: (``--multiconn-seed N``), so it stays within 64 bits, as ``derive_seed`` makes them.
+MAX_SEED = 2**64 - 1
+
+
+def check_seed(value: object, name: str = "seed", *, optional: bool = False) -> int | None:
+    """Return ``value`` as a seed (an int from 0 to 2**64 - 1, never a bool), or raise
+    ``ValueError`` naming ``name`` and the value.  With ``optional``, ``None`` (meaning "the
+    run seed") is returned as is.  The one seed check: every API that takes a seed calls it."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        also = " or None (the run seed)" if optional else ""
+        raise ValueError(
+            f"{name} must be an integer from 0 to 2**64 - 1{also}, got {value!r}"
+        )
+    return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    """Return ``value`` if it is a bool, else raise ``TypeError`` naming ``name``: a flag
+    given as ``"no"`` or ``0`` is a mistake to report, not a truth value to guess."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 #: A single one of these is itself iterable (characters, ints), so it is never taken for a
 #: collection of items: ``hosts="localhost"`` is not nine one-letter hosts.
 _SCALARS = (str, bytes, bytearray, memoryview)
