@@ -8,7 +8,7 @@ stops it, and on a clean exit re-raises what ``check()`` finds.
 serves (:class:`~pytest_multiconn.core.server.ServerBase` streams, ``udp/`` datagrams): the
 loop it owns (or runs on), its name and bound address, leak tracking while it runs, and the
 condition its loop thread notifies so that a test thread waits for a change without polling.
-The per-event path is :meth:`LoopService._notify` alone, one attribute read when nobody waits.
+The per-event path is :meth:`LoopService.notify` alone, one attribute read when nobody waits.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class LoopService(StartStop, Generic[AddressT]):
     """A service served by a selector loop thread: its state from ``start()`` to ``stop()``.
 
     Subclasses bind in ``start()``, set ``_address`` and ``_loop``, name the loop with
-    :meth:`_thread_name`, start it with :meth:`_start_loop`, and call :meth:`_notify` on
+    :meth:`_thread_name`, start it with :meth:`_start_loop`, and call :meth:`notify` on
     every change a waiter may be waiting for.
     """
 
@@ -81,7 +81,7 @@ class LoopService(StartStop, Generic[AddressT]):
         self._address: AddressT | None = None
         self._cond = threading.Condition()
         self._waiters = 0
-        self._changes = 0  # bumped by _notify while someone waits
+        self._changes = 0  # bumped by notify while someone waits
         self._started = False
         self._stopped = False
 
@@ -143,7 +143,9 @@ class LoopService(StartStop, Generic[AddressT]):
         return len(self._loop.errors) if self._loop is not None else 0
 
     # -- waiting for the loop thread ---------------------------------------------------------
-    def _notify(self) -> None:
+    def notify(self) -> None:
+        """Wake every thread waiting on this service to look again (connections, handlers and
+        the loop call it on each change a wait may be for)."""
         # Cheap when nobody waits: one attribute read.  A waiter increments _waiters before
         # it reads _changes and takes its snapshot, so a change made before we read zero here
         # is in that snapshot (the GIL orders both), and a later one bumps _changes under the

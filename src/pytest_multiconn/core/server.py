@@ -204,7 +204,7 @@ class Listener:
         self.pause()
         delay, self.backoff = self.backoff, min(self.backoff * 2, ACCEPT_BACKOFF_MAX)
         self.retry_timer = server.loop.call_later(delay, self.resume)
-        server._notify()
+        server.notify()
 
     def close(self) -> None:
         if self.retry_timer is not None:
@@ -359,7 +359,7 @@ class ServerBase(LoopService[ServerAddress]):
         if self.shared_loop is not None:
             return self._start_shared(self.shared_loop, sock, name, timeout)
         self._loop = loop = Loop(name)
-        loop.on_error = lambda record: self._notify()
+        loop.on_error = lambda record: self.notify()
         self._listener = Listener(self, sock)
         self._listener.resume()
         loop.add_closer(self._close_everything)
@@ -390,7 +390,7 @@ class ServerBase(LoopService[ServerAddress]):
     def _record_loop_error(self, record: LoopErrorRecord) -> None:
         """Loop thread of a shared loop: an error raised by one of this server's handlers."""
         self._errors.append(record)
-        self._notify()
+        self.notify()
 
     def _error_count(self) -> int:
         own = len(self._errors)
@@ -428,7 +428,7 @@ class ServerBase(LoopService[ServerAddress]):
                 if self._unix_path is not None:
                     with contextlib.suppress(OSError):
                         os.unlink(self._unix_path)
-                self._notify()
+                self.notify()
 
     def _stop_shared(self, shared: SharedLoop, timeout: float) -> None:
         try:
@@ -493,7 +493,7 @@ class ServerBase(LoopService[ServerAddress]):
         try:
             conn = self.make_connection(sock, addr)
             if self.layer_factory is not None:
-                conn.use_layer(self.layer_factory.new_layer(conn, self._notify))
+                conn.use_layer(self.layer_factory.new_layer(conn, self.notify))
         except BaseException:
             sock.close()
             raise
@@ -504,7 +504,7 @@ class ServerBase(LoopService[ServerAddress]):
             conn.set_idle_timeout(self.idle_timeout)
         if self.on_event is not None:
             self.on_event("accept", conn, None)
-        self._notify()
+        self.notify()
 
     def _connection_closed(self, conn: Connection) -> None:
         if self._conns.pop(conn.id, None) is None:
@@ -523,7 +523,7 @@ class ServerBase(LoopService[ServerAddress]):
         listener = self._listener
         if listener is not None and not listener.registered and not self.loop._stop_requested:
             listener.resume()  # a descriptor or a connection slot just came free
-        self._notify()
+        self.notify()
 
     # -- observing from the test thread ---------------------------------------------------------
     def stats(self) -> ServerStats:

@@ -558,7 +558,7 @@ class FaultyEchoConnection(EchoConnection):
         self.server._fault_events.append(
             FaultEvent(self.number, sys.intern(repr(fault)), action, size, time.monotonic())
         )
-        self.server._notify()
+        self.server.notify()
 
     def note(self, text: str) -> None:
         self.transcript.record("note", note=text)
@@ -588,8 +588,7 @@ class FaultyEchoConnection(EchoConnection):
             self.record(staller.fault, "drop", len(data))
         else:
             self._handle(data)
-        if self.server._waiters:
-            self.server._notify()
+        self.server.notify()
 
     def _reply(self, data: bytes) -> None:
         """Send ``data`` through the faults: delayed if a fault delays, else at once."""

@@ -56,7 +56,7 @@ class PairProxy(Protocol):
     @property
     def loop(self) -> Loop: ...
 
-    def _notify(self) -> None: ...
+    def notify(self) -> None: ...
 
     def _connection_closed(self, conn: Connection) -> None: ...
 
@@ -128,11 +128,11 @@ class Pair:
         for pipe in self.pipes.values():
             if pipe is not None:
                 pipe.dst_connected()  # what its gate kept while the connect was in progress
-        self.proxy._notify()
+        self.proxy.notify()
 
     # -- what the pipelines ask (PipePair) ------------------------------------------------------
     def held_changed(self) -> None:
-        self.proxy._notify()
+        self.proxy.notify()
 
     def pipe(self, direction: str) -> Pipe:
         pipe = self.pipes[direction]

@@ -417,7 +417,7 @@ class FaultProxy(ServerBase):
     def _wait(self, predicate: Callable[[], bool], timeout: float | None, what: str,
               progress: Callable[[], object] | None = None, *,
               deadline: float | None = None) -> Any:
-        # One wait mechanism: the condition the loop thread notifies (_notify) whenever a
+        # One wait mechanism: the condition the loop thread notifies (notify) whenever a
         # connection is accepted, connects, closes or has bytes held, and when the loop
         # records an error, so there is nothing to poll.  predicate() runs under the
         # condition: it must only read state (never run_sync, which would wait for the loop
@@ -496,7 +496,7 @@ class FaultProxy(ServerBase):
             self._unclaimed_closed += 1
             if self._unclaimed_closed >= 2 * CLOSED_HISTORY:
                 self._trim_unclaimed()
-        self._notify()
+        self.notify()
 
     def _trim_unclaimed(self) -> None:
         """Forget the oldest CLOSED_HISTORY closed, unclaimed connections (amortised O(1))."""

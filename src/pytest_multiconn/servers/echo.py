@@ -137,8 +137,7 @@ class _PlainEchoConnection(EchoConnection):
     # of a stream.  connection_made and connection_lost still reach the handler.
     def data_received(self, data: bytes) -> None:
         self.write(data)
-        if self.server._waiters:
-            self.server._notify()
+        self.server.notify()
 
     def on_eof(self) -> None:
         self.finish()  # EchoProtocol.eof_received returns None: close once flushed
@@ -149,7 +148,7 @@ class _PlainEchoConnection(EchoConnection):
     def resume_writing(self) -> None:
         self.resume_reading()
 
-    def handle_event(self, mask: int) -> None:  # noqa: PLR0912, PLR0915 - one inline hot path
+    def handle_event(self, mask: int) -> None:  # noqa: PLR0912 - one inline hot path
         if mask != EVENT_READ or self._connecting:
             super().handle_event(mask)
             return
@@ -210,8 +209,7 @@ class _PlainEchoConnection(EchoConnection):
                             transcript.pending = self._apply_fold
                 if sent < size:
                     self.write(data[sent:])
-        if self.server._waiters:
-            self.server._notify()
+        self.server.notify()
 
 
 def _folding_pair(entries: list[list[Any]]) -> tuple[list[Any], list[Any]] | None:

@@ -195,8 +195,7 @@ class ProtocolConnection(Connection):
             faults.up.feed(data)
         else:
             self.handler.data_received(data)
-        if self.server._waiters:
-            self.server._notify()
+        self.server.notify()
 
     def on_eof(self) -> None:
         faults = self.faults
@@ -247,8 +246,7 @@ class ProtocolConnection(Connection):
     # -- FaultHost: what the pipes hand on ----------------------------------------------------
     def pass_in(self, data: bytes) -> None:
         self.handler.data_received(data)
-        if self.server._waiters:
-            self.server._notify()
+        self.server.notify()
 
     def pass_in_eof(self) -> None:
         if not self.handler.eof_received():
@@ -269,7 +267,7 @@ class ProtocolConnection(Connection):
         super().finish()
 
     def notify(self) -> None:
-        self.server._notify()
+        self.server.notify()
 
     def pause_writing(self) -> None:
         hook = getattr(self.handler, "pause_writing", None)

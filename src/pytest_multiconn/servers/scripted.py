@@ -554,14 +554,14 @@ class ScriptedServer(ServerBase):
         if failure.connection is not None:
             self._failed_conns.add(failure.connection)
         self.failures.append(failure)
-        self._notify()
+        self.notify()
 
     def _failed(self, conn: ScriptedConnection) -> bool:
         return conn.number in self._failed_conns
 
     def _script_done(self, conn: ScriptedConnection) -> None:
         self.completed += 1
-        self._notify()
+        self.notify()
 
     def check(self) -> None:
         """Raise :class:`ScriptMismatch` naming every failure (and re-raise loop errors)."""

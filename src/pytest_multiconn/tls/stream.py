@@ -152,7 +152,7 @@ class TLSLayer:
         self._c: Any = self._obj._sslobj  # type: ignore[attr-defined]  # see above
         self._handshake_timeout = handshake_timeout
         self._counts = counts
-        self._notify = notify
+        self.notify = notify
         self._state = _NEW
         self._want = EVENT_READ
         self._timer: Timer | None = None
@@ -212,8 +212,8 @@ class TLSLayer:
     def _count(self, what: str) -> None:
         if self._counts is not None:
             self._counts[what] += 1
-        if self._notify is not None:
-            self._notify()
+        if self.notify is not None:
+            self.notify()
 
     # -- ciphertext out -----------------------------------------------------------------------
     def _flush_cout(self) -> bool:

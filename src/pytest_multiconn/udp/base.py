@@ -95,7 +95,7 @@ class UDPServerBase(LoopService[tuple[str, int]], Generic[StatsT]):
         self._endpoint = endpoint
         self._address = self._address_from(endpoint)
         loop.name = self._thread_name()
-        loop.on_error = lambda record: self._notify()
+        loop.on_error = lambda record: self.notify()
         endpoint.attach()
         self._start_loop(loop, timeout)
         return self
@@ -115,7 +115,7 @@ class UDPServerBase(LoopService[tuple[str, int]], Generic[StatsT]):
             self.loop.stop(self.timeout if timeout is None else timeout)
         finally:
             untrack_server(self)
-            self._notify()
+            self.notify()
 
     def open_sockets(self) -> list[str]:
         """Sockets still open (for the plugin's leak check): empty once stopped."""

@@ -48,14 +48,14 @@ class UDPEchoServer(UDPServerBase[UDPStats]):
         sock = bind_datagram(self._host, self._port, allow_remote=self.allow_remote)
         endpoint = DatagramEndpoint(self.loop, sock, self._echo, max_queue=self.max_queue,
                                     label="echo")
-        endpoint.on_drain = self._notify
+        endpoint.on_drain = self.notify
         return endpoint
 
     def _echo(self, data: bytes, addr: Any) -> None:
         endpoint = self._endpoint
         assert endpoint is not None  # noqa: S101 - set before the loop reads anything
         endpoint.send(data, addr)
-        self._notify()
+        self.notify()
 
     def _stats(self) -> UDPStats:
         e = self._endpoint

@@ -141,7 +141,7 @@ class _Pipe:
         self.owner.transcript.record(FaultAction(
             time.monotonic(), self.direction, stage.entry_name,
             datagram.index, len(datagram.data), action))
-        self.owner.proxy._notify()
+        self.owner.proxy.notify()
 
     def pending(self) -> int:
         return sum(stage.pending() for stage in self.stages)
@@ -172,7 +172,7 @@ class _Session:
         sock = connect_datagram(proxy.target)
         self.endpoint = DatagramEndpoint(proxy.loop, sock, self.from_target,
                                          max_queue=proxy.max_queue, label=f"session {number}")
-        self.endpoint.on_drain = proxy._notify
+        self.endpoint.on_drain = proxy.notify
         self.pipes = {d: _Pipe(self, d) for d in DIRECTIONS}
         for pipe in self.pipes.values():
             pipe.relink()
@@ -208,12 +208,12 @@ class _Session:
     def from_client(self, data: bytes) -> None:
         self.touch()
         self.pipes["upstream"].feed_bytes(data)
-        self.proxy._notify()
+        self.proxy.notify()
 
     def from_target(self, data: bytes, addr: Any) -> None:
         self.touch()
         self.pipes["downstream"].feed_bytes(data)
-        self.proxy._notify()
+        self.proxy.notify()
 
     def deliver(self, direction: str, data: bytes) -> None:
         if self.closed:
@@ -225,7 +225,7 @@ class _Session:
             listener = self.proxy._endpoint
             if listener is not None:
                 listener.send(data, self.client)
-        self.proxy._notify()
+        self.proxy.notify()
 
     def add_stage(self, entry: _Entry, direction: str) -> None:
         rng = fault_rng(self.proxy.seed, "udp", self.number, direction, entry.name)
@@ -346,7 +346,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
         sock = bind_datagram(self._host, self._port, allow_remote=self.allow_remote)
         endpoint = DatagramEndpoint(self.loop, sock, self._from_client,
                                     max_queue=self.max_queue, label="listener")
-        endpoint.on_drain = self._notify
+        endpoint.on_drain = self.notify
         self.loop.add_closer(self._close_sessions)
         return endpoint
 
@@ -391,7 +391,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
                                    session.endpoint.dropped, session.endpoint.errors)):
             self._closed_counts[i] += value
         self._recent.append(session)
-        self._notify()
+        self.notify()
 
     def _close_sessions(self) -> None:
         for session in list(self._sessions.values()):
