@@ -239,6 +239,46 @@ class Connection:
         """False when a half-close may lose what the peer still sends (TLS: see tls.stream)."""
         return self.layer is None or self.layer.half_close_safe
 
+    # -- seams for the proxy --------------------------------------------------------------------
+    # What proxy/side.py, pair.py and splice.py read and call, so they touch no private state:
+    # read-only views of the connection's phase, and the two calls the zero-copy relay makes
+    # when it moves bytes past this connection's recv/send.  Keep them working on whatever
+    # represents the state underneath.
+    @property
+    def connecting(self) -> bool:
+        """A ``connect()`` is in progress (nothing can be sent yet)."""
+        return self._connecting
+
+    @property
+    def eof_pending(self) -> bool:
+        """``write_eof()`` was called and waits for the output to flush."""
+        return self._eof_pending
+
+    @property
+    def eof_sent(self) -> bool:
+        """Our write side is shut down (the FIN has gone)."""
+        return self._eof_sent
+
+    @property
+    def finish_pending(self) -> bool:
+        """``finish()`` was called and waits for the output to flush before closing."""
+        return self._finish_pending
+
+    @property
+    def wants_write(self) -> bool:
+        """The selector is asked to report this socket writable."""
+        return bool(self._mask & EVENT_WRITE)
+
+    def peer_failed(self, exc: OSError) -> None:
+        """A send or receive made outside ``Connection`` (splice) failed with ``exc``: close
+        as a failed ``recv``/``send`` would (a peer error is recorded, others re-raised)."""
+        self._peer_failed(exc)
+
+    def flush_output(self) -> None:
+        """Act as on a writable event: send what is buffered, then close if ``finish()``
+        waits, or shut the write side if ``write_eof()`` waits, and re-derive the interest."""
+        self._on_writable()
+
     # -- hooks ------------------------------------------------------------------------------
     def connection_made(self) -> None:
         """Called once the socket is connected (at once for accepted sockets)."""
