@@ -115,12 +115,11 @@ def test_constructor_shapes_users_have_still_work() -> None:
         ChunkedEcho(3).max_chunk = 4  # type: ignore[misc]
 
 
-def test_reset_kept_as_a_deprecated_alias() -> None:
+def test_reset_is_gone_and_each_reset_says_who_resets() -> None:
     from pytest_multiconn import faults
 
-    with pytest.warns(DeprecationWarning, match="ClientReset"):
-        old = faults.Reset
-    assert old is ClientReset
+    with pytest.raises(AttributeError, match="Reset"):
+        faults.Reset  # noqa: B018 - the attribute access is the test
     names = {ClientReset.summary(), SERVER_FAULTS["reset_after"].summary(),
              TOXICS["reset_peer"].summary()}
     assert len(names) == 3  # three different first lines: who resets, and when

@@ -33,9 +33,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("suite", "toxiproxy"),
     ("plugin", "cli"),
     # The public namespaces re-export from everywhere; nothing inside the package may import
-    # them (``testing`` is the old name of ``suite``, kept as an alias module; ``strategies``
-    # is Hypothesis glue over servers, proxy and faults, for users' property tests).
-    ("__init__", "lowlevel", "fixtures", "testing", "__main__", "strategies"),
+    # them (``strategies`` is Hypothesis glue over servers, proxy and faults, for users'
+    # property tests).
+    ("__init__", "lowlevel", "fixtures", "__main__", "strategies"),
 ]
 
 #: Imports that break the rules today, each with the reason and who removes it.  Other

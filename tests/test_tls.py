@@ -162,16 +162,12 @@ def test_tls_server_is_one_word(multiconn_server_factory: Callable[..., EchoServ
     MultiConnClient(server.address, 2, tls=server.client_tls, timeout=5).run().check()
 
 
-def test_old_tls_mixin_names_warn_and_name_the_layer() -> None:
+def test_the_old_tls_mixin_names_are_gone() -> None:
     import pytest_multiconn.tls as tls_namespace
-    from pytest_multiconn.lowlevel import EchoConnection
 
-    with pytest.warns(DeprecationWarning, match=r"pytest_multiconn\.tls\.TLSLayer"):
-        assert tls_namespace.TLSConnectionMixin is TLSLayer
-    with pytest.warns(DeprecationWarning, match="not needed any more"):
-        assert tls_namespace.tls_connection_class(EchoConnection) is EchoConnection
-    with pytest.raises(AttributeError):
-        tls_namespace.NoSuchName  # noqa: B018 - the attribute access is the test
+    for old in ("TLSConnectionMixin", "tls_connection_class", "NoSuchName"):
+        with pytest.raises(AttributeError, match=old):
+            getattr(tls_namespace, old)
 
 
 def test_server_sends_close_notify_when_it_closes(

@@ -594,12 +594,3 @@ def test_tls_client_faults_need_tls_and_act_on_the_layer(
     else:
         assert (stats.tls_handshakes, stats.tls_ragged_eofs) == (2, 2)
 
-
-# -- the deprecated names ------------------------------------------------------------------------
-
-
-def test_the_old_mixin_name_is_gone_from_the_top_level_with_a_warning() -> None:
-    import pytest_multiconn
-
-    with pytest.warns(DeprecationWarning, match="TLSLayer"):
-        assert pytest_multiconn.TLSConnectionMixin is TLSLayer

@@ -15,7 +15,6 @@ Subpackages not listed there (``core``, ``plugin``, ``cli``) are internal.
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import TYPE_CHECKING, Any
 
 from pytest_multiconn.core.public import publish
@@ -114,49 +113,6 @@ __all__ = [
 
 publish(__name__, globals(), [n for n in __all__ if n != "__version__" and n not in _LAZY])
 
-#: Names that were top-level in 0.1.0 and now live in a namespace: importing them from here
-#: still works for one release, with a DeprecationWarning naming the new path.
-_MOVED: dict[str, str] = {
-    **dict.fromkeys(
-        [
-            "Burst", "ClientFault", "ConnectClose", "FaultSession", "Garbage", "HalfClose",
-            "NeverClose", "NeverRead", "PartialSend", "Reset", "Silent", "SlowReader",
-            "AcceptThenClose", "ChunkedEcho", "CloseAfter", "DelayEcho", "FaultEvent",
-            "ResetAfter", "ServerFault", "ServerFaultSession", "Stall", "StopAccepting",
-            "CertFault", "ExpiredCert", "NoCloseNotify", "StallHandshake", "UntrustedCert",
-            "WrongHostCert",
-        ],
-        "pytest_multiconn.faults",
-    ),
-    **dict.fromkeys(
-        [
-            "Bandwidth", "Latency", "LimitData", "ResetPeer", "Slicer", "SlowClose", "Timeout",
-            "Toxic", "ProxiedConnection", "ProxyTranscript", "ToxicInfo",
-        ],
-        "pytest_multiconn.proxy",
-    ),
-    **dict.fromkeys(
-        ["make_tls_pair", "write_ca_cert"],
-        "pytest_multiconn.tls",
-    ),
-    **dict.fromkeys(
-        [
-            "Connection", "ConnectionInfo", "Loop", "ServerBase", "ServerStats", "Transcript",
-            "TranscriptEntry", "is_loopback", "parse_hostport", "parse_port",
-        ],
-        "pytest_multiconn.lowlevel",
-    ),
-}  # fmt: skip
-
-
-#: Names that are gone, with a replacement: the namespace's own ``__getattr__`` warns and names
-#: it (``TLSConnectionMixin`` became the layer ``pytest_multiconn.tls.TLSLayer``).
-_REPLACED: dict[str, str] = {
-    "TLSConnectionMixin": "pytest_multiconn.tls",
-    "tls_connection_class": "pytest_multiconn.tls",
-}
-
-
 def __getattr__(name: str) -> Any:
     lazy = _LAZY.get(name)
     if lazy is not None:
@@ -170,18 +126,7 @@ def __getattr__(name: str) -> Any:
     if name == "__version__":
         globals()[name] = value = _version()
         return value
-    if name in _REPLACED:
-        return getattr(importlib.import_module(_REPLACED[name]), name)
-    new = _MOVED.get(name)
-    if new is None:
-        raise AttributeError(f"module 'pytest_multiconn' has no attribute {name!r}")
-    warnings.warn(
-        f"pytest_multiconn.{name} moved to {new}.{name}; import it from there "
-        f"(the top-level alias goes away in the next release)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module(new), name)
+    raise AttributeError(f"module 'pytest_multiconn' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

@@ -12,7 +12,6 @@ random numbers from :func:`fault_rng`, and a narrow Protocol for the connection 
 (:class:`ClientConnectionAPI`, :class:`ServerConnectionAPI`, ``proxy.PipeAPI``).
 """
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 from pytest_multiconn.core.public import publish
@@ -162,13 +161,4 @@ def __getattr__(name: str) -> Any:
         from pytest_multiconn.faults.protocol_server import FaultyServer
 
         return FaultyServer
-    if name == "Reset":
-        warnings.warn(
-            "pytest_multiconn.faults.Reset was renamed ClientReset (the client resets its own "
-            "connection; ResetAfter is the server's, ResetPeer the proxy's); the old name goes "
-            "away in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return __getattr__("ClientReset")  # lazy, like the name it stands for
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import random
 import socket
 import time
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -551,18 +550,6 @@ def catalogue() -> list[ClientFault]:
     Used by the ``multiconn_fault`` fixture (ids are the ``name`` values).
     """
     return CLIENT_FAULTS.catalogue()
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Reset":
-        warnings.warn(
-            "Reset was renamed ClientReset (the client resets its own connection; ResetAfter "
-            "is the server's, ResetPeer the proxy's); the old name goes away in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return ClientReset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def describe(faults: Sequence[ClientFault]) -> str:
