@@ -11,6 +11,7 @@ from pytest_multiconn.core.checks import (
     check_bool,
     check_count,
     check_items,
+    check_number,
     check_seconds,
     check_seed,
 )
@@ -57,3 +58,10 @@ def test_check_items_refuses_a_str_for_a_list() -> None:
     with pytest.raises(TypeError, match=r"^hosts must be an iterable of host names"):
         check_items("localhost", "hosts", str, "host names")
     assert check_items(["a", "b"], "hosts", str, "host names") == ("a", "b")
+
+
+@pytest.mark.parametrize("value", [0, -0.5, 64.5, math.inf, math.nan, True, "0.5"])
+def test_check_number_refuses_outside_its_range(value: object) -> None:
+    with pytest.raises(ValueError, match=r"^share must be a share, got "):
+        check_number(value, "share", above=0, at_most=64, what="a share")
+    assert check_number(64, "share", above=0, at_most=64, what="a share") == 64.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 #: The longest delay the loop can wait on in one ``epoll_wait`` (its timeout is a C int of
 #: milliseconds).  Timers further out than this are refused rather than silently shortened.
@@ -49,6 +49,21 @@ def check_seconds(
     return float(value)
 
 
+def check_number(
+    value: object, name: str, *, above: float, at_most: float, what: str
+) -> float:
+    """Return ``value`` as a float in ``(above, at_most]`` (finite; never a bool), or raise
+    ``ValueError`` naming ``name``, what it must be (``what``) and the value."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not above < value <= at_most
+    ):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
 #: The largest value a C ``int`` argument takes (``listen()``'s backlog, say).
 MAX_C_INT = 2**31 - 1
 
@@ -74,6 +89,10 @@ def check_count(
 MAX_SEED = 2**64 - 1
 
 
+@overload
+def check_seed(value: object, name: str = ..., *, optional: Literal[False] = ...) -> int: ...
+@overload
+def check_seed(value: object, name: str = ..., *, optional: bool) -> int | None: ...
 def check_seed(value: object, name: str = "seed", *, optional: bool = False) -> int | None:
     """Return ``value`` as a seed (an int from 0 to 2**64 - 1, never a bool), or raise
     ``ValueError`` naming ``name`` and the value.  With ``optional``, ``None`` (meaning "the

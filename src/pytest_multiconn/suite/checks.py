@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
+from pytest_multiconn.core.checks import check_seed
+from pytest_multiconn.core.seed import new_seed
 from pytest_multiconn.errors import ContractBreak
 from pytest_multiconn.exchanges.base import Exchange
 from pytest_multiconn.suite.context import SuiteLimits
@@ -94,8 +95,7 @@ def run_suite(  # noqa: PLR0917 - address, seed and out were positional before
     ``replay`` is the command line to print with the seed (``{seed}`` is filled in);
     ``reports`` maps ``"json"``, ``"junit_xml"`` and ``"html"`` to files to write."""
     refuse_in_event_loop("run_suite()", "await arun_suite(...)")
-    if seed is None:
-        seed = random.SystemRandom().randrange(2**32)
+    seed = new_seed() if seed is None else check_seed(seed)
     unknown = set(reports or {}) - {"json", "junit_xml", "html"}
     if unknown:
         raise ValueError(f"reports: unknown kind {sorted(unknown)[0]!r}; choose from json, "

@@ -5,7 +5,6 @@ measurements) and the verdict exceptions.
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 import time
@@ -14,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_multiconn.core.checks import check_count, check_seconds
+from pytest_multiconn.core.checks import check_count, check_number, check_seconds
 from pytest_multiconn.core.seed import derive_seed
 from pytest_multiconn.exchanges.base import Exchange
 from pytest_multiconn.suite.measure import Sampler, ServerTree
@@ -56,12 +55,9 @@ class SuiteLimits:
         check_count(self.burst, "burst", minimum=1)
         check_seconds(self.max_probe_latency, "max_probe_latency")
         check_seconds(self.timeout, "timeout")
-        share = self.max_idle_cpu
-        if isinstance(share, bool) or not isinstance(share, int | float) or not (
-            math.isfinite(share) and 0 < share <= 64  # noqa: PLR2004 - 64 CPUs: a typo
-        ):
-            raise ValueError(f"max_idle_cpu must be a positive share of one CPU (0.25 = 25%), "
-                             f"got {share!r}")
+        # 64 CPUs at most: more is a typo for a share (0.25 = 25% of one CPU).
+        check_number(self.max_idle_cpu, "max_idle_cpu", above=0, at_most=64,
+                     what="a positive share of one CPU (0.25 = 25%)")
 
 
 class Failed(Exception):

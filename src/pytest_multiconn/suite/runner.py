@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pytest_multiconn.core.checks import check_count
+from pytest_multiconn.core.checks import check_count, check_seed
 from pytest_multiconn.exchanges.base import Exchange
 from pytest_multiconn.exchanges.simple import Echo
 from pytest_multiconn.suite.context import Context, Failed, RowRecord, Status, SuiteLimits
@@ -46,12 +46,11 @@ def _names(value: object, what: str) -> tuple[str, ...]:
 def _check_pid(pid: object) -> int | None:
     if pid is None:
         return None
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid < 1:
-        raise ValueError(f"pid must be a positive process id, got {pid!r}")
-    if not os.path.exists(f"/proc/{pid}") and os.path.isdir("/proc"):
-        raise ValueError(f"pid {pid}: no such process (give the server's process id, or "
+    number = check_count(pid, "pid (a process id)", minimum=1)
+    if not os.path.exists(f"/proc/{number}") and os.path.isdir("/proc"):
+        raise ValueError(f"pid {number}: no such process (give the server's process id, or "
                          "leave pid out to find it from the listening port)")
-    return pid
+    return number
 
 
 def _check_setup(setup: object) -> tuple[bytes, ...]:
@@ -173,7 +172,7 @@ def run_server_checks(
     if not isinstance(exchange, Exchange):
         raise TypeError(f"exchange must be an Exchange (see pytest_multiconn.exchanges), "
                         f"got {exchange!r}")
-    check_count(seed, "seed")
+    check_seed(seed)
     wanted = set(_names(only, "only") or ROW_NAMES)
     skipped = set(_names(skip, "skip"))
     both = wanted & skipped if only is not None else set()

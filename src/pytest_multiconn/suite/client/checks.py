@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from pytest_multiconn.core.checks import check_seconds, check_seed
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.errors import ContractBreak
 from pytest_multiconn.exchanges import Exchange
@@ -27,13 +27,6 @@ from pytest_multiconn.suite.model import SuiteReport, SuiteRow
 CLIENT_ROW_NAMES = ROW_NAMES
 
 
-def _seconds(value: object, name: str) -> float:
-    if (isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value)
-            or math.isinf(value) or value <= 0):
-        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
-    return float(value)
-
-
 def _prepare(exchange: Exchange, *, idempotent: bool, timeout: float, margin: float | None,
              patience: float | None, seed: int | None, only: Sequence[str],
              skip: Sequence[str]) -> tuple[Plan, int, list[Any]]:
@@ -41,14 +34,16 @@ def _prepare(exchange: Exchange, *, idempotent: bool, timeout: float, margin: fl
         raise TypeError(f"exchange must be an Exchange such as RESP() or HTTP(), got {exchange!r}")
     if not isinstance(idempotent, bool):
         raise TypeError(f"idempotent must be True or False, got {idempotent!r}")
-    timeout = _seconds(timeout, "timeout")
-    margin = max(0.5, timeout / 2) if margin is None else _seconds(margin, "margin")
-    patience = (timeout + margin + 10.0) if patience is None else _seconds(patience, "patience")
+    timeout = check_seconds(timeout, "timeout")
+    margin = max(0.5, timeout / 2) if margin is None else check_seconds(margin, "margin")
+    patience = (
+        (timeout + margin + 10.0) if patience is None else check_seconds(patience, "patience")
+    )
     patience = max(patience, timeout + margin)
     if isinstance(only, str) or isinstance(skip, str):
         raise TypeError("only= and skip= take a sequence of row names, such as ('sliced',)")
     rows = selected(tuple(only), tuple(skip))
-    seed = get_run_seed() if seed is None else int(seed)
+    seed = get_run_seed() if seed is None else check_seed(seed)
     plan = Plan(exchange, None, idempotent, timeout, margin, patience, Calibration())
     return plan, seed, rows
 
