@@ -15,28 +15,11 @@ import threading
 import time
 from typing import Any
 
+from helpers import WAIT, connect, recv_exactly
 from pytest_multiconn import EchoServer, wait_until
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import Loop
 from pytest_multiconn.servers.echo import EchoConnection, _PlainEchoConnection
-
-TIMEOUT = 10
-
-
-def connect(server: EchoServer) -> socket.socket:
-    sock = socket.create_connection(server.address, timeout=TIMEOUT)  # type: ignore[arg-type]
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    got = bytearray()
-    while len(got) < n:
-        chunk = sock.recv(min(1 << 20, n - len(got)))
-        if not chunk:
-            raise AssertionError(f"EOF after {len(got)} of {n} bytes")
-        got += chunk
-    return bytes(got)
 
 
 def handlers(server: EchoServer) -> list[Any]:
@@ -63,10 +46,10 @@ def ping_pong(sock: socket.socket, rounds: int, size: int) -> None:
 
 
 def test_plain_server_uses_the_fast_path_and_an_observer_the_general_one() -> None:
-    with EchoServer() as plain, connect(plain) as sock:
+    with EchoServer() as plain, connect(plain.address) as sock:
         ping_pong(sock, 1, 8)
         assert [type(h) for h in handlers(plain)] == [_PlainEchoConnection]
-    with EchoServer(on_event=lambda *a: None) as observed, connect(observed) as sock:
+    with EchoServer(on_event=lambda *a: None) as observed, connect(observed.address) as sock:
         ping_pong(sock, 1, 8)
         assert [type(h) for h in handlers(observed)] == [EchoConnection]
 
@@ -75,7 +58,7 @@ def test_ping_pong_transcript_folds_counts_like_the_general_path() -> None:
     rounds, size = 300, 100
     shapes = []
     for kwargs in ({}, {"on_event": lambda *a: None}):
-        with EchoServer(**kwargs) as server, connect(server) as sock:  # type: ignore[arg-type]
+        with EchoServer(**kwargs) as server, connect(server.address) as sock:  # type: ignore[arg-type]
             ping_pong(sock, rounds, size)
             shapes.append(entry_shapes(server))
             (info,) = server.connections()
@@ -90,7 +73,7 @@ def test_ping_pong_transcript_folds_counts_like_the_general_path() -> None:
 
 
 def test_fold_restarts_after_another_entry_interrupts_the_exchange() -> None:
-    with EchoServer() as server, connect(server) as sock:
+    with EchoServer() as server, connect(server.address) as sock:
         ping_pong(sock, 5, 10)
         # A note between two exchanges: the remembered pair is no longer the last two
         # entries, so the next exchange starts a new pair (and then folds into that one).
@@ -108,7 +91,7 @@ def test_fold_restarts_after_another_entry_interrupts_the_exchange() -> None:
 
 
 def test_reading_the_transcript_mid_exchange_shows_every_exchange_so_far() -> None:
-    with EchoServer() as server, connect(server) as sock:
+    with EchoServer() as server, connect(server.address) as sock:
         seen = []
         for _ in range(4):
             ping_pong(sock, 25, 10)
@@ -121,7 +104,7 @@ def test_reading_the_transcript_mid_exchange_shows_every_exchange_so_far() -> No
 
 
 def test_transcript_limit_still_holds_on_the_fast_path() -> None:
-    with EchoServer(transcript_limit=4) as server, connect(server) as sock:
+    with EchoServer(transcript_limit=4) as server, connect(server.address) as sock:
         for i in range(6):
             ping_pong(sock, 2, 10)
             server.loop.run_sync(
@@ -141,26 +124,30 @@ def test_shared_read_buffer_never_leaks_into_another_connections_output() -> Non
     """Connection A's echo waits in ``_out`` (its peer is not reading) while connection B's
     reads overwrite the shared read buffer: A must still get back exactly its own bytes."""
     payload = os.urandom(8 * 1024 * 1024)
-    with EchoServer(high_water=64 * 1024) as server, connect(server) as a, connect(server) as b:
+    with (
+        EchoServer(high_water=64 * 1024) as server,
+        connect(server.address) as a,
+        connect(server.address) as b,
+    ):
         writer = threading.Thread(target=a.sendall, args=(payload,), daemon=True)
         writer.start()
         # Forced: A's output is buffered in the server (it paused reading at high water).
         wait_until(
             lambda: [c for c in server.connections() if c.reading_paused and c.buffered],
-            TIMEOUT,
+            WAIT,
             "connection A to buffer output and pause reading",
             describe=lambda: str(server.connections()),
         )
         ping_pong(b, 50, 60 * 1024)  # B's reads go through the same buffer, 50 times over
         echoed = recv_exactly(a, len(payload))
-        writer.join(TIMEOUT)
+        writer.join(WAIT)
         assert not writer.is_alive()
     assert echoed == payload
 
 
 def test_ping_pong_counts_as_activity_for_the_idle_timeout() -> None:
     idle = 0.2
-    with EchoServer(idle_timeout=idle) as server, connect(server) as sock:
+    with EchoServer(idle_timeout=idle) as server, connect(server.address) as sock:
         # Keep exchanging for several idle timeouts: the inline path stamps last_received
         # (from the loop's per-batch clock), so the connection stays open.
         deadline = time.monotonic() + 4 * idle

@@ -14,19 +14,9 @@ from typing import Any
 import h11
 import pytest
 
-from helpers import WAIT, abort
+from helpers import WAIT, abort, recv_until
 from pytest_multiconn.exchanges import RESP, encode_command
 from pytest_multiconn.servers import HTTPProtocol, LineProtocol, ProtocolServer, RedisProtocol
-
-
-def _recv_until(sock: socket.socket, end: bytes, limit: int = 1 << 20) -> bytes:
-    got = b""
-    while not got.endswith(end) and len(got) < limit:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        got += chunk
-    return got
 
 
 class Upper(asyncio.Protocol):
@@ -51,9 +41,9 @@ class Upper(asyncio.Protocol):
 def test_asyncio_protocol_runs_unchanged_with_half_close() -> None:
     with ProtocolServer(Upper) as server, socket.create_connection(server.address, 5) as sock:
         sock.sendall(b"abc")
-        assert _recv_until(sock, b"ABC") == b"ABC"
+        assert recv_until(sock, b"ABC") == b"ABC"
         sock.shutdown(socket.SHUT_WR)
-        assert _recv_until(sock, b"BYE") == b"BYE"
+        assert recv_until(sock, b"BYE") == b"BYE"
         assert sock.recv(10) == b""  # our write_eof arrived after the reply
         server.wait_for_closed(1)
 
@@ -108,7 +98,7 @@ def test_http_fake_pipelines_keep_alive() -> None:
                     break
         assert got == 3
         s.sendall(b"\x00garbage\r\n\r\n")
-        assert _recv_until(s, b"bad request\n").startswith(b"HTTP/1.1 400")
+        assert recv_until(s, b"bad request\n").startswith(b"HTTP/1.1 400")
 
 
 def test_redis_fake_speaks_resp_to_a_real_client() -> None:
@@ -124,7 +114,7 @@ def test_redis_fake_speaks_resp_to_a_real_client() -> None:
             client.close()
         with socket.create_connection(server.address, 5) as s:
             s.sendall(b"PING\r\n" + encode_command("ECHO", "hi"))
-            assert _recv_until(s, b"hi\r\n") == b"+PONG\r\n$2\r\nhi\r\n"
+            assert recv_until(s, b"hi\r\n") == b"+PONG\r\n$2\r\nhi\r\n"
         assert RESP().name == "redis"
 
 
@@ -289,7 +279,7 @@ def test_close_in_data_received_defers_connection_lost(serve: Callable[..., Any]
 
     with serve(factory) as (address, _), socket.create_connection(address, WAIT) as client:
         client.sendall(b"hi\n")
-        assert _recv_until(client, b"bye\n") == b"bye\n"
+        assert recv_until(client, b"bye\n") == b"bye\n"
         assert client.recv(10) == b""
         assert lost.wait(WAIT), f"connection_lost never ran: {events}"
     assert events == [("closing", True), "data done", ("lost", None)]

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from proxy_helpers import TIMEOUT, abort, connect, raw_target, recv_exactly, recv_until_eof
+from helpers import WAIT, abort, connect, raw_target, recv_exactly, recv_until_eof
 from pytest_multiconn import (
     EchoServer,
     FaultProxy,
@@ -30,7 +30,7 @@ from pytest_multiconn.proxy import Latency, LimitData, Slicer
 def test_echo_through_proxy_many_connections(multiconn_server: EchoServer, multiconn_proxy):
     proxy = multiconn_proxy(multiconn_server)
     messages = [b"x" * 1000, b"hello", bytes(range(256)) * 40]
-    MultiConnClient(proxy.address, 50, messages, timeout=TIMEOUT).run().check()
+    MultiConnClient(proxy.address, 50, messages, timeout=WAIT).run().check()
     proxy.wait_for_closed(50)
     stats = proxy.stats()
     assert stats.accepted == 50
@@ -55,9 +55,9 @@ def test_ipv6_and_unix_socket_targets(multiconn_server_factory, multiconn_proxy,
     unix = multiconn_server_factory(unix_path=str(tmp_path / "echo.sock"))
     for target in (v6, unix):
         proxy = multiconn_proxy(target.address)
-        MultiConnClient(proxy.address, 3, timeout=TIMEOUT).run().check()
+        MultiConnClient(proxy.address, 3, timeout=WAIT).run().check()
     unix_proxy = multiconn_proxy(v6, listen=str(tmp_path / "proxy.sock"))
-    MultiConnClient(unix_proxy.address, 3, timeout=TIMEOUT).run().check()
+    MultiConnClient(unix_proxy.address, 3, timeout=WAIT).run().check()
 
 
 def test_half_close_is_forwarded_after_the_data(multiconn_proxy):
@@ -153,7 +153,7 @@ def test_backpressure_bounds_the_proxy_buffer(multiconn_proxy, slow):
             # Draining the reader lets everything through, byte for byte.
             writer.setblocking(True)
             writer.shutdown(socket.SHUT_WR)
-            assert len(recv_until_eof(reader, limit)) == sent
+            assert len(recv_until_eof(reader, limit=limit)) == sent
 
 
 def test_non_loopback_target_is_refused():
@@ -170,7 +170,7 @@ def test_context_manager_and_repr(multiconn_server):
         assert proxy.seed == 7
         proxy.add(Latency(ms=1))
         assert "latency_downstream" in repr(proxy)
-        MultiConnClient(proxy.address, 2, timeout=TIMEOUT).run().check()
+        MultiConnClient(proxy.address, 2, timeout=WAIT).run().check()
     assert "stopped" in repr(proxy)
 
 
@@ -272,8 +272,8 @@ def test_proxy_is_thread_safe_under_concurrent_changes(multiconn_server, multico
 
     thread = threading.Thread(target=churn)
     thread.start()
-    MultiConnClient(proxy.address, 20, [b"a" * 5000] * 5, timeout=TIMEOUT).run().check()
-    thread.join(TIMEOUT)
+    MultiConnClient(proxy.address, 20, [b"a" * 5000] * 5, timeout=WAIT).run().check()
+    thread.join(WAIT)
     assert not thread.is_alive()
     assert errors == []
     assert proxy.toxics() == []
@@ -317,7 +317,7 @@ class _Reader(threading.Thread):
                     self.pause_at = None
                     self.go.clear()
                     self.paused.set()
-                if not self.go.wait(TIMEOUT):
+                if not self.go.wait(WAIT):
                     raise AssertionError("reader was never told to go on")
                 chunk = self.sock.recv(min(256 * 1024, self.limit - len(self.data)))
                 if not chunk:
@@ -362,7 +362,7 @@ def _spliced(proxy: FaultProxy, handle) -> dict[str, int]:
 def _wait_spliced(proxy: FaultProxy, handle, direction: str, more_than: int = 0) -> None:
     pair = handle._pair
     # Nothing the loop signals: poll, bounded (the proxy's own waits are for signalled state).
-    wait_until(lambda: pair.spliced()[direction] > more_than, TIMEOUT,
+    wait_until(lambda: pair.spliced()[direction] > more_than, WAIT,
                f"{direction} of {handle!r} to be spliced")
 
 
@@ -379,7 +379,7 @@ def test_splice_streams_32_mib_each_way_byte_exact(multiconn_proxy, tmp_path, fa
             listener = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
             listener.bind(str(tmp_path / "target.sock"))
             listener.listen(4)
-            listener.settimeout(TIMEOUT)
+            listener.settimeout(WAIT)
             proxy = multiconn_proxy(str(tmp_path / "target.sock"), transcript_limit=100_000)
         else:
             target = stack.enter_context(raw_target())
@@ -389,7 +389,7 @@ def test_splice_streams_32_mib_each_way_byte_exact(multiconn_proxy, tmp_path, fa
         if family == "unix":
             server, _ = listener.accept()
             stack.enter_context(server)
-            server.settimeout(TIMEOUT)
+            server.settimeout(WAIT)
         else:
             server = target.accept()
         readers = [_Reader(server), _Reader(client)]
@@ -436,7 +436,7 @@ def test_splice_half_close_after_spliced_data(multiconn_proxy):
             sender = _Sender(client, request)
             sender.start()
             # The server sees every byte, then end-of-stream, while its own side stays open.
-            assert recv_until_eof(server, 8 * MiB) == request
+            assert recv_until_eof(server, limit=8 * MiB) == request
             sender.done()
             assert _spliced(proxy, handle)["upstream"] > 0
             reader = _Reader(client)
@@ -468,7 +468,7 @@ def test_splice_rst_is_forwarded(multiconn_proxy, who):
             if who == "server":
                 target.accepted.remove(server)
             with pytest.raises(ConnectionResetError):
-                recv_until_eof(reader, 8 * MiB)
+                recv_until_eof(reader, limit=8 * MiB)
         handle.wait_closed()
         assert "forwarding RST" in handle.transcript
 
@@ -496,19 +496,19 @@ def test_splice_backpressure_bounds_what_the_proxy_holds(multiconn_proxy):
             # Draining the server lets everything through, byte for byte.
             client.setblocking(True)
             client.shutdown(socket.SHUT_WR)
-            assert recv_until_eof(server, 256 * MiB) == b"z" * sent
+            assert recv_until_eof(server, limit=256 * MiB) == b"z" * sent
 
 
 def _stall_spliced_upstream(proxy: FaultProxy, handle, reader: _Reader) -> None:
     """Wait until the server stopped reading and bytes sit in the upstream kernel pipe."""
-    assert reader.paused.wait(TIMEOUT), "the server never read its first bytes"
+    assert reader.paused.wait(WAIT), "the server never read its first bytes"
     pair = handle._pair
 
     def stalled() -> bool:
         splice = pair.client.splice
         return splice is not None and splice.pending > 0 and pair.client.reading_paused
 
-    wait_until(stalled, TIMEOUT, f"the upstream pipe of {handle!r} to fill")
+    wait_until(stalled, WAIT, f"the upstream pipe of {handle!r} to fill")
 
 
 @needs_splice
@@ -601,13 +601,13 @@ def _spliced_now(proxy: FaultProxy, handle) -> bool:
 
 def _wait_for_transcript(proxy: FaultProxy, handle, text: str) -> None:
     pair = handle._pair
-    wait_until(lambda: text in pair.transcript.format(), TIMEOUT, f"{text!r} in the transcript")
+    wait_until(lambda: text in pair.transcript.format(), WAIT, f"{text!r} in the transcript")
 
 
 @needs_splice
 def test_splice_leaks_no_descriptors(multiconn_server, multiconn_proxy):
     proxy = multiconn_proxy(multiconn_server)
-    MultiConnClient(proxy.address, 2, [b"w" * MiB], timeout=TIMEOUT).run().check()
+    MultiConnClient(proxy.address, 2, [b"w" * MiB], timeout=WAIT).run().check()
     proxy.wait_for_closed(2)
     multiconn_server.wait_for_closed(2)
     before = len(os.listdir("/proc/self/fd"))
@@ -626,7 +626,7 @@ def test_splice_leaks_no_descriptors(multiconn_server, multiconn_proxy):
 def test_splice_off_gives_the_same_bytes(multiconn_server, multiconn_proxy):
     proxy = multiconn_proxy(multiconn_server)
     proxy._use_splice = False
-    MultiConnClient(proxy.address, 3, [b"q" * MiB], timeout=TIMEOUT).run().check()
+    MultiConnClient(proxy.address, 3, [b"q" * MiB], timeout=WAIT).run().check()
     proxy.wait_for_closed(3)
     assert proxy._spliced_bytes == 0
 
@@ -641,7 +641,7 @@ def test_splice_unsupported_falls_back_to_user_space(multiconn_server, multiconn
 
     monkeypatch.setattr(proxy_module, "SPLICE", no_splice)
     proxy = multiconn_proxy(multiconn_server)
-    MultiConnClient(proxy.address, 3, [b"u" * MiB, b"v" * MiB], timeout=TIMEOUT).run().check()
+    MultiConnClient(proxy.address, 3, [b"u" * MiB, b"v" * MiB], timeout=WAIT).run().check()
     proxy.wait_for_closed(3)
     assert proxy._use_splice is False
     assert proxy.stats().bytes_in == 3 * 2 * MiB

@@ -9,13 +9,13 @@ from collections.abc import Callable
 
 import pytest
 
-from proxy_helpers import TIMEOUT, connect, raw_target, recv_exactly, recv_until_eof
+from helpers import WAIT, connect, raw_target, recv_exactly, recv_until_eof
 from pytest_multiconn import EchoServer
 from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.proxy import Latency, LimitData, ResetPeer, Slicer, When
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
     """A bounded poll (the proxy offers no event for "bytes read but held")."""
     deadline = time.monotonic() + timeout
     while not predicate():

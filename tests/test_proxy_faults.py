@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from proxy_helpers import TIMEOUT, connect, raw_target, recv_exactly, recv_until_eof
+from helpers import WAIT, connect, raw_target, recv_exactly, recv_until_eof
 from pytest_multiconn.faults.toxics import Stage
 from pytest_multiconn.proxy import (
     Bandwidth,
@@ -320,7 +320,7 @@ def test_down_refuses_and_cuts_then_up_recovers(multiconn_server, multiconn_prox
         assert proxy.is_down
         assert recv_until_eof(client) == b""
     with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(address, timeout=TIMEOUT).close()
+        socket.create_connection(address, timeout=WAIT).close()
     proxy.up()
     with connect(address) as client:
         _rtt(client)
@@ -439,7 +439,7 @@ def test_limit_data_behind_latency_closes_after_the_limit() -> None:
 
 def _wait_read(handle, direction: str, n: int) -> None:
     """Bounded poll: the proxy has read ``n`` bytes in ``direction`` (held by a fault)."""
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + WAIT
     while handle.stats()[direction] < n:
         assert time.monotonic() < deadline, f"the proxy never read {n} bytes {direction}"
         time.sleep(0.002)

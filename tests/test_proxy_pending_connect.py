@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from proxy_helpers import TIMEOUT, connect, recv_exactly, recv_until_eof
+from helpers import WAIT, connect, recv_exactly, recv_until_eof
 from pytest_multiconn.proxy import ResetPeer, Slicer, When
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="Linux accept queue")
@@ -32,7 +32,7 @@ def full_target() -> Iterator[tuple[socket.socket, socket.socket]]:
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)
     listener.settimeout(SYN_RETRY)
-    filler = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+    filler = socket.create_connection(listener.getsockname(), timeout=WAIT)
     try:
         yield listener, filler
     finally:
@@ -42,7 +42,7 @@ def full_target() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 def wait_read(proxy, n: int) -> None:
     """Bounded poll: the proxy has read ``n`` bytes from its clients."""
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + WAIT
     while proxy.stats().bytes_in < n:
         assert time.monotonic() < deadline, f"the proxy did not read {n} bytes from the client"
         time.sleep(0.002)
@@ -53,7 +53,7 @@ def accept_proxy(listener: socket.socket) -> socket.socket:
     first, _ = listener.accept()
     first.close()
     conn, _ = listener.accept()
-    conn.settimeout(TIMEOUT)
+    conn.settimeout(WAIT)
     return conn
 
 
@@ -84,14 +84,14 @@ def test_slices_toward_a_unix_socket_leave_one_send_each(multiconn_proxy, tmp_pa
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(path)
         listener.listen(1)
-        listener.settimeout(TIMEOUT)
+        listener.settimeout(WAIT)
         proxy = multiconn_proxy(path)
         proxy.add(Slicer(average_size=1), direction="upstream")
         with connect(proxy.address) as client:
             handle = proxy.wait_for_connection()
             server, _ = listener.accept()
             with server:
-                server.settimeout(TIMEOUT)
+                server.settimeout(WAIT)
                 for size in (41, 3000):  # 3000 one-byte sends fill a Unix socket's buffer
                     data = bytes(i % 251 for i in range(size))
                     client.sendall(data)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from proxy_helpers import TIMEOUT, connect, recv_exactly
+from helpers import WAIT, connect, recv_exactly
 from pytest_multiconn.cli.proxy import parse_fault
 from pytest_multiconn.proxy import Latency, LimitData, ResetPeer, Slicer
 
@@ -26,7 +26,7 @@ BODY = b"<html>" + b"0123456789" * 500 + b"</html>"
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    timeout = TIMEOUT  # bounds every handler thread, so closing the server joins them
+    timeout = WAIT  # bounds every handler thread, so closing the server joins them
 
     def do_GET(self) -> None:
         self.send_response(200)
@@ -67,12 +67,12 @@ def http_server() -> Iterator[http.server.ThreadingHTTPServer]:
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(TIMEOUT)
+        thread.join(WAIT)
 
 
 def _get(proxy_address: tuple[str, int]) -> bytes:
     url = f"http://{proxy_address[0]}:{proxy_address[1]}/page"
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+    with urllib.request.urlopen(url, timeout=WAIT) as response:
         return bytes(response.read())
 
 
@@ -164,7 +164,7 @@ def test_cli_proxy_runs_until_ctrl_c(multiconn_server):
             assert recv_exactly(client, 3) == b"abc"
             assert time.monotonic() - start >= 0.06
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=TIMEOUT)
+        out, err = proc.communicate(timeout=WAIT)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import select
 from collections.abc import Callable
 
-from proxy_helpers import connect, raw_target, recv_exactly
+from helpers import connect, raw_target, recv_exactly
 from pytest_multiconn import EchoServer, FaultProxy, wait_until
 from pytest_multiconn.faults import fault_rng
 from pytest_multiconn.faults.toxics.corrupt import flips

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from proxy_helpers import TIMEOUT, connect, recv_exactly
+from helpers import WAIT, connect, recv_exactly
 from pytest_multiconn import EchoServer, FaultProxy, MultiConnClient, RemoteBindError, WaitTimeout
 from pytest_multiconn.cli import main
 from pytest_multiconn.lowlevel import Connection
@@ -111,8 +111,8 @@ def _live_connections() -> int:
 def test_closed_connections_are_kept_only_up_to_a_bounded_history(multiconn_server):
     batches, per_batch = 10, 300
     total = batches * per_batch
-    with FaultProxy(multiconn_server, timeout=TIMEOUT) as proxy:
-        MultiConnClient(proxy.address, 5, [b"warm"], timeout=TIMEOUT).run().check()
+    with FaultProxy(multiconn_server, timeout=WAIT) as proxy:
+        MultiConnClient(proxy.address, 5, [b"warm"], timeout=WAIT).run().check()
         proxy.wait_for_closed(5)
         multiconn_server.wait_for_closed(5)
         before = _live_connections()
@@ -172,8 +172,8 @@ class _BulkEcho:
         self.sender.start()
 
     def join(self) -> None:
-        self.sender.join(TIMEOUT)
-        self.reader.join(TIMEOUT)
+        self.sender.join(WAIT)
+        self.reader.join(WAIT)
         assert not self.sender.is_alive()
         assert not self.reader.is_alive()
         assert not self.errors, self.errors
@@ -187,7 +187,7 @@ def test_a_one_byte_slicer_on_a_bulk_connection_does_not_starve_another():
     # turn it keeps going.  Counted, not timed, so a loaded machine slows both alike.
     size = 128 * KiB
     payload = bytes(range(256)) * (size // 256)
-    with EchoServer() as target, FaultProxy(target, timeout=TIMEOUT) as proxy:
+    with EchoServer() as target, FaultProxy(target, timeout=WAIT) as proxy:
         proxy.add(Slicer(average_size=1), direction="upstream")
         probe = connect(proxy.address)
         bulk = connect(proxy.address)
@@ -229,7 +229,7 @@ def test_bad_timeout_is_refused(multiconn_server, timeout: Any):
 
 
 def test_bad_wait_timeout_is_refused(multiconn_server):
-    with FaultProxy(multiconn_server, timeout=TIMEOUT) as proxy:
+    with FaultProxy(multiconn_server, timeout=WAIT) as proxy:
         for bad in (-1, math.nan, math.inf):
             with pytest.raises(ValueError, match="timeout must be"):
                 proxy.wait_for_connection(timeout=bad)
@@ -237,7 +237,7 @@ def test_bad_wait_timeout_is_refused(multiconn_server):
 
 @pytest.mark.parametrize("probability", ["x", math.nan, -0.1, 1.5, True])
 def test_bad_probability_is_refused_by_add_and_update(multiconn_server, probability: Any):
-    with FaultProxy(multiconn_server, timeout=TIMEOUT) as proxy:
+    with FaultProxy(multiconn_server, timeout=WAIT) as proxy:
         with pytest.raises(ValueError, match=rf"probability must be .* got {probability!r}"):
             proxy.add(Slicer(average_size=2), probability=probability)
         name = proxy.add(Slicer(average_size=2))
@@ -261,7 +261,7 @@ def test_host_port_string_is_an_address_not_a_socket_path(target: str):
 
 def test_host_port_strings_relay(multiconn_server):
     with FaultProxy(f"127.0.0.1:{multiconn_server.port}", "127.0.0.1:0",
-                    timeout=TIMEOUT) as proxy:
+                    timeout=WAIT) as proxy:
         assert proxy.target == ("127.0.0.1", multiconn_server.port)
         assert proxy.family == socket.AF_INET
         with connect(proxy.address) as sock:
@@ -330,7 +330,7 @@ class _CountingCondition:
 
 
 def test_waits_sleep_until_signalled_without_polling(multiconn_server):
-    with FaultProxy(multiconn_server, timeout=TIMEOUT) as proxy:
+    with FaultProxy(multiconn_server, timeout=WAIT) as proxy:
         counting = _CountingCondition(proxy._cond)
         proxy._cond = counting  # type: ignore[assignment]
         # Nothing happens on this proxy, so nothing signals: one sleep for the whole bound.
@@ -343,7 +343,7 @@ def test_waits_sleep_until_signalled_without_polling(multiconn_server):
         waiter = threading.Thread(target=lambda: result.append(proxy.wait_for_connection()))
         waiter.start()
         with connect(proxy.address) as sock:
-            waiter.join(TIMEOUT)
+            waiter.join(WAIT)
             assert not waiter.is_alive()
             sock.sendall(b"a")
             assert recv_exactly(sock, 1) == b"a"
@@ -354,8 +354,8 @@ def test_waits_sleep_until_signalled_without_polling(multiconn_server):
 # -- transcript_limit=1 --------------------------------------------------------------------------
 @pytest.mark.parametrize("limit", [1, 2])
 def test_tiny_transcript_limit_relays(multiconn_server, limit: int):
-    with FaultProxy(multiconn_server, timeout=TIMEOUT, transcript_limit=limit) as proxy:
-        MultiConnClient(proxy.address, 3, [b"one", b"two" * 100], timeout=TIMEOUT).run().check()
+    with FaultProxy(multiconn_server, timeout=WAIT, transcript_limit=limit) as proxy:
+        MultiConnClient(proxy.address, 3, [b"one", b"two" * 100], timeout=WAIT).run().check()
         handle = proxy.wait_for_connection()
         handle.wait_closed()
         assert len(handle.entries()) <= limit

@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from helpers import recv_until_eof
 from pytest_multiconn.errors import ScriptMismatch
 from pytest_multiconn.servers import (
     Close,
@@ -31,16 +32,6 @@ if "driver_info" in inspect.signature(redis.Redis).parameters:
     QUIET["driver_info"] = None
 else:  # pragma: no cover - older redis-py
     QUIET.update(lib_name=None, lib_version=None)
-
-
-def _read_all(sock: socket.socket) -> bytes:
-    got = b""
-    for _ in range(1000):
-        chunk = sock.recv(65536)
-        if not chunk:
-            return got
-        got += chunk
-    raise AssertionError("the server never closed")
 
 
 def test_redis_py_against_a_scripted_resp_server() -> None:
@@ -106,7 +97,7 @@ def test_per_connection_scripts_cycle_half_close_and_stall() -> None:
             assert a.recv(3) == b"cba"
             assert a.recv(1) == b""  # the half-close
             a.sendall(b"bye\n")
-            assert _read_all(a) == b""
+            assert recv_until_eof(a) == b""
         with socket.create_connection(server.address, 5) as b:
             b.sendall(b"x")
             server.wait_for(lambda s: server.completed >= 2, 5, "the stall")
@@ -117,7 +108,7 @@ def test_per_connection_scripts_cycle_half_close_and_stall() -> None:
             c.sendall(b"xyz")
             assert c.recv(3) == b"zyx"
             c.sendall(b"end\n")
-            assert _read_all(c) == b""
+            assert recv_until_eof(c) == b""
         server.wait_for(lambda s: server.completed >= 3, 5, "three scripts")
 
 

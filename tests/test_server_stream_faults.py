@@ -19,13 +19,12 @@ from typing import Any
 
 import pytest
 
-from helpers import connect, recv_exactly
+from helpers import RawTLSClient, connect, recv_exactly, recv_to_end
 from pytest_multiconn import EchoServer
 from pytest_multiconn.faults import FaultInfo, Latency, ResetPeer, When
 from pytest_multiconn.servers import ProtocolServer
 from pytest_multiconn.servers.echo import EchoProtocol
 from pytest_multiconn.tls import TLSConfig
-from test_tls_layer import RawTLSClient, recv_to_end
 
 LATENCY = 0.15
 PLAIN_BOUND = 0.1
@@ -43,7 +42,6 @@ class Setup:
 
     def connect(self, server: ProtocolServer) -> socket.socket:
         sock = connect(server.address)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.client is None:
             return sock
         return self.client.wrap_socket(sock, server_hostname="localhost")

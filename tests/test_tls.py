@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trustme
 
+from helpers import connect, recv_exactly
 from pytest_multiconn import EchoServer, MultiConnClient
 from pytest_multiconn.tls import TLSConfig, TLSLayer, make_tls_pair, write_ca_cert
 from pytest_multiconn.tls.certs import _load_cert_chain
@@ -36,24 +37,12 @@ def _ipv6_loopback() -> bool:
 def _blocking_tls(
     server: EchoServer, ctx: ssl.SSLContext, hostname: str = "127.0.0.1"
 ) -> ssl.SSLSocket:
-    raw = socket.create_connection(server.address[:2], timeout=5)
+    raw = connect(server.address)
     try:
         return ctx.wrap_socket(raw, server_hostname=hostname, suppress_ragged_eofs=False)
     except BaseException:
         raw.close()
         raise
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    for _ in range(10_000):
-        if len(data) >= n:
-            break
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 # -- certificates ---------------------------------------------------------------------------------
@@ -176,7 +165,7 @@ def test_server_sends_close_notify_when_it_closes(
     server = multiconn_server_factory(tls=multiconn_tls, idle_timeout=0.2)
     with _blocking_tls(server, multiconn_tls.client_context) as s:
         s.sendall(b"ping")
-        assert _recv_exactly(s, 4) == b"ping"
+        assert recv_exactly(s, 4) == b"ping"
         # The idle timeout closes us; a clean close_notify reads as b"", a bare FIN would
         # raise SSLEOFError (suppress_ragged_eofs=False).
         assert s.recv(100) == b""
@@ -191,7 +180,7 @@ def test_client_close_notify_is_a_clean_eof_for_the_server(
 ) -> None:
     with _blocking_tls(multiconn_tls_server, multiconn_tls_server.client_tls) as s:  # type: ignore[arg-type]
         s.sendall(b"ping")
-        assert _recv_exactly(s, 4) == b"ping"
+        assert recv_exactly(s, 4) == b"ping"
         raw = s.unwrap()  # sends close_notify, waits for the server's
         raw.close()
     stats = multiconn_tls_server.wait_for_closed(1)

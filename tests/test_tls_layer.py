@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from helpers import (
+    WAIT,
+    Raw,
+    RawPlainClient,
+    RawTLSClient,
+    connect,
+    recv_exactly,
+    recv_to_end,
+)
 from pytest_multiconn import (
     DEFAULT_MESSAGES,
     EchoServer,
@@ -47,7 +55,6 @@ from pytest_multiconn.faults import (
 from pytest_multiconn.lowlevel import Connection
 from pytest_multiconn.tls import TLSLayer
 
-TIMEOUT = 5.0  # bound on every blocking socket call in this file
 MODES = ("plain", "tls")
 PAYLOAD = bytes(range(48, 48 + 30))  # 30 distinct bytes: a reorder or a loss shows
 
@@ -90,125 +97,13 @@ def echo(
     return make
 
 
-class RawTLSClient:
-    """A blocking TLS client: an ``ssl.SSLObject`` over a plain socket.
-
-    Unlike ``wrap_socket`` it lets the socket's own errors through as they are (an RST is
-    ``ConnectionResetError``, not an ``SSLEOFError``), and ``recv()`` returns one TLS record at
-    most (``SSL_read``), so record sizes are what a test sees.  A TCP FIN without
-    ``close_notify`` raises ``ssl.SSLEOFError``; a clean end of the TLS stream reads ``b""``.
-    """
-
-    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
-        self.sock = sock
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
-        self.obj = context.wrap_bio(self._in, self._out, server_hostname="127.0.0.1")
-
-    def settimeout(self, timeout: float | None) -> None:
-        self.sock.settimeout(timeout)
-
-    def _flush(self) -> None:
-        data = self._out.read()
-        if data:
-            self.sock.sendall(data)
-
-    def _fill(self) -> None:
-        data = self.sock.recv(65536)  # ConnectionResetError and TimeoutError come from here
-        if data:
-            self._in.write(data)
-        else:
-            self._in.write_eof()
-
-    def do_handshake(self) -> None:
-        for _ in range(1000):
-            try:
-                self.obj.do_handshake()
-            except ssl.SSLWantReadError:
-                self._flush()
-                self._fill()
-            else:
-                self._flush()
-                return
-        raise AssertionError("TLS handshake did not finish in 1000 reads")
-
-    def sendall(self, data: bytes) -> None:
-        self.obj.write(data)
-        self._flush()
-
-    def recv(self, n: int) -> bytes:
-        for _ in range(10_000):
-            try:
-                return self.obj.read(n)
-            except ssl.SSLWantReadError:
-                self._flush()  # a post-handshake message may want an answer
-                self._fill()
-            except ssl.SSLZeroReturnError:
-                return b""  # close_notify
-        raise AssertionError("no TLS record in 10000 reads")
-
-    def send_until_blocked(self, block: bytes, limit: int) -> int:
-        """Encrypt and send ``block`` repeatedly without blocking; the plaintext bytes sent."""
-        self.sock.setblocking(False)
-        sent = 0
-        pending = b""
-        while sent < limit:
-            if not pending:
-                self.obj.write(block)
-                pending = self._out.read()
-            try:
-                n = self.sock.send(pending)
-            except BlockingIOError:
-                return sent
-            pending = pending[n:]
-            if not pending:
-                sent += len(block)
-        raise AssertionError(f"sends never blocked after {sent} bytes")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class RawPlainClient:
-    """The plaintext twin of :class:`RawTLSClient` (the same methods on a plain socket)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def settimeout(self, timeout: float | None) -> None:
-        self.sock.settimeout(timeout)
-
-    def sendall(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def recv(self, n: int) -> bytes:
-        return self.sock.recv(n)
-
-    def send_until_blocked(self, block: bytes, limit: int) -> int:
-        self.sock.setblocking(False)
-        sent = 0
-        while sent < limit:
-            try:
-                sent += self.sock.send(block)
-            except BlockingIOError:
-                return sent
-        raise AssertionError(f"sends never blocked after {sent} bytes")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-Raw = RawTLSClient | RawPlainClient
-
-
 @pytest.fixture
 def raw(tls_for: TLSConfig | None) -> Iterator[Callable[..., Raw]]:
     """``raw(server)``: a blocking raw client (TLS in TLS mode), closed at teardown."""
     opened: list[Raw] = []
 
-    def connect(server: EchoServer, timeout: float = TIMEOUT, *, handshake: bool = True) -> Raw:
-        sock = socket.create_connection(server.address, timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def open_raw(server: EchoServer, timeout: float = WAIT, *, handshake: bool = True) -> Raw:
+        sock = connect(server.address, timeout=timeout)
         client: Raw
         if tls_for is None:
             client = RawPlainClient(sock)
@@ -220,38 +115,9 @@ def raw(tls_for: TLSConfig | None) -> Iterator[Callable[..., Raw]]:
             client.do_handshake()
         return client
 
-    yield connect
+    yield open_raw
     for client in opened:
         client.close()
-
-
-def recv_exactly(sock: Raw, n: int) -> tuple[bytes, list[int]]:
-    """Read exactly ``n`` bytes; return them and the size of every recv() result."""
-    data = bytearray()
-    sizes: list[int] = []
-    for _ in range(10 * n + 10):
-        if len(data) >= n:
-            break
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise AssertionError(f"EOF after {len(data)} of {n} bytes: {bytes(data)!r}")
-        sizes.append(len(chunk))
-        data += chunk
-    return bytes(data), sizes
-
-
-def recv_to_end(sock: Raw, limit: int = 1 << 20) -> tuple[bytes, BaseException | None]:
-    """Read until EOF or an error; return the bytes and the error (None for a clean EOF)."""
-    data = bytearray()
-    while len(data) <= limit:
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionError, TimeoutError, ssl.SSLEOFError) as exc:
-            return bytes(data), exc
-        if not chunk:
-            return bytes(data), None
-        data += chunk
-    raise AssertionError(f"more than {limit} bytes and no end")
 
 
 def _layers(server: EchoServer) -> list[type[Any] | None]:
@@ -269,7 +135,7 @@ def test_every_connection_class_gets_the_layer_not_a_new_class(
     server = faulty(Slicer(average_size=1000))
     sock = raw(server)
     sock.sendall(b"x")
-    assert recv_exactly(sock, 1)[0] == b"x"
+    assert recv_exactly(sock, 1) == b"x"
     assert _layers(server) == ([TLSLayer] if mode == "tls" else [None])
     # The connection class is the general echo's own: no class is built at run time.
     names = server.loop.run_sync(lambda: [type(c).__name__ for c in server._conns.values()])
@@ -305,7 +171,7 @@ def test_delay_echo_arrives_no_sooner_than_the_delay(
     sock = raw(server)
     t0 = time.monotonic()
     sock.sendall(PAYLOAD)
-    data, _ = recv_exactly(sock, len(PAYLOAD))
+    data = recv_exactly(sock, len(PAYLOAD))
     assert data == PAYLOAD
     assert time.monotonic() - t0 >= 0.2
 
@@ -316,7 +182,8 @@ def test_chunked_echo_caps_every_chunk_at_three_bytes(
     server = faulty(Slicer(average_size=2, size_variation=1))
     sock = raw(server)
     sock.sendall(PAYLOAD)
-    data, sizes = recv_exactly(sock, len(PAYLOAD))
+    sizes: list[int] = []
+    data = recv_exactly(sock, len(PAYLOAD), sizes=sizes)
     assert data == PAYLOAD
     [info] = server.connections()
     # The faults ran in both modes, above the layer: the server's sends are the slices.
@@ -335,7 +202,7 @@ def test_chunked_echo_with_a_delay_spreads_the_echo_out(
     sock = raw(server)
     t0 = time.monotonic()
     sock.sendall(PAYLOAD)
-    assert recv_exactly(sock, len(PAYLOAD))[0] == PAYLOAD
+    assert recv_exactly(sock, len(PAYLOAD)) == PAYLOAD
     assert time.monotonic() - t0 >= 2 * 0.05  # three slices of 10, 50 ms apart
 
 
@@ -434,14 +301,14 @@ def test_stop_accepting_queues_new_clients_until_removed(
             new.recv(10)
     assert server.stats().accepted == 1
     old.sendall(b"still here")
-    assert recv_exactly(old, 10)[0] == b"still here"
+    assert recv_exactly(old, 10) == b"still here"
 
     server.resume_accepting()
-    new.settimeout(TIMEOUT)
+    new.settimeout(WAIT)
     if isinstance(new, RawTLSClient):
         new.do_handshake()
         new.sendall(b"hello?")
-    assert recv_exactly(new, 6)[0] == b"hello?"
+    assert recv_exactly(new, 6) == b"hello?"
     assert server.stats().accepted == 2
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from proxy_helpers import TIMEOUT, connect, recv_exactly, recv_until_eof
+from helpers import WAIT, connect, recv_exactly, recv_until_eof
 from pytest_multiconn import EchoServer
 from pytest_multiconn.cli import main
 from pytest_multiconn.errors import ToxiproxyConfigError, ToxiproxyError
@@ -42,7 +42,7 @@ def call(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, Any, http.client.HTTPResponse]:
     """One request on a fresh connection: ``(status, parsed JSON or None, response)``."""
-    conn = http.client.HTTPConnection(*server.address[:2], timeout=TIMEOUT)
+    conn = http.client.HTTPConnection(*server.address[:2], timeout=WAIT)
     try:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         conn.request(method, path, body=data, headers=headers or {})
@@ -314,7 +314,7 @@ def slicer_boundaries(api_url: tuple[str, int], echo: EchoServer) -> list[int]:
     server_addr = api_url
     gap = 0.03
     for _attempt in range(5):
-        conn = http.client.HTTPConnection(*server_addr, timeout=TIMEOUT)
+        conn = http.client.HTTPConnection(*server_addr, timeout=WAIT)
         try:
             conn.request("DELETE", "/proxies/sliced")
             conn.getresponse().read()
@@ -367,7 +367,7 @@ def start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
     line = child.stdout.readline()  # bounded: the child prints it at once or exits
     if "toxiproxy API on http://" not in line:
         child.kill()
-        _, err = child.communicate(timeout=TIMEOUT)
+        _, err = child.communicate(timeout=WAIT)
         pytest.fail(f"toxiproxy-server did not start: {line!r} {err!r}")
     return child, line.split("toxiproxy API on http://", 1)[1].split()[0]
 
@@ -375,7 +375,7 @@ def start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
 def stop_cli(child: subprocess.Popen[str]) -> str:
     child.send_signal(signal.SIGINT)
     try:
-        out, _ = child.communicate(timeout=TIMEOUT)
+        out, _ = child.communicate(timeout=WAIT)
     except subprocess.TimeoutExpired:
         child.kill()
         child.communicate()
@@ -405,7 +405,7 @@ def test_cli_loads_a_config_and_logs_requests(tmp_path: Path, multiconn_server: 
     ]))
     child, url = start_cli("--config", str(config), "--seed", "3")
     try:
-        conn = http.client.HTTPConnection(*hostport(url), timeout=TIMEOUT)
+        conn = http.client.HTTPConnection(*hostport(url), timeout=WAIT)
         try:
             conn.request("GET", "/proxies")
             proxies = json.loads(conn.getresponse().read())
@@ -629,7 +629,7 @@ def test_changing_upstream_restarts_the_proxy_and_keeps_its_toxics(
 
 def test_http_keep_alive_and_pipelining(multiconn_toxiproxy):
     server = multiconn_toxiproxy
-    conn = http.client.HTTPConnection(*server.address[:2], timeout=TIMEOUT)
+    conn = http.client.HTTPConnection(*server.address[:2], timeout=WAIT)
     try:
         for _ in range(3):  # one connection, three requests
             conn.request("GET", "/version")
@@ -637,7 +637,7 @@ def test_http_keep_alive_and_pipelining(multiconn_toxiproxy):
     finally:
         conn.close()
     assert server.stats().accepted == 1
-    with socket.create_connection(server.address[:2], timeout=TIMEOUT) as sock:
+    with socket.create_connection(server.address[:2], timeout=WAIT) as sock:
         sock.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n" * 2
                      + b"GET /proxies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         replies = recv_until_eof(sock)
@@ -651,12 +651,12 @@ def test_oversized_and_malformed_requests_are_refused(multiconn_toxiproxy):
     status, value, response = call(server, "POST", "/populate", raw=b"[" + b" " * 200 + b"]")
     assert (status, value["status"]) == (413, 413)
     assert response.getheader("Connection") == "close"
-    with socket.create_connection(server.address[:2], timeout=TIMEOUT) as sock:
+    with socket.create_connection(server.address[:2], timeout=WAIT) as sock:
         # Headers that never end: h11 gives up past its bound (16 KiB) with a 431.
         sock.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000)
         reply = recv_until_eof(sock)
     assert reply.startswith(b"HTTP/1.1 431 ")
-    with socket.create_connection(server.address[:2], timeout=TIMEOUT) as sock:
+    with socket.create_connection(server.address[:2], timeout=WAIT) as sock:
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
         assert recv_until_eof(sock).startswith(b"HTTP/1.1 400 ")
     assert call(server, "GET", "/version")[0] == 200  # the server carries on
@@ -728,7 +728,7 @@ def test_ipv6_listen_and_upstream(multiconn_toxiproxy, multiconn_server_factory)
 
 def test_expect_100_continue(multiconn_toxiproxy, multiconn_server):
     body = json.dumps({"name": "e", "upstream": upstream_of(multiconn_server)}).encode()
-    with socket.create_connection(multiconn_toxiproxy.address[:2], timeout=TIMEOUT) as sock:
+    with socket.create_connection(multiconn_toxiproxy.address[:2], timeout=WAIT) as sock:
         sock.sendall(b"POST /proxies HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(body))
         assert sock.recv(1024).startswith(b"HTTP/1.1 100 ")
@@ -823,7 +823,7 @@ def test_patching_latency_to_zero_passes_on_what_it_holds(multiconn_toxiproxy, m
     with connect(address) as sock:
         handle = proxy.wait_for_connection()
         sock.sendall(b"held")
-        deadline = time.monotonic() + TIMEOUT
+        deadline = time.monotonic() + WAIT
         while handle.stats()["downstream"] < 4:  # bounded poll: the echo is now held
             assert time.monotonic() < deadline, "the proxy never read the echo"
             time.sleep(0.002)
