@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 
@@ -17,6 +20,8 @@ from pytest_multiconn import (
     run_clients,
 )
 from pytest_multiconn.core.connection import Connection
+from pytest_multiconn.exchanges import Exchange
+from pytest_multiconn.faults import ClientFault, HalfClose, PartialSend
 from pytest_multiconn.lowlevel import EchoConnection
 
 
@@ -182,3 +187,54 @@ def test_a_run_that_fails_with_emfile_closes_every_descriptor(server: EchoServer
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == "no leaks"
+
+
+
+@dataclass(frozen=True)
+class _Upper(Exchange):
+    """Exact replies that are not an echo: the server answers each request in capitals."""
+
+    name: ClassVar[str] = "upper"
+
+    def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
+        return [b"abcdefghij"] * count
+
+    def frame(self, request: bytes, buf: bytes, eof: bool = False) -> int | None:
+        return len(request) if len(buf) >= len(request) else None
+
+    def expected(self, request: bytes) -> bytes:
+        return request.upper()
+
+
+class _AnswersFiveThenHangsUp(EchoConnection):
+    def data_received(self, data: bytes) -> None:
+        if self.bytes_in >= 20:  # both requests are read: close with a FIN, not an RST
+            self.write(b"ABCDE")
+            self.finish()
+
+
+@pytest.mark.parametrize(
+    ("faults", "error"),
+    [
+        ((), "server closed the connection after 5 of the 20 B of replies expected"),
+        (
+            (PartialSend(),),
+            "server closed the connection after 5 of the 20 B of replies expected",
+        ),
+        (
+            (HalfClose(),),
+            "bytes lost on half-close: the server closed after 5 of the 20 B of replies "
+            "expected (15 lost)",
+        ),
+    ],
+    ids=["no-fault", "partial-send", "half-close"],
+)
+def test_a_non_echo_server_that_hangs_up_early_is_not_said_to_echo(
+    faults: tuple[ClientFault, ...], error: str
+) -> None:
+    with server_with(_AnswersFiveThenHangsUp) as server:
+        (result,) = MultiConnClient(
+            server.address, 1, requests=2, exchange=_Upper(), faults=faults
+        ).run()
+    assert result.received == 5
+    assert result.error == error

@@ -240,17 +240,23 @@ class FaultDriver:
         if self.wants_eof:
             lost = len(conn.expected) - conn.received
             conn.failure = (
-                f"bytes lost on half-close: the server closed after echoing {conn.received} of "
-                f"{len(conn.expected)} bytes ({lost} lost)"
+                f"bytes lost on half-close: the server closed after {self._replied()} "
+                f"({lost} lost)"
             )
         elif not self.reads:
             conn.failure = f"server closed the connection after receiving {conn.bytes_out} B"
         else:
-            conn.failure = (
-                f"server closed the connection after echoing {conn.received} of "
-                f"{len(conn.expected)} bytes"
-            )
+            conn.failure = f"server closed the connection after {self._replied()}"
         conn.close(reason="eof before the exchange ended")
+
+    def _replied(self) -> str:
+        # The exact-bytes path serves echo and every exchange whose replies are known bytes:
+        # only an echo server "echoes".
+        conn = self.conn
+        if conn.exchange.name == "echo":
+            return f"echoing {conn.received} of {len(conn.expected)} bytes"
+        # The same words as the client's own message without faults (client/multiconn.py).
+        return f"{conn.received} of the {len(conn.expected)} B of replies expected"
 
     def _parsed_eof(self, reader: ReplyReader) -> None:
         conn = self.conn
