@@ -1,9 +1,18 @@
-"""Server-side faults, each shown on the wire with plain blocking sockets as the client."""
+"""Server-side faults on the one engine (stream faults, ``faults/pipeline.py``), each shown on
+the wire with plain blocking sockets as the client.
+
+What the old server faults did, and what does it now (the CHANGELOG has the table):
+``Latency`` delays the echo, ``Slicer`` cuts it into small sends, ``LimitData`` closes (or
+with ``reset=True`` resets) after n bytes, ``LimitData(bytes=0)`` closes each connection as
+it is accepted, an upstream ``Timeout(hold_eof=True)`` stalls, and ``pause_accepting()``
+stops the listener.  TLS twins of these are in ``tests/test_tls_layer.py``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import re
 import selectors
 import socket
@@ -17,37 +26,30 @@ import pytest
 from pytest_multiconn import (
     ClosedPort,
     EchoServer,
-    FaultyEchoServer,
     MultiConnClient,
     closed_port_address,
     wait_until,
 )
 from pytest_multiconn.faults import (
-    AcceptThenClose,
-    ChunkedEcho,
-    CloseAfter,
-    DelayEcho,
-    ResetAfter,
-    ServerFault,
-    Stall,
-    StopAccepting,
+    Corrupt,
+    FaultInfo,
+    Latency,
+    LimitData,
+    Slicer,
+    Timeout,
+    Toxic,
+    When,
 )
+from pytest_multiconn.lowlevel import ConnectionInfo
 
 TIMEOUT = 5.0  # bound on every blocking socket call in this file
 
-Factory = Callable[..., FaultyEchoServer]
+Factory = Callable[..., EchoServer]
 
 
 @pytest.fixture
-def faulty(multiconn_server_factory: Any) -> Factory:
-    # The old engine, built directly while these tests move to the stream faults
-    # (tests/test_server_stream_faults.py, tests/test_tls_layer.py).
-    def make(*faults: ServerFault, **kwargs: Any) -> FaultyEchoServer:
-        server: FaultyEchoServer = multiconn_server_factory.adopt(
-            FaultyEchoServer(faults=faults, **kwargs))
-        return server
-
-    return make
+def faulty(multiconn_faulty_server_factory: Factory) -> Factory:
+    return multiconn_faulty_server_factory
 
 
 @pytest.fixture
@@ -95,14 +97,32 @@ def recv_to_end(sock: socket.socket, limit: int = 1 << 20) -> tuple[bytes, BaseE
     raise AssertionError(f"more than {limit} bytes and no end")
 
 
+_OUT = re.compile(r"\bout\s+(\d+) B(?: in (\d+) ops)?")
+
+
+def sends(info: ConnectionInfo) -> tuple[int, int]:
+    """(bytes, send() calls) the server made on a connection, read from its transcript."""
+    total = calls = 0
+    for size, ops in _OUT.findall(info.transcript):
+        total += int(size)
+        calls += int(ops or 1)
+    return total, calls
+
+
+def closed_info(server: EchoServer) -> ConnectionInfo:
+    server.wait_for_closed(1)
+    [info] = server.recently_closed()
+    return info
+
+
 PAYLOAD = bytes(range(48, 48 + 30))  # 30 distinct bytes, so a reorder or a loss shows
 
 
-# -- DelayEcho ---------------------------------------------------------------------------------
+# -- Latency (was DelayEcho) --------------------------------------------------------------------
 
 
-def test_delay_echo_arrives_no_sooner_than_the_delay(faulty: Factory, sockets) -> None:
-    server = faulty(DelayEcho(0.2))
+def test_latency_echo_arrives_no_sooner_than_the_delay(faulty: Factory, sockets) -> None:
+    server = faulty(Latency(ms=200))
     sock = sockets(server.address)
     t0 = time.monotonic()
     sock.sendall(b"hello")
@@ -112,8 +132,8 @@ def test_delay_echo_arrives_no_sooner_than_the_delay(faulty: Factory, sockets) -
     assert elapsed >= 0.2, f"echo came back after {elapsed:.3f}s, before the 0.2s delay"
 
 
-def test_delay_with_jitter_never_reorders(faulty: Factory, sockets) -> None:
-    server = faulty(DelayEcho(0.005, jitter=0.05))
+def test_latency_with_jitter_never_reorders(faulty: Factory, sockets) -> None:
+    server = faulty(Latency(ms=5, jitter=50))
     sock = sockets(server.address)
     messages = [f"<{i:03d}>".encode() for i in range(60)]
     for message in messages:
@@ -123,8 +143,10 @@ def test_delay_with_jitter_never_reorders(faulty: Factory, sockets) -> None:
     assert data == expected
 
 
-def test_delay_echo_is_flushed_before_the_close_after_client_eof(faulty: Factory, sockets) -> None:
-    server = faulty(DelayEcho(0.1))
+def test_delayed_echo_is_flushed_before_the_close_after_client_eof(
+    faulty: Factory, sockets
+) -> None:
+    server = faulty(Latency(ms=100))
     sock = sockets(server.address)
     sock.sendall(PAYLOAD)
     sock.shutdown(socket.SHUT_WR)
@@ -134,10 +156,10 @@ def test_delay_echo_is_flushed_before_the_close_after_client_eof(faulty: Factory
 
 
 def test_delayed_echo_to_a_client_that_never_reads_stays_bounded(faulty: Factory) -> None:
-    # The delay outlasts the test, so everything the server reads waits in its queue: once
-    # the queue passes high_water the server must stop reading, and the client's sends block.
+    # The delay outlasts the test, so everything the server reads waits in its pipe: once
+    # that passes high_water the server must stop reading, and the client's sends block.
     high_water = 32 * 1024
-    server = faulty(DelayEcho(60.0), high_water=high_water)
+    server = faulty(Latency(ms=60_000), high_water=high_water)
     with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
         sock.setblocking(False)
         block = b"x" * 65536
@@ -161,89 +183,97 @@ def test_delayed_echo_to_a_client_that_never_reads_stays_bounded(faulty: Factory
         assert server.stats().bytes_out == 0
 
 
-# -- ChunkedEcho ---------------------------------------------------------------------------------
+# -- Slicer (was ChunkedEcho) -------------------------------------------------------------------
 
 
-def test_chunked_echo_arrives_in_several_recvs_byte_exact(faulty: Factory, sockets) -> None:
-    server = faulty(ChunkedEcho(max_chunk=3, delay=0.01))
+def test_sliced_echo_is_byte_exact_in_many_sends(faulty: Factory, sockets) -> None:
+    server = faulty(Slicer(average_size=2, size_variation=1, delay_us=10_000),
+                    transcript_limit=1000)
     sock = sockets(server.address)
     sock.sendall(PAYLOAD)
-    data, calls = recv_exactly(sock, len(PAYLOAD))
+    data, _ = recv_exactly(sock, len(PAYLOAD))
     assert data == PAYLOAD
-    assert calls >= 3, f"the echo came in {calls} recv() calls; chunks should spread it"
-    sizes = [e.size for e in server.fault_events("send")]
-    assert sum(sizes) == len(PAYLOAD)
-    assert max(sizes) <= 3
-    assert len(sizes) >= len(PAYLOAD) // 3
+    sock.close()
+    info = closed_info(server)
+    total, calls = sends(info)
+    assert total == len(PAYLOAD)
+    # Every piece is 1 to 3 bytes and leaves in a send() of its own.
+    assert len(PAYLOAD) // 3 <= calls <= len(PAYLOAD), info.transcript
+    assert "slicer_downstream[down]: sliced into" in info.transcript
 
 
-def test_chunked_echo_without_delay_caps_every_send(faulty: Factory, sockets) -> None:
-    server = faulty(ChunkedEcho(max_chunk=5))
+def test_slicer_without_delay_caps_every_send(faulty: Factory, sockets) -> None:
+    server = faulty(Slicer(average_size=3, size_variation=2), transcript_limit=1000)
     sock = sockets(server.address)
     payload = bytes(range(256)) * 8
     sock.sendall(payload)
     data, _ = recv_exactly(sock, len(payload))
     assert data == payload
-    sizes = [e.size for e in server.fault_events("send", conn=1)]
-    assert sum(sizes) == len(payload)
-    assert all(1 <= s <= 5 for s in sizes)
-    assert len(set(sizes)) > 1, "chunk sizes should vary between 1 and max_chunk"
+    sock.close()
+    total, calls = sends(closed_info(server))
+    assert total == len(payload)
+    assert calls >= math.ceil(len(payload) / 5), f"{calls} sends: some carried more than 5 B"
 
 
-def chunk_sizes(server: FaultyEchoServer, sockets, payload: bytes) -> list[int]:
+def echo_through(server: EchoServer, sockets, payload: bytes) -> tuple[bytes, str]:
+    """What a fresh server echoed to its one connection, and that connection's transcript."""
     sock = sockets(server.address)
     sock.sendall(payload)
-    assert recv_exactly(sock, len(payload))[0] == payload
-    sock.close()
-    server.wait_for_closed(1)
-    return [e.size for e in server.fault_events("send")]
+    sock.shutdown(socket.SHUT_WR)
+    data, error = recv_to_end(sock)
+    assert error is None, error
+    return data, closed_info(server).transcript
 
 
-def test_fault_event_limit_keeps_the_newest_events(faulty: Factory, sockets) -> None:
-    payload = bytes(range(200))
-    kept = faulty(ChunkedEcho(max_chunk=1), fault_event_limit=50)
-    # One byte a send: 200 events on connection 1, then 30 on connection 2; the newest 50
-    # are kept, oldest first.
-    chunk_sizes(kept, sockets, payload)
-    chunk_sizes(kept, sockets, payload[:30])
-    assert [(e.conn, e.size) for e in kept.fault_events()] == [(1, 1)] * 20 + [(2, 1)] * 30
-    none = faulty(ChunkedEcho(max_chunk=1), fault_event_limit=0)
-    assert chunk_sizes(none, sockets, payload) == []
-
-
-@pytest.mark.parametrize("bad", [-1, 1.5, "10", True, None])
-def test_fault_event_limit_is_checked_where_given(bad: object) -> None:
-    message = f"fault_event_limit must be an integer >= 0, got {bad!r}"
-    with pytest.raises(ValueError, match=re.escape(message)):
-        FaultyEchoServer(fault_event_limit=bad)  # type: ignore[arg-type]
-
-
-def test_same_seed_same_chunks_other_seed_other_chunks(faulty: Factory, sockets) -> None:
-    payload = bytes(200)
-    first = chunk_sizes(faulty(ChunkedEcho(8), seed=1234), sockets, payload)
-    again = chunk_sizes(faulty(ChunkedEcho(8), seed=1234), sockets, payload)
-    other = chunk_sizes(faulty(ChunkedEcho(8), seed=4321), sockets, payload)
+def test_same_seed_same_faults_other_seed_other_faults(faulty: Factory, sockets) -> None:
+    # Seeded on the wire: which bits Corrupt flips, and where Slicer cuts (its transcript
+    # lines say into how many pieces).
+    payload = bytes(2000)
+    faults = (Corrupt(rate=0.05), Slicer(average_size=5, size_variation=4))
+    first, first_log = echo_through(faulty(*faults, seed=1234), sockets, payload)
+    again, again_log = echo_through(faulty(*faults, seed=1234), sockets, payload)
+    other, other_log = echo_through(faulty(*faults, seed=4321), sockets, payload)
+    assert len(first) == len(other) == len(payload)
+    assert first != payload, "Corrupt(rate=0.05) flipped nothing in 2000 bytes"
     assert first == again
     assert first != other
-    assert sum(first) == sum(other) == len(payload)
+
+    def pieces(log: str) -> list[str]:
+        return re.findall(r"sliced into \d+", log)
+
+    assert pieces(first_log) == pieces(again_log)
+    assert pieces(first_log) != pieces(other_log)
 
 
-def test_delay_and_chunks_compose(faulty: Factory, sockets) -> None:
-    server = faulty(DelayEcho(0.1), ChunkedEcho(2, delay=0.005))
+def test_the_faulty_server_factory_seeds_each_server_of_a_test_apart(
+    faulty: Factory, sockets
+) -> None:
+    # Without seed=, the k-th server of a test gets its own seed from the run seed, the
+    # test's node id and k: two servers of one test differ; a rerun replays both.
+    first = faulty(Corrupt(rate=0.05))
+    second = faulty(Corrupt(rate=0.05))
+    assert first.seed != second.seed
+    assert echo_through(first, sockets, bytes(2000))[0] != \
+        echo_through(second, sockets, bytes(2000))[0]
+
+
+def test_latency_and_slicer_compose(faulty: Factory, sockets) -> None:
+    server = faulty(Latency(ms=100), Slicer(average_size=2, delay_us=5000),
+                    transcript_limit=1000)
     sock = sockets(server.address)
     t0 = time.monotonic()
     sock.sendall(PAYLOAD)
-    data, calls = recv_exactly(sock, len(PAYLOAD))
+    data, _ = recv_exactly(sock, len(PAYLOAD))
     assert time.monotonic() - t0 >= 0.1
     assert data == PAYLOAD
-    assert calls >= 2
-    assert max(e.size for e in server.fault_events("send")) <= 2
+    sock.close()
+    assert sends(closed_info(server)) == (len(PAYLOAD), len(PAYLOAD) // 2)
 
 
-def test_a_large_echo_through_delay_and_chunks_is_exact(faulty: Factory) -> None:
+def test_a_large_echo_through_latency_and_slicer_is_exact(faulty: Factory) -> None:
     # Reader and writer interleave on one non-blocking socket: the server's delay queue,
-    # chunked sends and flow control all run, and not one byte may move.
-    server = faulty(DelayEcho(0.002, jitter=0.004), ChunkedEcho(4096), high_water=16 * 1024)
+    # sliced sends and flow control all run, and not one byte may move.
+    server = faulty(Latency(ms=2, jitter=4), Slicer(average_size=4096), high_water=16 * 1024)
     payload = bytes(i * 7 % 251 for i in range(512 * 1024))
 
     with socket.create_connection(server.address, timeout=TIMEOUT) as sock, \
@@ -269,22 +299,23 @@ def test_a_large_echo_through_delay_and_chunks_is_exact(faulty: Factory) -> None
     assert server.stats().peak_buffered <= 16 * 1024 + 64 * 1024 + 4096
 
 
-# -- CloseAfter / ResetAfter -------------------------------------------------------------------
+# -- LimitData (was CloseAfter / ResetAfter) ------------------------------------------------------
 
 
-def test_close_after_gives_exactly_n_bytes_then_eof(faulty: Factory, sockets) -> None:
-    server = faulty(CloseAfter(10))
+def test_limit_data_gives_exactly_n_bytes_then_eof(faulty: Factory, sockets) -> None:
+    server = faulty(LimitData(bytes=10))
     sock = sockets(server.address)
     sock.sendall(PAYLOAD)
     data, error = recv_to_end(sock)
     assert error is None, f"expected a clean EOF, got {error!r}"
     assert data == PAYLOAD[:10]
-    server.wait_for_closed(1)
-    assert [(e.action, e.size) for e in server.fault_events()] == [("close", 10)]
+    info = closed_info(server)
+    assert "limit of 10 B reached: closing" in info.transcript
+    assert info.bytes_out == 10
 
 
-def test_close_after_counts_across_messages(faulty: Factory, sockets) -> None:
-    server = faulty(CloseAfter(10))
+def test_limit_data_counts_across_messages(faulty: Factory, sockets) -> None:
+    server = faulty(LimitData(bytes=10))
     sock = sockets(server.address)
     sock.sendall(b"abcd")
     assert recv_exactly(sock, 4)[0] == b"abcd"
@@ -292,30 +323,34 @@ def test_close_after_counts_across_messages(faulty: Factory, sockets) -> None:
     assert recv_to_end(sock) == (b"efghij", None)
 
 
-def test_reset_after_gives_exactly_n_bytes_then_econnreset(faulty: Factory, sockets) -> None:
-    server = faulty(ResetAfter(10))
+def test_limit_data_reset_gives_exactly_n_bytes_then_econnreset(faulty: Factory, sockets) -> None:
+    server = faulty(LimitData(bytes=10, reset=True))
     sock = sockets(server.address)
     sock.sendall(PAYLOAD)
-    server.wait_for_closed(1)  # the RST has been sent: the client reads after it arrived
+    info = closed_info(server)  # the RST has been sent: the client reads after it arrived
     data, error = recv_to_end(sock)
     assert data == PAYLOAD[:10]
     assert isinstance(error, ConnectionResetError), f"expected ECONNRESET, got {error!r}"
+    assert "limit of 10 B reached: resetting" in info.transcript
+    assert "sent RST" in info.transcript
 
 
-def test_close_after_zero_closes_when_the_first_echo_would_start(faulty: Factory, sockets) -> None:
-    server = faulty(CloseAfter(0))
+def test_when_limit_zero_closes_when_the_first_echo_would_start(faulty: Factory, sockets) -> None:
+    server = faulty(When(LimitData(bytes=0)))
     sock = sockets(server.address)
     sock.sendall(b"x")
     assert recv_to_end(sock) == (b"", None)
-    assert server.stats().bytes_out == 0
+    info = closed_info(server)
+    assert (info.bytes_in, info.bytes_out) == (1, 0)
+    assert "condition met at the first byte" in info.transcript
 
 
-def test_reset_after_wins_over_the_clients_eof(faulty: Factory, sockets) -> None:
-    # The EOF arrives while the slow chunks are still going out: the server plans a graceful
-    # close, and the reset after the 4th byte must still happen.
-    server = faulty(ChunkedEcho(1, delay=0.03), ResetAfter(4))
+def test_limit_data_reset_wins_over_the_clients_eof(faulty: Factory, sockets) -> None:
+    # The EOF arrives while the slow pieces are still going out: the server plans a graceful
+    # close, and the reset after the 4th byte must still happen, with no FIN before it.
+    server = faulty(Slicer(average_size=1, delay_us=30_000), LimitData(bytes=4, reset=True))
     sock = sockets(server.address)
-    sock.sendall(b"abcd")  # exactly n: the last chunk empties the buffer as the cut starts
+    sock.sendall(b"abcd")  # exactly n: the last piece reaches the limit
     sock.shutdown(socket.SHUT_WR)  # a plain echo server would answer this EOF with a FIN
     data, error = recv_to_end(sock)
     assert data == b"abcd"
@@ -324,17 +359,18 @@ def test_reset_after_wins_over_the_clients_eof(faulty: Factory, sockets) -> None
 
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs Unix sockets")
 def test_faults_work_on_unix_sockets(faulty: Factory, tmp_path) -> None:
-    server = faulty(ChunkedEcho(2, delay=0.002), CloseAfter(7), unix_path=tmp_path / "s.sock")
+    server = faulty(Slicer(average_size=2, delay_us=2000), LimitData(bytes=7),
+                    unix_path=tmp_path / "s.sock")
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(TIMEOUT)
         sock.connect(server.address)
         sock.sendall(PAYLOAD)
         assert recv_to_end(sock) == (PAYLOAD[:7], None)
-    assert all(e.size <= 2 for e in server.fault_events("send"))
+    assert sends(closed_info(server)) == (7, 4)  # 2 + 2 + 2 + 1
 
 
 def test_multiconn_client_reports_a_short_echo(faulty: Factory) -> None:
-    server = faulty(CloseAfter(5))
+    server = faulty(LimitData(bytes=5))
     results = MultiConnClient(server.address, 2, [b"0123456789"], timeout=TIMEOUT).run()
     assert not results.ok
     for result in results:
@@ -342,19 +378,20 @@ def test_multiconn_client_reports_a_short_echo(faulty: Factory) -> None:
         assert "closed the connection after echoing 5 of 10 bytes" in (result.error or "")
 
 
-# -- AcceptThenClose ---------------------------------------------------------------------------
+# -- accept, then close or reset (was AcceptThenClose) --------------------------------------------
 
 
-def test_accept_then_close_gives_eof_before_any_data(faulty: Factory, sockets) -> None:
-    server = faulty(AcceptThenClose())
+def test_limit_zero_closes_at_accept_before_any_data(faulty: Factory, sockets) -> None:
+    server = faulty(LimitData(bytes=0))
     sock = sockets(server.address)  # connect() itself succeeds: the kernel accepted it
-    server.wait_for_closed(1)
+    info = closed_info(server)
     assert recv_to_end(sock) == (b"", None)
-    assert server.stats().bytes_in == 0
+    assert (info.bytes_in, info.bytes_out) == (0, 0)
+    assert "limit of 0 B reached: closing" in info.transcript
 
 
-def test_accept_then_reset_gives_econnreset(faulty: Factory, sockets) -> None:
-    server = faulty(AcceptThenClose(reset=True))
+def test_limit_zero_reset_resets_at_accept(faulty: Factory, sockets) -> None:
+    server = faulty(LimitData(bytes=0, reset=True))
     # The RST may beat the client's connect() to the finish line: a connect with a timeout
     # (non-blocking underneath) then reports it itself.  Either way no byte ever arrives.
     try:
@@ -362,32 +399,42 @@ def test_accept_then_reset_gives_econnreset(faulty: Factory, sockets) -> None:
     except ConnectionResetError:
         server.wait_for_closed(1)
         return
-    server.wait_for_closed(1)
+    info = closed_info(server)
     data, error = recv_to_end(sock)
     assert data == b""
     assert isinstance(error, ConnectionResetError), f"expected ECONNRESET, got {error!r}"
+    assert "sent RST" in info.transcript
 
 
-# -- Stall ---------------------------------------------------------------------------------------
+# -- stall: an upstream Timeout (was Stall) ------------------------------------------------------
 
 
 def test_stall_reads_but_never_answers_and_keeps_the_connection(faulty: Factory, sockets) -> None:
-    server = faulty(Stall())
+    server = faulty()
+    server.add(Timeout(hold_eof=True), direction="upstream")
     sock = sockets(server.address, timeout=0.3)
     sock.sendall(b"anyone there?")
     server.wait_for_bytes(13)
     with pytest.raises(TimeoutError):
         sock.recv(100)
     sock.shutdown(socket.SHUT_WR)  # even the client's EOF gets no answer, not even a FIN
+
+    def eof_seen() -> bool:
+        return bool(server.connections()) and server.connections()[0].eof_received
+
+    wait_until(eof_seen, TIMEOUT, "the server to read the client's EOF",
+               describe=server.connections)
     with pytest.raises(TimeoutError):
         sock.recv(100)
     stats = server.stats()
     assert (stats.open, stats.bytes_out) == (1, 0)
-    assert server.connections()[0].eof_received
 
 
 def test_stall_without_reading_makes_the_client_block(faulty: Factory) -> None:
-    server = faulty(Stall(read=False))
+    # What comes in is held for a minute: past the (tiny) high-water mark the server stops
+    # reading, so the client's sends block once the kernel buffers are full.
+    server = faulty(high_water=1)
+    server.add(Latency(ms=60_000), direction="upstream")
     with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
         sock.setblocking(False)
         sent = 0
@@ -399,22 +446,42 @@ def test_stall_without_reading_makes_the_client_block(faulty: Factory) -> None:
         else:
             pytest.fail(f"sends never blocked after {sent} bytes")
         server.wait_for_connections(1)
-        stats = server.stats()
-        assert stats.bytes_in == 0
-        assert server.connections()[0].reading_paused
-        assert sent > 0
+        [info] = server.connections()
+        assert info.reading_paused
+        assert info.bytes_out == 0
+        assert sent > info.bytes_in, "the backlog should be in the kernel, not the server"
 
 
-# -- StopAccepting -------------------------------------------------------------------------------
+def test_removing_a_stall_closes_connections_whose_peer_already_left(faulty: Factory) -> None:
+    # Found by the soak: a stall swallows the client's EOF (a stalled server sends not even a
+    # FIN); once the stall is removed, that connection must still close.
+    server = faulty()
+    name = server.add(Timeout(hold_eof=True), direction="upstream")
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"into the void")
+    server.wait_for(lambda s: s.bytes_in == 13, 10, "the stalled server to read and drop the data")
+
+    def eof_seen() -> bool:
+        return bool(server.connections()) and server.connections()[0].eof_received
+
+    wait_until(eof_seen, TIMEOUT, "the server to read the client's EOF",
+               describe=server.connections)
+    assert server.stats().open == 1  # the stall holds it: that is the fault
+    server.remove(name)
+    server.wait_for_idle(10)
 
 
-def test_stop_accepting_keeps_old_clients_and_queues_new_ones(faulty: Factory, sockets) -> None:
+# -- stop accepting: pause_accepting() (was StopAccepting) ----------------------------------------
+
+
+def test_pause_accepting_keeps_old_clients_and_queues_new_ones(faulty: Factory, sockets) -> None:
     server = faulty()
     old = sockets(server.address)
     old.sendall(b"before")
     assert recv_exactly(old, 6)[0] == b"before"
 
-    server.set_faults([StopAccepting()])
+    server.pause_accepting()
+    assert not server.accepting
     new = sockets(server.address, timeout=0.3)  # the kernel completes the handshake ...
     new.sendall(b"hello?")
     with pytest.raises(TimeoutError):  # ... but nobody accepts, so nothing ever answers
@@ -424,15 +491,13 @@ def test_stop_accepting_keeps_old_clients_and_queues_new_ones(faulty: Factory, s
     old.sendall(b"still here")  # connections accepted before keep working
     assert recv_exactly(old, 10)[0] == b"still here"
 
-    server.set_faults([])  # accepting again: the queued connection is served
+    server.resume_accepting()  # accepting again: the queued connection is served
     new.settimeout(TIMEOUT)
     assert recv_exactly(new, 6)[0] == b"hello?"
     assert server.stats().accepted == 2
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux backlog semantics")
-def test_stop_accepting_with_a_full_backlog_makes_connect_time_out(faulty: Factory) -> None:
-    server = faulty(StopAccepting(backlog=0))
+def full_backlog_outcomes(server: EchoServer) -> list[str]:
     socks: list[socket.socket] = []
     outcomes: list[str] = []
     try:
@@ -449,9 +514,35 @@ def test_stop_accepting_with_a_full_backlog_makes_connect_time_out(faulty: Facto
     finally:
         for sock in socks:
             sock.close()
+    return outcomes
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux backlog semantics")
+def test_pause_accepting_with_a_full_backlog_makes_connect_time_out(faulty: Factory) -> None:
+    server = faulty()
+    server.pause_accepting(backlog=0)
+    outcomes = full_backlog_outcomes(server)
     assert outcomes[0] == "connected"
     assert outcomes[-1] == "timeout", outcomes
     assert server.stats().accepted == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux backlog semantics")
+def test_pause_accepting_before_start(multiconn_server_factory: Any, sockets) -> None:
+    # Paused before start(): the listener never accepts, from its first connection on; the
+    # kernel queues one connection (backlog 0), and resuming serves it.
+    server = EchoServer()
+    server.pause_accepting(backlog=0)
+    multiconn_server_factory.adopt(server)
+    queued = sockets(server.address)
+    queued.sendall(b"queued")
+    with socket.socket() as late:
+        late.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            late.connect(server.address)
+    assert server.stats().accepted == 0
+    server.resume_accepting()
+    assert recv_exactly(queued, 6)[0] == b"queued"
 
 
 # -- ClosedPort ----------------------------------------------------------------------------------
@@ -477,7 +568,7 @@ def test_closed_port_address_helper_and_client(multiconn_closed_port) -> None:
         socket.create_connection(address, timeout=TIMEOUT).close()
 
 
-# -- set_faults, validation, repr ----------------------------------------------------------------
+# -- faults at run time, validation, repr --------------------------------------------------------
 
 
 def test_faults_change_on_live_connections(faulty: Factory, sockets) -> None:
@@ -485,71 +576,67 @@ def test_faults_change_on_live_connections(faulty: Factory, sockets) -> None:
     sock = sockets(server.address)
     sock.sendall(b"plain")
     assert recv_exactly(sock, 5)[0] == b"plain"
-    server.set_faults([CloseAfter(3)])
+    server.add(LimitData(bytes=3))
     sock.sendall(b"0123456789")
     assert recv_to_end(sock) == (b"012", None)
 
 
-def test_new_faults_apply_only_to_new_connections_when_asked(faulty: Factory, sockets) -> None:
-    server = faulty()
-    old = sockets(server.address)
-    server.set_faults([CloseAfter(2)], existing=False)
-    old.sendall(b"abcdef")
-    assert recv_exactly(old, 6)[0] == b"abcdef"
-    new = sockets(server.address)
-    new.sendall(b"abcdef")
-    assert recv_to_end(new) == (b"ab", None)
+def test_the_transcript_keeps_what_the_faults_did_within_its_limit(
+    faulty: Factory, sockets
+) -> None:
+    # The old engine kept a separate event list (fault_events, fault_event_limit); what the
+    # faults do is now in each connection's transcript, bounded by transcript_limit (the
+    # first entry and the newest are kept).
+    server = faulty(Slicer(average_size=1, delay_us=1000), transcript_limit=6)
+    sock = sockets(server.address)
+    for i in range(10):
+        sock.sendall(b"%d" % i)
+        assert recv_exactly(sock, 1)[0] == b"%d" % i
+    sock.close()
+    info = closed_info(server)
+    lines = info.transcript.splitlines()
+    assert "earlier entries dropped" in lines[1]
+    assert len(lines) == 6 + 1
+    assert "close" in lines[-1]
 
 
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: DelayEcho(-1), "seconds"),
-        (lambda: DelayEcho(float("nan")), "seconds"),
-        (lambda: DelayEcho(0.1, jitter=True), "jitter"),
-        (lambda: ChunkedEcho(0), "max_chunk"),
-        (lambda: ChunkedEcho(2, delay=-0.5), "delay"),
-        (lambda: CloseAfter(-1), "n_bytes"),
-        (lambda: ResetAfter(1.5), "n_bytes"),
-        (lambda: StopAccepting(backlog=-1), "backlog"),
+        (lambda: Latency(ms=-1), "ms"),
+        (lambda: Latency(ms=float("nan")), "ms"),
+        (lambda: Latency(ms=1, jitter=True), "jitter"),
+        (lambda: Slicer(average_size=0), "average_size"),
+        (lambda: Slicer(average_size=2, delay_us=-0.5), "delay_us"),
+        (lambda: LimitData(bytes=-1), "bytes"),
+        (lambda: LimitData(bytes=1.5), "bytes"),
+        (lambda: LimitData(bytes=1, reset="yes"), "reset"),
+        (lambda: EchoServer().pause_accepting(backlog=-1), "backlog"),
     ],
 )
-def test_bad_fault_arguments_say_what_is_wrong(
-    make: Callable[[], ServerFault], message: str
-) -> None:
+def test_bad_fault_arguments_say_what_is_wrong(make: Callable[[], Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make()
 
 
 def test_bad_faults_and_seed_are_refused() -> None:
-    with pytest.raises(TypeError, match="ServerFault objects"):
-        FaultyEchoServer(faults=["DelayEcho(1)"])  # type: ignore[list-item]
-    with pytest.raises(TypeError, match="seed"):
-        FaultyEchoServer(seed="7")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="stream faults such as Latency"):
+        EchoServer(faults=["Latency(ms=1)"])  # type: ignore[list-item]
+    with pytest.raises((TypeError, ValueError), match="seed must be an integer"):
+        EchoServer(seed="7")  # type: ignore[arg-type]
 
 
 def test_reprs_name_the_faults(faulty: Factory) -> None:
-    faults = [DelayEcho(0.1, jitter=0.2), ChunkedEcho(3, delay=0.01), Stall(read=False),
-              CloseAfter(4), ResetAfter(5), AcceptThenClose(reset=True), StopAccepting(backlog=2)]
-    assert [repr(f) for f in faults] == [
-        "DelayEcho(seconds=0.1, jitter=0.2)", "ChunkedEcho(max_chunk=3, delay=0.01)",
-        "Stall(read=False)", "CloseAfter(n_bytes=4)", "ResetAfter(n_bytes=5)",
-        "AcceptThenClose(reset=True)", "StopAccepting(backlog=2)",
+    faults: list[Toxic] = [
+        Latency(ms=100, jitter=200), Slicer(average_size=3, delay_us=10_000),
+        Timeout(hold_eof=True), LimitData(bytes=4), LimitData(bytes=5, reset=True),
     ]
-    server = faulty(DelayEcho(0.1), seed=99)
-    assert "seed=99 faults=[DelayEcho(seconds=0.1)]" in repr(server)
+    assert [repr(f) for f in faults] == [
+        "Latency(ms=100, jitter=200)", "Slicer(average_size=3, delay_us=10000)",
+        "Timeout(hold_eof=True)", "LimitData(bytes=4)", "LimitData(bytes=5, reset=True)",
+    ]
+    server = faulty(Latency(ms=100), seed=99)
+    assert server.seed == 99
+    assert server.faults() == [FaultInfo("latency_downstream", Latency(ms=100), "downstream",
+                                         1.0)]
     assert isinstance(server, EchoServer)
-
-
-def test_removing_a_stall_closes_connections_whose_peer_already_left() -> None:
-    # Found by the soak: Stall() swallows the client's EOF (a stalled server sends not even a
-    # FIN); once set_faults([]) removed it, that connection stayed open for good.
-    with FaultyEchoServer(faults=[Stall()]) as server:
-        with socket.create_connection(server.address, timeout=10) as sock:
-            sock.sendall(b"into the void")
-        server.wait_for(
-            lambda s: s.bytes_in == 13, 10, "the stalled server to read and drop the data"
-        )
-        assert server.stats().open == 1  # the stall holds it: that is the fault
-        server.set_faults([])
-        server.wait_for_idle(10)

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from pytest_multiconn.core.checks import check_bool, check_count
 from pytest_multiconn.errors import FaultParameterError
 
 #: The longest timer the loop can arm: epoll_wait's timeout is an int of milliseconds.
@@ -116,11 +117,10 @@ def integer(minimum: int = 1, maximum: int | None = None) -> Check:
         f"an integer from {minimum} to {maximum}"
 
     def check(owner: str, name: str, value: object) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail(owner, name, value, what)
-        if value < minimum or (maximum is not None and value > maximum):
-            raise fail(owner, name, value, what)
-        return value
+        try:
+            return check_count(value, name, minimum=minimum, maximum=maximum)
+        except ValueError:
+            raise fail(owner, name, value, what) from None
 
     return check
 
@@ -134,9 +134,10 @@ def flag() -> Check:
     """``True`` or ``False`` (not 0/1, not a string)."""
 
     def check(owner: str, name: str, value: object) -> Any:
-        if not isinstance(value, bool):
-            raise fail(owner, name, value, "True or False")
-        return value
+        try:
+            return check_bool(value, name)
+        except TypeError:
+            raise fail(owner, name, value, "True or False") from None
 
     return check
 
@@ -170,9 +171,11 @@ def offsets() -> Check:
     def check(owner: str, name: str, value: object) -> Any:
         if not isinstance(value, tuple):
             raise fail(owner, name, value, what)
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, int) or item < 0:
-                raise fail(owner, name, value, what)
+        try:
+            for item in value:
+                check_count(item, name)
+        except ValueError:
+            raise fail(owner, name, value, what) from None
         if len(set(value)) != len(value):
             raise fail(owner, name, value, what)
         ordered = tuple(sorted(value))

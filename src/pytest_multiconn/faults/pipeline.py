@@ -148,6 +148,7 @@ class Pipe:
         self.eof_out = False
         self.cut = False  # end-of-stream was forced by the test: drop what follows
         self.closing: str | None = None
+        self.closing_reset = False  # close_after_flush(reset=True): an RST, not a FIN
         self.stopped = False
         self.high_water = high_water
         self.low_water = low_water
@@ -290,13 +291,24 @@ class Pipe:
     def _drained(self) -> None:
         if self.src.intake_paused and self.inflight <= self.low_water:
             self.src.resume_intake()
-        if self.closing is not None and self.idle():
+        if self.closing is not None and self._flushed(self.closing_reset):
             reason, self.closing = self.closing, None
-            self.pair.finish(reason)
+            self._end(reason, reset=self.closing_reset)
 
     def idle(self) -> bool:
         """Nothing in flight: every byte (and end-of-stream, if it came) was delivered."""
         return self.inflight <= 0 and (not self.eof_in or self.eof_out or self.cut)
+
+    def _flushed(self, reset: bool) -> bool:
+        # A reset does not wait for an end-of-stream (the stage that asked swallows it: the
+        # peer must see the RST, not a FIN first), only for the bytes before it.
+        return self.inflight <= 0 if reset else self.idle()
+
+    def _end(self, reason: str, *, reset: bool) -> None:
+        if reset:
+            self.pair.reset(reason)
+        else:
+            self.pair.finish(reason)
 
     # -- what stages may ask (PipeAPI) ---------------------------------------------------------
     def note(self, stage: Stage, text: str, size: int = 0) -> None:
@@ -314,11 +326,12 @@ class Pipe:
             return
         self.pair.reset(reason)
 
-    def close_after_flush(self, reason: str) -> None:
-        if self.idle():
-            self.pair.finish(reason)
+    def close_after_flush(self, reason: str, *, reset: bool = False) -> None:
+        if self._flushed(reset):
+            self._end(reason, reset=reset)
         else:
             self.closing = reason
+            self.closing_reset = reset
 
     def position(self) -> int:
         return self.passed

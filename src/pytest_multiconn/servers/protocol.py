@@ -29,9 +29,10 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from pytest_multiconn.core.connection import Connection
+from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.faults.pipeline import Direction
@@ -493,6 +494,15 @@ class ProtocolServer(ServerBase):
             self._apply_listener(None)
 
         self._in_loop(go)
+
+    def start(self, timeout: float = DEFAULT_TIMEOUT) -> Self:
+        """Start as :class:`~pytest_multiconn.lowlevel.ServerBase` does; paused before (by
+        :meth:`pause_accepting`), the listener starts paused, with the backlog asked for, so a
+        client that connects once ``start()`` returned finds the queue it was promised."""
+        super().start(timeout)
+        if not self._accepting:
+            self._in_loop(lambda: self._apply_listener(self._listen_backlog))
+        return self
 
     @property
     def accepting(self) -> bool:

@@ -53,8 +53,9 @@ class PipeAPI(Protocol):
     def reset_connection(self, reason: str) -> None:
         """Reset both sides now (each peer sees ECONNRESET)."""
 
-    def close_after_flush(self, reason: str) -> None:
-        """Close both sides once what passed this stage has been delivered."""
+    def close_after_flush(self, reason: str, *, reset: bool = False) -> None:
+        """Close both sides once what passed this stage has been delivered (``reset``: with
+        an RST once those bytes are written, without waiting for an end-of-stream)."""
 
     def position(self) -> int:
         """Bytes of this direction that have passed the end of the pipeline so far: for a
