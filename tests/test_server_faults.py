@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from helpers import connect, recv_exactly, recv_to_end
 from pytest_multiconn import (
     ClosedPort,
     EchoServer,
@@ -57,44 +58,14 @@ def sockets() -> Iterator[Callable[..., socket.socket]]:
     """``connect(address)``: a blocking client socket with a timeout, closed at teardown."""
     opened: list[socket.socket] = []
 
-    def connect(address: tuple[str, int], timeout: float = TIMEOUT) -> socket.socket:
-        sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    def connect_one(address: tuple[str, int], timeout: float = TIMEOUT) -> socket.socket:
+        sock = connect(address, timeout=timeout)
         opened.append(sock)
-        sock.settimeout(timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.connect(address)
         return sock
 
-    yield connect
+    yield connect_one
     for sock in opened:
         sock.close()
-
-
-def recv_exactly(sock: socket.socket, n: int) -> tuple[bytes, int]:
-    """Read exactly ``n`` bytes; return them and how many recv() calls it took."""
-    data = bytearray()
-    calls = 0
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        calls += 1
-        if not chunk:
-            raise AssertionError(f"EOF after {len(data)} of {n} bytes: {bytes(data)!r}")
-        data += chunk
-    return bytes(data), calls
-
-
-def recv_to_end(sock: socket.socket, limit: int = 1 << 20) -> tuple[bytes, BaseException | None]:
-    """Read until EOF or an error; return the bytes and the error (None for a clean EOF)."""
-    data = bytearray()
-    while len(data) <= limit:
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionError, TimeoutError) as exc:
-            return bytes(data), exc
-        if not chunk:
-            return bytes(data), None
-        data += chunk
-    raise AssertionError(f"more than {limit} bytes and no end")
 
 
 _OUT = re.compile(r"\bout\s+(\d+) B(?: in (\d+) ops)?")
@@ -126,7 +97,7 @@ def test_latency_echo_arrives_no_sooner_than_the_delay(faulty: Factory, sockets)
     sock = sockets(server.address)
     t0 = time.monotonic()
     sock.sendall(b"hello")
-    data, _ = recv_exactly(sock, 5)
+    data = recv_exactly(sock, 5)
     elapsed = time.monotonic() - t0
     assert data == b"hello"
     assert elapsed >= 0.2, f"echo came back after {elapsed:.3f}s, before the 0.2s delay"
@@ -139,7 +110,7 @@ def test_latency_with_jitter_never_reorders(faulty: Factory, sockets) -> None:
     for message in messages:
         sock.sendall(message)  # separate segments (TCP_NODELAY): separate delayed chunks
     expected = b"".join(messages)
-    data, _ = recv_exactly(sock, len(expected))
+    data = recv_exactly(sock, len(expected))
     assert data == expected
 
 
@@ -191,7 +162,7 @@ def test_sliced_echo_is_byte_exact_in_many_sends(faulty: Factory, sockets) -> No
                     transcript_limit=1000)
     sock = sockets(server.address)
     sock.sendall(PAYLOAD)
-    data, _ = recv_exactly(sock, len(PAYLOAD))
+    data = recv_exactly(sock, len(PAYLOAD))
     assert data == PAYLOAD
     sock.close()
     info = closed_info(server)
@@ -207,7 +178,7 @@ def test_slicer_without_delay_caps_every_send(faulty: Factory, sockets) -> None:
     sock = sockets(server.address)
     payload = bytes(range(256)) * 8
     sock.sendall(payload)
-    data, _ = recv_exactly(sock, len(payload))
+    data = recv_exactly(sock, len(payload))
     assert data == payload
     sock.close()
     total, calls = sends(closed_info(server))
@@ -263,7 +234,7 @@ def test_latency_and_slicer_compose(faulty: Factory, sockets) -> None:
     sock = sockets(server.address)
     t0 = time.monotonic()
     sock.sendall(PAYLOAD)
-    data, _ = recv_exactly(sock, len(PAYLOAD))
+    data = recv_exactly(sock, len(PAYLOAD))
     assert time.monotonic() - t0 >= 0.1
     assert data == PAYLOAD
     sock.close()
@@ -318,7 +289,7 @@ def test_limit_data_counts_across_messages(faulty: Factory, sockets) -> None:
     server = faulty(LimitData(bytes=10))
     sock = sockets(server.address)
     sock.sendall(b"abcd")
-    assert recv_exactly(sock, 4)[0] == b"abcd"
+    assert recv_exactly(sock, 4) == b"abcd"
     sock.sendall(b"efghijklmnop")
     assert recv_to_end(sock) == (b"efghij", None)
 
@@ -478,7 +449,7 @@ def test_pause_accepting_keeps_old_clients_and_queues_new_ones(faulty: Factory, 
     server = faulty()
     old = sockets(server.address)
     old.sendall(b"before")
-    assert recv_exactly(old, 6)[0] == b"before"
+    assert recv_exactly(old, 6) == b"before"
 
     server.pause_accepting()
     assert not server.accepting
@@ -489,11 +460,11 @@ def test_pause_accepting_keeps_old_clients_and_queues_new_ones(faulty: Factory, 
     assert server.stats().accepted == 1
 
     old.sendall(b"still here")  # connections accepted before keep working
-    assert recv_exactly(old, 10)[0] == b"still here"
+    assert recv_exactly(old, 10) == b"still here"
 
     server.resume_accepting()  # accepting again: the queued connection is served
     new.settimeout(TIMEOUT)
-    assert recv_exactly(new, 6)[0] == b"hello?"
+    assert recv_exactly(new, 6) == b"hello?"
     assert server.stats().accepted == 2
 
 
@@ -542,7 +513,7 @@ def test_pause_accepting_before_start(multiconn_server_factory: Any, sockets) ->
             late.connect(server.address)
     assert server.stats().accepted == 0
     server.resume_accepting()
-    assert recv_exactly(queued, 6)[0] == b"queued"
+    assert recv_exactly(queued, 6) == b"queued"
 
 
 # -- ClosedPort ----------------------------------------------------------------------------------
@@ -575,7 +546,7 @@ def test_faults_change_on_live_connections(faulty: Factory, sockets) -> None:
     server = faulty()
     sock = sockets(server.address)
     sock.sendall(b"plain")
-    assert recv_exactly(sock, 5)[0] == b"plain"
+    assert recv_exactly(sock, 5) == b"plain"
     server.add(LimitData(bytes=3))
     sock.sendall(b"0123456789")
     assert recv_to_end(sock) == (b"012", None)
@@ -591,7 +562,7 @@ def test_the_transcript_keeps_what_the_faults_did_within_its_limit(
     sock = sockets(server.address)
     for i in range(10):
         sock.sendall(b"%d" % i)
-        assert recv_exactly(sock, 1)[0] == b"%d" % i
+        assert recv_exactly(sock, 1) == b"%d" % i
     sock.close()
     info = closed_info(server)
     lines = info.transcript.splitlines()

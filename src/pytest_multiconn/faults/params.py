@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from pytest_multiconn.core.checks import check_bool, check_count
+from pytest_multiconn.core.checks import check_bool, check_count, check_number
 from pytest_multiconn.errors import FaultParameterError
 
 #: The longest timer the loop can arm: epoll_wait's timeout is an int of milliseconds.
@@ -71,11 +71,10 @@ def fail(owner: str, name: str, value: object, expected: str) -> FaultParameterE
 
 
 def _real(owner: str, name: str, value: object, expected: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise fail(owner, name, value, expected)
-    if not math.isfinite(value):
-        raise fail(owner, name, value, expected)
-    return value
+    try:
+        return check_number(value, name, above=-math.inf, at_most=math.inf, what=expected)
+    except ValueError:
+        raise fail(owner, name, value, expected) from None
 
 
 def number(
