@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_multiconn.servers import Close, Expect, Reply, Reset
+from pytest_multiconn.servers import Abort, Close, Expect, Reply
 
 
 def fetch_greeting(address: Any, name: str) -> str:
@@ -37,6 +37,6 @@ def test_client_speaks_the_protocol(multiconn_scripted_server: Any) -> None:
 
 
 def test_client_reports_a_reset_mid_reply(multiconn_scripted_server: Any) -> None:
-    server = multiconn_scripted_server([Expect(regex=rb"HELLO \w+\n"), Reply(b"WELC"), Reset()])
+    server = multiconn_scripted_server([Expect(regex=rb"HELLO \w+\n"), Reply(b"WELC"), Abort()])
     with pytest.raises(ConnectionError):
         fetch_greeting(server.address, "bob")

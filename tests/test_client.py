@@ -11,14 +11,8 @@ from typing import ClassVar
 
 import pytest
 
-from pytest_multiconn import (
-    DEFAULT_MESSAGES,
-    EchoMismatch,
-    EchoServer,
-    MultiConnClient,
-    RemoteBindError,
-    run_clients,
-)
+from pytest_multiconn import EchoMismatch, EchoServer, MultiConnClient, RemoteBindError, run_clients
+from pytest_multiconn.client import DEFAULT_MESSAGES
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.exchanges import Exchange
 from pytest_multiconn.faults import ClientFault, HalfClose, PartialSend

@@ -16,9 +16,10 @@ import time
 from typing import Any
 
 from helpers import WAIT, connect, recv_exactly
-from pytest_multiconn import EchoServer, wait_until
+from pytest_multiconn import EchoServer
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import Loop
+from pytest_multiconn.lowlevel import wait_until
 from pytest_multiconn.servers.echo import EchoConnection, _PlainEchoConnection
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_multiconn import EchoServer, MultiConnClient
+from pytest_multiconn import EchoServer, MultiConnClient, WaitTimeout
 from pytest_multiconn.faults.client import (
     Burst,
     ClientFault,
@@ -134,7 +134,7 @@ def test_silent_connections_are_idle_and_idle_timeout_closes_them() -> None:
 def test_wait_closed_by_peer_names_connections_left_open(multiconn_server: EchoServer) -> None:
     with MultiConnClient(multiconn_server.address, 2, faults=[Silent()], keep_open=True) as c:
         c.run()
-        with pytest.raises(AssertionError, match="not closed by the server"):
+        with pytest.raises(WaitTimeout, match="not closed by the server"):
             c.wait_closed_by_peer(timeout=0.05)
 
 

@@ -15,15 +15,9 @@ import threading
 import pytest
 
 from helpers import WAIT, abort, connect, raw_target, recv_exactly, recv_until_eof
-from pytest_multiconn import (
-    EchoServer,
-    FaultProxy,
-    MultiConnClient,
-    RemoteBindError,
-    WaitTimeout,
-    closed_port_address,
-    wait_until,
-)
+from pytest_multiconn import EchoServer, FaultProxy, MultiConnClient, RemoteBindError, WaitTimeout
+from pytest_multiconn.faults import closed_port_address
+from pytest_multiconn.lowlevel import wait_until
 from pytest_multiconn.proxy import Latency, LimitData, Slicer
 
 

@@ -7,9 +7,10 @@ import select
 from collections.abc import Callable
 
 from helpers import connect, raw_target, recv_exactly
-from pytest_multiconn import EchoServer, FaultProxy, wait_until
+from pytest_multiconn import EchoServer, FaultProxy
 from pytest_multiconn.faults import fault_rng
 from pytest_multiconn.faults.toxics.corrupt import flips
+from pytest_multiconn.lowlevel import wait_until
 from pytest_multiconn.proxy import Coalesce, Corrupt, Slicer, Substitute, Truncate
 
 

@@ -36,3 +36,70 @@ def test_the_testing_alias_module_is_gone() -> None:
     with pytest.raises(ModuleNotFoundError, match=r"pytest_multiconn\.testing"):
         importlib.import_module("pytest_multiconn.testing")
     assert importlib.import_module("pytest_multiconn.suite").check_echo_server is not None
+
+
+#: Every public namespace (ARCHITECTURE.md); the top level is the first.
+NAMESPACES = [
+    "pytest_multiconn",
+    "pytest_multiconn.client",
+    "pytest_multiconn.errors",
+    "pytest_multiconn.exchanges",
+    "pytest_multiconn.faults",
+    "pytest_multiconn.fixtures",
+    "pytest_multiconn.lowlevel",
+    "pytest_multiconn.proxy",
+    "pytest_multiconn.servers",
+    "pytest_multiconn.strategies",
+    "pytest_multiconn.suite",
+    "pytest_multiconn.tls",
+    "pytest_multiconn.toxiproxy",
+    "pytest_multiconn.udp",
+]
+
+#: Names two namespaces export as different objects on purpose, each with the reason.
+SAME_IDEA = {
+    # The same fault on a datagram (udp) and on a byte stream (faults, proxy).
+    "Corrupt": "a datagram's twin of the stream fault",
+    "Truncate": "a datagram's twin of the stream fault",
+}
+
+
+def test_the_top_level_is_small_and_everything_in_it_resolves() -> None:
+    import pytest_multiconn
+
+    names = pytest_multiconn.__all__
+    assert len(names) <= 25, f"{len(names)} top-level names: {sorted(names)}"
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert getattr(pytest_multiconn, name) is not None, name
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_each_namespace_says_what_it_is_for(namespace: str) -> None:
+    module = importlib.import_module(namespace)
+    doc = (module.__doc__ or "").strip()
+    first = doc.split("\n\n", 1)[0]
+    # A summary paragraph of at most three lines, then the details.
+    assert first, f"{namespace} has no docstring"
+    assert len(first.splitlines()) <= 3, f"{namespace}'s summary is {first!r}"
+
+
+def test_no_name_means_two_things() -> None:
+    """A name exported by two namespaces is the same object in both (or listed above)."""
+    seen: dict[str, tuple[str, object]] = {}
+    clashes = []
+    for namespace in NAMESPACES:
+        module = importlib.import_module(namespace)
+        for name in getattr(module, "__all__", ()):
+            value = getattr(module, name)
+            first = seen.setdefault(name, (namespace, value))
+            if first[1] is not value and name not in SAME_IDEA:
+                clashes.append(f"{name}: {first[0]} and {namespace}")
+    assert not clashes, clashes
+    # The scripted server's steps have names of their own, apart from the client faults.
+    servers = importlib.import_module("pytest_multiconn.servers")
+    faults = importlib.import_module("pytest_multiconn.faults")
+    for step in ("Abort", "Hang", "WriteEOF"):
+        assert not hasattr(faults, step), step
+    for old in ("HalfClose", "Reset", "Stall"):
+        assert not hasattr(servers, old), old

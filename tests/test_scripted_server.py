@@ -11,14 +11,14 @@ import pytest
 from helpers import recv_until_eof
 from pytest_multiconn.errors import ScriptMismatch
 from pytest_multiconn.servers import (
+    Abort,
     Close,
     Expect,
-    HalfClose,
+    Hang,
     Pause,
     Reply,
-    Reset,
     ScriptedServer,
-    Stall,
+    WriteEOF,
 )
 
 redis = pytest.importorskip("redis")
@@ -56,7 +56,7 @@ def test_redis_py_against_a_scripted_resp_server() -> None:
 
 
 def test_reset_mid_reply_shows_redis_pys_real_error() -> None:
-    script = [Expect(data=b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"), Reply(b"$10\r\nabc"), Reset()]
+    script = [Expect(data=b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"), Reply(b"$10\r\nabc"), Abort()]
     with ScriptedServer(script) as server:
         client = redis.Redis(host=server.host, port=server.port, **QUIET,
                              retry_on_error=[], retry=None)
@@ -88,8 +88,8 @@ def test_unexpected_bytes_fail_in_the_test_with_both_sides() -> None:
 
 def test_per_connection_scripts_cycle_half_close_and_stall() -> None:
     scripts = [
-        [Expect(n=3), Reply(lambda got: got[::-1]), HalfClose(), Expect(any_line=True), Close()],
-        [Expect(data=b"x"), Stall()],
+        [Expect(n=3), Reply(lambda got: got[::-1]), WriteEOF(), Expect(any_line=True), Close()],
+        [Expect(data=b"x"), Hang()],
     ]
     with ScriptedServer(scripts=scripts, cycle=True) as server:
         with socket.create_connection(server.address, 5) as a:

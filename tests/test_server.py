@@ -28,11 +28,10 @@ from pytest_multiconn import (
     LoopThreadError,
     MultiConnClient,
     RemoteBindError,
-    wait_until,
 )
 from pytest_multiconn.core.loop import EVENT_READ
 from pytest_multiconn.errors import WaitImpossible
-from pytest_multiconn.lowlevel import Connection, EchoConnection
+from pytest_multiconn.lowlevel import Connection, EchoConnection, wait_until
 
 TIMEOUT = WAIT
 

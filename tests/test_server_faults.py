@@ -24,14 +24,9 @@ from typing import Any
 import pytest
 
 from helpers import connect, recv_exactly, recv_to_end
-from pytest_multiconn import (
-    ClosedPort,
-    EchoServer,
-    MultiConnClient,
-    closed_port_address,
-    wait_until,
-)
+from pytest_multiconn import EchoServer, MultiConnClient
 from pytest_multiconn.faults import (
+    ClosedPort,
     Corrupt,
     FaultInfo,
     Latency,
@@ -40,8 +35,9 @@ from pytest_multiconn.faults import (
     Timeout,
     Toxic,
     When,
+    closed_port_address,
 )
-from pytest_multiconn.lowlevel import ConnectionInfo
+from pytest_multiconn.lowlevel import ConnectionInfo, wait_until
 
 TIMEOUT = 5.0  # bound on every blocking socket call in this file
 

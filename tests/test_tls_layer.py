@@ -25,12 +25,8 @@ from helpers import (
     recv_exactly,
     recv_to_end,
 )
-from pytest_multiconn import (
-    DEFAULT_MESSAGES,
-    EchoServer,
-    MultiConnClient,
-    TLSConfig,
-)
+from pytest_multiconn import EchoServer, MultiConnClient, TLSConfig
+from pytest_multiconn.client import DEFAULT_MESSAGES
 from pytest_multiconn.faults import (
     Burst,
     ClientFault,

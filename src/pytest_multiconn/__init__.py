@@ -1,12 +1,19 @@
 """pytest-multiconn: make sockets misbehave on demand, in your own tests.
 
-The top level holds the everyday names; the rest lives in namespaces:
+The top level holds the everyday names (a server, a client, the proxy, TLS, the errors); the
+rest lives in namespaces, each for one job:
 
-* :mod:`pytest_multiconn.faults`: client, server and TLS faults;
-* :mod:`pytest_multiconn.proxy`: the fault-injecting proxy and its toxics;
-* :mod:`pytest_multiconn.tls`: certificates and TLS configuration;
-* :mod:`pytest_multiconn.suite`: the fault-injection suite for your own server;
-* :mod:`pytest_multiconn.client`: the multi-connection client's types;
+* :mod:`pytest_multiconn.faults`: every fault (client, stream, TLS), to break connections;
+* :mod:`pytest_multiconn.servers`: protocol servers, fakes and a scripted peer, to test clients;
+* :mod:`pytest_multiconn.client`: the multi-connection client and its results;
+* :mod:`pytest_multiconn.exchanges`: what a client sends and expects (lines, HTTP, RESP...);
+* :mod:`pytest_multiconn.proxy`: the fault-injecting proxy, between a client and a server;
+* :mod:`pytest_multiconn.tls`: throw-away certificates and TLS configuration;
+* :mod:`pytest_multiconn.suite`: the fault-injection suite for your own server or client;
+* :mod:`pytest_multiconn.udp`: datagram echo server, fault proxy and client;
+* :mod:`pytest_multiconn.toxiproxy`: a drop-in toxiproxy server;
+* :mod:`pytest_multiconn.fixtures`: the fixtures' types, for annotating tests;
+* :mod:`pytest_multiconn.strategies`: Hypothesis strategies of faults and schedules;
 * :mod:`pytest_multiconn.lowlevel`: the loop, connection and server base, for extending.
 
 Subpackages not listed there (``core``, ``plugin``, ``cli``) are internal.
@@ -36,15 +43,11 @@ from pytest_multiconn.errors import (
 
 if TYPE_CHECKING:
     from pytest_multiconn.client.multiconn import (
-        DEFAULT_MESSAGES,
         ClientResults,
-        ConnectionResult,
         MultiConnClient,
         run_clients,
     )
     from pytest_multiconn.core.process import ServerProcess
-    from pytest_multiconn.core.wait import wait_until
-    from pytest_multiconn.faults.closed_port import ClosedPort, closed_port_address
     from pytest_multiconn.faults.server import FaultyEchoServer
     from pytest_multiconn.proxy.proxy import FaultProxy
     from pytest_multiconn.servers.echo import EchoServer
@@ -58,13 +61,9 @@ if TYPE_CHECKING:
 #: that defines each.  ``__getattr__`` imports it and publishes the name here (issue 25).
 _LAZY: dict[str, str] = {
     **dict.fromkeys(
-        ["DEFAULT_MESSAGES", "ClientResults", "ConnectionResult", "MultiConnClient", "run_clients"],
-        "pytest_multiconn.client.multiconn",
+        ["ClientResults", "MultiConnClient", "run_clients"], "pytest_multiconn.client.multiconn"
     ),
     "ServerProcess": "pytest_multiconn.core.process",
-    "wait_until": "pytest_multiconn.core.wait",
-    "ClosedPort": "pytest_multiconn.faults.closed_port",
-    "closed_port_address": "pytest_multiconn.faults.closed_port",
     "FaultyEchoServer": "pytest_multiconn.faults.server",
     "FaultProxy": "pytest_multiconn.proxy.proxy",
     "EchoServer": "pytest_multiconn.servers.echo",
@@ -82,12 +81,9 @@ def _version() -> str:
 
 
 __all__ = [
-    "DEFAULT_MESSAGES",
     "AddressError",
     "AddressInUseError",
     "ClientResults",
-    "ClosedPort",
-    "ConnectionResult",
     "ContractBreak",
     "EchoMismatch",
     "EchoServer",
@@ -106,12 +102,11 @@ __all__ = [
     "TLSError",
     "WaitTimeout",
     "__version__",
-    "closed_port_address",
     "run_clients",
-    "wait_until",
 ]
 
 publish(__name__, globals(), [n for n in __all__ if n != "__version__" and n not in _LAZY])
+
 
 def __getattr__(name: str) -> Any:
     lazy = _LAZY.get(name)

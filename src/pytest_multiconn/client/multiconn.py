@@ -22,7 +22,7 @@ from pytest_multiconn.core.connection import (
 from pytest_multiconn.core.defaults import DEFAULT_MESSAGES as _DEFAULT_MESSAGES
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
 from pytest_multiconn.core.seed import default_seed, derive_seed
-from pytest_multiconn.errors import EchoMismatch, ReplyMismatch
+from pytest_multiconn.errors import EchoMismatch, ReplyMismatch, WaitTimeout
 from pytest_multiconn.exchanges.base import Exchange, ReplyReader
 from pytest_multiconn.exchanges.garbage import no_garbage_answers
 from pytest_multiconn.exchanges.simple import Echo
@@ -624,8 +624,8 @@ class MultiConnClient:
 
     def wait_closed_by_peer(self, timeout: float | None = None) -> int:
         """Drive the loop until the server closed every lingering connection; return how many
-        it closed.  Raises :class:`EchoMismatch` naming the ones still open after ``timeout``
-        (default: the client's ``timeout``)."""
+        it closed.  Raises :class:`WaitTimeout` naming the ones still open after ``timeout``
+        (default: the client's ``timeout``): a wait that ran out, not a wrong reply."""
         refuse_in_event_loop(
             "MultiConnClient.wait_closed_by_peer()", "await client.await_closed_by_peer(...)"
         )
@@ -637,7 +637,7 @@ class MultiConnClient:
         still = self.lingering
         if still:
             names = ", ".join(c.label for c in still[:10])
-            raise EchoMismatch(
+            raise WaitTimeout(
                 f"{len(still)} of {open_before} lingering connections were not closed by the "
                 f"server within {timeout}s: {names}"
             )

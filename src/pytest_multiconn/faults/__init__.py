@@ -1,15 +1,16 @@
-"""Every fault, in one namespace: client faults, server faults and TLS faults.
+"""Every fault, in one namespace: what breaks a connection, and on which side.
 
 Client faults make :class:`~pytest_multiconn.MultiConnClient` connections misbehave
-(``faults=[PartialSend(max_chunk=1)]``); server faults make a
-:class:`FaultyEchoServer` misbehave; TLS faults break handshakes and certificates.  The proxy's
-faults (toxics) live in :mod:`pytest_multiconn.proxy`.
+(``faults=[PartialSend(max_chunk=1)]``); stream faults (toxics: :class:`Latency`,
+:class:`Slicer`, :class:`ResetPeer`...) act on any server (``EchoServer(faults=[...])``,
+``ProtocolServer(handler, faults=[...])``) and on the proxy (``proxy.add(...)``); TLS faults
+break handshakes and certificates.
 
 Every family has one shape (:class:`Fault`): frozen parameters checked by
 :mod:`pytest_multiconn.faults.params`, a ``name`` registered in the family's registry
-(:data:`CLIENT_FAULTS`, :data:`SERVER_FAULTS`, ``proxy.TOXICS``), a ``probability``, seeded
-random numbers from :func:`fault_rng`, and a narrow Protocol for the connection it acts on
-(:class:`ClientConnectionAPI`, :class:`ServerConnectionAPI`, ``proxy.PipeAPI``).
+(:data:`CLIENT_FAULTS`, :data:`TOXICS`), a ``probability``, seeded random numbers from
+:func:`fault_rng`, and a narrow Protocol for the connection it acts on
+(:class:`ClientConnectionAPI`, :class:`PipeAPI`).
 """
 
 from typing import TYPE_CHECKING, Any

@@ -1,10 +1,10 @@
-"""Servers built on core's :class:`~pytest_multiconn.core.server.ServerBase` (above ``tls``).
+"""Servers to test clients against: any protocol on the loop, ready-made fakes, a scripted one.
 
-Any protocol on the loop (:class:`ProtocolServer`, asyncio-shaped handlers), ready-made
-fakes, and a scripted server for testing clients.  Echo is one of those protocols:
-:class:`EchoProtocol` is its handler, and ``EchoServer`` (re-exported here and from the top
-level, where its public path is) is ``ProtocolServer(EchoProtocol)`` with a tuned plain path;
-``EchoConnection`` is in :mod:`pytest_multiconn.lowlevel`.
+:class:`ProtocolServer` runs asyncio-shaped handlers (:class:`EchoProtocol`, the fakes
+:class:`LineProtocol`, :class:`HTTPProtocol`, :class:`RedisProtocol`, or yours) and takes
+``faults=[...]`` and ``tls=``.  :class:`ScriptedServer` plays a script of steps
+(:class:`Expect`, :class:`Reply`, :class:`Pause`, :class:`WriteEOF`, :class:`Close`,
+:class:`Abort`, :class:`Hang`) against each connection.
 """
 
 from pytest_multiconn.core.public import publish
@@ -12,35 +12,35 @@ from pytest_multiconn.servers.echo import EchoProtocol, EchoServer
 from pytest_multiconn.servers.fakes import HTTPProtocol, LineProtocol, RedisProtocol
 from pytest_multiconn.servers.protocol import Handler, ProtocolServer, Transport
 from pytest_multiconn.servers.scripted import (
+    Abort,
     Close,
     Expect,
-    HalfClose,
+    Hang,
     Pause,
     Reply,
-    Reset,
     ScriptedServer,
     ScriptFailure,
-    Stall,
+    WriteEOF,
 )
 
 __all__ = [
+    "Abort",
     "Close",
     "EchoProtocol",
     "EchoServer",
     "Expect",
     "HTTPProtocol",
-    "HalfClose",
     "Handler",
+    "Hang",
     "LineProtocol",
     "Pause",
     "ProtocolServer",
     "RedisProtocol",
     "Reply",
-    "Reset",
     "ScriptFailure",
     "ScriptedServer",
-    "Stall",
     "Transport",
+    "WriteEOF",
 ]
 
 # EchoServer's public path stays the top level (``pytest_multiconn.EchoServer``), which

@@ -7,8 +7,8 @@ A script is a list of steps run in order on one connection::
 
 ``Expect`` waits for exact bytes, a line (any, or a given one), a regular expression over
 everything up to a terminator, or a number of bytes; ``Reply`` writes (bytes, or a function
-of what the last ``Expect`` took); ``Pause`` waits; ``HalfClose``, ``Close``, ``Reset`` and
-``Stall`` end the exchange the way a broken peer would.  ``scripts=[a, b]`` gives each
+of what the last ``Expect`` took); ``Pause`` waits; ``WriteEOF``, ``Close``, ``Abort`` and
+``Hang`` end the exchange the way a broken peer would.  ``scripts=[a, b]`` gives each
 connection its own script in accept order, ``cycle=True`` starts over after the last.
 
 When the client sends something the script did not expect, the connection is closed and the
@@ -200,11 +200,11 @@ class Pause:
 
 
 @dataclass(frozen=True)
-class HalfClose:
+class WriteEOF:
     """Shut down our write side (the client reads EOF); the script may still expect data."""
 
     def describe(self) -> str:
-        return "HalfClose()"
+        return "WriteEOF()"
 
 
 @dataclass(frozen=True)
@@ -216,23 +216,23 @@ class Close:
 
 
 @dataclass(frozen=True)
-class Reset:
+class Abort:
     """Close at once with an RST: unsent output is dropped, the client sees ECONNRESET."""
 
     def describe(self) -> str:
-        return "Reset()"
+        return "Abort()"
 
 
 @dataclass(frozen=True)
-class Stall:
+class Hang:
     """Stop reading and never answer again; the connection stays open until the server stops."""
 
     def describe(self) -> str:
-        return "Stall()"
+        return "Hang()"
 
 
-Step = Expect | Reply | Pause | HalfClose | Close | Reset | Stall
-_STEPS = (Expect, Reply, Pause, HalfClose, Close, Reset, Stall)
+Step = Expect | Reply | Pause | WriteEOF | Close | Abort | Hang
+_STEPS = (Expect, Reply, Pause, WriteEOF, Close, Abort, Hang)
 
 
 #: ``ScriptedServer(max_buffer=)``'s default: 16 MiB.
@@ -396,19 +396,19 @@ class ScriptedConnection(Connection):
                 self.index += 1
                 self.timer = self.loop.call_later(step.seconds, self._resume)
                 return
-            elif isinstance(step, HalfClose):
+            elif isinstance(step, WriteEOF):
                 self.write_eof()
             elif isinstance(step, Close):
                 self.index += 1
                 self._done()
                 self.finish()
                 return
-            elif isinstance(step, Reset):
+            elif isinstance(step, Abort):
                 self.index += 1
                 self._done()
                 self.reset()
                 return
-            else:  # Stall
+            else:  # Hang
                 self.index += 1
                 self._done()
                 self.stalled = True
