@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from helpers import WAIT, Recorder, drive, recv_until_eof
-from pytest_multiconn.core.connection import validate_water_marks
+from pytest_multiconn.core.connection import Phase, validate_water_marks
 from pytest_multiconn.lowlevel import Loop, Transcript
 
 
@@ -126,12 +126,57 @@ def test_write_eof_while_connecting_is_sent_after_connect(loop: Loop) -> None:
         peer, _ = listener.accept()
         with peer:
             peer.settimeout(WAIT)
-            drive(loop, lambda: conn._eof_sent, "our EOF")
+            drive(loop, lambda: conn.eof_sent, "our EOF")
             assert peer.recv(10) == b""
             conn.write_eof()  # already sent: nothing to do
             conn.close()
             conn.write_eof()  # closed: nothing to do
             conn.finish()  # closed: nothing to do
+
+
+def test_phase_follows_write_eof_finish_and_close(
+    loop: Loop, tcp_pair: tuple[socket.socket, socket.socket]
+) -> None:
+    ours, peer = tcp_pair
+    conn = Recorder(loop, ours, "peer")
+    conn.attach()
+    assert conn.phase is Phase.OPEN
+    assert conn.accepts_writes
+    conn.hold_output()  # the bytes stay buffered, so the phases after the flush are visible
+    conn.write(b"first")
+    conn.write_eof()
+    assert conn.phase is Phase.EOF_PENDING
+    assert not conn.accepts_writes
+    conn.write(b"dropped")  # after write_eof(): not sent, not buffered
+    assert conn.buffered == len(b"first")
+    conn.finish()  # a close after the flush supersedes the FIN
+    assert conn.phase is Phase.FINISHING
+    assert conn.finish_pending
+    conn.release_output()
+    drive(loop, lambda: conn.closed, "the close after the flush")
+    assert conn.phase is Phase.CLOSED
+    assert conn.close_reason == "finished"
+    peer.settimeout(WAIT)
+    assert recv_until_eof(peer) == b"first"
+    with pytest.raises(RuntimeError, match=r"internal error: .* cannot go from closed to open"):
+        conn._enter(Phase.OPEN)  # the table refuses what no public call can ask for
+
+
+def test_finish_while_connecting_flushes_after_the_connect(loop: Loop) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        conn = Recorder(loop, socket.socket(), listener.getsockname())
+        conn.connect(listener.getsockname())
+        conn.write(b"queued while connecting")
+        conn.finish()
+        assert conn.phase is Phase.CONNECTING
+        assert conn.finish_pending
+        assert conn.accepts_writes
+        peer, _ = listener.accept()
+        with peer:
+            peer.settimeout(WAIT)
+            drive(loop, lambda: conn.closed, "the close after the connect and the flush")
+            assert conn.close_reason == "finished"
+            assert recv_until_eof(peer) == b"queued while connecting"
 
 
 def test_idle_timeout_can_be_replaced_and_cleared(

@@ -26,10 +26,18 @@ Extension points, the same in plaintext and under a layer (TLS):
   first, and ends its stream before a half-close (``before_shutdown``) or a close.
 
 No subclass needs to override ``_send`` or any other private method for those.
+
+Its life is one explicit state, :class:`Phase` (as h11's ``_state.py`` keeps an HTTP
+connection's): ``_NEXT`` lists every allowed transition and ``_enter`` refuses any other with
+an internal error, so a path that asks "may I send now?" compares one phase instead of
+re-deriving it from flags.  What stays beside the phase are independent toggles, not phases:
+the peer's end of stream (the read direction's only event), and flow control (reading paused,
+writing paused, output held), each of which can flip in any phase.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import itertools
 import socket
@@ -55,6 +63,7 @@ __all__ = [
     "DEFAULT_TRANSCRIPT_LIMIT",
     "Buffer",
     "Connection",
+    "Phase",
     "Transcript",
     "TranscriptEntry",
     "validate_water_marks",
@@ -82,6 +91,42 @@ _PEER_GONE_ERRNOS = frozenset(
 )
 
 
+class Phase(enum.Enum):
+    """Where a connection is in its life (our side of it; the peer's EOF is ``eof_received``)."""
+
+    #: ``connect()`` is in progress: writes are buffered, nothing is sent.
+    CONNECTING = "connecting"
+    #: Both directions may flow (an accepted socket starts here).
+    OPEN = "open"
+    #: ``write_eof()``: our FIN goes once the buffered output is flushed; writes are dropped.
+    EOF_PENDING = "eof-pending"
+    #: ``finish()``: the connection closes once the buffered output is flushed.
+    FINISHING = "finishing"
+    #: Our FIN is sent (half-closed): we may still read, writes are dropped.
+    EOF_SENT = "eof-sent"
+    CLOSED = "closed"
+
+
+_CONNECTING = Phase.CONNECTING
+_OPEN = Phase.OPEN
+_EOF_PENDING = Phase.EOF_PENDING
+_FINISHING = Phase.FINISHING
+_EOF_SENT = Phase.EOF_SENT
+_CLOSED = Phase.CLOSED
+
+#: Every allowed transition.  ``connect()`` takes a new connection from OPEN to CONNECTING; a
+#: ``write_eof()`` or ``finish()`` during a connect is kept in ``_after_connect``, the phase the
+#: connect completes into.  ``end_output()`` (a fault's cut) may come in any live phase.
+_NEXT: dict[Phase, frozenset[Phase]] = {
+    _CONNECTING: frozenset({_OPEN, _EOF_PENDING, _FINISHING, _EOF_SENT, _CLOSED}),
+    _OPEN: frozenset({_CONNECTING, _EOF_PENDING, _FINISHING, _EOF_SENT, _CLOSED}),
+    _EOF_PENDING: frozenset({_FINISHING, _EOF_SENT, _CLOSED}),
+    _FINISHING: frozenset({_OPEN, _EOF_SENT, _CLOSED}),  # OPEN: cancel_finish()
+    _EOF_SENT: frozenset({_FINISHING, _CLOSED}),
+    _CLOSED: frozenset(),
+}
+
+
 def validate_water_marks(high: int, low: int | None) -> tuple[int, int]:
     """Check a high/low water mark pair; ``low`` defaults to a quarter of ``high``."""
     if isinstance(high, bool) or not isinstance(high, int) or high <= 0:
@@ -105,11 +150,8 @@ class Connection:
     __slots__ = (
         "__dict__",
         "__weakref__",
-        "_connecting",
-        "_eof_pending",
+        "_after_connect",
         "_eof_received",
-        "_eof_sent",
-        "_finish_pending",
         "_idle_mark",
         "_idle_queued",
         "_idle_sampled",
@@ -118,12 +160,12 @@ class Connection:
         "_mask",
         "_out",
         "_output_held",
+        "_phase",
         "_reading_paused",
         "_writing_paused",
         "bytes_in",
         "bytes_out",
         "close_reason",
-        "closed",
         "error",
         "fd",
         "high_water",
@@ -172,7 +214,6 @@ class Connection:
         self.bytes_in = 0
         self.bytes_out = 0
         self.peak_buffered = 0
-        self.closed = False
         self.close_reason = ""
         self.error: BaseException | None = None
         #: Cap on bytes handed to one ``send`` call (a fault knob: forces short writes).
@@ -181,14 +222,13 @@ class Connection:
         self.layer: StreamLayer | None = None
         self._out = bytearray()
         self._mask = 0
-        self._connecting = False
+        self._phase = _OPEN
+        self._after_connect = _OPEN  # the phase a connect in progress completes into
+        # Independent toggles beside the phase: flow control, and the peer's end of stream.
         self._reading_paused = False
         self._output_held = False
         self._writing_paused = False
         self._eof_received = False
-        self._eof_pending = False  # shut down our write side once output is flushed
-        self._eof_sent = False
-        self._finish_pending = False  # close once output is flushed
         self._idle_timeout: float | None = None
         self._idle_timer: Timer | None = None
         self._idle_queued = 0  # the kernel's send queue when it last changed, and when that was
@@ -198,12 +238,13 @@ class Connection:
 
     # -- diagnostics ------------------------------------------------------------------------
     def __repr__(self) -> str:
-        if self.closed:
+        phase = self._phase
+        if phase is _CLOSED:
             state = f"closed ({self.close_reason})" if self.close_reason else "closed"
-        elif self._connecting:
+        elif phase is _CONNECTING:
             state = "connecting"
         else:
-            state = "open"
+            state = phase.value
             if self._reading_paused:
                 state += " read-paused"
             if self._eof_received:
@@ -216,6 +257,37 @@ class Connection:
             f"<{type(self).__name__} {self.label} fd={self.fd} peer={self.peer!r} {state} "
             f"in={self.bytes_in} out={self.bytes_out} buffered={len(self._out)}>"
         )
+
+    # -- the state ------------------------------------------------------------------------------
+    def _enter(self, phase: Phase) -> None:
+        """Move to ``phase``; anything ``_NEXT`` does not list is a bug in this module."""
+        if phase not in _NEXT[self._phase]:
+            raise RuntimeError(
+                f"internal error: {self!r} cannot go from {self._phase.value} to {phase.value}"
+            )
+        self._phase = phase
+
+    @property
+    def phase(self) -> Phase:
+        """Where the connection is in its life (see :class:`Phase`)."""
+        return self._phase
+
+    @property
+    def closed(self) -> bool:
+        return self._phase is _CLOSED
+
+    @property
+    def accepts_writes(self) -> bool:
+        """``write()`` would take bytes (False once closed or once our EOF is on its way)."""
+        phase = self._phase
+        if phase is _CONNECTING:
+            return self._after_connect is not _EOF_PENDING
+        return phase is _OPEN or phase is _FINISHING
+
+    @property
+    def writing_paused(self) -> bool:
+        """``pause_writing()`` ran and ``resume_writing()`` has not yet (the high-water mark)."""
+        return self._writing_paused
 
     @property
     def buffered(self) -> int:
@@ -247,22 +319,26 @@ class Connection:
     @property
     def connecting(self) -> bool:
         """A ``connect()`` is in progress (nothing can be sent yet)."""
-        return self._connecting
+        return self._phase is _CONNECTING
 
     @property
     def eof_pending(self) -> bool:
         """``write_eof()`` was called and waits for the output to flush."""
-        return self._eof_pending
+        phase = self._phase
+        return phase is _EOF_PENDING or (
+            phase is _CONNECTING and self._after_connect is _EOF_PENDING
+        )
 
     @property
     def eof_sent(self) -> bool:
         """Our write side is shut down (the FIN has gone)."""
-        return self._eof_sent
+        return self._phase is _EOF_SENT
 
     @property
     def finish_pending(self) -> bool:
         """``finish()`` was called and waits for the output to flush before closing."""
-        return self._finish_pending
+        phase = self._phase
+        return phase is _FINISHING or (phase is _CONNECTING and self._after_connect is _FINISHING)
 
     @property
     def wants_write(self) -> bool:
@@ -311,7 +387,7 @@ class Connection:
     # -- set-up -----------------------------------------------------------------------------
     def use_layer(self, layer: StreamLayer) -> None:
         """Put ``layer`` between the socket and this connection (before attach/connect)."""
-        if self._mask or self._connecting or self.closed:
+        if self._mask or self._phase is not _OPEN:
             raise RuntimeError(f"{self!r}: a layer must be set before the connection starts")
         self.layer = layer
 
@@ -335,10 +411,11 @@ class Connection:
 
     def connect(self, address: Any) -> None:
         """Start a non-blocking connect; ``connection_made`` runs when it completes."""
-        self._connecting = True
+        if self._mask:
+            raise RuntimeError(f"{self!r}: connect() on a connection that already started")
+        self._enter(_CONNECTING)
         err = self.sock.connect_ex(address)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
-            self._connecting = False
             self.close(
                 OSError(err, f"connect to {address!r} failed: {errno.errorcode.get(err, err)}")
             )
@@ -435,11 +512,12 @@ class Connection:
         self._update_interest()
 
     def _update_interest(self) -> None:
-        if self.closed:
+        phase = self._phase
+        if phase is _CLOSED:
             return
         mask = 0
         layer = self.layer
-        if self._connecting:
+        if phase is _CONNECTING:
             mask = EVENT_WRITE
         elif layer is not None and not layer.ready:
             mask = layer.interest()
@@ -447,7 +525,7 @@ class Connection:
             if not self._reading_paused and not self._eof_received:
                 mask |= EVENT_READ
             if (
-                self._out or self._eof_pending or (layer is not None and layer.backlog())
+                self._out or phase is _EOF_PENDING or (layer is not None and layer.backlog())
             ) and not self._output_held:
                 mask |= EVENT_WRITE
         self._set_interest(mask)
@@ -470,7 +548,7 @@ class Connection:
 
     # -- I/O ----------------------------------------------------------------------------------
     def handle_event(self, mask: int) -> None:
-        if self._connecting:
+        if self._phase is _CONNECTING:
             self._finish_connect()
             return
         layer = self.layer
@@ -479,22 +557,22 @@ class Connection:
             return
         if mask & EVENT_READ:
             self._on_readable()
-        if mask & EVENT_WRITE and not self.closed:
+        if mask & EVENT_WRITE and self._phase is not _CLOSED:
             self._on_writable()
 
     def _finish_connect(self) -> None:
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self._connecting = False
         if err:
             exc = OSError(err, f"connect failed: {errno.errorcode.get(err, err)} ({self.peer!r})")
             if err == errno.ECONNREFUSED:
                 exc = ConnectionRefusedError(err, f"connection refused by {self.peer!r}")
             self.close(exc)
             return
+        self._enter(self._after_connect)
         self.transcript.record("connect", note=f"to {self.peer!r}")
         self._update_interest()
         self._tcp_up()
-        if self._out and not self.closed:
+        if self._out and self._phase is not _CLOSED:
             self._update_interest()
 
     def _recv(self) -> bytes:
@@ -550,9 +628,10 @@ class Connection:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` now if the kernel takes it, buffer the rest."""
-        if self.closed or self._eof_pending or self._eof_sent or not data:
+        phase = self._phase
+        if (phase is not _OPEN and not self.accepts_writes) or not data:
             return
-        if not self._out and not self._connecting and not self._output_held:
+        if not self._out and phase is not _CONNECTING and not self._output_held:
             try:
                 sent = self._send(data)
             except (BlockingIOError, InterruptedError):
@@ -602,22 +681,32 @@ class Connection:
             if self._writing_paused and len(out) <= self.low_water:
                 self._writing_paused = False
                 self.resume_writing()
-                if self.closed:
+                if self._phase is _CLOSED:
                     return
         if not out:
-            if self._finish_pending:
+            phase = self._phase
+            if phase is _FINISHING:
                 self.close(reason="finished")
                 return
-            if self._eof_pending:
+            if phase is _EOF_PENDING:
                 self._shutdown_write()
         self._update_interest()
 
     def write_eof(self) -> None:
-        """Half-close: shut down our write side once pending output is flushed."""
-        if self.closed or self._eof_sent:
-            return
-        self._eof_pending = True
-        if not self._out and not self._connecting and not self._output_held:
+        """Half-close: shut down our write side once pending output is flushed.
+
+        After ``finish()`` it does nothing: the close that comes after the flush ends our
+        output anyway."""
+        phase = self._phase
+        if phase is _CONNECTING:
+            if self._after_connect is _OPEN:
+                self._after_connect = _EOF_PENDING
+            return  # the connect's EVENT_WRITE is registered already
+        if phase is _OPEN:
+            self._enter(_EOF_PENDING)
+        elif phase is not _EOF_PENDING:
+            return  # closed, our EOF sent, or closing after the flush
+        if not self._out and not self._output_held:
             self._shutdown_write()
         self._update_interest()
 
@@ -627,7 +716,8 @@ class Connection:
 
         Under a layer its end of stream goes first (TLS: ``close_notify``), then the FIN.
         """
-        if self.closed or self._eof_sent:
+        phase = self._phase
+        if phase is _CLOSED or phase is _EOF_SENT:
             return
         self._out.clear()
         self._send_eof()  # an error: the peer is gone already; the caller closes anyway
@@ -641,8 +731,7 @@ class Connection:
 
     def _send_eof(self) -> OSError | None:
         """Shut down our write side (a layer's end of stream first); the error if it failed."""
-        self._eof_pending = False
-        self._eof_sent = True
+        self._enter(_EOF_SENT)
         if self.layer is not None:
             self.layer.before_shutdown()
         try:
@@ -654,13 +743,33 @@ class Connection:
 
     def finish(self) -> None:
         """Close gracefully: flush pending output first, then close."""
-        if self.closed:
+        phase = self._phase
+        if phase is _CLOSED:
             return
-        if not self._out or (self._output_held and not self._out):
+        if not self._out:
             self.close(reason="finished")
             return
-        self._finish_pending = True
+        self.defer_finish()
+
+    def defer_finish(self) -> None:
+        """``finish()`` even with nothing buffered here, for a subclass whose output waits
+        elsewhere (the proxy's kernel pipe): FINISHING, and the next flush closes."""
+        phase = self._phase
+        if phase is _CLOSED:
+            return
+        if phase is _CONNECTING:
+            self._after_connect = _FINISHING
+        elif phase is not _FINISHING:
+            self._enter(_FINISHING)
         self._update_interest()
+
+    def cancel_finish(self) -> None:
+        """Undo a ``finish()`` whose flush is still under way: the connection stays open (a
+        fault that cuts the connection its own way must not be pre-empted by that close)."""
+        if self._phase is _FINISHING:
+            self._enter(_OPEN)
+        elif self._phase is _CONNECTING and self._after_connect is _FINISHING:
+            self._after_connect = _OPEN
 
     def _peer_failed(self, exc: OSError) -> None:
         if self.layer is not None and self.layer.failed(exc):
@@ -693,11 +802,11 @@ class Connection:
         self._close(exc, reason, clean=exc is None)
 
     def _close(self, exc: BaseException | None, reason: str, *, clean: bool) -> None:
-        if self.closed:
+        if self._phase is _CLOSED:
             return
         if self.layer is not None:
             self.layer.before_close(clean)  # TLS: close_notify on a clean close
-        self.closed = True
+        self._enter(_CLOSED)
         if exc is not None and exc.__traceback__ is not None:
             # The error stays on the closed connection (and a closed connection stays
             # referenced a while: a server's recently-closed list, a client's results); its
@@ -715,7 +824,6 @@ class Connection:
             except (KeyError, ValueError, OSError):
                 pass  # the loop's selector is already closed
             self._mask = 0
-        self._connecting = False
         self._out.clear()
         self.transcript.record("close", note=self.close_reason)
         self.sock.close()

@@ -40,7 +40,9 @@ class LayerHost(Protocol):
     label: str
     peer: Any
     read_size: int
-    closed: bool
+
+    @property
+    def closed(self) -> bool: ...
 
     @property
     def transcript(self) -> Recorder: ...

@@ -45,8 +45,9 @@ class ClientConnectionAPI(Protocol):
     received: int
     #: Bytes handed to the kernel so far.
     bytes_out: int
-    #: True once the socket is closed.
-    closed: bool
+    @property
+    def closed(self) -> bool:
+        """True once the socket is closed."""
 
     @property
     def buffered(self) -> int:
@@ -106,8 +107,9 @@ class ServerConnectionAPI(Protocol):
     sock: socket.socket
     #: Accept order on this server, 1 = first (with the seed it picks the random numbers).
     number: int
-    #: True once the socket is closed.
-    closed: bool
+    @property
+    def closed(self) -> bool:
+        """True once the socket is closed."""
 
     def hold(self, owner: object) -> None:
         """Stop sending output while ``owner`` holds it (holds of several faults stack)."""

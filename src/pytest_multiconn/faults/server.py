@@ -547,7 +547,7 @@ class FaultyEchoConnection(EchoConnection):
                 self.release_output()
 
     def cancel_finish(self) -> None:
-        self._finish_pending = False
+        super().cancel_finish()
         self._eof_after_pending = False
 
     def stop_reading(self, stopped: bool) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from random import Random
 from typing import Any, Protocol
 
-from pytest_multiconn.core.connection import Connection
+from pytest_multiconn.core.connection import Connection, Phase
 from pytest_multiconn.core.loop import Loop
 from pytest_multiconn.core.seed import derive_seed
 from pytest_multiconn.faults.toxics import Stage, Toxic
@@ -168,8 +168,8 @@ class Pair:
         dst = src.other
         if (not self.proxy._use_splice or src.pipe is not None or src.splice is not None
                 or self.done or not self.connected or src.closed or dst.closed
-                or src._eof_received or src._connecting or dst._connecting or dst._out
-                or dst._eof_pending or dst._eof_sent or dst._output_held
+                or src.eof_received or src.connecting or dst.phase is not Phase.OPEN
+                or dst.buffered or dst.output_held
                 or dst.max_send is not None or src.pause_bits):
             return
         made = make_pipe()
@@ -195,7 +195,7 @@ class Pair:
             dst._update_interest()
             if data:
                 dst.write(data)
-            if dst._finish_pending and not dst._out and not dst.closed:
+            if dst.finish_pending and not dst.buffered:
                 dst.close(reason="finished")
         if not src.closed and src.pause_bits & PAUSE_SPLICE_FULL:
             # An end-of-stream splice saw is seen again by recv(): it stays readable.
@@ -210,12 +210,9 @@ class Pair:
         """End-of-stream spliced with the pipe empty: forward it as the user-space path does."""
         src = splice.src
         self.unsplice(splice)
-        if src.closed or src._eof_received:
+        if src.closed or src.eof_received:
             return
-        src._eof_received = True
-        src.transcript.record("eof-in")
-        src._update_interest()
-        src.on_eof()
+        src.deliver_eof()
 
     def spliced(self) -> dict[str, int]:
         """Bytes each direction moved by splice so far (tests and diagnostics)."""

@@ -108,7 +108,7 @@ class Side(Connection):
         buffer): what a pipeline delivers as one piece (a slice) reaches the kernel as one
         write, and the transcript counts one op per send.  ``send_allowance`` cuts each send
         at the next boundary; ``after_send`` moves past it."""
-        if self.closed or self._eof_pending or self._eof_sent or not data:
+        if not self.accepts_writes or not data:
             return
         apart = self.apart
         buffered = len(self._out)
@@ -136,7 +136,7 @@ class Side(Connection):
 
     @property
     def accepting(self) -> bool:
-        return not self._connecting
+        return not self.connecting
 
     def put(self, data: bytes) -> None:
         self.write_apart(data)
@@ -146,7 +146,7 @@ class Side(Connection):
 
     def put_eof(self) -> None:
         self.write_eof()
-        if self._eof_received and self._eof_sent and not self.closed:
+        if self._eof_received and self.eof_sent:
             self.finish()
 
     def send_allowance(self) -> int | None:
@@ -169,7 +169,7 @@ class Side(Connection):
 
     # The spliced path bypasses Connection's recv/send: these four route events to it.
     def handle_event(self, mask: int) -> None:
-        if self._connecting:
+        if self.connecting:
             self._finish_connect()
             return
         if mask & EVENT_READ:
@@ -195,7 +195,7 @@ class Side(Connection):
 
     def _update_interest(self) -> None:
         splice = self.splice_in
-        if splice is None or not splice.pending or self.closed or self._connecting:
+        if splice is None or not splice.pending or self.closed or self.connecting:
             super()._update_interest()
             return
         # Bytes wait in the kernel pipe for this socket: ask for writability (our own output
@@ -208,8 +208,7 @@ class Side(Connection):
     def finish(self) -> None:
         splice = self.splice_in
         if splice is not None and splice.pending and not self.closed:
-            self._finish_pending = True  # close once the kernel pipe is drained to the peer
-            self._update_interest()
+            self.defer_finish()  # close once the kernel pipe is drained to the peer
             return
         super().finish()
 
@@ -238,7 +237,7 @@ class Side(Connection):
             self.other.write_eof()
         else:
             pipe.feed_eof()
-        if self._eof_sent and not self.closed:
+        if self.eof_sent:
             self.finish()  # both directions ended
 
     def pause_writing(self) -> None:

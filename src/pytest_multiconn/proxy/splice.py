@@ -166,7 +166,7 @@ class Splice:
             if not dst._mask & EVENT_WRITE:
                 dst._update_interest()
             return
-        if dst._mask & EVENT_WRITE or dst._finish_pending:
+        if dst._mask & EVENT_WRITE or dst.finish_pending:
             dst._on_writable()  # drop EVENT_WRITE; close now if a finish() was waiting
             if self.r < 0:  # that closed the destination, and the pair tore us down
                 return

@@ -22,12 +22,14 @@ import socket
 import ssl
 from typing import Any
 
-from pytest_multiconn.core.connection import Connection
+from pytest_multiconn.core.connection import Connection, Phase
 from pytest_multiconn.core.loop import EVENT_READ
 from pytest_multiconn.servers.protocol import ProtocolConnection, ProtocolServer
 from pytest_multiconn.tls.config import ServerTLS, TLSConfig
 
 __all__ = ["EchoConnection", "EchoProtocol", "EchoServer"]
+
+_OPEN = Phase.OPEN  # a module global: the inline path compares it once per event
 
 
 class EchoProtocol:
@@ -149,7 +151,7 @@ class _PlainEchoConnection(EchoConnection):
         self.resume_reading()
 
     def handle_event(self, mask: int) -> None:  # noqa: PLR0912 - one inline hot path
-        if mask != EVENT_READ or self._connecting:
+        if mask != EVENT_READ or self._phase is not _OPEN:
             super().handle_event(mask)
             return
         sock = self.sock
@@ -162,22 +164,13 @@ class _PlainEchoConnection(EchoConnection):
             self._peer_failed(exc)
             return
         if not size:
-            self._eof_received = True
-            self.transcript.record("eof-in")
-            self._update_interest()
-            self.on_eof()
+            self.deliver_eof()
             return
         self.bytes_in += size
         self.last_received = now = self.loop.poll_time
         data = view[:size]
-        if (
-            self._out
-            or self._output_held
-            or self.max_send is not None
-            or self._eof_pending
-            or self._eof_sent
-            or self.closed
-        ):
+        # Sending at once needs the phase OPEN (checked above: the recv cannot change it).
+        if self._out or self._output_held or self.max_send is not None:
             self.transcript.record("in", size, "", now)
             self.write(data)  # copies what it cannot send into _out
         else:

@@ -26,9 +26,11 @@ class FaultHost(Protocol):
     """What the faults ask of the server connection they act on (loop thread)."""
 
     loop: Loop
-    closed: bool
     bytes_in: int
     bytes_out: int
+
+    @property
+    def closed(self) -> bool: ...
 
     @property
     def transcript(self) -> Recorder: ...

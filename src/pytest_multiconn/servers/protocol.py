@@ -103,7 +103,7 @@ class Transport:
         self._conn.reset()
 
     def is_closing(self) -> bool:
-        return self._conn.closed or self._conn._finish_pending
+        return self._conn.closed or self._conn.finish_pending
 
     def pause_reading(self) -> None:
         self._conn.pause_reading()

@@ -209,7 +209,7 @@ class _HTTPConnection(Connection):
         self.server._connection_closed(self)
 
     def _process(self) -> None:
-        while not self.closed and not self.closing and not self._writing_paused:
+        while not self.closed and not self.closing and not self.writing_paused:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
