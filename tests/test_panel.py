@@ -22,6 +22,9 @@ from pytest_multiconn.exchanges import HTTP
 from pytest_multiconn.suite.checks import run_checks
 from realservers import SERVERS, RealServer, require, running
 
+#: Every test runs the suite's CPU, memory and timing rows against a real server.
+pytestmark = pytest.mark.load_sensitive
+
 SEEDS = (1, 2, 3, 4, 5)
 NAMES = sorted(SERVERS)
 

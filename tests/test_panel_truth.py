@@ -24,6 +24,9 @@ from panel_truth import (
 )
 from realservers import SERVERS, RealServer, require, running
 
+#: Every test measures a real server's CPU, memory or timing.
+pytestmark = pytest.mark.load_sensitive
+
 NAMES = sorted(SERVERS)
 
 

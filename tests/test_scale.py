@@ -18,6 +18,9 @@ import pytest
 
 from pytest_multiconn import EchoServer, MultiConnClient
 
+#: 2,000 connections in one process: a soak-ish run whose time is the machine's.
+pytestmark = pytest.mark.load_sensitive
+
 N = 2000
 #: Descriptors needed beyond two per connection (xdist, pytest, the loop's socketpair...).
 SPARE = 256

@@ -83,6 +83,7 @@ def test_suite_passes_on_our_server() -> None:
     assert "cost" in text
 
 
+@pytest.mark.load_sensitive  # the idle row measures the tutorial's CPU share
 def test_tutorial_spins_while_idle(tutorial) -> None:
     address, pid = tutorial
     assert listener_pid(address) == pid
@@ -91,6 +92,7 @@ def test_tutorial_spins_while_idle(tutorial) -> None:
     assert "it spins" in row.detail
 
 
+@pytest.mark.load_sensitive  # the never-read row measures memory growth against time
 def test_tutorial_is_never_called_bounded(tutorial) -> None:
     # Measured: the tutorial appends every read to its buffer (unbounded), but it writes the
     # whole buffer's repr to its log on every write event, so it crawls: within the row its

@@ -14,6 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
+#: Two runs of 2,000 tests each, one with the other core loaded: soak-ish, the run's time is
+#: the machine's.
+pytestmark = pytest.mark.load_sensitive
+
 #: Tests in each generated run: one server and one client (two connections) per test.
 STRESS_TESTS = 2000
 
