@@ -270,7 +270,7 @@ def test_proxy_is_thread_safe_under_concurrent_changes(multiconn_server, multico
     thread.join(WAIT)
     assert not thread.is_alive()
     assert errors == []
-    assert proxy.toxics() == []
+    assert proxy.faults() == []
 
 
 def test_errno_on_reset_is_econnreset(multiconn_proxy, multiconn_server):
@@ -611,7 +611,7 @@ def test_splice_leaks_no_descriptors(multiconn_server, multiconn_proxy):
     proxy.wait_for_closed(42, timeout=30)
     multiconn_server.wait_for_closed(42, timeout=30)
     assert proxy.handles() == []
-    assert proxy._spliced_bytes > 40 * MiB  # the pipes were really used
+    assert proxy._relay.spliced_bytes > 40 * MiB  # the pipes were really used
     after = len(os.listdir("/proc/self/fd"))
     assert after == before, f"{after - before} descriptors leaked"
 
@@ -619,10 +619,10 @@ def test_splice_leaks_no_descriptors(multiconn_server, multiconn_proxy):
 @needs_splice
 def test_splice_off_gives_the_same_bytes(multiconn_server, multiconn_proxy):
     proxy = multiconn_proxy(multiconn_server)
-    proxy._use_splice = False
+    proxy._relay.splice = False
     MultiConnClient(proxy.address, 3, [b"q" * MiB], timeout=WAIT).run().check()
     proxy.wait_for_closed(3)
-    assert proxy._spliced_bytes == 0
+    assert proxy._relay.spliced_bytes == 0
 
 
 @needs_splice
@@ -637,5 +637,5 @@ def test_splice_unsupported_falls_back_to_user_space(multiconn_server, multiconn
     proxy = multiconn_proxy(multiconn_server)
     MultiConnClient(proxy.address, 3, [b"u" * MiB, b"v" * MiB], timeout=WAIT).run().check()
     proxy.wait_for_closed(3)
-    assert proxy._use_splice is False
+    assert proxy._relay.splice is False
     assert proxy.stats().bytes_in == 3 * 2 * MiB

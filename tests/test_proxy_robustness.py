@@ -243,7 +243,7 @@ def test_bad_probability_is_refused_by_add_and_update(multiconn_server, probabil
         name = proxy.add(Slicer(average_size=2))
         with pytest.raises(ValueError, match=rf"probability must be .* got {probability!r}"):
             proxy.update(name, probability=probability)
-        assert proxy.toxics()[0].probability == 1.0
+        assert proxy.faults()[0].probability == 1.0
 
 
 @pytest.mark.parametrize("target", [("127.0.0.1", 80, "junk"), ("127.0.0.1",), 80,

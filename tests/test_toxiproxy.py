@@ -676,7 +676,7 @@ def test_api_in_process_raises_toxiproxy_errors(multiconn_toxiproxy, multiconn_s
     assert info.value.status == 409
     api.add_toxic("echo", {"type": "limit_data", "attributes": {"bytes": 1}})
     proxy = api.fault_proxy("echo")
-    assert [t.name for t in proxy.toxics()] == ["limit_data_downstream"]
+    assert [t.name for t in proxy.faults()] == ["limit_data_downstream"]
     assert proxy.seed == api.proxy_seed("echo")
     report = multiconn_toxiproxy.report()
     assert "proxy 'echo'" in report

@@ -147,10 +147,12 @@ def run(args: argparse.Namespace) -> int:
     # stop us, not find SIGINT still ignored or SIGTERM still fatal.
     with stop_on_signals(stop), proxy:
         try:
-            print(f"proxy listening on {proxy._format_address()} -> {target[0]}:{target[1]} "
+            host, port = proxy.address[0], proxy.address[1]  # TCP: --listen-host/-port
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            print(f"proxy listening on {where} -> {target[0]}:{target[1]} "
                   f"(seed {proxy.seed})", flush=True)
-            for info in proxy.toxics():
-                print(f"  fault {info.name}: {info.toxic!r} {info.direction} "
+            for info in proxy.faults():
+                print(f"  fault {info.name}: {info.fault!r} {info.direction} "
                       f"p={info.probability:g}", flush=True)
             # Ctrl-C, SIGTERM or --duration, whichever comes first (cli/signals.py: why
             # not a plain Event.wait).

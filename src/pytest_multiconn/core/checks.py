@@ -107,6 +107,14 @@ def check_seed(value: object, name: str = "seed", *, optional: bool = False) -> 
     return value
 
 
+def check_fraction(value: object, name: str) -> float:
+    """Return ``value`` as a float from 0 to 1 (a probability; never a bool, NaN or a
+    string), or raise ``ValueError`` naming ``name`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}")
+    return float(value)
+
+
 def check_bool(value: object, name: str) -> bool:
     """Return ``value`` if it is a bool, else raise ``TypeError`` naming ``name``: a flag
     given as ``"no"`` or ``0`` is a mistake to report, not a truth value to guess."""

@@ -1,6 +1,8 @@
-"""The fault table: named stream faults, each on a direction, as a proxy or a server keeps them.
+"""The fault table: named faults, each on a direction, as a proxy or a server keeps them.
 
-``FaultProxy.add(...)`` and ``server.add(...)`` share this: a fault added under a name
+``FaultProxy.add(...)``, ``server.add(...)`` and ``UDPFaultProxy.add(...)`` share one
+:class:`FaultTable` (generic over the fault type: stream faults, datagram faults), so names,
+errors and ``faults()`` are the same everywhere.  For stream faults: a fault added under a name
 (default ``<kind>_<direction>``, as toxiproxy names toxics) acts on one direction
 ("upstream": what the client sends; "downstream": what it receives; "both") of every live
 and future connection, with a ``probability`` drawn once per connection and direction; its
@@ -11,22 +13,27 @@ name), so one seed replays one schedule.  Loop thread only, except the checks.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from random import Random
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from pytest_multiconn.core.checks import check_fraction
 from pytest_multiconn.core.layer import Recorder
 from pytest_multiconn.core.seed import derive_seed
+from pytest_multiconn.faults.base import Fault
 from pytest_multiconn.faults.pipeline import DIRECTIONS, SHORT, Pipe, check_direction
 from pytest_multiconn.faults.toxics import Stage, Toxic
 
+F = TypeVar("F", bound=Fault)
+
 
 @dataclass
-class FaultEntry:
+class FaultEntry(Generic[F]):
     """A fault as a table keeps it: what to apply, where, and how likely."""
 
     name: str
-    fault: Toxic
+    fault: F
     direction: str
     probability: float
 
@@ -35,38 +42,50 @@ class FaultEntry:
 
 
 @dataclass(frozen=True)
-class FaultInfo:
-    """A fault configured on a server or proxy: its name, parameters, direction, probability."""
+class FaultInfo(Generic[F]):
+    """A fault configured on a server or proxy: its name, parameters, direction, probability
+    (drawn once per connection and direction; 1.0 where the owner has no such draw, as on
+    the UDP proxy, whose faults carry their own per-datagram ``probability``)."""
 
     name: str
-    fault: Toxic
+    fault: F
     direction: str
     probability: float
 
 
 def check_probability(value: object) -> float:
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not 0.0 <= value <= 1.0):
-        raise ValueError(f"probability must be a number from 0 to 1, got {value!r}")
-    return float(value)
+    """A probability from 0 to 1 (the one check: ``add()`` and ``update()`` of every table)."""
+    return check_fraction(value, "probability")
+
+
+#: What a stream fault table takes, said in its errors.
+STREAM_FAULTS = (
+    "stream faults such as Latency(ms=50) or When(ResetPeer(), match=b'COMMIT') "
+    "(pytest_multiconn.faults); client faults go on the client"
+)
 
 
 def check_fault(fault: object) -> Toxic:
+    """A stream fault, or the TypeError every stream fault table raises."""
     if not isinstance(fault, Toxic):
-        raise TypeError(
-            f"faults are stream faults such as Latency(ms=50) or When(ResetPeer(), "
-            f"match=b'COMMIT') (pytest_multiconn.faults), got {fault!r}; client faults go on "
-            "the client"
-        )
+        raise TypeError(f"faults are {STREAM_FAULTS}, got {fault!r}")
     return fault
 
 
-class FaultTable:
-    """Named faults in the order they apply (loop thread, once the owner runs)."""
+class FaultTable(Generic[F]):
+    """Named faults in the order they apply: the one table of the TCP proxy, the UDP proxy
+    and the servers (``add``/``update``/``remove``/``clear``/``faults`` of each go through it).
 
-    def __init__(self, owner: str) -> None:
+    ``owner`` names the owner in errors; ``fault_type`` and ``what`` are the faults it takes
+    and how its TypeError says so.  :meth:`check_add` runs in any thread, the rest in the
+    owner's loop thread once it runs.
+    """
+
+    def __init__(self, owner: str, fault_type: type[F], what: str) -> None:
         self.owner = owner
-        self.entries: dict[str, FaultEntry] = {}
+        self.fault_type = fault_type
+        self.what = what
+        self.entries: dict[str, FaultEntry[F]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.entries)
@@ -74,10 +93,26 @@ class FaultTable:
     def __repr__(self) -> str:
         return f"[{', '.join(self.entries)}]"
 
-    def add(self, fault: Toxic, direction: str, probability: float, name: str | None
-            ) -> FaultEntry:
+    def __iter__(self) -> Iterator[FaultEntry[F]]:
+        return iter(list(self.entries.values()))
+
+    def check_add(self, fault: object, direction: str, probability: object, name: object
+                  ) -> tuple[F, float]:
+        """The checks of ``add()`` (any thread): the fault, the direction, the probability,
+        the name (None: the table picks one)."""
+        if not isinstance(fault, self.fault_type):
+            raise TypeError(f"faults are {self.what}, got {fault!r}")
+        check_direction(direction, allow_both=True)
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name must be a non-empty string or None, got {name!r}")
+        return fault, check_probability(probability)
+
+    def add(self, fault: F, direction: str, probability: float, name: str | None
+            ) -> FaultEntry[F]:
+        """Add ``fault`` (checked by :meth:`check_add`) under ``name``, by default
+        ``<fault name>_<direction>`` (then ``_2``, ``_3``...), as toxiproxy names toxics."""
         if name is None:
-            base = f"{fault.kind}_{direction}"
+            base = f"{fault.name}_{direction}"
             name = base
             for i in itertools.count(2):
                 if name not in self.entries:
@@ -90,7 +125,7 @@ class FaultTable:
         self.entries[name] = entry
         return entry
 
-    def entry(self, name: str) -> FaultEntry:
+    def entry(self, name: str) -> FaultEntry[F]:
         try:
             return self.entries[name]
         except KeyError:
@@ -100,7 +135,7 @@ class FaultTable:
             ) from None
 
     def update(self, name: str, params: dict[str, Any], probability: float | None
-               ) -> FaultEntry:
+               ) -> FaultEntry[F]:
         entry = self.entry(name)
         if params:
             entry.fault = entry.fault.replace(**params)
@@ -108,24 +143,29 @@ class FaultTable:
             entry.probability = probability
         return entry
 
-    def remove(self, name: str) -> FaultEntry:
+    def remove(self, name: str) -> FaultEntry[F]:
         entry = self.entry(name)
         del self.entries[name]
         return entry
 
-    def info(self) -> list[FaultInfo]:
-        return [FaultInfo(e.name, e.fault, e.direction, e.probability)
-                for e in list(self.entries.values())]
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def info(self) -> list[FaultInfo[F]]:
+        return [FaultInfo(e.name, e.fault, e.direction, e.probability) for e in self]
+
+    def report_lines(self, indent: str = "  ") -> list[str]:
+        """One line per fault, for an owner's failure report."""
+        return [f"{indent}fault {e.name}: {e.fault!r} direction={e.direction} "
+                f"probability={e.probability:g}" for e in self]
 
 
-def check_add(fault: object, direction: str, probability: object) -> tuple[Toxic, float]:
-    """The checks of ``add()`` (any thread): the fault, the direction, the probability."""
-    toxic = check_fault(fault)
-    check_direction(direction, allow_both=True)
-    return toxic, check_probability(probability)
+def stream_table(owner: str) -> FaultTable[Toxic]:
+    """The table of stream faults a TCP proxy or a server keeps."""
+    return FaultTable(owner, Toxic, STREAM_FAULTS)
 
 
-def install(entry: FaultEntry, direction: str, *, seed: int, number: int, pipe: Pipe,
+def install(entry: FaultEntry[Toxic], direction: str, *, seed: int, number: int, pipe: Pipe,
             transcript: Recorder) -> Stage | None:
     """Put ``entry``'s stage for ``direction`` of connection ``number`` into ``pipe`` (None:
     the probability draw said not this connection, which the transcript notes)."""
@@ -145,5 +185,5 @@ def install(entry: FaultEntry, direction: str, *, seed: int, number: int, pipe: 
     return stage
 
 
-__all__ = ["FaultEntry", "FaultInfo", "FaultTable", "check_add", "check_fault",
-           "check_probability", "install"]
+__all__ = ["STREAM_FAULTS", "FaultEntry", "FaultInfo", "FaultTable", "check_fault",
+           "check_probability", "install", "stream_table"]

@@ -8,6 +8,7 @@ direction (``proxy.add(Latency(ms=50), direction="downstream")``).  A custom tox
 
 from pytest_multiconn.core.public import publish
 from pytest_multiconn.faults.conditions import When
+from pytest_multiconn.faults.table import FaultInfo
 from pytest_multiconn.faults.toxics import (
     TOXICS,
     Bandwidth,
@@ -26,7 +27,7 @@ from pytest_multiconn.faults.toxics import (
     Toxic,
     Truncate,
 )
-from pytest_multiconn.proxy.handle import ProxiedConnection, ToxicInfo
+from pytest_multiconn.proxy.handle import ProxiedConnection
 from pytest_multiconn.proxy.proxy import FaultProxy
 from pytest_multiconn.proxy.transcript import ProxyTranscript
 
@@ -35,6 +36,7 @@ __all__ = [
     "Bandwidth",
     "Coalesce",
     "Corrupt",
+    "FaultInfo",
     "FaultProxy",
     "Latency",
     "LimitData",
@@ -49,7 +51,6 @@ __all__ = [
     "Substitute",
     "Timeout",
     "Toxic",
-    "ToxicInfo",
     "Truncate",
     "When",
 ]

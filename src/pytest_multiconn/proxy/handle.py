@@ -1,26 +1,13 @@
-"""The handle a test holds on one proxied connection (:class:`ProxiedConnection`), and
-:class:`ToxicInfo`, what ``FaultProxy.toxics()`` lists."""
+"""The handle a test holds on one proxied connection (:class:`ProxiedConnection`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
-from pytest_multiconn.faults.toxics import Toxic
 from pytest_multiconn.proxy.pair import Pair
 from pytest_multiconn.proxy.pipeline import Direction, check_direction
-
-
-@dataclass(frozen=True)
-class ToxicInfo:
-    """A fault configured on a proxy: its name, parameters, direction and probability."""
-
-    name: str
-    toxic: Toxic
-    direction: str
-    probability: float
 
 
 class HandleProxy(Protocol):
@@ -226,4 +213,4 @@ class ProxiedConnection:
         await to_thread(self.wait_closed, timeout)
 
 
-__all__ = ["HandleProxy", "ProxiedConnection", "ToxicInfo"]
+__all__ = ["HandleProxy", "ProxiedConnection"]

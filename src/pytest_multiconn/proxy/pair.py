@@ -12,63 +12,58 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from random import Random
 from typing import Any, Protocol
 
 from pytest_multiconn.core.connection import Connection, Phase
 from pytest_multiconn.core.loop import Loop
-from pytest_multiconn.core.seed import derive_seed
+from pytest_multiconn.faults.table import FaultEntry, FaultTable, install
 from pytest_multiconn.faults.toxics import Stage, Toxic
-from pytest_multiconn.proxy.pipeline import DIRECTIONS, PIPED_READ_SIZE, SHORT, Pipe
+from pytest_multiconn.proxy.pipeline import DIRECTIONS, PIPED_READ_SIZE, Pipe
 from pytest_multiconn.proxy.side import PAUSE_SPLICE_FULL, Side
 from pytest_multiconn.proxy.splice import Splice, make_pipe
 from pytest_multiconn.proxy.transcript import ProxyTranscript
 
 
-@dataclass
-class ToxicEntry:
-    """A fault as the proxy keeps it: what to apply, where, and how likely."""
-
-    name: str
-    toxic: Toxic
-    direction: str
-    probability: float
-
-    def directions(self) -> tuple[str, ...]:
-        return DIRECTIONS if self.direction == "both" else (self.direction,)
-
-
 class PairProxy(Protocol):
-    """What a proxied connection asks of its proxy."""
+    """What a proxied connection reads of its proxy (its settings) and calls (notify)."""
 
     high_water: int
     low_water: int
     transcript_limit: int
     seed: int
     target: Any
-    _toxics: dict[str, ToxicEntry]
-    _hold_new: bool
-    _use_splice: bool
-    _spliced_bytes: int
 
     @property
     def loop(self) -> Loop: ...
 
     def notify(self) -> None: ...
 
-    def _connection_closed(self, conn: Connection) -> None: ...
 
-    def _pair_done(self, pair: Pair) -> None: ...
+@dataclass(eq=False)
+class Relay:
+    """What the pairs of one proxy share with it (loop thread): the fault table, whether new
+    connections start held, whether a bulk direction may splice (off for good once the
+    kernel refused), what closed kernel pipes moved, and where a pair reports its ends."""
+
+    faults: FaultTable[Toxic]
+    hold_new: bool
+    splice: bool
+    #: The proxy's accounting of a closed client socket (ServerBase's connection count).
+    client_closed: Callable[[Connection], None]
+    #: Called once both sides of a pair are closed.
+    pair_done: Callable[[Pair], None]
+    spliced_bytes: int = 0  # moved by splice in kernel pipes closed so far (diagnostics)
 
 
 class Pair:
     """The client side, the server side and the pipelines between them (loop thread)."""
 
     def __init__(self, proxy: PairProxy, number: int, sock: socket.socket, addr: Any,
-                 target_family: socket.AddressFamily) -> None:
+                 target_family: socket.AddressFamily, *, relay: Relay) -> None:
         self.proxy = proxy
+        self.relay = relay
         self.number = number
         self.transcript = ProxyTranscript(proxy.transcript_limit)
         self.pipes: dict[str, Pipe | None] = {"upstream": None, "downstream": None}
@@ -112,11 +107,11 @@ class Pair:
 
     # -- what the sides ask (SidePair) ----------------------------------------------------------
     def setup(self) -> None:
-        proxy = self.proxy
-        for entry in list(proxy._toxics.values()):
+        relay = self.relay
+        for entry in relay.faults:
             for d in entry.directions():
                 self.add_stage(entry, d)
-        if proxy._hold_new:
+        if relay.hold_new:
             for d in DIRECTIONS:
                 self.pipe(d).hold()
 
@@ -166,7 +161,7 @@ class Pair:
     def maybe_splice(self, src: Side) -> None:
         """Relay what ``src`` reads by splice() from now on, if nothing stands in the way."""
         dst = src.other
-        if (not self.proxy._use_splice or src.pipe is not None or src.splice is not None
+        if (not self.relay.splice or src.pipe is not None or src.splice is not None
                 or self.done or not self.connected or src.closed or dst.closed
                 or src.eof_received or src.connecting or dst.phase is not Phase.OPEN
                 or dst.buffered or dst.output_held
@@ -187,12 +182,12 @@ class Pair:
         dst.splice_in = None
         self.splices[src.direction] = None
         self.spliced_bytes[src.direction] += splice.moved
-        self.proxy._spliced_bytes += splice.moved
+        self.relay.spliced_bytes += splice.moved
         data = splice.take() if splice.pending and not dst.closed else b""
         splice.pending = 0
         splice.close()
         if not dst.closed:
-            dst._update_interest()
+            dst.update_interest()
             if data:
                 dst.write(data)
             if dst.finish_pending and not dst.buffered:
@@ -203,7 +198,7 @@ class Pair:
 
     def splice_unsupported(self, splice: Splice) -> None:
         """This kernel (or sandbox) cannot splice these sockets: stay in user space, for good."""
-        self.proxy._use_splice = False
+        self.relay.splice = False
         self.unsplice(splice)
 
     def splice_eof(self, splice: Splice) -> None:
@@ -223,23 +218,10 @@ class Pair:
         return moved
 
     # -- faults -----------------------------------------------------------------------------------
-    def add_stage(self, entry: ToxicEntry, direction: str) -> None:
-        proxy = self.proxy
-        if entry.probability < 1.0:
-            draw = Random(derive_seed(proxy.seed, "toxicity", self.number, direction, entry.name))
-            if draw.random() >= entry.probability:
-                self.transcript.record(
-                    "fault", 0,
-                    f"{entry.name}: not applied ({SHORT[direction]}, p={entry.probability:g})",
-                )
-                return
-        rng = Random(derive_seed(proxy.seed, "toxic", self.number, direction, entry.name))
-        pipe = self.pipe(direction)
-        stage = entry.toxic.make_stage(pipe, rng)
-        stage.name = f"{entry.name}[{SHORT[direction]}]"
-        stage.toxic_name = entry.name  # type: ignore[attr-defined]
-        pipe.add(stage)
-        if self.done:
+    def add_stage(self, entry: FaultEntry[Toxic], direction: str) -> None:
+        stage = install(entry, direction, seed=self.proxy.seed, number=self.number,
+                        pipe=self.pipe(direction), transcript=self.transcript)
+        if stage is not None and self.done:
             stage.stop()  # leaving splice mode flushed the last bytes and the pair closed
 
     def stages_named(self, name: str) -> Iterator[Stage]:
@@ -310,7 +292,7 @@ class Pair:
                 else:
                     pipe.closing = f"{side.role} closed"
         if side.role == "client":
-            self.proxy._connection_closed(side)
+            self.relay.client_closed(side)
         if self.client.closed and self.server.closed and not self.done:
             self.done = True
             self.closed_at = time.monotonic()
@@ -318,7 +300,7 @@ class Pair:
             for pipe in self.pipes.values():
                 if pipe is not None:
                     pipe.stop()
-            self.proxy._pair_done(self)
+            self.relay.pair_done(self)
 
 
-__all__ = ["Pair", "PairProxy", "ToxicEntry"]
+__all__ = ["Pair", "PairProxy", "Relay"]

@@ -36,10 +36,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from pytest_multiconn.core.address import bind_listener, check_host, family_for, parse_port
 from pytest_multiconn.core.blocking import to_thread
+from pytest_multiconn.core.checks import check_bool
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -49,10 +50,11 @@ from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.core.server import ConnectionInfo, Listener, ServerBase
 from pytest_multiconn.errors import AddressError, WaitTimeout
+from pytest_multiconn.faults.table import FaultInfo, check_probability, stream_table
 from pytest_multiconn.faults.toxics import Toxic
-from pytest_multiconn.proxy.handle import ProxiedConnection, ToxicInfo
-from pytest_multiconn.proxy.pair import Pair, ToxicEntry
-from pytest_multiconn.proxy.pipeline import DIRECTIONS, Direction, check_direction
+from pytest_multiconn.proxy.handle import ProxiedConnection
+from pytest_multiconn.proxy.pair import Pair, Relay
+from pytest_multiconn.proxy.pipeline import DIRECTIONS, Direction
 from pytest_multiconn.proxy.splice import splice_available
 
 #: Closed connections that ``wait_for_connection()`` has not returned yet are kept, oldest
@@ -60,19 +62,14 @@ from pytest_multiconn.proxy.splice import splice_available
 #: of short connections keeps a bounded history, and a test can still claim recent ones.
 CLOSED_HISTORY = 64
 
+T = TypeVar("T")
+
 
 def _check_timeout(value: object, what: str) -> float:
     """A wait bound in seconds: positive and finite (a wait must end), or a ValueError."""
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not 0 < value <= threading.TIMEOUT_MAX):
         raise ValueError(f"{what} must be a positive, finite number of seconds, got {value!r}")
-    return float(value)
-
-
-def _check_probability(value: object) -> float:
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not 0.0 <= value <= 1.0):
-        raise ValueError(f"probability must be a number from 0 to 1, got {value!r}")
     return float(value)
 
 
@@ -176,8 +173,12 @@ class FaultProxy(ServerBase):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         self.seed = get_run_seed() if seed is None else seed
-        self._toxics: dict[str, ToxicEntry] = {}
-        self._hold_new = hold
+        self._faults = stream_table(f"proxy {self.name}")
+        #: What every pair shares with the proxy: the table, step mode for new connections,
+        #: splice (bulk directions without faults, Linux; off for good after an EINVAL).
+        self._relay = Relay(self._faults, hold_new=check_bool(hold, "hold"),
+                            splice=splice_available(), client_closed=self._connection_closed,
+                            pair_done=self._pair_done)
         self._down = False
         self._pairs: dict[int, Pair] = {}
         # Accepted and not yet returned by wait_for_connection(), in accept order; closed ones
@@ -187,23 +188,21 @@ class FaultProxy(ServerBase):
         self._unclaimed_dropped = 0
         self._recent_pairs: deque[Pair] = deque(maxlen=16)
         self._numbers = itertools.count(1)
-        #: Splice bulk directions without faults (Linux); off for good after an EINVAL.
-        self._use_splice = splice_available()
-        self._spliced_bytes = 0  # moved by splice in pipes closed so far (tests, diagnostics)
 
     def __repr__(self) -> str:
         base = super().__repr__()[:-1]
-        extras = f" target={self.target!r} toxics={list(self._toxics)}"
+        extras = f" target={self.target!r} faults={self._faults!r}"
         if self._down:
             extras += " DOWN"
-        if self._hold_new:
+        if self._relay.hold_new:
             extras += " held"
         return f"{base}{extras}>"
 
     # -- faults (thread-safe) ---------------------------------------------------------------------
-    def _run(self, fn: Callable[[], Any]) -> Any:
+    def _run(self, fn: Callable[[], T]) -> T:
         if self._started and not self._stopped:
-            return self.loop.run_sync(fn, self.timeout)
+            result: T = self.loop.run_sync(fn, self.timeout)
+            return result
         return fn()
 
     def add(self, fault: Toxic, direction: Direction = "downstream", probability: float = 1.0,
@@ -213,31 +212,16 @@ class FaultProxy(ServerBase):
 
         ``probability`` (toxiproxy's *toxicity*) is drawn once per connection and direction.
         """
-        if not isinstance(fault, Toxic):
-            raise TypeError(f"add() takes a fault such as Latency(ms=50), got {fault!r}")
-        check_direction(direction, allow_both=True)
-        probability = _check_probability(probability)
+        toxic, chance = self._faults.check_add(fault, direction, probability, name)
 
         def go() -> str:
-            nonlocal name
-            if name is None:
-                base = f"{fault.kind}_{direction}"
-                name = base
-                for i in itertools.count(2):
-                    if name not in self._toxics:
-                        break
-                    name = f"{base}_{i}"
-            elif name in self._toxics:
-                raise ValueError(f"a fault named {name!r} is already on {self!r}; remove() it "
-                                 "or update() it, or pick another name")
-            entry = ToxicEntry(name, fault, direction, float(probability))
-            self._toxics[name] = entry
+            entry = self._faults.add(toxic, direction, chance, name)
             for pair in list(self._pairs.values()):
                 for d in entry.directions():
                     pair.add_stage(entry, d)
-            return name
+            return entry.name
 
-        return str(self._run(go))
+        return self._run(go)
 
     def update(self, name: str, **params: Any) -> Toxic:
         """Change parameters of fault ``name`` (``probability=`` too, for new connections);
@@ -247,28 +231,23 @@ class FaultProxy(ServerBase):
 
         probability = params.pop("probability", None)
         if probability is not None:
-            probability = _check_probability(probability)
+            probability = check_probability(probability)
 
         def go() -> Toxic:
-            entry = self._entry(name)
-            new = entry.toxic.replace(**params) if params else entry.toxic
-            if probability is not None:
-                entry.probability = probability
-            entry.toxic = new
+            entry = self._faults.update(name, params, probability)
             for pair in list(self._pairs.values()):
                 for stage in list(pair.stages_named(name)):
-                    stage.toxic = new
+                    stage.toxic = entry.fault
                     stage.updated()
-            return new
+            return entry.fault
 
-        return self._run(go)  # type: ignore[no-any-return]
+        return self._run(go)
 
     def remove(self, name: str) -> None:
         """Remove fault ``name``; bytes it was holding are passed on at once."""
 
         def go() -> None:
-            self._entry(name)
-            del self._toxics[name]
+            self._faults.remove(name)
             for pair in list(self._pairs.values()):
                 pair.remove_stages(name)
 
@@ -276,20 +255,12 @@ class FaultProxy(ServerBase):
 
     def clear(self) -> None:
         """Remove every fault."""
-        for name in list(self._toxics):
-            self.remove(name)
+        for info in self.faults():
+            self.remove(info.name)
 
-    def toxics(self) -> list[ToxicInfo]:
+    def faults(self) -> list[FaultInfo[Toxic]]:
         """The faults configured now, in the order they apply."""
-        return [ToxicInfo(e.name, e.toxic, e.direction, e.probability)
-                for e in list(self._toxics.values())]
-
-    def _entry(self, name: str) -> ToxicEntry:
-        try:
-            return self._toxics[name]
-        except KeyError:
-            known = ", ".join(self._toxics) or "none"
-            raise KeyError(f"no fault named {name!r} on this proxy (configured: {known})") from None
+        return self._run(self._faults.info)
 
     # -- down / up --------------------------------------------------------------------------
     def down(self, *, reset: bool = False) -> None:
@@ -350,7 +321,7 @@ class FaultProxy(ServerBase):
         """Hold both directions of every connection, live and future, until released."""
 
         def go() -> None:
-            self._hold_new = True
+            self._relay.hold_new = True
             for pair in list(self._pairs.values()):
                 for d in DIRECTIONS:
                     pair.pipe(d).hold()
@@ -361,7 +332,7 @@ class FaultProxy(ServerBase):
         """Stop holding: deliver what is held and let every connection flow."""
 
         def go() -> None:
-            self._hold_new = False
+            self._relay.hold_new = False
             for pair in list(self._pairs.values()):
                 for d in DIRECTIONS:
                     pipe = pair.pipes[d]
@@ -451,9 +422,7 @@ class FaultProxy(ServerBase):
         def build() -> str:
             pairs = [*self._recent_pairs, *self._pairs.values()][-limit:]
             lines = [repr(self)]
-            for d_name, entry in self._toxics.items():
-                lines.append(f"  fault {d_name}: {entry.toxic!r} direction={entry.direction} "
-                             f"probability={entry.probability:g}")
+            lines.extend(self._faults.report_lines("  "))
             lines.append(f"  seed={self.seed}")
             for pair in pairs:
                 lines.append(f"  {pair!r}")
@@ -477,7 +446,8 @@ class FaultProxy(ServerBase):
 
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
         try:
-            pair = Pair(self, next(self._numbers), sock, addr, self.target_family)
+            pair = Pair(self, next(self._numbers), sock, addr, self.target_family,
+                        relay=self._relay)
         except OSError:
             # Out of descriptors (EMFILE/ENFILE) for the socket to the target: refuse this
             # client with an RST (what it would see from a server that cannot take it), and let

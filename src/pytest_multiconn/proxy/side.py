@@ -111,7 +111,7 @@ class Side(Connection):
         if not self.accepts_writes or not data:
             return
         apart = self.apart
-        buffered = len(self._out)
+        buffered = self.buffered
         if not buffered:
             apart.clear()
             self.apart_total = 0
@@ -146,7 +146,7 @@ class Side(Connection):
 
     def put_eof(self) -> None:
         self.write_eof()
-        if self._eof_received and self.eof_sent:
+        if self.eof_received and self.eof_sent:
             self.finish()
 
     def send_allowance(self) -> int | None:

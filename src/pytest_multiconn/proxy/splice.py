@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from pytest_multiconn.core.loop import EVENT_WRITE
 from pytest_multiconn.proxy.side import PAUSE_SPLICE_FULL, Side
 
 #: os.splice where the platform has it (Linux); None elsewhere, and the relay stays in user
@@ -124,7 +123,7 @@ class Splice:
             if exc.errno in _SPLICE_UNSUPPORTED:
                 self.pair.splice_unsupported(self)
                 return
-            src._peer_failed(exc)
+            src.peer_failed(exc)
             return
         if not n:
             self.eof = True
@@ -159,15 +158,15 @@ class Splice:
             if exc.errno in _SPLICE_UNSUPPORTED:
                 self.pair.splice_unsupported(self)
                 return
-            dst._peer_failed(exc)
+            dst.peer_failed(exc)
             return
         self.pending = pending
         if pending:
-            if not dst._mask & EVENT_WRITE:
-                dst._update_interest()
+            if not dst.wants_write:
+                dst.update_interest()
             return
-        if dst._mask & EVENT_WRITE or dst.finish_pending:
-            dst._on_writable()  # drop EVENT_WRITE; close now if a finish() was waiting
+        if dst.wants_write or dst.finish_pending:
+            dst.flush_output()  # drop EVENT_WRITE; close now if a finish() was waiting
             if self.r < 0:  # that closed the destination, and the pair tore us down
                 return
         if self.eof:

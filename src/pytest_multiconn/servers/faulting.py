@@ -184,7 +184,7 @@ class ConnectionFaults:
                              passed=host.bytes_out)
         return self.down
 
-    def add(self, entry: FaultEntry) -> None:
+    def add(self, entry: FaultEntry[Toxic]) -> None:
         for direction in entry.directions():
             if self.host.closed:
                 return

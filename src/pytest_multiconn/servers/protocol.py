@@ -38,10 +38,9 @@ from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.faults.pipeline import Direction
 from pytest_multiconn.faults.table import (
     FaultInfo,
-    FaultTable,
-    check_add,
     check_fault,
     check_probability,
+    stream_table,
 )
 from pytest_multiconn.faults.toxics import Toxic
 from pytest_multiconn.servers.faulting import ConnectionFaults
@@ -349,7 +348,7 @@ class ProtocolServer(ServerBase):
             raise TypeError(f"seed must be an integer or None (the run seed), got {seed!r}")
         #: Seeds the faults' random numbers (default: the run seed, ``--multiconn-seed``).
         self.seed = get_run_seed() if seed is None else seed
-        self._fault_table = FaultTable(f"server {self.name}")
+        self._fault_table = stream_table(f"server {self.name}")
         for fault in (faults,) if isinstance(faults, Toxic) else tuple(faults):
             self._fault_table.add(check_fault(fault), "downstream", 1.0, None)
         self._accept_numbers = 0
@@ -388,7 +387,7 @@ class ProtocolServer(ServerBase):
         "upstream" on what it receives (before the handler's ``data_received``), "both" on
         both; over TLS, on the plaintext.  ``probability`` is drawn once per connection and
         direction."""
-        toxic, chance = check_add(fault, direction, probability)
+        toxic, chance = self._fault_table.check_add(fault, direction, probability, name)
 
         def go() -> str:
             entry = self._fault_table.add(toxic, direction, chance, name)
@@ -432,9 +431,9 @@ class ProtocolServer(ServerBase):
         for info in self.faults():
             self.remove(info.name)
 
-    def faults(self) -> list[FaultInfo]:
+    def faults(self) -> list[FaultInfo[Toxic]]:
         """The faults configured now, in the order they apply."""
-        result: list[FaultInfo] = self._in_loop(self._fault_table.info)
+        result: list[FaultInfo[Toxic]] = self._in_loop(self._fault_table.info)
         return result
 
     def _faultable(self) -> list[ProtocolConnection]:

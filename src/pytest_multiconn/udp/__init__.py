@@ -42,7 +42,7 @@ from pytest_multiconn.udp.faults import (
     flip,
     flipped_bits,
 )
-from pytest_multiconn.udp.proxy import UDPFaultInfo, UDPFaultProxy, UDPProxyStats, UDPSessionInfo
+from pytest_multiconn.udp.proxy import UDPFaultProxy, UDPProxyStats, UDPSessionInfo
 from pytest_multiconn.udp.transcript import DatagramTranscript, FaultAction
 
 __all__ = [
@@ -65,7 +65,6 @@ __all__ = [
     "Reorder",
     "Truncate",
     "UDPEchoServer",
-    "UDPFaultInfo",
     "UDPFaultProxy",
     "UDPProxyStats",
     "UDPServerBase",

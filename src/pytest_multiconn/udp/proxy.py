@@ -33,6 +33,7 @@ from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.faults.base import fault_rng
 from pytest_multiconn.faults.params import integer, seconds
+from pytest_multiconn.faults.table import FaultEntry, FaultInfo, FaultTable
 from pytest_multiconn.udp.base import UDPServerBase
 from pytest_multiconn.udp.endpoint import (
     DatagramEndpoint,
@@ -46,6 +47,9 @@ from pytest_multiconn.udp.transcript import DEFAULT_LIMIT, DatagramTranscript, F
 Direction = Literal["upstream", "downstream", "both"]
 DIRECTIONS: tuple[str, str] = ("upstream", "downstream")
 _SHORT = {"upstream": "up", "downstream": "down"}
+
+#: What the UDP proxy's fault table takes, said in its errors.
+_DATAGRAM_FAULTS = "datagram faults such as Drop(probability=0.5) (pytest_multiconn.udp)"
 
 #: Closed sessions kept for reports.
 RECENT_SESSIONS = 16
@@ -73,15 +77,6 @@ class UDPProxyStats:
 
 
 @dataclass(frozen=True)
-class UDPFaultInfo:
-    """A fault configured on the proxy."""
-
-    name: str
-    fault: DatagramFault
-    direction: str
-
-
-@dataclass(frozen=True)
 class UDPSessionInfo:
     """A snapshot of one session: who, counts, and what the faults did."""
 
@@ -100,16 +95,6 @@ class UDPSessionInfo:
         end = f" closed: {self.end_reason}" if self.closed else ""
         return (f"session {self.number} client={self.client!r} up {self.upstream_in}->"
                 f"{self.upstream_out} down {self.downstream_in}->{self.downstream_out}{end}")
-
-
-@dataclass
-class _Entry:
-    name: str
-    fault: DatagramFault
-    direction: str
-
-    def directions(self) -> tuple[str, ...]:
-        return DIRECTIONS if self.direction == "both" else (self.direction,)
 
 
 class _Pipe:
@@ -227,7 +212,7 @@ class _Session:
                 listener.send(data, self.client)
         self.proxy.notify()
 
-    def add_stage(self, entry: _Entry, direction: str) -> None:
+    def add_stage(self, entry: FaultEntry[DatagramFault], direction: str) -> None:
         rng = fault_rng(self.proxy.seed, "udp", self.number, direction, entry.name)
         pipe = self.pipes[direction]
         stage = entry.fault.make_stage(pipe, rng, f"{entry.name}[{_SHORT[direction]}]")
@@ -327,7 +312,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
             seconds(0.001)(owner, "idle_timeout", idle_timeout))
         self.max_sessions = int(integer(1, 65536)(owner, "max_sessions", max_sessions))
         self.transcript_limit = int(integer(0)(owner, "transcript_limit", transcript_limit))
-        self._faults: dict[str, _Entry] = {}
+        self._faults = FaultTable(f"UDP proxy {self.name}", DatagramFault, _DATAGRAM_FAULTS)
         self._sessions: OrderedDict[tuple[str, int], _Session] = OrderedDict()
         self._recent: deque[_Session] = deque(maxlen=RECENT_SESSIONS)
         self._numbers = itertools.count(1)
@@ -339,7 +324,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
         self._closed_counts = [0, 0, 0, 0, 0, 0]  # up in/out, down in/out, dropped, errors
 
     def _repr_extra(self) -> str:
-        return f" target={self.target!r} faults={list(self._faults)} seed={self.seed}"
+        return f" target={self.target!r} faults={self._faults!r} seed={self.seed}"
 
     # -- the listening socket -------------------------------------------------------------------
     def _open(self) -> DatagramEndpoint:
@@ -373,7 +358,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
         session = _Session(self, next(self._numbers), client)
         self._sessions[client] = session
         self._sessions_total += 1
-        for entry in self._faults.values():
+        for entry in self._faults:
             for d in entry.directions():
                 session.add_stage(entry, d)
         session.start()
@@ -397,60 +382,43 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
         for session in list(self._sessions.values()):
             self._end_session(session, "proxy stopped")
 
-    # -- faults (thread-safe) -------------------------------------------------------------------
+    # -- faults (thread-safe): the one fault table, as FaultProxy and the servers keep it --
     def add(self, fault: DatagramFault, direction: Direction = "downstream",
             name: str | None = None) -> str:
         """Apply ``fault`` to ``direction`` of every session, live and future; return its name
-        (default ``<fault name>_<direction>``: ``drop_upstream``)."""
-        if not isinstance(fault, DatagramFault):
-            raise TypeError(f"add() takes a datagram fault such as Drop(probability=0.5), "
-                            f"got {fault!r}")
-        if direction not in ("upstream", "downstream", "both"):
-            raise ValueError(
-                f"direction must be 'upstream', 'downstream' or 'both', got {direction!r}")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        (default ``<fault name>_<direction>``: ``drop_upstream``).  A datagram fault draws
+        its own ``probability`` per datagram, so there is no per-session draw here."""
+        fault, _ = self._faults.check_add(fault, direction, 1.0, name)
 
         def go() -> str:
-            chosen = name
-            if chosen is None:
-                base = f"{fault.name}_{direction}"
-                chosen = base
-                for i in itertools.count(2):
-                    if chosen not in self._faults:
-                        break
-                    chosen = f"{base}_{i}"
-            elif chosen in self._faults:
-                raise ValueError(f"a fault named {chosen!r} is already on {self!r}; remove() "
-                                 "or update() it, or pick another name")
-            entry = _Entry(chosen, fault, direction)
-            self._faults[chosen] = entry
+            entry = self._faults.add(fault, direction, 1.0, name)
             for session in list(self._sessions.values()):
                 for d in entry.directions():
                     session.add_stage(entry, d)
-            return chosen
+            return entry.name
 
-        return str(self._run(go))
+        result: str = self._run(go)
+        return result
 
     def update(self, name: str, **params: Any) -> DatagramFault:
-        """Change parameters of fault ``name``; live sessions use them from the next datagram."""
+        """Change parameters of fault ``name`` (``probability=`` is the fault's own, per
+        datagram); live sessions use them from the next datagram."""
 
         def go() -> DatagramFault:
-            entry = self._entry(name)
-            entry.fault = entry.fault.replace(**params)
+            entry = self._faults.update(name, params, None)
             for session in list(self._sessions.values()):
                 for stage in session.stages_named(name):
                     stage.fault = entry.fault
             return entry.fault
 
-        return self._run(go)  # type: ignore[no-any-return]
+        result: DatagramFault = self._run(go)
+        return result
 
     def remove(self, name: str) -> None:
         """Remove fault ``name``; datagrams it was holding are passed on at once."""
 
         def go() -> None:
-            self._entry(name)
-            del self._faults[name]
+            self._faults.remove(name)
             for session in list(self._sessions.values()):
                 session.remove_stages(name)
 
@@ -458,19 +426,13 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
 
     def clear(self) -> None:
         """Remove every fault."""
-        for name in list(self._faults):
-            self.remove(name)
+        for info in self.faults():
+            self.remove(info.name)
 
-    def faults(self) -> list[UDPFaultInfo]:
+    def faults(self) -> list[FaultInfo[DatagramFault]]:
         """The faults configured now, in the order they apply."""
-        return [UDPFaultInfo(e.name, e.fault, e.direction) for e in list(self._faults.values())]
-
-    def _entry(self, name: str) -> _Entry:
-        try:
-            return self._faults[name]
-        except KeyError:
-            known = ", ".join(self._faults) or "none"
-            raise KeyError(f"no fault named {name!r} on this proxy (configured: {known})") from None
+        result: list[FaultInfo[DatagramFault]] = self._run(self._faults.info)
+        return result
 
     # -- sessions ---------------------------------------------------------------------------
     def sessions(self) -> list[UDPSessionInfo]:
@@ -583,8 +545,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
         def build() -> str:
             sessions = [*self._recent, *self._sessions.values()][-limit:]
             lines = [repr(self)]
-            for name, entry in self._faults.items():
-                lines.append(f"  fault {name}: {entry.fault!r} direction={entry.direction}")
+            lines.extend(self._faults.report_lines("  "))
             lines.append(f"  seed={self.seed} counters: {self._stats()}")
             for session in sessions:
                 lines.append(f"  {session.info()}")
@@ -599,5 +560,5 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
             return f"{self!r}: no report ({type(exc).__name__}: {exc})"
 
 
-__all__ = ["UDPFaultInfo", "UDPFaultProxy", "UDPProxyStats", "UDPSessionInfo"]
+__all__ = ["UDPFaultProxy", "UDPProxyStats", "UDPSessionInfo"]
 
