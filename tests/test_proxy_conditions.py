@@ -5,23 +5,14 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections.abc import Callable
 
 import pytest
 
 from helpers import WAIT, connect, raw_target, recv_exactly, recv_until_eof
 from pytest_multiconn import EchoServer
 from pytest_multiconn.errors import FaultParameterError
+from pytest_multiconn.lowlevel import wait_until
 from pytest_multiconn.proxy import Latency, LimitData, ResetPeer, Slicer, When
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """A bounded poll (the proxy offers no event for "bytes read but held")."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.002)
 
 
 def open_echoing(proxy, n: int) -> tuple[list[socket.socket], list]:
@@ -46,7 +37,8 @@ def test_reset_exactly_the_connection_that_sends_commit(
         b.sendall(b"UPDATE t; COM")
         # "UPDATE t; " passes; "COM" is held, since it may be the start of COMMIT.
         assert recv_exactly(b, 10) == b"UPDATE t; "
-        wait_until(lambda: handles[1].stats()["upstream"] == 19, "the proxy to read 'COM'")
+        # A bounded poll: the proxy offers no event for "bytes read but held".
+        wait_until(lambda: handles[1].stats()["upstream"] == 19, WAIT, "the proxy to read 'COM'")
         assert handles[1].stats()["to_server"] == len(b"BEGIN;UPDATE t; ")
         a.sendall(b"COM")  # the same prefix on another connection...
         b.sendall(b"MIT;")  # ...while b completes the trigger, split across two writes

@@ -13,6 +13,7 @@ import pytest
 
 from helpers import WAIT, connect, raw_target, recv_exactly, recv_until_eof
 from pytest_multiconn.faults.toxics import Stage
+from pytest_multiconn.lowlevel import wait_until
 from pytest_multiconn.proxy import (
     Bandwidth,
     Latency,
@@ -439,10 +440,8 @@ def test_limit_data_behind_latency_closes_after_the_limit() -> None:
 
 def _wait_read(handle, direction: str, n: int) -> None:
     """Bounded poll: the proxy has read ``n`` bytes in ``direction`` (held by a fault)."""
-    deadline = time.monotonic() + WAIT
-    while handle.stats()[direction] < n:
-        assert time.monotonic() < deadline, f"the proxy never read {n} bytes {direction}"
-        time.sleep(0.002)
+    wait_until(lambda: handle.stats()[direction] >= n, WAIT,
+               f"the proxy to read {n} bytes {direction}")
 
 
 def test_update_passes_on_what_latency_holds_as_toxiproxy_does(multiconn_server,

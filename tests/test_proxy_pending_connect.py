@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from helpers import WAIT, connect, recv_exactly, recv_until_eof
+from pytest_multiconn.lowlevel import wait_until
 from pytest_multiconn.proxy import ResetPeer, Slicer, When
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="Linux accept queue")
@@ -42,10 +42,8 @@ def full_target() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 def wait_read(proxy, n: int) -> None:
     """Bounded poll: the proxy has read ``n`` bytes from its clients."""
-    deadline = time.monotonic() + WAIT
-    while proxy.stats().bytes_in < n:
-        assert time.monotonic() < deadline, f"the proxy did not read {n} bytes from the client"
-        time.sleep(0.002)
+    wait_until(lambda: proxy.stats().bytes_in >= n, WAIT,
+               f"the proxy to read {n} bytes from the client")
 
 
 def accept_proxy(listener: socket.socket) -> socket.socket:

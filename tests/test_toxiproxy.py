@@ -24,6 +24,7 @@ from helpers import WAIT, connect, recv_exactly, recv_until_eof
 from pytest_multiconn import EchoServer
 from pytest_multiconn.cli import main
 from pytest_multiconn.errors import ToxiproxyConfigError, ToxiproxyError
+from pytest_multiconn.lowlevel import wait_until
 from pytest_multiconn.toxiproxy import ToxiproxyServer
 
 toxiproxy = pytest.importorskip("toxiproxy")
@@ -823,10 +824,8 @@ def test_patching_latency_to_zero_passes_on_what_it_holds(multiconn_toxiproxy, m
     with connect(address) as sock:
         handle = proxy.wait_for_connection()
         sock.sendall(b"held")
-        deadline = time.monotonic() + WAIT
-        while handle.stats()["downstream"] < 4:  # bounded poll: the echo is now held
-            assert time.monotonic() < deadline, "the proxy never read the echo"
-            time.sleep(0.002)
+        # A bounded poll: the echo is now held.
+        wait_until(lambda: handle.stats()["downstream"] >= 4, WAIT, "the proxy to read the echo")
         status, value, _ = call(server, "PATCH", "/proxies/echo/toxics/slow",
                                 {"attributes": {"latency": 0}})
         assert (status, value["attributes"]["latency"]) == (200, 0)

@@ -11,8 +11,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 
 from pytest_multiconn import ClientResults, EchoServer
 from pytest_multiconn.core.process import ServerProcess, ServerProcessError
+from pytest_multiconn.lowlevel import wait_until
 
 # -- multiconn_session_server ---------------------------------------------------------------
 
@@ -240,12 +239,9 @@ def test_process_child_exits_when_its_parent_dies(started_from: str) -> None:
     assert parent.returncode == 0, parent.stderr
     pid, port = (int(x) for x in parent.stdout.split())
     try:
-        deadline = time.monotonic() + 20
-        while not (_gone(pid) and _refuses(port)):
-            if time.monotonic() > deadline:
-                pytest.fail(f"server process {pid} still runs (port {port}) 20s after its "
-                            f"parent exited")
-            threading.Event().wait(0.02)  # a bounded poll on another process: nothing to wait on
+        # A bounded poll on another process: nothing to wait on.
+        wait_until(lambda: _gone(pid) and _refuses(port), 20,
+                   f"server process {pid} (port {port}) to end after its parent exited")
     finally:
         if not _gone(pid):
             with contextlib.suppress(ProcessLookupError):
