@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from helpers import WAIT
-from pytest_multiconn import EchoServer, FaultProxy, FaultyEchoServer, MultiConnClient
+from pytest_multiconn import EchoServer, FaultProxy, MultiConnClient
 from pytest_multiconn.errors import BlockingCallError
-from pytest_multiconn.faults import FaultyServer
 from pytest_multiconn.lowlevel import ServerBase
 from pytest_multiconn.proxy import ProxiedConnection
 from pytest_multiconn.servers import (
@@ -53,8 +52,6 @@ PUBLIC = (
 INSTANCES: dict[type, Callable[[], Any]] = {
     EchoServer: EchoServer,
     FaultProxy: lambda: FaultProxy(("127.0.0.1", 9)),
-    FaultyEchoServer: FaultyEchoServer,
-    FaultyServer: lambda: FaultyServer(LineProtocol),
     MultiConnClient: lambda: MultiConnClient(("127.0.0.1", 9), 1),
     ProtocolServer: lambda: ProtocolServer(LineProtocol),
     ProxiedConnection: lambda: ProxiedConnection(None, None),  # type: ignore[arg-type]

@@ -18,24 +18,21 @@ import pytest
 from pytest_multiconn import ClientResults, MultiConnClient
 from pytest_multiconn.exchanges import HTTP, RESP, Exchange, Lines
 from pytest_multiconn.faults import (
-    AcceptThenClose,
     Burst,
-    ChunkedEcho,
     ClientFault,
     ClientReset,
-    CloseAfter,
     ConnectClose,
-    DelayEcho,
-    FaultyServer,
     Garbage,
     HalfClose,
+    Latency,
+    LimitData,
     NeverClose,
     NeverRead,
     PartialSend,
-    ResetAfter,
     Silent,
+    Slicer,
     SlowReader,
-    Stall,
+    Timeout,
     catalogue,
 )
 from pytest_multiconn.servers import HTTPProtocol, LineProtocol, ProtocolServer, RedisProtocol
@@ -287,14 +284,14 @@ def test_faults_compose_with_parsed_and_exact_exchanges(
 @pytest.mark.parametrize("case", [CASES[1], CASES[3]], ids=str)
 @pytest.mark.parametrize(
     "fault",
-    [DelayEcho(0.02), ChunkedEcho(max_chunk=1), Stall(), CloseAfter(20), ResetAfter(20),
-     AcceptThenClose()],
-    ids=lambda f: f.name,
+    [Latency(ms=20), Slicer(average_size=1), Timeout(), LimitData(bytes=20),
+     LimitData(bytes=20, reset=True), LimitData(bytes=0)],
+    ids=repr,
 )
 def test_server_faults_seen_through_a_parsed_exchange(case: Case, fault: Any, tls: bool) -> None:
-    with FaultyServer(case.right, tls=tls, faults=[fault]) as server:
-        results = _run(server, case, [], n=2, timeout=1 if isinstance(fault, Stall) else 5)
-    if isinstance(fault, DelayEcho | ChunkedEcho):
+    with ProtocolServer(case.right, tls=tls, faults=[fault]) as server:
+        results = _run(server, case, [], n=2, timeout=1 if isinstance(fault, Timeout) else 5)
+    if isinstance(fault, Latency | Slicer):
         assert results.ok, _failures(results)
         assert all(r.received >= 38 for r in results)  # every reply (38 B for RESP)
         return

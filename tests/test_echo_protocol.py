@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 
 import pytest_multiconn.servers as servers_namespace
-from pytest_multiconn import EchoServer, FaultyEchoServer, MultiConnClient
+from pytest_multiconn import EchoServer, MultiConnClient
 from pytest_multiconn.core.connection import Connection
-from pytest_multiconn.faults import ChunkedEcho, FaultyServer, HalfClose, PartialSend
-from pytest_multiconn.faults.server import FaultyEchoConnection
+from pytest_multiconn.faults import HalfClose, PartialSend, Slicer
 from pytest_multiconn.lowlevel import EchoConnection
 from pytest_multiconn.servers import EchoProtocol, ProtocolServer
 from pytest_multiconn.servers.echo import _PlainEchoConnection
@@ -231,7 +230,7 @@ def test_fast_path_only_for_a_plain_echo_server() -> None:
         (EchoServer(tls=True), EchoConnection),
         (EchoServer(on_event=lambda *a: None), EchoConnection),
         (ProtocolServer(EchoProtocol), ProtocolConnection),
-        (FaultyEchoServer(faults=[ChunkedEcho(4)]), FaultyEchoConnection),
+        (EchoServer(faults=[Slicer(average_size=4)]), EchoConnection),
     ]
     for server, expected in cases:
         with server, open_client(server) as sock:
@@ -296,12 +295,15 @@ class Counted(EchoProtocol):
 def test_faulty_server_makes_one_handler_per_connection_and_loses_it_once(mode: str) -> None:
     Counted.made = Counted.lost = 0
     tls = True if mode == "tls" else None
-    with FaultyServer(Counted, faults=[ChunkedEcho(5)], tls=tls) as server:
+    with ProtocolServer(Counted, faults=[Slicer(average_size=5)], tls=tls) as server:
         MultiConnClient(
             server.address, 3, [b"hello world"], tls=server.client_tls, timeout=TIMEOUT
         ).run().check()
         server.wait_for_closed(3)
-        assert max(e.size for e in server.fault_events("send")) <= 5
+        closed = server.recently_closed()
+        assert len(closed) == 3
+        for info in closed:  # 11 B in pieces of 5, 5 and 1
+            assert "slicer_downstream[down]: sliced into 3" in info.transcript, info.transcript
     assert (Counted.made, Counted.lost) == (3, 3)
 
 

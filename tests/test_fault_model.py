@@ -6,37 +6,33 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
 import socket
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import pytest
 
+from helpers import recv_exactly
 from pytest_multiconn import EchoServer, MultiConnClient
 from pytest_multiconn.faults import (
     CLIENT_FAULTS,
-    SERVER_FAULTS,
-    ChunkedEcho,
     ClientConnectionAPI,
     ClientFault,
     ClientReset,
-    DelayEcho,
     Fault,
     FaultParameterError,
     FaultSession,
-    FaultyEchoServer,
     HalfClose,
     PartialSend,
     Registry,
-    ServerConnectionAPI,
-    ServerFault,
-    ServerFaultSession,
+    Slicer,
     fault_rng,
 )
 from pytest_multiconn.faults.params import EPOLL_MAX_MS, check_of, integer, param, seconds
 from pytest_multiconn.proxy import TOXICS, Latency, Stage, Toxic
 
-REGISTRIES: list[Registry[Any]] = [CLIENT_FAULTS, SERVER_FAULTS, TOXICS]
+REGISTRIES: list[Registry[Any]] = [CLIENT_FAULTS, TOXICS]
 ALL = [cls for registry in REGISTRIES for cls in registry.values()]
 
 
@@ -77,9 +73,6 @@ TIMERS = [
     (CLIENT_FAULTS["slow_reader"], "delay", 30 * DAY),
     (CLIENT_FAULTS["never_read"], "stall", 30 * DAY),
     (CLIENT_FAULTS["never_read"], "duration", 30 * DAY),
-    (DelayEcho, "seconds", 30 * DAY),
-    (DelayEcho, "jitter", 30 * DAY),
-    (ChunkedEcho, "delay", 30 * DAY),
     (Latency, "ms", EPOLL_MAX_MS + 1),
     (Latency, "jitter", EPOLL_MAX_MS + 1),
     (TOXICS["timeout"], "ms", 30 * DAY * 1000),
@@ -101,18 +94,15 @@ def test_timers_past_epolls_limit_are_refused(cls: type[Fault], name: str, value
 def test_sums_of_timer_parameters_are_bounded_too() -> None:
     with pytest.raises(FaultParameterError, match="ms \\+ jitter"):
         Latency(ms=EPOLL_MAX_MS, jitter=1)
-    with pytest.raises(FaultParameterError, match="seconds \\+ jitter"):
-        DelayEcho(EPOLL_MAX_MS / 1000, jitter=1)
 
 
 def test_constructor_shapes_users_have_still_work() -> None:
     assert PartialSend(max_chunk=1).max_chunk == 1
-    assert ChunkedEcho(3).max_chunk == 3
-    assert DelayEcho(0.1).seconds == 0.1
+    assert Slicer(average_size=3).average_size == 3
     assert Latency(ms=50, jitter=5).params() == {"probability": 1.0, "ms": 50, "jitter": 5}
     assert ClientReset("after").at == "after"
     with pytest.raises(dataclasses.FrozenInstanceError):
-        ChunkedEcho(3).max_chunk = 4  # type: ignore[misc]
+        Slicer(average_size=3).average_size = 4  # type: ignore[misc]
 
 
 def test_reset_is_gone_and_each_reset_says_who_resets() -> None:
@@ -120,7 +110,7 @@ def test_reset_is_gone_and_each_reset_says_who_resets() -> None:
 
     with pytest.raises(AttributeError, match="Reset"):
         faults.Reset  # noqa: B018 - the attribute access is the test
-    names = {ClientReset.summary(), SERVER_FAULTS["reset_after"].summary(),
+    names = {ClientReset.summary(), TOXICS["limit_data"].summary(),
              TOXICS["reset_peer"].summary()}
     assert len(names) == 3  # three different first lines: who resets, and when
 
@@ -129,10 +119,6 @@ def test_registries_hold_every_fault_once_under_snake_case_names() -> None:
     assert list(CLIENT_FAULTS) == [
         "partial_send", "slow_reader", "never_read", "never_close", "silent", "half_close",
         "reset", "garbage", "burst", "connect_close",
-    ]
-    assert list(SERVER_FAULTS) == [
-        "delay_echo", "chunked_echo", "stall", "close_after", "reset_after",
-        "accept_then_close", "stop_accepting",
     ]
     assert list(TOXICS) == [
         "latency", "bandwidth", "slicer", "limit_data", "timeout", "reset_peer", "slow_close",
@@ -168,8 +154,8 @@ def test_replace_checks_like_a_new_fault_and_keeps_the_original() -> None:
         fault.replace(ms=math.inf)
     with pytest.raises(FaultParameterError, match="no parameter bogus; its parameters are: ms"):
         fault.replace(bogus=1)
-    chunked = ChunkedEcho(3).replace(probability=0.5)
-    assert isinstance(chunked, ChunkedEcho)
+    chunked = Slicer(average_size=3).replace(probability=0.5)
+    assert isinstance(chunked, Slicer)
     assert chunked.probability == 0.5
 
 
@@ -189,10 +175,11 @@ def test_cli_refuses_an_infinite_latency_with_one_line_exit_2(capsys) -> None:
 
 
 def test_every_family_derives_its_rng_the_same_way() -> None:
-    for fault in (PartialSend(3), ChunkedEcho(3), Latency(ms=1)):
+    for fault in (PartialSend(3), Slicer(average_size=3), Latency(ms=1)):
         got = fault.rng(42, 7, 0).random()
         assert got == fault_rng(42, fault.family, 7, 0, fault.name).random()
-    draws = {f.rng(42, 7, 0).random() for f in (PartialSend(3), ChunkedEcho(3), Latency(ms=1))}
+    draws = {f.rng(42, 7, 0).random()
+             for f in (PartialSend(3), Slicer(average_size=3), Latency(ms=1))}
     assert len(draws) == 3  # families and names separate the streams
 
 
@@ -252,55 +239,55 @@ def test_a_custom_client_fault_runs_on_real_sockets(multiconn_server: EchoServer
     assert sorted(seen_client) == expected
 
 
-seen_server: list[tuple[int, float]] = []
+seen_server: list[float] = []
 
 
-class _CapSession(ServerFaultSession):
-    fault: CapSends
+class _CapStage(Stage):
+    toxic: CapSends
 
-    def __init__(self, fault: ServerFault, conn: ServerConnectionAPI, rng: random.Random):
-        super().__init__(fault, conn, rng)
-        seen_server.append((conn.number, rng.random()))
+    def start(self) -> None:
+        seen_server.append(self.rng.random())
+        self.pipe.note(self, "capping sends")
 
-    def made(self) -> None:
-        self.conn.note("capping sends")
-
-    def send_limit(self) -> int:
-        return self.fault.cap
-
-    def sent(self, size: int) -> None:
-        self.conn.record(self.fault, "send", size)
+    def feed(self, data: bytes) -> None:
+        cap = self.toxic.cap
+        for i in range(0, len(data), cap):
+            self.next.feed(data[i : i + cap])  # each piece leaves in a send() of its own
 
 
 @dataclass(frozen=True, repr=False)
-class CapSends(ServerFault):
-    """Echo at most ``cap`` bytes per send()."""
+class CapSends(Toxic):
+    """Send at most ``cap`` bytes per send()."""
 
     name = "cap_sends"
+    stage_class = _CapStage
     cap: int = param(check=integer(1))
     _: KW_ONLY
     pause: float = param(0.0, seconds())
 
-    def open(self, conn: ServerConnectionAPI, rng: random.Random) -> ServerFaultSession:
-        return _CapSession(self, conn, rng)
+
+def _sends(transcript: str) -> list[tuple[int, int]]:
+    """(bytes, send() calls) of each ``out`` line of a connection's transcript."""
+    return [(int(size), int(ops or 1))
+            for size, ops in re.findall(r"\bout\s+(\d+) B(?: in (\d+) ops)?", transcript)]
 
 
-def test_a_custom_server_fault_runs_on_real_sockets() -> None:
+def test_a_custom_fault_runs_on_a_server_on_real_sockets() -> None:
     seen_server.clear()
-    with FaultyEchoServer(faults=[CapSends(4)], seed=5) as server, \
+    with EchoServer(faults=[CapSends(4)], seed=5) as server, \
             socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(b"y" * 50)
-        got = b""
-        while len(got) < 50:
-            chunk = sock.recv(100)
-            assert chunk, "EOF before the echo"
-            got += chunk
-        sends = server.fault_events("send")
-    assert got == b"y" * 50
-    assert sum(e.size for e in sends) == 50
-    assert max(e.size for e in sends) <= 4
-    assert sends[0].fault == "CapSends(cap=4)"
-    assert seen_server == [(1, fault_rng(5, "server", 1, 0, "cap_sends").random())]
+        assert recv_exactly(sock, 50) == b"y" * 50
+        sock.close()
+        server.wait_for_closed(1)
+        [info] = server.recently_closed()
+    sends = _sends(info.transcript)
+    assert sum(size for size, _ in sends) == 50
+    assert sum(ops for _, ops in sends) == 13  # 12 sends of 4 B and one of 2
+    assert "cap_sends_downstream[down]: capping sends" in info.transcript
+    # The server labels a stage's rng as the proxy does: seed, connection, direction, name.
+    assert seen_server == [fault_rng(5, "toxic", 1, "downstream", "cap_sends_downstream")
+                           .random()]
     with pytest.raises(FaultParameterError, match="CapSends: cap must be an integer >= 1"):
         CapSends(0)
 
@@ -343,21 +330,19 @@ def test_a_custom_toxic_runs_in_a_real_proxy(multiconn_server: EchoServer, multi
 
 
 def test_server_fault_probability_picks_connections_by_seeded_draw() -> None:
-    fault = ChunkedEcho(2, probability=0.5)
-    with FaultyEchoServer(faults=[fault], seed=11) as server:
+    with EchoServer(faults=[Slicer(average_size=2, probability=0.5)], seed=11) as server:
         for _ in range(8):
             with socket.create_connection(server.address, timeout=10) as sock:
                 sock.sendall(b"abcd")
-                got = b""
-                while len(got) < 4:
-                    chunk = sock.recv(100)
-                    assert chunk, "EOF before the echo"
-                    got += chunk
-                assert got == b"abcd"
+                assert recv_exactly(sock, 4) == b"abcd"
         server.wait_for_closed(8)
-        chunked = {e.conn for e in server.fault_events("send")}
-    expected = {n for n in range(1, 9) if fault.applies(11, n, 0)}
-    assert chunked == expected
+        closed = sorted(server.recently_closed(), key=lambda info: info.id)  # accept order
+    sliced = {n for n, info in enumerate(closed, 1) if "sliced into 2" in info.transcript}
+    skipped = {n for n, info in enumerate(closed, 1) if "not applied (p=0.5)" in info.transcript}
+    expected = {n for n in range(1, 9)
+                if fault_rng(11, "toxic", n, "downstream", "slicer_downstream").random() < 0.5}
+    assert sliced == expected
+    assert skipped == set(range(1, 9)) - expected
     assert 0 < len(expected) < 8  # the seed was picked so that both cases occur
 
 

@@ -16,7 +16,7 @@ from pytest_multiconn import EchoServer
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.wait import wait_until
 from pytest_multiconn.exchanges import Echo
-from pytest_multiconn.faults import DelayEcho, FaultyEchoServer
+from pytest_multiconn.faults import Latency
 from pytest_multiconn.suite.probes import ExchangeProbe
 
 # The probe in a child process: prints "ready", runs until stdin closes, prints its verdict.
@@ -86,7 +86,7 @@ def test_a_stall_of_the_probing_process_is_not_blamed_on_the_server() -> None:
 
 
 def test_a_server_that_makes_the_probe_wait_is_still_blamed() -> None:
-    with FaultyEchoServer(faults=[DelayEcho(0.4)]) as server, \
+    with EchoServer(faults=[Latency(ms=400)]) as server, \
             ExchangeProbe(server.address, Echo(), timeout=5) as probe:
         n = len(probe.trips)
         wait_until(lambda: len(probe.trips) >= n + 2 or probe.error, 10, "2 probe trips")
