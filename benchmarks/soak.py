@@ -1,7 +1,8 @@
 """The soak: servers, a TLS server and fault proxies under a seeded random schedule of faults.
 
 For a bounded time (``--duration``, default 10 minutes) it runs a plain :class:`EchoServer`,
-a TLS ``EchoServer``, a :class:`FaultyEchoServer` and a :class:`FaultProxy` in front of each
+a TLS ``EchoServer``, a faulty ``EchoServer`` (stream faults switched on and off under
+traffic, and its listener paused) and a :class:`FaultProxy` in front of each
 of the first two, all in a *child process* (the server process), and drives them from this
 one (the clients).  A seeded random schedule of phases throws at them every client fault,
 every server fault and every toxic (added, updated and removed while traffic flows, through
@@ -59,32 +60,24 @@ from typing import Any
 from pytest_multiconn import (
     EchoServer,
     FaultProxy,
-    FaultyEchoServer,
     MultiConnClient,
     TLSConfig,
 )
 from pytest_multiconn.core.connection import DEFAULT_HIGH_WATER
 from pytest_multiconn.faults import (
-    AcceptThenClose,
     Burst,
-    ChunkedEcho,
     ClientFault,
     ClientReset,
-    CloseAfter,
     ConnectClose,
-    DelayEcho,
     Garbage,
     HalfClose,
     NeverClose,
     NeverRead,
     PartialSend,
-    ResetAfter,
-    ServerFault,
     Silent,
     SlowReader,
-    Stall,
-    StopAccepting,
 )
+from pytest_multiconn.faults.pipeline import Direction
 from pytest_multiconn.proxy import (
     Bandwidth,
     Latency,
@@ -132,12 +125,9 @@ TLS_HANDSHAKE_BYTES = 8 * 1024
 #: can hand on at once.
 PIPE_HOLD = DEFAULT_HIGH_WATER + PIPED_READ_SIZE
 
-#: How many fault events the FaultyEchoServer keeps (``fault_event_limit``).  The default,
-#: 10,000 (1.4 MiB of ``FaultEvent``), fills over a whole 10-minute soak, and the heap census
-#: named that bounded filling as most of the growth; bounded by construction (and tested in
-#: tests/test_server_faults.py), so the soak keeps fewer and fills them in warm-up (the
-#: peaks phase) so that growth measures what is not bounded.
-SOAK_FAULT_EVENTS = 1_000
+#: The bytes of the warm-up's one-byte-a-write peak through the faulty server
+#: (``Slicer(average_size=1)``): its pipeline's backlog at its largest.
+SLICED_PEAK = 1_000
 
 #: Seconds the child may take to start its servers, to answer one command, and to stop.
 CHILD_START = 60.0
@@ -164,15 +154,37 @@ SOAK_CLIENT_FAULTS: list[tuple[str, Callable[[Rng], ClientFault]]] = [
     ("burst", lambda r: Burst(connections=r.choice([50, 200]))),
 ]
 
+
+@dataclass(frozen=True)
+class ServerFaults:
+    """What a server-fault phase does to the faulty server: stream faults, each on a direction
+    (``server.add(fault, direction=...)``), or its listener paused (``pause_accepting()``)."""
+
+    faults: tuple[tuple[Toxic, Direction], ...] = ()
+    accepting: bool = True
+
+    def __repr__(self) -> str:
+        if not self.accepting:
+            return "pause_accepting()"
+        return ", ".join(f"{fault!r} {direction}" for fault, direction in self.faults)
+
+
+def _on(fault: Toxic, direction: Direction = "downstream") -> ServerFaults:
+    return ServerFaults(((fault, direction),))
+
+
 # Server faults, and whether a plain exchange still gets every byte back.
-SOAK_SERVER_FAULTS: list[tuple[str, Callable[[Rng], ServerFault], bool]] = [
-    ("delay_echo", lambda r: DelayEcho(seconds=r.choice([0.001, 0.02]), jitter=0.005), True),
-    ("chunked_echo", lambda r: ChunkedEcho(max_chunk=r.choice([1, 3, 100, 1400])), True),
-    ("stall", lambda r: Stall(read=r.random() < 0.5), False),
-    ("close_after", lambda r: CloseAfter(n_bytes=r.choice([0, 10, 1000])), False),
-    ("reset_after", lambda r: ResetAfter(n_bytes=r.choice([0, 10, 1000])), False),
-    ("accept_then_close", lambda r: AcceptThenClose(reset=r.random() < 0.5), False),
-    ("stop_accepting", lambda r: StopAccepting(), False),
+SOAK_SERVER_FAULTS: list[tuple[str, Callable[[Rng], ServerFaults], bool]] = [
+    ("latency", lambda r: _on(Latency(ms=r.choice([1, 20]), jitter=5)), True),
+    ("slicer", lambda r: _on(Slicer(average_size=r.choice([1, 3, 100, 1400]))), True),
+    # A stall that reads and drops (the client's EOF held too), or one that stops reading
+    # once its high-water mark of held bytes is reached.
+    ("stall", lambda r: _on(Timeout(hold_eof=True) if r.random() < 0.5 else
+                            Latency(ms=60_000), "upstream"), False),
+    ("limit_data", lambda r: _on(LimitData(bytes=r.choice([10, 1000]), reset=r.random() < 0.5)),
+     False),
+    ("accept_then_close", lambda r: _on(LimitData(bytes=0, reset=r.random() < 0.5)), False),
+    ("stop_accepting", lambda r: ServerFaults(accepting=False), False),
 ]
 
 # Toxics: a factory, an update (new parameters), and whether bytes survive.
@@ -301,8 +313,7 @@ def serve(fd: int, parent: int) -> int:
     with contextlib.ExitStack() as stack:
         echo = stack.enter_context(EchoServer())
         tls_echo = stack.enter_context(EchoServer(tls=tls))
-        faulty = stack.enter_context(
-            FaultyEchoServer(seed=seeds[0], fault_event_limit=SOAK_FAULT_EVENTS))
+        faulty = stack.enter_context(EchoServer(seed=seeds[0]))
         proxy = stack.enter_context(FaultProxy(echo.address, seed=seeds[1]))
         tls_proxy = stack.enter_context(FaultProxy(tls_echo.address, seed=seeds[2]))
         servers: dict[str, Any] = dict(zip(SERVER_KEYS, [echo, tls_echo, faulty, proxy,
@@ -323,11 +334,22 @@ def serve(fd: int, parent: int) -> int:
                     problems.append(f"loop error in {server.name}: {exc}".splitlines()[0])
             return problems
 
+        def set_faults(wanted: ServerFaults) -> None:
+            """The faulty server's faults become ``wanted`` (removed ones hand on what they
+            held: a stall's held end-of-stream too, so its connections can close)."""
+            faulty.clear()
+            for fault, direction in wanted.faults:
+                faulty.add(fault, direction=direction)
+            if wanted.accepting:
+                faulty.resume_accepting()
+            else:
+                faulty.pause_accepting()
+
         commands: dict[str, Callable[..., Any]] = {
             "add": lambda key, toxic, direction: proxies[key].add(toxic, direction=direction),
             "update": lambda key, name, params: proxies[key].update(name, **params),
             "remove": lambda key, name: proxies[key].remove(name),
-            "set_faults": faulty.set_faults,
+            "set_faults": set_faults,
             "settle": settle,
             "trim": trim,
             "census": census,
@@ -664,17 +686,18 @@ def phase_server_fault(t: Targets, tally: Tally, phase: int, rng: Rng) -> str:
     name, make, keeps_bytes = rng.choice(SOAK_SERVER_FAULTS)
     tally.faults[f"server:{name}"] += 1
     fault = make(rng)
-    t.servers.call("set_faults", [fault])
+    t.servers.call("set_faults", fault)
     try:
         n = 3 if name == "stop_accepting" else rng.randint(5, 40)
         msgs = messages(rng, False)
         timeout_run = BOUND if keeps_bytes else 3.0
-        if isinstance(fault, ChunkedEcho):
-            # One write per max_chunk bytes, as a Slicer's pieces (toxic_bound()): 40
-            # connections of 3 x 2 KiB at max_chunk=1 are 245,760 writes.  Seed 165461797,
-            # phase 58, had the flat 15 s bound call such a run stuck at 7,000 writes a
-            # second, with three soaks and other tests sharing the 2 vCPUs.
-            writes = n * sum(len(m) for m in msgs) / fault.max_chunk
+        slicers = [f for f, _ in fault.faults if isinstance(f, Slicer)]
+        if slicers:
+            # One write per average_size bytes (toxic_bound()): 40 connections of 3 x 2 KiB
+            # at average_size=1 are 245,760 writes.  Seed 165461797, phase 58, had the flat
+            # 15 s bound call such a run stuck at 7,000 writes a second, with three soaks and
+            # other tests sharing the 2 vCPUs.
+            writes = n * sum(len(m) for m in msgs) / slicers[0].average_size
             timeout_run += 2 * writes / SLOW_WRITES_PER_S
             with tally.lock:
                 tally.longest_bound = max(tally.longest_bound, timeout_run)
@@ -691,7 +714,7 @@ def phase_server_fault(t: Targets, tally: Tally, phase: int, rng: Rng) -> str:
         if keeps_bytes and not results.ok:
             tally.violate(phase, f"server fault {name}: {results.failed[0]}")
     finally:
-        t.servers.call("set_faults", [])
+        t.servers.call("set_faults", ServerFaults())
     return f"{fault!r}, bound {timeout_run:.0f}s" if keeps_bytes else repr(fault)
 
 
@@ -828,8 +851,8 @@ def phase_peaks(t: Targets, tally: Tally, phase: int, rng: Rng) -> str:
     against the TLS server raised the server process's RSS by 0.7-1.5 MiB, and a later one by
     about as much for a phase only; met first after warm-up, such a peak reads as growth.  So
     warm-up meets every peak first: 200 connections at once and a never-reading client of
-    4 MiB against each target, and one connection of ``SOAK_FAULT_EVENTS`` bytes through
-    ``ChunkedEcho(max_chunk=1)`` (one fault event a byte) that fills the bounded history."""
+    4 MiB against each target, and one connection of ``SLICED_PEAK`` bytes through
+    ``Slicer(average_size=1)`` (one write a byte) on the faulty server."""
     targets = [("echo", t.echo, None), ("tls-echo", t.tls_echo, t.tls),
                ("proxy", t.proxy.address, None), ("tls-proxy", t.tls_proxy.address, t.tls)]
     for what, address, tls in targets:
@@ -838,16 +861,16 @@ def phase_peaks(t: Targets, tally: Tally, phase: int, rng: Rng) -> str:
             run_client(tally, phase, f"peak {fault!r} -> {what}", address, n=1,
                        msgs=messages(rng, False), must_echo=True, tls=tls, faults=[fault],
                        seed=rng.getrandbits(32))
-    fill = ChunkedEcho(max_chunk=1)
+    fill = Slicer(average_size=1)
     tally.faults[f"server:{fill.name}"] += 1
-    t.servers.call("set_faults", [fill])
+    t.servers.call("set_faults", _on(fill))
     try:
         run_client(tally, phase, f"peak {fill!r} -> faulty", t.faulty, n=1,
-                   msgs=[rng.randbytes(SOAK_FAULT_EVENTS)], must_echo=True,
+                   msgs=[rng.randbytes(SLICED_PEAK)], must_echo=True,
                    seed=rng.getrandbits(32))
     finally:
-        t.servers.call("set_faults", [])
-    return "Burst(200) and NeverRead(4 MiB) against each server, the fault history filled"
+        t.servers.call("set_faults", ServerFaults())
+    return "Burst(200) and NeverRead(4 MiB) against each server, one byte a write when faulty"
 
 
 PHASES: list[tuple[str, Callable[[Targets, Tally, int, Rng], str], int]] = [

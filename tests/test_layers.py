@@ -45,9 +45,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # The suite's ``--pyargs`` pytest module runs under pytest and reads the plugin's
     # --multiconn-* options; the pytest-free suite itself (checks, probes) does not.
     ("pytest_multiconn.suite.test_contracts", "pytest_multiconn.plugin.options"): "pytest module",
-    # The old server-fault engine, on its way out (servers take the stream faults now).
-    ("pytest_multiconn.faults.server", "pytest_multiconn.servers.echo"): "old engine",
-    ("pytest_multiconn.faults.protocol_server", "pytest_multiconn.servers.protocol"): "old engine",
 }
 
 

@@ -85,7 +85,7 @@ def closed_info(server: EchoServer) -> ConnectionInfo:
 PAYLOAD = bytes(range(48, 48 + 30))  # 30 distinct bytes, so a reorder or a loss shows
 
 
-# -- Latency (was DelayEcho) --------------------------------------------------------------------
+# -- Latency: a delayed echo -------------------------------------------------------------------
 
 
 def test_latency_echo_arrives_no_sooner_than_the_delay(faulty: Factory, sockets) -> None:
@@ -150,7 +150,7 @@ def test_delayed_echo_to_a_client_that_never_reads_stays_bounded(faulty: Factory
         assert server.stats().bytes_out == 0
 
 
-# -- Slicer (was ChunkedEcho) -------------------------------------------------------------------
+# -- Slicer: the echo in small sends -----------------------------------------------------------
 
 
 def test_sliced_echo_is_byte_exact_in_many_sends(faulty: Factory, sockets) -> None:
@@ -266,7 +266,7 @@ def test_a_large_echo_through_latency_and_slicer_is_exact(faulty: Factory) -> No
     assert server.stats().peak_buffered <= 16 * 1024 + 64 * 1024 + 4096
 
 
-# -- LimitData (was CloseAfter / ResetAfter) ------------------------------------------------------
+# -- LimitData: close or reset after n bytes ---------------------------------------------------
 
 
 def test_limit_data_gives_exactly_n_bytes_then_eof(faulty: Factory, sockets) -> None:
@@ -345,7 +345,7 @@ def test_multiconn_client_reports_a_short_echo(faulty: Factory) -> None:
         assert "closed the connection after echoing 5 of 10 bytes" in (result.error or "")
 
 
-# -- accept, then close or reset (was AcceptThenClose) --------------------------------------------
+# -- accept, then close or reset: LimitData(bytes=0) -------------------------------------------
 
 
 def test_limit_zero_closes_at_accept_before_any_data(faulty: Factory, sockets) -> None:
@@ -373,7 +373,7 @@ def test_limit_zero_reset_resets_at_accept(faulty: Factory, sockets) -> None:
     assert "sent RST" in info.transcript
 
 
-# -- stall: an upstream Timeout (was Stall) ------------------------------------------------------
+# -- stall: an upstream Timeout ----------------------------------------------------------------
 
 
 def test_stall_reads_but_never_answers_and_keeps_the_connection(faulty: Factory, sockets) -> None:
@@ -438,7 +438,7 @@ def test_removing_a_stall_closes_connections_whose_peer_already_left(faulty: Fac
     server.wait_for_idle(10)
 
 
-# -- stop accepting: pause_accepting() (was StopAccepting) ----------------------------------------
+# -- stop accepting: pause_accepting() ---------------------------------------------------------
 
 
 def test_pause_accepting_keeps_old_clients_and_queues_new_ones(faulty: Factory, sockets) -> None:
@@ -512,7 +512,7 @@ def test_pause_accepting_before_start(multiconn_server_factory: Any, sockets) ->
     assert recv_exactly(queued, 6) == b"queued"
 
 
-# -- ClosedPort ----------------------------------------------------------------------------------
+# -- ClosedPort --------------------------------------------------------------------------------
 
 
 def test_closed_port_refuses_connections_and_holds_the_port() -> None:
@@ -535,7 +535,7 @@ def test_closed_port_address_helper_and_client(multiconn_closed_port) -> None:
         socket.create_connection(address, timeout=TIMEOUT).close()
 
 
-# -- faults at run time, validation, repr --------------------------------------------------------
+# -- faults at run time, validation, repr ------------------------------------------------------
 
 
 def test_faults_change_on_live_connections(faulty: Factory, sockets) -> None:

@@ -48,7 +48,6 @@ if TYPE_CHECKING:
         run_clients,
     )
     from pytest_multiconn.core.process import ServerProcess
-    from pytest_multiconn.faults.server import FaultyEchoServer
     from pytest_multiconn.proxy.proxy import FaultProxy
     from pytest_multiconn.servers.echo import EchoServer
     from pytest_multiconn.tls.config import TLSConfig
@@ -64,7 +63,6 @@ _LAZY: dict[str, str] = {
         ["ClientResults", "MultiConnClient", "run_clients"], "pytest_multiconn.client.multiconn"
     ),
     "ServerProcess": "pytest_multiconn.core.process",
-    "FaultyEchoServer": "pytest_multiconn.faults.server",
     "FaultProxy": "pytest_multiconn.proxy.proxy",
     "EchoServer": "pytest_multiconn.servers.echo",
     "TLSConfig": "pytest_multiconn.tls.config",
@@ -88,7 +86,6 @@ __all__ = [
     "EchoMismatch",
     "EchoServer",
     "FaultProxy",
-    "FaultyEchoServer",
     "LeakError",
     "LoopStuckError",
     "LoopThreadError",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_multiconn.core.public import publish
 from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.faults import params
-from pytest_multiconn.faults.api import ClientConnectionAPI, ServerConnectionAPI
+from pytest_multiconn.faults.api import ClientConnectionAPI
 from pytest_multiconn.faults.base import Fault, Registry, fault_rng
 from pytest_multiconn.faults.conditions import When
 from pytest_multiconn.faults.table import FaultInfo
@@ -115,7 +115,6 @@ __all__ = [
     "PipeAPI",
     "Registry",
     "ResetPeer",
-    "ServerConnectionAPI",
     "Silent",
     "Sink",
     "Slicer",
@@ -139,11 +138,6 @@ __all__ = [
 publish(__name__, globals(), [n for n in __all__ if n != "params" and n not in _LAZY])
 
 
-_OLD_ENGINE = {"SERVER_FAULTS", "AcceptThenClose", "ChunkedEcho", "CloseAfter", "DelayEcho",
-               "FaultEvent", "FaultyEchoServer", "ResetAfter", "ServerFault",
-               "ServerFaultSession", "Stall", "StopAccepting"}
-
-
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
@@ -154,12 +148,4 @@ def __getattr__(name: str) -> Any:
         # modules from sys.modules between runs (pytest-examples does) cannot leave this
         # namespace handing out a class the re-imported client no longer accepts.
         return value
-    if name in _OLD_ENGINE:
-        from pytest_multiconn.faults import server
-
-        return getattr(server, name)
-    if name == "FaultyServer":
-        from pytest_multiconn.faults.protocol_server import FaultyServer
-
-        return FaultyServer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

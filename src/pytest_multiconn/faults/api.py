@@ -1,11 +1,11 @@
 """What a fault may ask of the connection it acts on: one narrow Protocol per family.
 
 A fault's per-connection object (a client :class:`~pytest_multiconn.faults.FaultSession`, a
-:class:`~pytest_multiconn.faults.ServerFaultSession`, a proxy
-:class:`~pytest_multiconn.proxy.Stage`) receives one of these, never the concrete connection
-class, so a custom fault is written against public, documented types only, and the
-connection classes may change underneath (TLS, a new transport) without breaking faults.
-The proxy's :class:`~pytest_multiconn.proxy.PipeAPI` is the third one.
+stream fault's :class:`~pytest_multiconn.faults.Stage`) receives one of these, never the
+concrete connection class, so a custom fault is written against public, documented types
+only, and the connection classes may change underneath (TLS, a new transport) without
+breaking faults.  The stream faults' (every server's and the proxy's) is
+:class:`~pytest_multiconn.faults.PipeAPI`, beside the stages in ``faults/toxics/base.py``.
 
 Everything here runs in the loop thread; timers come from ``loop`` (``call_later``,
 ``call_at``, ``call_soon``; each returns a :class:`~pytest_multiconn.lowlevel.Timer` with
@@ -95,46 +95,3 @@ class ClientConnectionAPI(Protocol):
 
     def deliberate_close(self, note: str) -> None:
         """Close on purpose (counted as intended)."""
-
-
-class ServerConnectionAPI(Protocol):
-    """One accepted connection of a :class:`~pytest_multiconn.faults.FaultyEchoServer`, as a
-    server fault session sees it."""
-
-    #: The server's selector loop: timers (``call_later``...), run in its thread.
-    loop: Loop
-    #: The accepted socket (``ResetAfter`` asks it how much is still unacknowledged).
-    sock: socket.socket
-    #: Accept order on this server, 1 = first (with the seed it picks the random numbers).
-    number: int
-    @property
-    def closed(self) -> bool:
-        """True once the socket is closed."""
-
-    def hold(self, owner: object) -> None:
-        """Stop sending output while ``owner`` holds it (holds of several faults stack)."""
-
-    def release(self, owner: object) -> None:
-        """Drop ``owner``'s hold; output flows again once no fault holds it."""
-
-    def stop_reading(self, stopped: bool) -> None:
-        """Stop (True) or restart (False) reading for the fault, whatever backpressure says."""
-
-    def cancel_finish(self) -> None:
-        """Forget a graceful close already planned (the client's EOF), so a cut wins."""
-
-    def record(self, fault: object, action: str, size: int = 0) -> None:
-        """Add a :class:`~pytest_multiconn.faults.FaultEvent` ("send", "close", "reset"...)."""
-
-    def note(self, text: str) -> None:
-        """Add a note to the connection's transcript."""
-
-    def end_output(self) -> None:
-        """Drop unsent output and shut our write side now (under TLS: ``close_notify``, then
-        the FIN); a cut calls :meth:`close` next."""
-
-    def close(self, exc: BaseException | None = None, reason: str = "") -> None:
-        """Close now (a FIN; an RST if unread input is left, as the kernel does)."""
-
-    def reset(self) -> None:
-        """Abort with an RST (``SO_LINGER`` 0)."""

@@ -1,11 +1,12 @@
-"""The one shape every fault has: client faults, server faults and the proxy's toxics.
+"""The one shape every fault has: client faults and stream faults (toxics), on servers and
+the proxy alike.
 
 A fault is a frozen dataclass of parameters and nothing else::
 
     @dataclass(frozen=True, repr=False)
-    class ChunkedEcho(ServerFault):
-        name = "chunked_echo"
-        max_chunk: int = param(check=integer(1))
+    class Slicer(Toxic):
+        name = "slicer"
+        average_size: int = param(1, integer(1))
 
 * its parameters are checked in one place (:mod:`pytest_multiconn.faults.params`) when it is
   made and when :meth:`Fault.replace` makes a changed copy;
@@ -17,7 +18,7 @@ A fault is a frozen dataclass of parameters and nothing else::
   name, so one seed replays one schedule;
 * it acts on a connection only through a narrow Protocol that its family documents
   (:class:`~pytest_multiconn.faults.ClientConnectionAPI`,
-  :class:`~pytest_multiconn.faults.ServerConnectionAPI`, :class:`~pytest_multiconn.proxy.PipeAPI`),
+  :class:`~pytest_multiconn.faults.PipeAPI`),
   through a per-connection object it makes (a session, a stage) that holds the state.
 """
 
@@ -56,7 +57,7 @@ def fault_rng(seed: int, family: str, conn: int, position: object, name: str) ->
 class Fault:
     """Base of every fault: frozen parameters, a name, a probability, ``replace()``.
 
-    Subclass a family's base (``ClientFault``, ``ServerFault``, ``Toxic``), decorate it with
+    Subclass a family's base (``ClientFault``, ``Toxic``), decorate it with
     ``@dataclass(frozen=True, repr=False)``, declare parameters with :func:`param` and a check
     from :mod:`pytest_multiconn.faults.params`, set ``name``, and override :meth:`check` for
     rules that involve several parameters (not ``__post_init__``: that runs the checks).

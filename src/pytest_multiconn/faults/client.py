@@ -460,8 +460,8 @@ class _ResetSession(FaultSession):
 class ClientReset(ClientFault):
     """The *client* aborts its own connection with an RST (``SO_LINGER`` 0) ``at`` "before"
     sending, "mid" message (a seeded cut), "after" sending and before reading, or a "random"
-    one of those.  (The server resetting after n bytes is ``ResetAfter``; the proxy resetting
-    both ends is ``ResetPeer``.)"""
+    one of those.  (A server or the proxy resetting after n bytes is
+    ``LimitData(bytes=n, reset=True)``, after a time ``ResetPeer``.)"""
 
     name = "reset"
     session_class = _ResetSession

@@ -8,7 +8,7 @@ bytes, counters and transcripts.  What ``EchoServer`` adds is speed: where nothi
 general path (no TLS layer, no ``on_event`` observer, no faults, the factory exactly
 ``EchoProtocol``) its :meth:`~pytest_multiconn.servers.ProtocolServer.fast_connection` makes
 the tuned :class:`_PlainEchoConnection`, which does the same echo inline.  Everywhere else
-(``tls=``, an observer, the faulty servers) connections are :class:`EchoConnection`: a
+(``tls=``, an observer, stream faults) connections are :class:`EchoConnection`: a
 :class:`~pytest_multiconn.servers.protocol.ProtocolConnection` driving the handler.
 
 ``EchoServer(tls=True | TLSConfig | SSLContext)`` serves TLS: it hands its
@@ -262,10 +262,9 @@ class EchoServer(ProtocolServer):
         return super().general_connection(conn)
 
     def fast_connection(self, sock: socket.socket, addr: Any) -> Connection | None:
-        # ProtocolServer asks only without a layer and an observer; the faulty servers
-        # override make_connection and never ask.  The inline echo is EchoProtocol's
-        # behaviour, so only that exact factory gets it (not a subclass, not a handler a
-        # subclass swapped in).
+        # ProtocolServer asks only without a layer, an observer and a stream fault.  The
+        # inline echo is EchoProtocol's behaviour, so only that exact factory gets it (not a
+        # subclass, not a handler a subclass swapped in).
         if self.protocol_factory is EchoProtocol:
             return _PlainEchoConnection(self, sock, addr)
         return None

@@ -28,9 +28,9 @@ socket calls take almost all of the loop's busy time.
 
 How the fault knobs act on ciphertext and plaintext:
 
-* the connection's ``send_allowance()`` (``max_send``, a server fault's chunk size) caps the
+* the connection's ``send_allowance()`` (``max_send``, a client fault's chunk size) caps the
   **plaintext** handed to :meth:`TLSLayer.send`; with a cap, that is one record, handed to the
-  kernel in a ``send()`` of its own, so ``max_send=1`` or ``ChunkedEcho(1)`` makes one TLS
+  kernel in a ``send()`` of its own, so ``max_send=1`` makes one TLS
   record per byte (a short record the peer's reads see alone: see below).  ``send`` returns
   the plaintext
   whose ciphertext the kernel took; ciphertext it did not take stands for the plaintext still
@@ -474,7 +474,7 @@ class TLSLayer:
         SSL_read returns one record (at most 16 KiB) per call.  Full records are joined into
         one batch (one data_received() and one echo write, as recv() on a plain socket would
         give); a short record ends the batch, so records a fault makes small (PartialSend,
-        ChunkedEcho) still arrive one per read, where a test can see their boundaries.
+        Slicer) still arrive one per read, where a test can see their boundaries.
         """
         read = self._c.read
         self._more = True

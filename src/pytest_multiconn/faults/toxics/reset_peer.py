@@ -48,12 +48,13 @@ class ResetPeerStage(Stage):
 @TOXICS.register
 @dataclass(frozen=True, repr=False)
 class ResetPeer(Toxic):
-    """The *proxy* resets the connection (RST to both ends) ``timeout_ms`` milliseconds after
-    the toxic starts acting on it, 0 = at once (toxiproxy ``reset_peer``).  Bytes of its
+    """The connection is reset (by the proxy: an RST to both ends; by a server: to its
+    client) ``timeout_ms`` milliseconds after the toxic starts acting on it, 0 = at once
+    (toxiproxy ``reset_peer``).  Bytes of its
     direction pass until then, or with ``drop=True`` are dropped, as toxiproxy's
     ``reset_peer`` drops them: ``ResetPeer(timeout_ms=500, drop=True)`` downstream is "the
-    client gets nothing, then an RST".  (A client resetting itself is ``ClientReset``; the
-    server resetting after n bytes is ``ResetAfter``.)"""
+    client gets nothing, then an RST".  (A client resetting itself is ``ClientReset``; a
+    reset after n bytes is ``LimitData(bytes=n, reset=True)``.)"""
 
     name = "reset_peer"
     stage_class = ResetPeerStage
