@@ -54,7 +54,7 @@ INSTANCES: dict[type, Callable[[], Any]] = {
     FaultProxy: lambda: FaultProxy(("127.0.0.1", 9)),
     MultiConnClient: lambda: MultiConnClient(("127.0.0.1", 9), 1),
     ProtocolServer: lambda: ProtocolServer(LineProtocol),
-    ProxiedConnection: lambda: ProxiedConnection(None, None),  # type: ignore[arg-type]
+    ProxiedConnection: lambda: ProxiedConnection(None, None, None),  # type: ignore[arg-type]
     ScriptedServer: lambda: ScriptedServer([]),
     ServerBase: ServerBase,
     ToxiproxyServer: ToxiproxyServer,

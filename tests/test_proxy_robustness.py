@@ -21,6 +21,7 @@ import pytest
 from helpers import WAIT, connect, recv_exactly
 from pytest_multiconn import EchoServer, FaultProxy, MultiConnClient, RemoteBindError, WaitTimeout
 from pytest_multiconn.cli import main
+from pytest_multiconn.errors import WaitImpossible
 from pytest_multiconn.lowlevel import Connection
 from pytest_multiconn.proxy import Slicer
 from pytest_multiconn.proxy.proxy import CLOSED_HISTORY
@@ -349,6 +350,32 @@ def test_waits_sleep_until_signalled_without_polling(multiconn_server):
             assert recv_exactly(sock, 1) == b"a"
         assert result
         assert result[0].number == 1
+
+
+def test_proxy_waits_are_the_services_wait(multiconn_server):
+    """The proxy's waits are LoopService's one wait: a stopped proxy cannot change, so a wait
+    on it fails at once, naming why; a wait bound that is not a positive finite number of
+    seconds is refused where it is given; a timeout says what it waited for and shows the
+    proxy's report (its faults and connections)."""
+    proxy = FaultProxy(multiconn_server, timeout=WAIT)
+    with proxy, connect(proxy.address) as sock:
+        handle = proxy.wait_for_connection()
+        handle.hold()
+        sock.sendall(b"abc")
+        assert handle.wait_pending(3, "upstream") == 3
+        for bad in (math.inf, math.nan, -1, 0, True, "1"):
+            with pytest.raises(ValueError, match=r"^timeout must be"):
+                handle.wait_pending(4, "upstream", timeout=bad)
+        with pytest.raises(WaitTimeout, match="4 bytes held upstream") as info:
+            handle.wait_pending(4, "upstream", timeout=0.2)
+        assert "now: 3 bytes held" in str(info.value)
+        assert "proxied connection #1" in str(info.value)  # the report
+        handle.unhold()
+    started = time.monotonic()
+    with pytest.raises(WaitImpossible, match="stopped"):
+        proxy.wait_for_connection(timeout=WAIT)
+    assert time.monotonic() - started < WAIT / 2  # at once, not after the bound
+    handle.wait_closed(timeout=0.1)  # done already: a wait that holds returns
 
 
 # -- transcript_limit=1 --------------------------------------------------------------------------

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
+from pytest_multiconn.core.checks import check_count
 from pytest_multiconn.proxy.pair import Pair
 from pytest_multiconn.proxy.pipeline import Direction, check_direction
 
+T = TypeVar("T")
 
-class HandleProxy(Protocol):
-    """What a handle asks of its proxy: run in the loop thread, and wait on its condition."""
 
-    def _run(self, fn: Callable[[], Any]) -> Any: ...
+class RunInLoop(Protocol):
+    """The proxy's ``fn()`` in its loop thread (here once it is stopped)."""
 
-    def _wait(self, predicate: Callable[[], bool], timeout: float | None, what: str,
-              progress: Callable[[], object] | None = None) -> Any: ...
+    def __call__(self, fn: Callable[[], T], /) -> T: ...
+
+
+class WaitOn(Protocol):
+    """The proxy's one wait: until ``predicate(take())`` holds, ``take`` in the loop thread
+    (``show(value)`` goes into the timeout message)."""
+
+    def __call__(self, take: Callable[[], T], predicate: Callable[[T], bool],
+                 timeout: float | None, what: str,
+                 show: Callable[[T], object] | None = None, /) -> T: ...
 
 
 def _refuse(call: str) -> None:
@@ -31,9 +40,10 @@ class ProxiedConnection:
     ``direction`` is "upstream" (client to server) or "downstream" (server to client).
     """
 
-    def __init__(self, proxy: HandleProxy, pair: Pair) -> None:
-        self._proxy = proxy
+    def __init__(self, pair: Pair, run: RunInLoop, wait: WaitOn) -> None:
         self._pair = pair
+        self._run_in_loop = run
+        self._wait = wait
 
     def __repr__(self) -> str:
         return repr(self._pair)
@@ -72,8 +82,8 @@ class ProxiedConnection:
                     "to_server": server.bytes_out, "to_client": client.bytes_out}
         return dict(self._run(get))
 
-    def _run(self, fn: Callable[[], Any]) -> Any:
-        return self._proxy._run(fn)
+    def _run(self, fn: Callable[[], T]) -> T:
+        return self._run_in_loop(fn)
 
     def _directions(self, direction: str) -> tuple[str, ...]:
         return check_direction(direction, allow_both=True)
@@ -128,28 +138,28 @@ class ProxiedConnection:
             pipe = self._pair.pipes[d]
             return pipe is not None and pipe.held_eof
 
-        self._proxy._wait(held, timeout, f"end-of-stream held {d} on {self!r}")
+        self._wait(held, bool, timeout, f"end-of-stream held {d} on {self!r}")
 
     def wait_pending(self, n: int, direction: Direction = "downstream",
                      timeout: float | None = None) -> int:
         """Wait until at least ``n`` bytes are held in ``direction``; return how many are."""
         _refuse("wait_pending")
+        check_count(n, "n (the bytes to wait for)")
         (d,) = check_direction(direction, allow_both=False)
 
         def held() -> int:
             pipe = self._pair.pipes[d]
             return 0 if pipe is None else len(pipe.held_bytes)
 
-        return int(self._proxy._wait(lambda: held() >= n, timeout,
-                                     f"{n} bytes held {d} on {self!r}", held))
+        return self._wait(held, lambda count: count >= n, timeout,
+                          f"{n} bytes held {d} on {self!r}", lambda count: f"{count} bytes held")
 
     def release(self, n: int, direction: Direction = "downstream",
                 timeout: float | None = None) -> None:
         """Deliver exactly ``n`` held bytes of ``direction`` in one write, waiting (bounded)
         for them to arrive at the proxy first."""
         _refuse("release")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"release() takes a byte count >= 0, got {n!r}")
+        check_count(n, "n (the bytes to release)")
         (d,) = check_direction(direction, allow_both=False)
         self._require_held(d)
         self.wait_pending(n, d, timeout)  # type: ignore[arg-type]
@@ -190,7 +200,7 @@ class ProxiedConnection:
     def wait_closed(self, timeout: float | None = None) -> None:
         """Wait until both sides are closed."""
         _refuse("wait_closed")
-        self._proxy._wait(lambda: self._pair.done, timeout, f"{self!r} to close")
+        self._wait(lambda: self._pair.done, bool, timeout, f"{self!r} to close")
 
     # -- awaitable twins (see core/blocking.py) ------------------------------------------------
     async def await_eof_pending(self, direction: Direction = "downstream",
@@ -213,4 +223,4 @@ class ProxiedConnection:
         await to_thread(self.wait_closed, timeout)
 
 
-__all__ = ["HandleProxy", "ProxiedConnection"]
+__all__ = ["ProxiedConnection", "RunInLoop", "WaitOn"]

@@ -32,15 +32,13 @@ import itertools
 import os
 import socket
 import struct
-import threading
-import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pytest_multiconn.core.address import bind_listener, check_host, family_for, parse_port
 from pytest_multiconn.core.blocking import to_thread
-from pytest_multiconn.core.checks import check_bool
+from pytest_multiconn.core.checks import check_bool, check_seconds
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -49,7 +47,7 @@ from pytest_multiconn.core.connection import (
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.core.server import ConnectionInfo, Listener, ServerBase
-from pytest_multiconn.errors import AddressError, WaitTimeout
+from pytest_multiconn.errors import AddressError
 from pytest_multiconn.faults.table import FaultInfo, check_probability, stream_table
 from pytest_multiconn.faults.toxics import Toxic
 from pytest_multiconn.proxy.handle import ProxiedConnection
@@ -63,14 +61,6 @@ from pytest_multiconn.proxy.splice import splice_available
 CLOSED_HISTORY = 64
 
 T = TypeVar("T")
-
-
-def _check_timeout(value: object, what: str) -> float:
-    """A wait bound in seconds: positive and finite (a wait must end), or a ValueError."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not 0 < value <= threading.TIMEOUT_MAX):
-        raise ValueError(f"{what} must be a positive, finite number of seconds, got {value!r}")
-    return float(value)
 
 
 def _looks_like_hostport(text: str, what: str) -> bool:
@@ -157,7 +147,7 @@ class FaultProxy(ServerBase):
         self.target, self.target_family = _parse_address(
             target, what="target", allow_remote=allow_remote, role="proxy to", allow_zero=False
         )
-        self.timeout = _check_timeout(timeout, "timeout")
+        self.timeout = check_seconds(timeout, "timeout")
         where, family = _parse_address(
             listen, what="listen", allow_remote=allow_remote, role="bind", allow_zero=True
         )
@@ -351,69 +341,52 @@ class FaultProxy(ServerBase):
         any number of short connections keeps flat memory.
         """
         self._refuse_blocking("wait_for_connection")
-        what = "a connection through the proxy"
-        timeout = self.timeout if timeout is None else _check_timeout(timeout, "timeout")
-        deadline = time.monotonic() + timeout
-
-        def ready() -> bool:
-            head = self._unclaimed[0] if self._unclaimed else None
-            return head is not None and (head.connected or head.done)
 
         def claim() -> Pair | None:
-            # In the loop thread, which is the one that trims the history.
-            if not ready():
+            # In the loop thread, which is the one that trims the history: the oldest
+            # unclaimed connection, once it is connected (or already closed).
+            head = self._unclaimed[0] if self._unclaimed else None
+            if head is None or not (head.connected or head.done):
                 return None
-            pair = self._unclaimed.popleft()
-            pair.claimed = True
-            if pair.done:
+            self._unclaimed.popleft()
+            head.claimed = True
+            if head.done:
                 self._unclaimed_closed -= 1
-            return pair
+            return head
 
-        while True:
-            # Raises WaitTimeout at the deadline; claim() finds nothing only if the history
-            # was trimmed in between, and then we wait for the next one.
-            self._wait(ready, timeout, what, deadline=deadline)
-            pair = self._run(claim)
-            if pair is not None:
-                return ProxiedConnection(self, pair)
+        pair = self._wait(claim, lambda p: p is not None, timeout,
+                          "a connection through the proxy")
+        return self._handle(cast(Pair, pair))  # not None: the predicate said so
+
+    def _handle(self, pair: Pair) -> ProxiedConnection:
+        return ProxiedConnection(pair, self._run, self._wait)
 
     def handles(self) -> list[ProxiedConnection]:
         """Handles on every live connection, oldest first."""
-        return [ProxiedConnection(self, p) for p in self._run(lambda: list(self._pairs.values()))]
+        return [self._handle(p) for p in self._run(lambda: list(self._pairs.values()))]
 
     async def await_for_connection(self, timeout: float | None = None) -> ProxiedConnection:
         """Awaitable twin of :meth:`wait_for_connection` (asyncio or trio; needs ``[async]``)."""
         return await to_thread(self.wait_for_connection, timeout)
 
-    def _wait(self, predicate: Callable[[], bool], timeout: float | None, what: str,
-              progress: Callable[[], object] | None = None, *,
-              deadline: float | None = None) -> Any:
-        # One wait mechanism: the condition the loop thread notifies (notify) whenever a
-        # connection is accepted, connects, closes or has bytes held, and when the loop
-        # records an error, so there is nothing to poll.  predicate() runs under the
-        # condition: it must only read state (never run_sync, which would wait for the loop
-        # while the loop waits for the condition to notify us).
-        timeout = self.timeout if timeout is None else _check_timeout(timeout, "timeout")
-        if deadline is None:
-            deadline = time.monotonic() + timeout
-        with self._cond:
-            self._waiters += 1
-            try:
-                while True:
-                    if predicate():
-                        return progress() if progress is not None else True
-                    if self._loop is not None and self._loop.errors:
-                        self.check()
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._stopped:
-                        break
-                    self._cond.wait(remaining)
-            finally:
-                self._waiters -= 1
-        state = f" (now: {progress()})" if progress is not None else ""
-        stopped = " (the proxy is stopped)" if self._stopped else ""
-        raise WaitTimeout(f"{self!r}: timed out after {timeout:g}s waiting for {what}{state}"
-                          f"{stopped}\n{self.report(limit=4)}")
+    def _wait(self, take: Callable[[], T], predicate: Callable[[T], bool],
+              timeout: float | None, what: str,
+              show: Callable[[T], object] | None = None) -> T:
+        """Wait until ``predicate(take())`` holds, ``take`` running in the loop thread.
+
+        The one wait (``LoopService._wait_until``): the loop thread notifies whenever a
+        connection is accepted, connects, closes or has bytes held, and when it records an
+        error, so there is nothing to poll.  A timeout names ``what``, ``show(value)`` and the
+        proxy's report; a wait on a stopped proxy fails at once (``WaitImpossible``).
+        """
+        bound = self.timeout if timeout is None else check_seconds(timeout, "timeout")
+
+        def describe(value: T) -> str:
+            now = f"now: {show(value)}\n" if show is not None else ""
+            return now + self.report(limit=4)
+
+        return self._wait_until(lambda: self._run(take), predicate, bound, what,
+                                check=self.check, describe=describe, stop_ends_wait=True)
 
     # -- reports --------------------------------------------------------------------------------
     def report(self, limit: int = 16) -> str:
