@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -145,8 +145,17 @@ class _Sink:
 
 
 class _Session:
-    def __init__(self, proxy: UDPFaultProxy, number: int, client: tuple[str, int]) -> None:
+    """One client address's session.  It reads the proxy's settings and calls ``notify()``;
+    what it does to the proxy otherwise goes through the two calls it is given: ``reply``
+    (a datagram to its client, through the listening socket) and ``end`` (close this
+    session: idle, evicted)."""
+
+    def __init__(self, proxy: UDPFaultProxy, number: int, client: tuple[str, int], *,
+                 reply: Callable[[bytes, tuple[str, int]], None],
+                 end: Callable[[_Session, str], None]) -> None:
         self.proxy = proxy
+        self.reply = reply
+        self.end = end
         self.number = number
         self.client = client
         self.transcript = DatagramTranscript(proxy.transcript_limit)
@@ -182,7 +191,7 @@ class _Session:
         now = time.monotonic()
         due = self.last_active + idle
         if now >= due and not self.pending():
-            self.proxy._end_session(self, "idle timeout")
+            self.end(self, "idle timeout")
         else:
             # Active since the timer was set, or a fault still holds datagrams: not idle.
             self.timer = self.proxy.loop.call_at(max(due, now + idle), self._check_idle)
@@ -207,9 +216,7 @@ class _Session:
         if direction == "upstream":
             self.endpoint.send(data)
         else:
-            listener = self.proxy._endpoint
-            if listener is not None:
-                listener.send(data, self.client)
+            self.reply(data, self.client)
         self.proxy.notify()
 
     def add_stage(self, entry: FaultEntry[DatagramFault], direction: str) -> None:
@@ -355,7 +362,8 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
             oldest = next(iter(self._sessions.values()))
             self._evicted += 1
             self._end_session(oldest, "evicted: session table full")
-        session = _Session(self, next(self._numbers), client)
+        session = _Session(self, next(self._numbers), client, reply=self._reply,
+                           end=self._end_session)
         self._sessions[client] = session
         self._sessions_total += 1
         for entry in self._faults:
@@ -363,6 +371,11 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
                 session.add_stage(entry, d)
         session.start()
         return session
+
+    def _reply(self, data: bytes, client: tuple[str, int]) -> None:
+        listener = self._endpoint
+        if listener is not None:
+            listener.send(data, client)
 
     def _end_session(self, session: _Session, reason: str) -> None:
         if self._sessions.get(session.client) is session:
