@@ -29,14 +29,16 @@ def fetch_greeting(address: Any, name: str) -> str:
     return reply[len(b"WELCOME "):-1].decode()
 
 
-def test_client_speaks_the_protocol(multiconn_scripted_server: Any) -> None:
-    server = multiconn_scripted_server(
+def test_client_speaks_the_protocol(multiconn_scripted_server_factory: Any) -> None:
+    server = multiconn_scripted_server_factory(
         [Expect(line=b"HELLO ada"), Reply(b"WELCOME "), Reply(b"back, ada\n"), Close()]
     )
     assert fetch_greeting(server.address, "ada") == "back, ada"
 
 
-def test_client_reports_a_reset_mid_reply(multiconn_scripted_server: Any) -> None:
-    server = multiconn_scripted_server([Expect(regex=rb"HELLO \w+\n"), Reply(b"WELC"), Abort()])
+def test_client_reports_a_reset_mid_reply(multiconn_scripted_server_factory: Any) -> None:
+    server = multiconn_scripted_server_factory(
+        [Expect(regex=rb"HELLO \w+\n"), Reply(b"WELC"), Abort()]
+    )
     with pytest.raises(ConnectionError):
         fetch_greeting(server.address, "bob")

@@ -312,9 +312,9 @@ class Upper(Toxic):
     stage_class = _UpperStage
 
 
-def test_a_custom_toxic_runs_in_a_real_proxy(multiconn_server: EchoServer, multiconn_proxy):
+def test_a_custom_toxic_runs_in_a_real_proxy(multiconn_server: EchoServer, multiconn_proxy_factory):
     seen_toxic.clear()
-    proxy = multiconn_proxy(multiconn_server, seed=3)
+    proxy = multiconn_proxy_factory(multiconn_server, seed=3)
     name = proxy.add(Upper(), direction="downstream")
     assert name == "upper_downstream"
     with socket.create_connection(proxy.address, timeout=10) as sock:

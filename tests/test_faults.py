@@ -215,9 +215,9 @@ def test_every_catalogue_fault_passes_on_our_server(
 
 
 def test_faulty_client_factory_closes_lingering_at_teardown(
-    multiconn_server: EchoServer, multiconn_faulty_client
+    multiconn_server: EchoServer, multiconn_faulty_client_factory
 ) -> None:
-    client = multiconn_faulty_client(multiconn_server.address, 5, faults=[NeverClose()])
+    client = multiconn_faulty_client_factory(multiconn_server.address, 5, faults=[NeverClose()])
     assert client.results is not None
     assert client.results.ok
     assert len(client.lingering) == 5

@@ -61,17 +61,17 @@ def test_fixture_types_are_public_and_annotate_tests(pytester: pytest.Pytester) 
         def test_annotated(
             multiconn_server_factory: ServerFactory,
             multiconn_client: ClientRunner,
-            multiconn_faulty_client: FaultyClientFactory,
-            multiconn_proxy: ProxyFactory,
+            multiconn_faulty_client_factory: FaultyClientFactory,
+            multiconn_proxy_factory: ProxyFactory,
             multiconn_faulty_server_factory: FaultyServerFactory,
         ) -> None:
             server: EchoServer = multiconn_server_factory("127.0.0.1", 0)
             address: Address = server.address
-            proxy = multiconn_proxy(server, ("127.0.0.1", 0))
+            proxy = multiconn_proxy_factory(server, ("127.0.0.1", 0))
             results = multiconn_client(proxy.address, 3, [b"abc", b"def"])
             results.check()
             assert [(r.sent, r.received) for r in results] == [(6, 6)] * 3
-            client = multiconn_faulty_client(address, 1, [b"xyz"], faults=[HalfClose()])
+            client = multiconn_faulty_client_factory(address, 1, [b"xyz"], faults=[HalfClose()])
             assert client.results is not None
             assert (client.results[0].sent, client.results[0].received) == (3, 3)
             chunked = multiconn_faulty_server_factory(Slicer(average_size=2))

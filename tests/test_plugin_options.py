@@ -126,14 +126,14 @@ TIMEOUT_BOUNDS = """
         with pytest.raises(WaitTimeout, match=r"after 1(\\.0)?s"):
             multiconn_session_server.wait_for_closed(10**6)
 
-    def test_proxy_wait(multiconn_server, multiconn_proxy):
-        proxy = multiconn_proxy(multiconn_server)
+    def test_proxy_wait(multiconn_server, multiconn_proxy_factory):
+        proxy = multiconn_proxy_factory(multiconn_server)
         with pytest.raises(WaitTimeout, match=r"after 1(\\.0)?s"):
             proxy.wait_for_connection()
 
-    def test_faulty_client_wait(multiconn_server, multiconn_faulty_client):
+    def test_faulty_client_wait(multiconn_server, multiconn_faulty_client_factory):
         # The echo server never closes a client that never closes: the wait runs out.
-        client = multiconn_faulty_client(multiconn_server.address, 1, faults=[NeverClose()])
+        client = multiconn_faulty_client_factory(multiconn_server.address, 1, faults=[NeverClose()])
         with pytest.raises(WaitTimeout, match=r"within 1\\.0s"):
             client.wait_closed_by_peer()
 """
@@ -200,8 +200,9 @@ LOADGROUP_TEST = """
     from pytest_multiconn.core.seed import default_seed
 
     @pytest.mark.xdist_group("g")
-    def test_grouped(multiconn_server, multiconn_faulty_client, multiconn_faulty_server_factory):
-        client = multiconn_faulty_client(multiconn_server.address, 1)
+    def test_grouped(multiconn_server, multiconn_faulty_client_factory,
+                     multiconn_faulty_server_factory):
+        client = multiconn_faulty_client_factory(multiconn_server.address, 1)
         server = multiconn_faulty_server_factory()
         where = os.environ["RECORD_TO"] + "-" + os.environ.get("PYTEST_XDIST_WORKER", "main")
         with open(where, "w") as f:

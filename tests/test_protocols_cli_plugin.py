@@ -71,15 +71,15 @@ def test_marker_protocol_and_scripted_fixture(pytester: pytest.Pytester) -> None
         def test_line(multiconn_server):
             MultiConnClient(multiconn_server.address, 2, exchange=Lines()).run().check()
 
-        def test_script_ok(multiconn_scripted_server):
-            server = multiconn_scripted_server([Expect(data=b"hi"), Reply(b"yo")])
+        def test_script_ok(multiconn_scripted_server_factory):
+            server = multiconn_scripted_server_factory([Expect(data=b"hi"), Reply(b"yo")])
             with socket.create_connection(server.address, 5) as s:
                 s.sendall(b"hi")
                 assert s.recv(2) == b"yo"
             server.wait_for_scripts(1)
 
-        def test_script_broken(multiconn_scripted_server):
-            server = multiconn_scripted_server([Expect(data=b"hi")])
+        def test_script_broken(multiconn_scripted_server_factory):
+            server = multiconn_scripted_server_factory([Expect(data=b"hi")])
             with socket.create_connection(server.address, 5) as s:
                 s.sendall(b"ho")
                 try:

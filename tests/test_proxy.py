@@ -21,8 +21,8 @@ from pytest_multiconn.lowlevel import wait_until
 from pytest_multiconn.proxy import Latency, LimitData, Slicer
 
 
-def test_echo_through_proxy_many_connections(multiconn_server: EchoServer, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_echo_through_proxy_many_connections(multiconn_server: EchoServer, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     messages = [b"x" * 1000, b"hello", bytes(range(256)) * 40]
     MultiConnClient(proxy.address, 50, messages, timeout=WAIT).run().check()
     proxy.wait_for_closed(50)
@@ -33,30 +33,30 @@ def test_echo_through_proxy_many_connections(multiconn_server: EchoServer, multi
     assert stats.bytes_out == total
 
 
-def test_thousands_of_connections(multiconn_server: EchoServer, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_thousands_of_connections(multiconn_server: EchoServer, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     MultiConnClient(proxy.address, 2000, [b"ping"], timeout=30).run().check()
     proxy.wait_for_closed(2000, timeout=30)
     multiconn_server.wait_for_closed(2000, timeout=30)
     assert multiconn_server.stats().accepted == 2000
 
 
-def test_ipv6_and_unix_socket_targets(multiconn_server_factory, multiconn_proxy, tmp_path):
+def test_ipv6_and_unix_socket_targets(multiconn_server_factory, multiconn_proxy_factory, tmp_path):
     try:
         v6 = multiconn_server_factory(host="::1")
     except OSError as exc:  # pragma: no cover - hosts without IPv6 loopback
         pytest.skip(f"no IPv6 loopback: {exc}")
     unix = multiconn_server_factory(unix_path=str(tmp_path / "echo.sock"))
     for target in (v6, unix):
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         MultiConnClient(proxy.address, 3, timeout=WAIT).run().check()
-    unix_proxy = multiconn_proxy(v6, listen=str(tmp_path / "proxy.sock"))
+    unix_proxy = multiconn_proxy_factory(v6, listen=str(tmp_path / "proxy.sock"))
     MultiConnClient(unix_proxy.address, 3, timeout=WAIT).run().check()
 
 
-def test_half_close_is_forwarded_after_the_data(multiconn_proxy):
+def test_half_close_is_forwarded_after_the_data(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         with connect(proxy.address) as client:
             client.sendall(b"request")
             client.shutdown(socket.SHUT_WR)
@@ -71,9 +71,9 @@ def test_half_close_is_forwarded_after_the_data(multiconn_proxy):
         assert "eof-to-server" in proxy.recently_closed()[-1].transcript
 
 
-def test_rst_from_client_becomes_rst_to_server(multiconn_proxy):
+def test_rst_from_client_becomes_rst_to_server(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         client = connect(proxy.address)
         server = target.accept()
         client.sendall(b"x")
@@ -83,9 +83,9 @@ def test_rst_from_client_becomes_rst_to_server(multiconn_proxy):
             recv_until_eof(server)
 
 
-def test_rst_from_server_becomes_rst_to_client(multiconn_proxy):
+def test_rst_from_server_becomes_rst_to_client(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         with connect(proxy.address) as client:
             server = target.accept()
             server.sendall(b"y")
@@ -99,9 +99,9 @@ def test_rst_from_server_becomes_rst_to_client(multiconn_proxy):
         assert "forwarding RST" in proxy.recently_closed()[-1].transcript
 
 
-def test_refused_target_resets_the_client(multiconn_proxy):
+def test_refused_target_resets_the_client(multiconn_proxy_factory):
     with closed_port_address() as address:
-        proxy = multiconn_proxy(address)
+        proxy = multiconn_proxy_factory(address)
         # The proxy's RST may arrive before connect() returns, or at the first recv().
         with pytest.raises(ConnectionResetError), connect(proxy.address) as client:
             client.recv(10)
@@ -129,10 +129,10 @@ def _fill_until_blocked(sock: socket.socket, limit: int) -> int:
 
 
 @pytest.mark.parametrize("slow", ["server", "client"])
-def test_backpressure_bounds_the_proxy_buffer(multiconn_proxy, slow):
+def test_backpressure_bounds_the_proxy_buffer(multiconn_proxy_factory, slow):
     limit = 256 * 1024 * 1024
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address, high_water=64 * 1024)
+        proxy = multiconn_proxy_factory(target.address, high_water=64 * 1024)
         with connect(proxy.address) as client:
             server = target.accept()
             writer, reader = (client, server) if slow == "server" else (server, client)
@@ -169,9 +169,9 @@ def test_context_manager_and_repr(multiconn_server):
 
 
 # -- step mode ---------------------------------------------------------------------------------
-def test_step_mode_delivers_one_byte_at_a_time_exactly(multiconn_proxy):
+def test_step_mode_delivers_one_byte_at_a_time_exactly(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address, hold=True)
+        proxy = multiconn_proxy_factory(target.address, hold=True)
         with connect(proxy.address) as client:
             handle = proxy.wait_for_connection()
             server = target.accept()
@@ -196,9 +196,9 @@ def test_step_mode_delivers_one_byte_at_a_time_exactly(multiconn_proxy):
         assert "step: released upstream" in handle.transcript
 
 
-def test_step_mode_holds_eof_until_released(multiconn_proxy):
+def test_step_mode_holds_eof_until_released(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         proxy.hold()
         with connect(proxy.address) as client:
             handle = proxy.wait_for_connection()
@@ -215,8 +215,8 @@ def test_step_mode_holds_eof_until_released(multiconn_proxy):
             assert server.recv(10) == b""
 
 
-def test_step_mode_errors_are_clear(multiconn_proxy, multiconn_server):
-    proxy = multiconn_proxy(multiconn_server)
+def test_step_mode_errors_are_clear(multiconn_proxy_factory, multiconn_server):
+    proxy = multiconn_proxy_factory(multiconn_server)
     with connect(proxy.address):
         handle = proxy.wait_for_connection()
         with pytest.raises(RuntimeError, match="not held"):
@@ -230,9 +230,9 @@ def test_step_mode_errors_are_clear(multiconn_proxy, multiconn_server):
         proxy.wait_for_connection(timeout=0.1)
 
 
-def test_handle_reset_and_close(multiconn_proxy):
+def test_handle_reset_and_close(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         with connect(proxy.address) as client:
             handle = proxy.wait_for_connection()
             server = target.accept()
@@ -251,8 +251,8 @@ def test_handle_reset_and_close(multiconn_proxy):
             assert handle.closed
 
 
-def test_proxy_is_thread_safe_under_concurrent_changes(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_proxy_is_thread_safe_under_concurrent_changes(multiconn_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     errors: list[BaseException] = []
 
     def churn() -> None:
@@ -273,8 +273,8 @@ def test_proxy_is_thread_safe_under_concurrent_changes(multiconn_server, multico
     assert proxy.faults() == []
 
 
-def test_errno_on_reset_is_econnreset(multiconn_proxy, multiconn_server):
-    proxy = multiconn_proxy(multiconn_server)
+def test_errno_on_reset_is_econnreset(multiconn_proxy_factory, multiconn_server):
+    proxy = multiconn_proxy_factory(multiconn_server)
     with connect(proxy.address) as client:
         proxy.wait_for_connection().reset()
         with pytest.raises(OSError, match="reset") as info:
@@ -366,7 +366,7 @@ def _sha(data: bytes) -> str:
 
 @needs_splice
 @pytest.mark.parametrize("family", ["tcp", "unix"])
-def test_splice_streams_32_mib_each_way_byte_exact(multiconn_proxy, tmp_path, family):
+def test_splice_streams_32_mib_each_way_byte_exact(multiconn_proxy_factory, tmp_path, family):
     up, down = _stream_data(1, 32 * MiB), _stream_data(2, 32 * MiB)
     with contextlib.ExitStack() as stack:
         if family == "unix":
@@ -374,10 +374,10 @@ def test_splice_streams_32_mib_each_way_byte_exact(multiconn_proxy, tmp_path, fa
             listener.bind(str(tmp_path / "target.sock"))
             listener.listen(4)
             listener.settimeout(WAIT)
-            proxy = multiconn_proxy(str(tmp_path / "target.sock"), transcript_limit=100_000)
+            proxy = multiconn_proxy_factory(str(tmp_path / "target.sock"), transcript_limit=100_000)
         else:
             target = stack.enter_context(raw_target())
-            proxy = multiconn_proxy(target.address, transcript_limit=100_000)
+            proxy = multiconn_proxy_factory(target.address, transcript_limit=100_000)
         client = stack.enter_context(connect(proxy.address))
         handle = proxy.wait_for_connection()
         if family == "unix":
@@ -420,10 +420,10 @@ def test_splice_streams_32_mib_each_way_byte_exact(multiconn_proxy, tmp_path, fa
 
 
 @needs_splice
-def test_splice_half_close_after_spliced_data(multiconn_proxy):
+def test_splice_half_close_after_spliced_data(multiconn_proxy_factory):
     request, reply = _stream_data(3, 4 * MiB), _stream_data(4, 3 * MiB)
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         with connect(proxy.address) as client:
             handle = proxy.wait_for_connection()
             server = target.accept()
@@ -446,9 +446,9 @@ def test_splice_half_close_after_spliced_data(multiconn_proxy):
 
 @needs_splice
 @pytest.mark.parametrize("who", ["client", "server"])
-def test_splice_rst_is_forwarded(multiconn_proxy, who):
+def test_splice_rst_is_forwarded(multiconn_proxy_factory, who):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         with connect(proxy.address) as client:
             handle = proxy.wait_for_connection()
             server = target.accept()
@@ -468,10 +468,10 @@ def test_splice_rst_is_forwarded(multiconn_proxy, who):
 
 
 @needs_splice
-def test_splice_backpressure_bounds_what_the_proxy_holds(multiconn_proxy):
+def test_splice_backpressure_bounds_what_the_proxy_holds(multiconn_proxy_factory):
     high_water = 64 * 1024
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address, high_water=high_water)
+        proxy = multiconn_proxy_factory(target.address, high_water=high_water)
         with connect(proxy.address) as client:
             handle = proxy.wait_for_connection()
             server = target.accept()
@@ -506,10 +506,10 @@ def _stall_spliced_upstream(proxy: FaultProxy, handle, reader: _Reader) -> None:
 
 
 @needs_splice
-def test_splice_switches_to_a_fault_added_mid_stream_in_order(multiconn_proxy):
+def test_splice_switches_to_a_fault_added_mid_stream_in_order(multiconn_proxy_factory):
     data = _stream_data(7, 24 * MiB)
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         with connect(proxy.address) as client:
             handle = proxy.wait_for_connection()
             server = target.accept()
@@ -534,11 +534,11 @@ def test_splice_switches_to_a_fault_added_mid_stream_in_order(multiconn_proxy):
 
 
 @needs_splice
-def test_splice_then_limit_data_added_live_keeps_order_and_counts(multiconn_proxy):
+def test_splice_then_limit_data_added_live_keeps_order_and_counts(multiconn_proxy_factory):
     data = _stream_data(8, 64 * MiB)
     limit = 100_000
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         with connect(proxy.address) as client:
             handle = proxy.wait_for_connection()
             server = target.accept()
@@ -565,10 +565,10 @@ def test_splice_then_limit_data_added_live_keeps_order_and_counts(multiconn_prox
 
 
 @needs_splice
-def test_splice_hold_delivers_the_pipe_then_holds(multiconn_proxy):
+def test_splice_hold_delivers_the_pipe_then_holds(multiconn_proxy_factory):
     data = _stream_data(9, 48 * MiB)
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         with connect(proxy.address) as client:
             handle = proxy.wait_for_connection()
             server = target.accept()
@@ -599,8 +599,8 @@ def _wait_for_transcript(proxy: FaultProxy, handle, text: str) -> None:
 
 
 @needs_splice
-def test_splice_leaks_no_descriptors(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_splice_leaks_no_descriptors(multiconn_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     MultiConnClient(proxy.address, 2, [b"w" * MiB], timeout=WAIT).run().check()
     proxy.wait_for_closed(2)
     multiconn_server.wait_for_closed(2)
@@ -617,8 +617,8 @@ def test_splice_leaks_no_descriptors(multiconn_server, multiconn_proxy):
 
 
 @needs_splice
-def test_splice_off_gives_the_same_bytes(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_splice_off_gives_the_same_bytes(multiconn_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     proxy._relay.splice = False
     MultiConnClient(proxy.address, 3, [b"q" * MiB], timeout=WAIT).run().check()
     proxy.wait_for_closed(3)
@@ -626,7 +626,7 @@ def test_splice_off_gives_the_same_bytes(multiconn_server, multiconn_proxy):
 
 
 @needs_splice
-def test_splice_unsupported_falls_back_to_user_space(multiconn_server, multiconn_proxy,
+def test_splice_unsupported_falls_back_to_user_space(multiconn_server, multiconn_proxy_factory,
                                                      monkeypatch):
     import pytest_multiconn.proxy.splice as proxy_module
 
@@ -634,7 +634,7 @@ def test_splice_unsupported_falls_back_to_user_space(multiconn_server, multiconn
         raise OSError(errno.EINVAL, "Invalid argument")
 
     monkeypatch.setattr(proxy_module, "SPLICE", no_splice)
-    proxy = multiconn_proxy(multiconn_server)
+    proxy = multiconn_proxy_factory(multiconn_server)
     MultiConnClient(proxy.address, 3, [b"u" * MiB, b"v" * MiB], timeout=WAIT).run().check()
     proxy.wait_for_closed(3)
     assert proxy._relay.splice is False

@@ -28,9 +28,9 @@ def open_echoing(proxy, n: int) -> tuple[list[socket.socket], list]:
 
 
 def test_reset_exactly_the_connection_that_sends_commit(
-    multiconn_server: EchoServer, multiconn_proxy
+    multiconn_server: EchoServer, multiconn_proxy_factory
 ):
-    proxy = multiconn_proxy(multiconn_server, seed=1)
+    proxy = multiconn_proxy_factory(multiconn_server, seed=1)
     proxy.add(When(ResetPeer(), match=b"COMMIT", before_match=True), direction="upstream")
     (a, b, c), handles = open_echoing(proxy, 3)
     try:
@@ -58,8 +58,10 @@ def test_reset_exactly_the_connection_that_sends_commit(
         assert "condition met" not in handle.transcript
 
 
-def test_after_bytes_arms_the_toxic_at_that_byte(multiconn_server: EchoServer, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_after_bytes_arms_the_toxic_at_that_byte(
+    multiconn_server: EchoServer, multiconn_proxy_factory
+):
+    proxy = multiconn_proxy_factory(multiconn_server)
     proxy.add(When(LimitData(bytes=5), after_bytes=10), direction="downstream")
     payload = bytes(range(100))
     with connect(proxy.address) as sock:
@@ -68,8 +70,10 @@ def test_after_bytes_arms_the_toxic_at_that_byte(multiconn_server: EchoServer, m
         assert recv_until_eof(sock) == payload[:15]
 
 
-def test_regex_delays_only_the_matching_request(multiconn_server: EchoServer, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_regex_delays_only_the_matching_request(
+    multiconn_server: EchoServer, multiconn_proxy_factory
+):
+    proxy = multiconn_proxy_factory(multiconn_server)
     proxy.add(When(Latency(ms=200), match=re.compile(rb"GET /slow\b")), direction="upstream")
     (slow, fast), (slow_handle, fast_handle) = open_echoing(proxy, 2)
     try:
@@ -87,11 +91,10 @@ def test_regex_delays_only_the_matching_request(multiconn_server: EchoServer, mu
 
 
 def test_held_prefix_is_released_at_eof_and_on_removal(
-    multiconn_server: EchoServer, multiconn_proxy
+    multiconn_server: EchoServer, multiconn_proxy_factory
 ):
-    proxy = multiconn_proxy(multiconn_server)
-    name = proxy.add(When(ResetPeer(), match=b"COMMIT", before_match=True),
-                     direction="upstream")
+    proxy = multiconn_proxy_factory(multiconn_server)
+    name = proxy.add(When(ResetPeer(), match=b"COMMIT", before_match=True), direction="upstream")
     (first, second), _ = open_echoing(proxy, 2)
     try:
         first.sendall(b"COMM")
@@ -129,8 +132,8 @@ def test_when_checks_its_parameters(kwargs, message):
         When(ResetPeer()).replace(**kwargs)
 
 
-def test_probability_zero_never_arms(multiconn_server: EchoServer, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_probability_zero_never_arms(multiconn_server: EchoServer, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     proxy.add(When(LimitData(bytes=0), probability=0.0), direction="upstream")
     (sock,), (handle,) = open_echoing(proxy, 1)
     sock.close()
@@ -141,14 +144,15 @@ def test_probability_zero_never_arms(multiconn_server: EchoServer, multiconn_pro
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("before_match", [True, False])
 def test_match_is_found_across_any_chunking(
-    multiconn_server: EchoServer, multiconn_proxy, seed: int, before_match: bool
+    multiconn_server: EchoServer, multiconn_proxy_factory, seed: int, before_match: bool
 ):
     # A seeded slicer ahead of the condition cuts the stream at different places per seed;
     # the trigger point must not move.
-    proxy = multiconn_proxy(multiconn_server, seed=seed)
+    proxy = multiconn_proxy_factory(multiconn_server, seed=seed)
     proxy.add(Slicer(average_size=3, size_variation=2), direction="upstream")
-    proxy.add(When(LimitData(bytes=0), match=b"COMMIT", before_match=before_match),
-              direction="upstream")
+    proxy.add(
+        When(LimitData(bytes=0), match=b"COMMIT", before_match=before_match), direction="upstream"
+    )
     stream = b"BEGIN; COMMENT; COMMA; COMMIT; SELECT 1;"
     cut = stream.index(b"COMMIT") + (0 if before_match else len(b"COMMIT"))
     with connect(proxy.address) as sock:
@@ -159,8 +163,8 @@ def test_match_is_found_across_any_chunking(
     assert f"condition met at byte {cut}" in handle.transcript
 
 
-def test_after_bytes_then_match(multiconn_server: EchoServer, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_after_bytes_then_match(multiconn_server: EchoServer, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     # The X inside the first 6 bytes does not count; the next one does.
     proxy.add(When(LimitData(bytes=0), after_bytes=6, match=b"X"), direction="upstream")
     with connect(proxy.address) as sock:
@@ -171,9 +175,9 @@ def test_after_bytes_then_match(multiconn_server: EchoServer, multiconn_proxy):
 
 
 def test_after_bytes_added_live_counts_the_stream_not_from_when_it_was_added(
-    multiconn_server: EchoServer, multiconn_proxy
+    multiconn_server: EchoServer, multiconn_proxy_factory
 ):
-    proxy = multiconn_proxy(multiconn_server)
+    proxy = multiconn_proxy_factory(multiconn_server)
     (sock,), (handle,) = open_echoing(proxy, 1)  # 6 bytes each way already
     with sock:
         sock.sendall(b"0123456789")
@@ -187,9 +191,9 @@ def test_after_bytes_added_live_counts_the_stream_not_from_when_it_was_added(
     assert "condition met at byte 16" in handle.transcript
 
 
-def test_after_bytes_zero_arms_at_the_first_byte_not_at_connect(multiconn_proxy):
+def test_after_bytes_zero_arms_at_the_first_byte_not_at_connect(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         proxy.add(When(ResetPeer(), after_bytes=0), direction="upstream")
         with connect(proxy.address) as sock:
             handle = proxy.wait_for_connection()

@@ -40,8 +40,8 @@ def _rtt(client: socket.socket, payload: bytes = b"p" * 64) -> float:
     return time.monotonic() - start
 
 
-def test_latency_delays_one_direction(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_latency_delays_one_direction(multiconn_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     proxy.add(Latency(ms=80), direction="downstream")
     with connect(proxy.address) as client:
         rtt = _rtt(client)
@@ -50,15 +50,15 @@ def test_latency_delays_one_direction(multiconn_server, multiconn_proxy):
     assert "latency_downstream[down]: delayed" in transcript[-1].transcript
 
 
-def test_latency_both_directions_adds_twice(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_latency_both_directions_adds_twice(multiconn_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     proxy.add(Latency(ms=40), direction="both")
     with connect(proxy.address) as client:
         assert _rtt(client) >= 0.08
 
 
-def test_latency_jitter_is_bounded_and_seeded(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server, seed=1234)
+def test_latency_jitter_is_bounded_and_seeded(multiconn_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server, seed=1234)
     proxy.add(Latency(ms=30, jitter=20))
     with connect(proxy.address) as client:
         samples = [_rtt(client) for _ in range(10)]
@@ -66,8 +66,8 @@ def test_latency_jitter_is_bounded_and_seeded(multiconn_server, multiconn_proxy)
     assert max(samples) - min(samples) > 0.005  # jitter varies the delay
 
 
-def test_add_update_remove_while_connected(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_add_update_remove_while_connected(multiconn_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     with connect(proxy.address) as client:
         _rtt(client)
         name = proxy.add(Latency(ms=100))
@@ -91,8 +91,8 @@ def test_add_update_remove_while_connected(multiconn_server, multiconn_proxy):
         proxy.update("x", seconds=1)
 
 
-def test_bandwidth_limits_the_rate(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_bandwidth_limits_the_rate(multiconn_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     proxy.add(Bandwidth(bytes_per_second=200_000), direction="downstream")
     data = random.Random(1).randbytes(100_000)
     with connect(proxy.address) as client:
@@ -111,9 +111,9 @@ def test_bandwidth_rate_is_kilobytes_per_second():
     assert Bandwidth(rate=1).replace(bytes_per_second=5).bps == 5  # type: ignore[attr-defined]
 
 
-def test_slicer_splits_and_spaces_the_pieces(multiconn_proxy):
+def test_slicer_splits_and_spaces_the_pieces(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         proxy.add(Slicer(average_size=10, size_variation=0, delay_us=30_000), direction="upstream")
         with connect(proxy.address) as client:
             server = target.accept()
@@ -180,9 +180,9 @@ def test_slicer_sizes_replay_under_one_seed():
     assert all(2 <= s <= 14 for s in first[:-1])
 
 
-def test_limit_data_passes_exactly_n_bytes_then_closes(multiconn_proxy):
+def test_limit_data_passes_exactly_n_bytes_then_closes(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         proxy.add(LimitData(bytes=100), direction="downstream")
         with connect(proxy.address) as client:
             server = target.accept()
@@ -191,9 +191,9 @@ def test_limit_data_passes_exactly_n_bytes_then_closes(multiconn_proxy):
             assert server.recv(10) == b""  # the server side is closed too
 
 
-def test_limit_data_upstream(multiconn_proxy):
+def test_limit_data_upstream(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         proxy.add(LimitData(bytes=5), direction="upstream")
         with connect(proxy.address) as client:
             server = target.accept()
@@ -203,9 +203,9 @@ def test_limit_data_upstream(multiconn_proxy):
             assert recv_until_eof(server) == b"45"
 
 
-def test_timeout_zero_stalls_forever_without_closing(multiconn_proxy):
+def test_timeout_zero_stalls_forever_without_closing(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         proxy.add(Timeout(ms=0), direction="upstream")
         with connect(proxy.address) as client:
             server = target.accept()
@@ -218,10 +218,10 @@ def test_timeout_zero_stalls_forever_without_closing(multiconn_proxy):
             assert recv_exactly(server, 5) == b"found"
 
 
-def test_timeout_zero_passes_the_senders_close_as_toxiproxy_does(multiconn_proxy):
+def test_timeout_zero_passes_the_senders_close_as_toxiproxy_does(multiconn_proxy_factory):
     # toxiproxy's timeout with 0 arms no timer but closes when its input ends.
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         proxy.add(Timeout(ms=0), direction="upstream")
         with connect(proxy.address) as client:
             server = target.accept()
@@ -230,9 +230,9 @@ def test_timeout_zero_passes_the_senders_close_as_toxiproxy_does(multiconn_proxy
             assert server.recv(10) == b""  # the data was dropped, the EOF passed
 
 
-def test_timeout_hold_eof_stalls_even_after_the_senders_close(multiconn_proxy):
+def test_timeout_hold_eof_stalls_even_after_the_senders_close(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         proxy.add(Timeout(ms=0, hold_eof=True), direction="upstream")
         with connect(proxy.address) as client:
             server = target.accept()
@@ -245,9 +245,9 @@ def test_timeout_hold_eof_stalls_even_after_the_senders_close(multiconn_proxy):
             assert server.recv(10) == b""
 
 
-def test_timeout_closes_after_ms(multiconn_proxy):
+def test_timeout_closes_after_ms(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         proxy.add(Timeout(ms=200), direction="downstream")
         with connect(proxy.address) as client:
             start = time.monotonic()
@@ -259,9 +259,9 @@ def test_timeout_closes_after_ms(multiconn_proxy):
     assert elapsed >= 0.19
 
 
-def test_reset_peer_resets_both_ends_after_timeout(multiconn_proxy):
+def test_reset_peer_resets_both_ends_after_timeout(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         proxy.add(ResetPeer(timeout_ms=150), direction="downstream")
         with connect(proxy.address) as client:
             start = time.monotonic()
@@ -276,9 +276,9 @@ def test_reset_peer_resets_both_ends_after_timeout(multiconn_proxy):
     assert elapsed >= 0.14
 
 
-def test_slow_close_delays_eof_not_data(multiconn_proxy):
+def test_slow_close_delays_eof_not_data(multiconn_proxy_factory):
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         proxy.add(SlowClose(delay_ms=250), direction="downstream")
         with connect(proxy.address) as client:
             server = target.accept()
@@ -291,12 +291,12 @@ def test_slow_close_delays_eof_not_data(multiconn_proxy):
     assert eof_at >= 0.24
 
 
-def test_slow_close_holds_the_eof_but_not_the_data(multiconn_proxy):
+def test_slow_close_holds_the_eof_but_not_the_data(multiconn_proxy_factory):
     # Contrasted with a LONG_MS hold, so no bound depends on the machine's speed: the data
     # arrives (within SLACK), the EOF does not (it is 60 s away), and removing the toxic
     # lets the EOF through.
     with raw_target() as target:
-        proxy = multiconn_proxy(target.address)
+        proxy = multiconn_proxy_factory(target.address)
         name = proxy.add(SlowClose(delay_ms=LONG_MS), direction="downstream")
         with connect(proxy.address) as client:
             client.settimeout(SLACK)
@@ -312,8 +312,8 @@ def test_slow_close_holds_the_eof_but_not_the_data(multiconn_proxy):
             assert client.recv(10) == b""
 
 
-def test_down_refuses_and_cuts_then_up_recovers(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_down_refuses_and_cuts_then_up_recovers(multiconn_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     address = proxy.address
     with connect(address) as client:
         _rtt(client)
@@ -329,9 +329,11 @@ def test_down_refuses_and_cuts_then_up_recovers(multiconn_server, multiconn_prox
     proxy.up()
 
 
-def test_probability_is_drawn_per_connection_from_the_seed(multiconn_server, multiconn_proxy):
+def test_probability_is_drawn_per_connection_from_the_seed(
+    multiconn_server, multiconn_proxy_factory
+):
     def affected(seed: int) -> list[int]:
-        proxy = multiconn_proxy(multiconn_server, seed=seed)
+        proxy = multiconn_proxy_factory(multiconn_server, seed=seed)
         proxy.add(Latency(ms=1), probability=0.5)
         numbers = []
         for _ in range(16):
@@ -348,8 +350,8 @@ def test_probability_is_drawn_per_connection_from_the_seed(multiconn_server, mul
     assert first != affected(100)
 
 
-def test_probability_zero_never_applies(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_probability_zero_never_applies(multiconn_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     proxy.add(Latency(ms=LONG_MS), probability=0.0)
     with connect(proxy.address) as client:
         client.settimeout(SLACK)  # a delayed echo would time out here
@@ -357,8 +359,8 @@ def test_probability_zero_never_applies(multiconn_server, multiconn_proxy):
         assert "not applied" in proxy.wait_for_connection().transcript
 
 
-def test_bad_fault_arguments_say_what_to_do(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_bad_fault_arguments_say_what_to_do(multiconn_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(multiconn_server)
     with pytest.raises(ValueError, match="probability"):
         proxy.add(Latency(ms=1), probability=2)
     with pytest.raises(ValueError, match="direction"):
@@ -381,8 +383,8 @@ def test_faults_show_in_failing_report(pytester: pytest.Pytester):
         import socket
         from pytest_multiconn.proxy import LimitData
 
-        def test_it(multiconn_server, multiconn_proxy):
-            proxy = multiconn_proxy(multiconn_server)
+        def test_it(multiconn_server, multiconn_proxy_factory):
+            proxy = multiconn_proxy_factory(multiconn_server)
             proxy.add(LimitData(bytes=3))
             with socket.create_connection(proxy.address, timeout=5) as s:
                 s.sendall(b"hello")
@@ -394,10 +396,12 @@ def test_faults_show_in_failing_report(pytester: pytest.Pytester):
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "*- multiconn -*",
-        "*limit_data_downstream[[]down[]]: limit of 3 B reached: closing*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*- multiconn -*",
+            "*limit_data_downstream[[]down[]]: limit of 3 B reached: closing*",
+        ]
+    )
 
 
 def test_fixture_stops_proxies_and_reports_nothing_on_success(pytester: pytest.Pytester):
@@ -405,8 +409,8 @@ def test_fixture_stops_proxies_and_reports_nothing_on_success(pytester: pytest.P
         """
         from pytest_multiconn import MultiConnClient
 
-        def test_ok(multiconn_server, multiconn_proxy):
-            proxy = multiconn_proxy(multiconn_server)
+        def test_ok(multiconn_server, multiconn_proxy_factory):
+            proxy = multiconn_proxy_factory(multiconn_server)
             MultiConnClient(proxy.address, 3, timeout=5).run().check()
             assert proxy.stats().accepted == 3
         """
@@ -444,9 +448,10 @@ def _wait_read(handle, direction: str, n: int) -> None:
                f"the proxy to read {n} bytes {direction}")
 
 
-def test_update_passes_on_what_latency_holds_as_toxiproxy_does(multiconn_server,
-                                                              multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_update_passes_on_what_latency_holds_as_toxiproxy_does(
+    multiconn_server, multiconn_proxy_factory
+):
+    proxy = multiconn_proxy_factory(multiconn_server)
     name = proxy.add(Latency(ms=LONG_MS), direction="downstream")
     with connect(proxy.address) as client:
         handle = proxy.wait_for_connection()
@@ -461,8 +466,10 @@ def test_update_passes_on_what_latency_holds_as_toxiproxy_does(multiconn_server,
         assert time.monotonic() - start < SLACK
 
 
-def test_reset_peer_drop_the_client_gets_nothing_then_an_rst(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_reset_peer_drop_the_client_gets_nothing_then_an_rst(
+    multiconn_server, multiconn_proxy_factory
+):
+    proxy = multiconn_proxy_factory(multiconn_server)
     proxy.add(ResetPeer(timeout_ms=100, drop=True), direction="downstream")
     start = time.monotonic()  # before connect: the toxic's clock starts at the proxy's accept
     with connect(proxy.address) as client:
@@ -476,8 +483,10 @@ def test_reset_peer_drop_the_client_gets_nothing_then_an_rst(multiconn_server, m
     assert "dropped" in handle.transcript
 
 
-def test_connections_seen_counts_every_accepted_connection(multiconn_server, multiconn_proxy):
-    proxy = multiconn_proxy(multiconn_server)
+def test_connections_seen_counts_every_accepted_connection(
+    multiconn_server, multiconn_proxy_factory
+):
+    proxy = multiconn_proxy_factory(multiconn_server)
     assert proxy.connections_seen == 0
     for _ in range(3):
         with connect(proxy.address) as sock:

@@ -61,10 +61,12 @@ def out_ops(entries: list, direction: str) -> tuple[int, int]:
     return sum(e.size for e in picked), sum(e.count for e in picked)
 
 
-def test_slices_of_bytes_read_before_the_connect_finished_leave_one_send_each(multiconn_proxy):
+def test_slices_of_bytes_read_before_the_connect_finished_leave_one_send_each(
+    multiconn_proxy_factory,
+):
     startup = bytes(range(41))  # a PostgreSQL startup packet is 41 bytes
     with full_target() as (listener, _):
-        proxy = multiconn_proxy(listener.getsockname())
+        proxy = multiconn_proxy_factory(listener.getsockname())
         proxy.add(Slicer(average_size=1), direction="upstream")
         with connect(proxy.address) as client:
             client.sendall(startup)
@@ -77,13 +79,13 @@ def test_slices_of_bytes_read_before_the_connect_finished_leave_one_send_each(mu
     assert out_ops(entries, "to-server") == (41, 41), handle.transcript
 
 
-def test_slices_toward_a_unix_socket_leave_one_send_each(multiconn_proxy, tmp_path):
+def test_slices_toward_a_unix_socket_leave_one_send_each(multiconn_proxy_factory, tmp_path):
     path = str(tmp_path / "target.sock")
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(path)
         listener.listen(1)
         listener.settimeout(WAIT)
-        proxy = multiconn_proxy(path)
+        proxy = multiconn_proxy_factory(path)
         proxy.add(Slicer(average_size=1), direction="upstream")
         with connect(proxy.address) as client:
             handle = proxy.wait_for_connection()
@@ -98,9 +100,9 @@ def test_slices_toward_a_unix_socket_leave_one_send_each(multiconn_proxy, tmp_pa
     assert out_ops(entries, "to-server") == (3041, 3041), handle.transcript
 
 
-def test_when_reset_after_a_match_read_before_the_connect_finished(multiconn_proxy):
+def test_when_reset_after_a_match_read_before_the_connect_finished(multiconn_proxy_factory):
     with full_target() as (listener, _):
-        proxy = multiconn_proxy(listener.getsockname())
+        proxy = multiconn_proxy_factory(listener.getsockname())
         proxy.add(When(ResetPeer(), match=b"COMMIT"), direction="upstream")
         with connect(proxy.address) as client:
             client.sendall(b"BEGIN; COMMIT;")

@@ -76,44 +76,44 @@ def _get(proxy_address: tuple[str, int]) -> bytes:
         return bytes(response.read())
 
 
-def test_http_through_the_proxy_unchanged(http_server, multiconn_proxy):
-    proxy = multiconn_proxy(http_server.server_address)
+def test_http_through_the_proxy_unchanged(http_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(http_server.server_address)
     for _ in range(3):
         assert _get(proxy.address) == BODY
 
 
-def test_http_survives_slicing(http_server, multiconn_proxy):
-    proxy = multiconn_proxy(http_server.server_address)
+def test_http_survives_slicing(http_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(http_server.server_address)
     proxy.add(Slicer(average_size=7, size_variation=5), direction="both")
     assert _get(proxy.address) == BODY
 
 
-def test_http_truncated_by_limit_data(http_server, multiconn_proxy):
-    proxy = multiconn_proxy(http_server.server_address)
+def test_http_truncated_by_limit_data(http_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(http_server.server_address)
     proxy.add(LimitData(bytes=300), direction="downstream")
     with pytest.raises(http.client.IncompleteRead) as info:
         _get(proxy.address)
     assert len(info.value.partial) < len(BODY)
 
 
-def test_http_status_line_cut_by_limit_data(http_server, multiconn_proxy):
-    proxy = multiconn_proxy(http_server.server_address)
+def test_http_status_line_cut_by_limit_data(http_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(http_server.server_address)
     proxy.add(LimitData(bytes=10), direction="downstream")
     with pytest.raises(http.client.BadStatusLine, match=r"HTTP/1\.1 2"):
         _get(proxy.address)
 
 
-def test_http_refused_by_limit_data_zero(http_server, multiconn_proxy):
+def test_http_refused_by_limit_data_zero(http_server, multiconn_proxy_factory):
     # LimitData(0) closes as the connection starts, maybe before the proxy read the request:
     # the close then sends an RST (unread data), so urllib sees a reset or a disconnect.
-    proxy = multiconn_proxy(http_server.server_address)
+    proxy = multiconn_proxy_factory(http_server.server_address)
     proxy.add(LimitData(bytes=0), direction="downstream")
     with pytest.raises((ConnectionResetError, urllib.error.URLError)):
         _get(proxy.address)
 
 
-def test_http_reset_by_reset_peer(http_server, multiconn_proxy):
-    proxy = multiconn_proxy(http_server.server_address)
+def test_http_reset_by_reset_peer(http_server, multiconn_proxy_factory):
+    proxy = multiconn_proxy_factory(http_server.server_address)
     proxy.add(ResetPeer(timeout_ms=0), direction="downstream")
     with pytest.raises((ConnectionResetError, urllib.error.URLError)) as info:
         _get(proxy.address)

@@ -55,9 +55,9 @@ def test_corrupt_offsets_on_the_wire() -> None:
 
 
 def test_substitute_replaces_across_a_read_boundary_forced_by_a_slicer(
-    multiconn_server: EchoServer, multiconn_proxy: Callable[..., FaultProxy]
+    multiconn_server: EchoServer, multiconn_proxy_factory: Callable[..., FaultProxy]
 ) -> None:
-    proxy = multiconn_proxy(multiconn_server)
+    proxy = multiconn_proxy_factory(multiconn_server)
     # The slicer goes first: the substitute stage is fed "BEG", "IN;", "COM", "MIT", ...
     proxy.add(Slicer(average_size=3, delay_us=2000), direction="upstream")
     proxy.add(Substitute(pattern=rb"COMMIT", replacement=b"ABORT!"), direction="upstream")
@@ -102,9 +102,9 @@ def test_coalesce_flushes_on_eof() -> None:
 
 
 def test_truncate_cuts_every_reply_and_the_connection_stays_open(
-    multiconn_server: EchoServer, multiconn_proxy: Callable[..., FaultProxy]
+    multiconn_server: EchoServer, multiconn_proxy_factory: Callable[..., FaultProxy]
 ) -> None:
-    proxy = multiconn_proxy(multiconn_server)
+    proxy = multiconn_proxy_factory(multiconn_server)
     proxy.add(Truncate(bytes=4))  # downstream: the replies
     with connect(proxy.address) as client:
         for request in (b"first request", b"second one", b"ok", b"third request"):

@@ -4,6 +4,8 @@ the names of earlier releases are gone instead of kept as warning aliases."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -103,3 +105,38 @@ def test_no_name_means_two_things() -> None:
         assert not hasattr(faults, step), step
     for old in ("HalfClose", "Reset", "Stall"):
         assert not hasattr(servers, old), old
+
+
+def _servers_with_a_timeout(timeout: object) -> list[tuple[str, Callable[[], Any]]]:
+    """Every server and proxy, built with ``timeout=`` (the one way to set it)."""
+    from pytest_multiconn import EchoServer, FaultProxy
+    from pytest_multiconn.servers import EchoProtocol, ProtocolServer, ScriptedServer
+    from pytest_multiconn.udp import UDPEchoServer, UDPFaultProxy
+
+    target = ("127.0.0.1", 9)  # never connected to: only constructed
+    return [
+        ("EchoServer", lambda: EchoServer(timeout=timeout)),
+        ("ProtocolServer", lambda: ProtocolServer(EchoProtocol, timeout=timeout)),
+        ("ScriptedServer", lambda: ScriptedServer([], timeout=timeout)),
+        ("FaultProxy", lambda: FaultProxy(target, timeout=timeout)),
+        ("UDPEchoServer", lambda: UDPEchoServer(timeout=timeout)),
+        ("UDPFaultProxy", lambda: UDPFaultProxy(target, timeout=timeout)),
+    ]
+
+
+@pytest.mark.parametrize("index", range(6), ids=[n for n, _ in _servers_with_a_timeout(1)])
+def test_timeout_is_a_constructor_argument_everywhere(index: int) -> None:
+    name, make = _servers_with_a_timeout(0.25)[index]
+    assert make().timeout == 0.25, name
+    for bad in (-1, float("nan"), float("inf"), "1", True):
+        _, make_bad = _servers_with_a_timeout(bad)[index]
+        with pytest.raises(ValueError, match="timeout"):
+            make_bad()
+
+
+def test_a_constructor_timeout_bounds_the_waits() -> None:
+    from pytest_multiconn import EchoServer, WaitTimeout
+
+    # Nobody connects, so the wait can only end by its bound: the constructor's 0.2 s.
+    with EchoServer(timeout=0.2) as server, pytest.raises(WaitTimeout, match=r"after 0\.2s"):
+        server.wait_for_connections(1)

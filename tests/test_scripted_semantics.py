@@ -120,21 +120,21 @@ def test_fixture_fails_a_script_that_never_ran_and_takes_the_opt_out(
                 sock.sendall(data)
                 return sock.recv(10)
 
-        def test_nobody_connects(multiconn_scripted_server):
-            multiconn_scripted_server([Expect(line=b"PING"), Reply(b"PONG\\n")])
+        def test_nobody_connects(multiconn_scripted_server_factory):
+            multiconn_scripted_server_factory([Expect(line=b"PING"), Reply(b"PONG\\n")])
 
-        def test_second_script_never_runs(multiconn_scripted_server):
-            server = multiconn_scripted_server(
+        def test_second_script_never_runs(multiconn_scripted_server_factory):
+            server = multiconn_scripted_server_factory(
                 scripts=[[Expect(data=b"a"), Reply(b"A"), Close()],
                          [Expect(data=b"b"), Reply(b"B"), Close()]])
             assert talk(server, b"a") == b"A"
 
-        def test_opted_out(multiconn_scripted_server):
-            server = multiconn_scripted_server(
+        def test_opted_out(multiconn_scripted_server_factory):
+            server = multiconn_scripted_server_factory(
                 scripts=[[Expect(data=b"a"), Reply(b"A"), Close()],
                          [Expect(data=b"b"), Reply(b"B"), Close()]], optional=[1])
             assert talk(server, b"a") == b"A"
-            multiconn_scripted_server([Expect(data=b"x")], optional=True)
+            multiconn_scripted_server_factory([Expect(data=b"x")], optional=True)
         """
     )
     result = pytester.runpytest()

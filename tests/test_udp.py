@@ -194,11 +194,11 @@ def test_waits_are_bounded_and_say_what_they_waited_for(
 
 
 def test_a_stopped_target_is_counted_not_fatal(
-    multiconn_udp_proxy: Proxy, udp_socket: Callable[..., socket.socket]
+    multiconn_udp_proxy_factory: Proxy, udp_socket: Callable[..., socket.socket]
 ) -> None:
     with UDPEchoServer() as gone:
         target = gone.address
-    proxy = multiconn_udp_proxy(target)
+    proxy = multiconn_udp_proxy_factory(target)
     sock = udp_socket(proxy.address)
     sock.send(b"anyone there?")
     # The kernel answers with ICMP port unreachable; the session's socket reports it once.
@@ -277,7 +277,7 @@ def test_registry_names_every_fault() -> None:
 
 
 def test_drop_is_the_seeded_schedule_in_every_run(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:
     n = 40
     rng = _rng("drop_upstream")
@@ -285,7 +285,7 @@ def test_drop_is_the_seeded_schedule_in_every_run(
     assert 0 < len(predicted) < n
     lost_per_run = []
     for _ in range(2):  # two proxies, same seed: the same datagrams go missing
-        proxy = multiconn_udp_proxy(multiconn_udp_server, seed=SEED)
+        proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED)
         proxy.add(Drop(probability=0.5), "upstream")
         (result,) = _run(proxy, n)
         lost = set(range(n)) - set(result.order)
@@ -301,11 +301,11 @@ def test_drop_is_the_seeded_schedule_in_every_run(
 
 
 def test_a_different_seed_drops_other_datagrams(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:
     lost = []
     for seed in (1, 2):
-        proxy = multiconn_udp_proxy(multiconn_udp_server, seed=seed)
+        proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=seed)
         proxy.add(Drop(probability=0.5), "upstream")
         (result,) = _run(proxy, 40)
         lost.append(set(range(40)) - set(result.order))
@@ -313,9 +313,9 @@ def test_a_different_seed_drops_other_datagrams(
 
 
 def test_duplicate_delivers_exact_copies(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:
-    proxy = multiconn_udp_proxy(multiconn_udp_server, seed=SEED)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED)
     proxy.add(Duplicate(copies=2), "downstream")
     (result,) = _run(proxy, 12)
     assert result.received == 36
@@ -330,11 +330,11 @@ def test_duplicate_delivers_exact_copies(
 
 
 def test_duplicate_with_probability_copies_the_seeded_datagrams(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:
     rng = _rng("duplicate_upstream")
     predicted = [i for i in range(30) if rng.random() < 0.3]
-    proxy = multiconn_udp_proxy(multiconn_udp_server, seed=SEED)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED)
     proxy.add(Duplicate(copies=1, probability=0.3), "upstream")
     (result,) = _run(proxy, 30)
     copied = sorted(i for i, p in enumerate(result.payloads) if result.echoes.count(p) == 2)
@@ -344,7 +344,7 @@ def test_duplicate_with_probability_copies_the_seeded_datagrams(
 
 
 def test_reorder_changes_order_not_content(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:
     window, n = 8, 16
     rng = _rng("reorder_upstream")
@@ -354,7 +354,7 @@ def test_reorder_changes_order_not_content(
         rng.shuffle(chunk)
         predicted.extend(chunk)
     assert predicted != list(range(n))
-    proxy = multiconn_udp_proxy(multiconn_udp_server, seed=SEED)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED)
     proxy.add(Reorder(window=window, ms=60_000), "upstream")  # only full windows release
     (result,) = _run(proxy, n)
     assert sorted(result.echoes) == sorted(result.payloads)  # the same datagrams...
@@ -365,9 +365,9 @@ def test_reorder_changes_order_not_content(
 
 
 def test_reorder_releases_a_partial_window_after_its_delay(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:
-    proxy = multiconn_udp_proxy(multiconn_udp_server, seed=SEED)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED)
     proxy.add(Reorder(window=100, ms=20), "upstream")
     (result,) = _run(proxy, 5)
     assert sorted(result.order) == list(range(5))
@@ -376,9 +376,9 @@ def test_reorder_releases_a_partial_window_after_its_delay(
 
 
 def test_truncate_cuts_every_datagram(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:
-    proxy = multiconn_udp_proxy(multiconn_udp_server, seed=SEED)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED)
     proxy.add(Truncate(bytes=10), "downstream")
     (result,) = _run(proxy, 10, size=40)
     assert [len(e) for e in result.echoes] == [10] * 10
@@ -388,13 +388,13 @@ def test_truncate_cuts_every_datagram(
 
 
 def test_corrupt_flips_exactly_the_predicted_bits(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:
     fault = Corrupt(flips=3)
     n, size = 20, 32
     rng = _rng("corrupt_upstream")
     predicted = [flipped_bits(fault, rng, size) for _ in range(n)]
-    proxy = multiconn_udp_proxy(multiconn_udp_server, seed=SEED)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED)
     proxy.add(fault, "upstream")
     (result,) = _run(proxy, n, size=size)
     assert result.corrupted == n
@@ -411,11 +411,11 @@ def test_corrupt_flips_exactly_the_predicted_bits(
 
 
 def test_corrupt_at_a_rate_replays(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:
     runs = []
     for _ in range(2):
-        proxy = multiconn_udp_proxy(multiconn_udp_server, seed=SEED)
+        proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED)
         proxy.add(Corrupt(rate=0.02), "downstream")
         (result,) = _run(proxy, 20, size=64)
         runs.append(sorted(result.echoes))
@@ -424,9 +424,9 @@ def test_corrupt_at_a_rate_replays(
 
 
 def test_delay_is_a_lower_bound_on_the_round_trip(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:
-    proxy = multiconn_udp_proxy(multiconn_udp_server, seed=SEED)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED)
     proxy.add(Delay(ms=30), "upstream")
     proxy.add(Delay(ms=20, jitter=10), "downstream")
     (result,) = _run(proxy, 8)
@@ -437,10 +437,10 @@ def test_delay_is_a_lower_bound_on_the_round_trip(
 
 
 def test_faults_added_updated_and_removed_while_running(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy,
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy,
     udp_socket: Callable[..., socket.socket],
 ) -> None:
-    proxy = multiconn_udp_proxy(multiconn_udp_server, seed=SEED)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED)
     sock = udp_socket(proxy.address)
     sock.send(b"before any fault")
     assert sock.recv(100) == b"before any fault"
@@ -461,12 +461,12 @@ def test_faults_added_updated_and_removed_while_running(
 
 
 def test_idle_sessions_expire(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy,
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy,
     udp_socket: Callable[..., socket.socket],
 ) -> None:
     # Long enough for the echo to come back through the session on a loaded machine (at
     # 0.05 s the session once expired before the reply arrived); the expiry is waited for.
-    proxy = multiconn_udp_proxy(multiconn_udp_server, idle_timeout=1.0)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, idle_timeout=1.0)
     sock = udp_socket(proxy.address)
     sock.send(b"one")
     assert sock.recv(10) == b"one"
@@ -481,10 +481,10 @@ def test_idle_sessions_expire(
 
 
 def test_a_full_session_table_evicts_the_least_recently_active(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy,
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy,
     udp_socket: Callable[..., socket.socket],
 ) -> None:
-    proxy = multiconn_udp_proxy(multiconn_udp_server, idle_timeout=None, max_sessions=2)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, idle_timeout=None, max_sessions=2)
     socks = [udp_socket(proxy.address) for _ in range(3)]
     for i in (0, 1, 0, 2):  # client 1 is the least recently active when client 2 arrives
         socks[i].send(b"%d" % i)
@@ -497,9 +497,9 @@ def test_a_full_session_table_evicts_the_least_recently_active(
 
 
 def test_sessions_route_replies_to_their_own_clients(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:
-    proxy = multiconn_udp_proxy(multiconn_udp_server, seed=SEED)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED)
     results = _run(proxy, 15, clients=4).check()
     assert proxy.stats().sessions_total == 4
     assert {s.client for s in proxy.sessions()} == {r.address for r in results}
@@ -508,9 +508,9 @@ def test_sessions_route_replies_to_their_own_clients(
 
 
 def test_results_report_loss_and_check_raises(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: Proxy
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:
-    proxy = multiconn_udp_proxy(multiconn_udp_server, seed=SEED)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED)
     proxy.add(Drop(probability=1.0), "downstream")
     results = _run(proxy, 5, clients=2)
     assert results.total("lost") == 10
@@ -528,8 +528,8 @@ def test_failing_test_report_shows_the_udp_transcript(pytester: pytest.Pytester)
         """
         from pytest_multiconn.udp import Drop, MultiDatagramClient
 
-        def test_lossy(multiconn_udp_server, multiconn_udp_proxy):
-            proxy = multiconn_udp_proxy(multiconn_udp_server, seed=5)
+        def test_lossy(multiconn_udp_server, multiconn_udp_proxy_factory):
+            proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=5)
             proxy.add(Drop(probability=0.5), "upstream")
             MultiDatagramClient(proxy, 1, 10, expect=proxy.wait_echo_settled).run().check()
         """

@@ -48,11 +48,11 @@ def test_server_address_is_typed(multiconn_server: EchoServer) -> None:
 
 def test_client_through_proxy(
     multiconn_server_factory: ServerFactory,
-    multiconn_proxy: ProxyFactory,
+    multiconn_proxy_factory: ProxyFactory,
     multiconn_client: ClientRunner,
 ) -> None:
     server: EchoServer = multiconn_server_factory(idle_timeout=5.0)
-    proxy: FaultProxy = multiconn_proxy(server)
+    proxy: FaultProxy = multiconn_proxy_factory(server)
     proxy.add(Latency(ms=1))
     results: ClientResults = multiconn_client(proxy.address, 2, [b"ping"])
     assert results.check().ok
@@ -60,10 +60,12 @@ def test_client_through_proxy(
 
 
 def test_faulty_client_results_are_set(
-    multiconn_server: EchoServer, multiconn_faulty_client: FaultyClientFactory
+    multiconn_server: EchoServer, multiconn_faulty_client_factory: FaultyClientFactory
 ) -> None:
     fault: ClientFault = HalfClose()
-    client: FaultyClient = multiconn_faulty_client(multiconn_server.address, 1, faults=[fault])
+    client: FaultyClient = multiconn_faulty_client_factory(
+        multiconn_server.address, 1, faults=[fault]
+    )
     assert isinstance(client, MultiConnClient)
     results: ClientResults = client.results  # not Optional: the client ran
     assert len(results) == 1
@@ -76,9 +78,11 @@ def test_faulty_server(multiconn_faulty_server_factory: FaultyServerFactory) -> 
 
 
 def test_scripted_server(
-    multiconn_scripted_server: ScriptedServerFactory, multiconn_client: ClientRunner
+    multiconn_scripted_server_factory: ScriptedServerFactory, multiconn_client: ClientRunner
 ) -> None:
-    server: ScriptedServer = multiconn_scripted_server([Expect(b"HELLO\n"), Reply(b"WORLD\n")])
+    server: ScriptedServer = multiconn_scripted_server_factory(
+        [Expect(b"HELLO\n"), Reply(b"WORLD\n")]
+    )
     with socket.create_connection((server.host, server.port), timeout=5) as sock:
         sock.sendall(b"HELLO\n")
         assert sock.recv(6) == b"WORLD\n"
@@ -90,9 +94,9 @@ def test_toxiproxy(multiconn_toxiproxy: ToxiproxyServer) -> None:
 
 
 def test_udp_proxy(
-    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy: UDPProxyFactory
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: UDPProxyFactory
 ) -> None:
-    proxy = multiconn_udp_proxy(multiconn_udp_server, seed=1)
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=1)
     host, port = proxy.address  # UDP addresses are (host, port)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(5)

@@ -219,9 +219,9 @@ class Listener:
 class ServerBase(LoopService[ServerAddress]):
     """A listening socket on its own selector loop thread; subclasses make the connections.
 
-    Its ``timeout`` bounds a ``wait_for*()`` called without ``timeout=`` (the pytest
-    fixtures set it to ``--multiconn-timeout`` on the servers they make; FaultProxy sets its
-    own before ``__init__``).
+    ``timeout=`` bounds a ``wait_for*()`` called without one (default ``DEFAULT_TIMEOUT``; the
+    pytest fixtures pass ``--multiconn-timeout`` to the servers they make), as it does on the
+    proxies.
     """
 
     # (host, port) or a Unix socket's path once bound; None before (typed loosely, as it
@@ -245,6 +245,7 @@ class ServerBase(LoopService[ServerAddress]):
         on_event: Observer | None = None,
         layer: LayerFactory | None = None,
         loop: SharedLoop | None = None,
+        timeout: float | None = None,
     ) -> None:
         if loop is not None and not isinstance(loop, SharedLoop):
             raise TypeError(f"loop must be a SharedLoop or None, got {loop!r}")
@@ -276,6 +277,8 @@ class ServerBase(LoopService[ServerAddress]):
         self.idle_timeout = idle_timeout
         self.transcript_limit = transcript_limit
         super().__init__(name)
+        if timeout is not None:  # None: the class's bound (DEFAULT_TIMEOUT) on every wait
+            self.timeout = check_seconds(timeout, "timeout")
         self.on_event = on_event
         #: Puts a layer (TLS) under each accepted connection; None: plaintext.
         self.layer_factory = layer

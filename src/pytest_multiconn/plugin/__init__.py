@@ -167,9 +167,8 @@ class EchoServerFactory:
 
         if self.shared_loop is not None:
             kwargs.setdefault("loop", self.shared_loop)
-        server = EchoServer(host, port, **kwargs)
-        server.timeout = self.timeout
-        return self.adopt(server)
+        kwargs.setdefault("timeout", self.timeout)
+        return self.adopt(EchoServer(host, port, **kwargs))
 
     def adopt(self, server: T) -> T:
         """Start ``server`` and stop it at teardown (newest first); returns it.
@@ -350,9 +349,8 @@ def multiconn_server(
     kwargs = server_marker_kwargs(request, ProtocolServer, frozenset({"protocol"}))
     kwargs.pop("protocol", None)
     factory = handler_factory(protocol) if isinstance(protocol, str) else protocol
-    server = ProtocolServer(factory, **kwargs)
-    server.timeout = multiconn_timeout
-    return multiconn_server_factory.adopt(server)
+    kwargs.setdefault("timeout", multiconn_timeout)
+    return multiconn_server_factory.adopt(ProtocolServer(factory, **kwargs))
 
 
 @pytest.fixture
@@ -393,8 +391,7 @@ def multiconn_session_server(multiconn_timeout: float) -> Iterator[EchoServer]:
     from pytest_multiconn.servers.echo import EchoServer
 
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    server = EchoServer(name=f"multiconn-echo[{worker}:session]")
-    server.timeout = multiconn_timeout
+    server = EchoServer(name=f"multiconn-echo[{worker}:session]", timeout=multiconn_timeout)
     server.start(multiconn_timeout)
     try:
         yield server

@@ -182,11 +182,11 @@ class FaultyClients:
 
 
 @pytest.fixture
-def multiconn_faulty_client(
+def multiconn_faulty_client_factory(
     request: pytest.FixtureRequest, multiconn_timeout: float
 ) -> Iterator[FaultyClientFactory]:
     """A factory (type pytest_multiconn.fixtures.FaultyClientFactory):
-    multiconn_faulty_client(address, num_connections=2, messages=DEFAULT_MESSAGES,
+    multiconn_faulty_client_factory(address, num_connections=2, messages=DEFAULT_MESSAGES,
     faults=[...], **kwargs) runs a MultiConnClient with those faults and returns it after its
     exchanges (.results; lingering connections stay open: .lingering,
     .wait_closed_by_peer()).

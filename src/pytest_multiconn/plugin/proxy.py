@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-def multiconn_proxy(multiconn_timeout: float) -> Iterator[ProxyFactory]:
+def multiconn_proxy_factory(multiconn_timeout: float) -> Iterator[ProxyFactory]:
     """Yields a factory (type pytest_multiconn.fixtures.ProxyFactory):
-    multiconn_proxy(target, listen=("127.0.0.1", 0), **kwargs) starts a FaultProxy in front
+    multiconn_proxy_factory(target, listen=("127.0.0.1", 0), **kwargs) starts a FaultProxy in front
     of target ((host, port), a Unix socket path or a started server) and returns it.
     Function scope.  Teardown stops every proxy it started and re-raises errors from their
     loop threads in this test.

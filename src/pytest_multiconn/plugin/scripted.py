@@ -1,4 +1,4 @@
-"""The ``multiconn_scripted_server`` fixture: a scripted server for testing your client."""
+"""The ``multiconn_scripted_server_factory`` fixture: a scripted server for testing your client."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-def multiconn_scripted_server(
+def multiconn_scripted_server_factory(
     multiconn_timeout: float,
 ) -> Iterator[ScriptedServerFactory]:
-    """Yields a function: ``multiconn_scripted_server(script)`` (or ``scripts=[...]``,
+    """Yields a factory: ``multiconn_scripted_server_factory(script)`` (or ``scripts=[...]``,
     ``cycle=True``, ``tls=True`` and every server option) starts a
     pytest_multiconn.servers.ScriptedServer on an ephemeral loopback port and returns
     it.  Function scope.  Teardown stops every server it started and fails the test with
@@ -31,6 +31,7 @@ def multiconn_scripted_server(
         from pytest_multiconn.servers.scripted import ScriptedServer
 
         kwargs.setdefault("expect_timeout", multiconn_timeout)
+        kwargs.setdefault("timeout", multiconn_timeout)
         server = ScriptedServer(script, **kwargs)
         servers.append(server)
         return server.start(multiconn_timeout)

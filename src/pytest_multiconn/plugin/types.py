@@ -4,9 +4,9 @@ Public as :mod:`pytest_multiconn.fixtures`::
 
     from pytest_multiconn.fixtures import ClientRunner, ProxyFactory
 
-    def test_through_proxy(multiconn_server, multiconn_proxy: ProxyFactory,
+    def test_through_proxy(multiconn_server, multiconn_proxy_factory: ProxyFactory,
                            multiconn_client: ClientRunner) -> None:
-        proxy = multiconn_proxy(multiconn_server)
+        proxy = multiconn_proxy_factory(multiconn_server)
         multiconn_client(proxy.address, 3, [b"ping"]).check()
 
 They are Protocols: narrow descriptions of what a test may call, not the classes behind the
@@ -42,13 +42,13 @@ UDPTarget: TypeAlias = tuple[str, int] | UDPServerBase[Any]
 if TYPE_CHECKING:
 
     class FaultyClient(MultiConnClient):
-        """What ``multiconn_faulty_client(...)`` returns: the :class:`MultiConnClient` after
+        """What ``multiconn_faulty_client_factory(...)`` returns: the :class:`MultiConnClient` after
         its exchanges, so ``.results`` is set (not ``None``)."""
 
         results: ClientResults
 
 else:
-    #: What ``multiconn_faulty_client(...)`` returns: the :class:`MultiConnClient` after its
+    #: What ``multiconn_faulty_client_factory(...)`` returns: the :class:`MultiConnClient` after its
     #: exchanges; to a type checker its ``.results`` is ``ClientResults`` (never ``None``).
     FaultyClient = MultiConnClient
 
@@ -85,7 +85,7 @@ class ClientRunner(Protocol):
 
 
 class FaultyClientFactory(Protocol):
-    """``multiconn_faulty_client``: run a client with faults; its connections stay open
+    """``multiconn_faulty_client_factory``: run a client with faults; its connections stay open
     (``keep_open=True``) until teardown."""
 
     def __call__(
@@ -102,7 +102,8 @@ class FaultyClientFactory(Protocol):
 
 
 class ProxyFactory(Protocol):
-    """``multiconn_proxy``: start a :class:`~pytest_multiconn.FaultProxy` in front of a target."""
+    """``multiconn_proxy_factory``: start a :class:`~pytest_multiconn.FaultProxy` in front of
+    a target."""
 
     def __call__(
         self, target: ProxyTarget, listen: Address = ("127.0.0.1", 0), **kwargs: Any
@@ -115,8 +116,11 @@ class FaultyServerFactory(Protocol):
     """``multiconn_faulty_server_factory``: start a server with faults."""
 
     def __call__(
-        self, *faults: Toxic, seed: int | None = None, protocol: HandlerFactory | None = None,
-        **kwargs: Any
+        self,
+        *faults: Toxic,
+        seed: int | None = None,
+        protocol: HandlerFactory | None = None,
+        **kwargs: Any,
     ) -> ProtocolServer:
         """The started server (an ``EchoServer``, or a ``ProtocolServer`` for ``protocol``);
         ``kwargs`` are its options."""
@@ -124,7 +128,8 @@ class FaultyServerFactory(Protocol):
 
 
 class ScriptedServerFactory(Protocol):
-    """``multiconn_scripted_server``: start a :class:`~pytest_multiconn.servers.ScriptedServer`."""
+    """``multiconn_scripted_server_factory``: start a
+    :class:`~pytest_multiconn.servers.ScriptedServer`."""
 
     def __call__(self, script: Sequence[Step] | None = None, **kwargs: Any) -> ScriptedServer:
         """The started server; ``kwargs`` are ``ScriptedServer``'s options (``scripts=[...]``,
@@ -133,7 +138,7 @@ class ScriptedServerFactory(Protocol):
 
 
 class UDPProxyFactory(Protocol):
-    """``multiconn_udp_proxy``: start a :class:`~pytest_multiconn.udp.UDPFaultProxy`."""
+    """``multiconn_udp_proxy_factory``: start a :class:`~pytest_multiconn.udp.UDPFaultProxy`."""
 
     def __call__(self, target: UDPTarget, **kwargs: Any) -> UDPFaultProxy:
         """The started proxy; ``kwargs`` are ``UDPFaultProxy``'s options (``seed``,

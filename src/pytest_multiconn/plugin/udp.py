@@ -48,8 +48,8 @@ def multiconn_udp_server(multiconn_timeout: float) -> Iterator[UDPEchoServer]:
 
 
 @pytest.fixture
-def multiconn_udp_proxy(multiconn_timeout: float) -> Iterator[UDPProxyFactory]:
-    """Yields a factory: ``multiconn_udp_proxy(target, **kwargs)`` starts a
+def multiconn_udp_proxy_factory(multiconn_timeout: float) -> Iterator[UDPProxyFactory]:
+    """Yields a factory: ``multiconn_udp_proxy_factory(target, **kwargs)`` starts a
     pytest_multiconn.udp.UDPFaultProxy in front of ``target`` (``(host, port)`` or a
     started server) on an ephemeral loopback port and returns it.  Function scope.  Teardown
     stops every proxy it started and re-raises errors from their loop threads in this test.

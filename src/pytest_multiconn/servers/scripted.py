@@ -13,7 +13,7 @@ connection its own script in accept order, ``cycle=True`` starts over after the 
 
 When the client sends something the script did not expect, the connection is closed and the
 failure is recorded with both sides' bytes; :meth:`ScriptedServer.check` (and the end of a
-``with`` block, and the ``multiconn_scripted_server`` fixture) raise :class:`ScriptMismatch`
+``with`` block, and the ``multiconn_scripted_server_factory`` fixture) raise :class:`ScriptMismatch`
 in the test.  So do bytes that arrive after the script ended, an ``Expect`` still waiting
 after ``expect_timeout`` seconds, and, once the server has stopped, a script that never ran
 because its connection never came (every entry of ``scripts=``, each at least once with
