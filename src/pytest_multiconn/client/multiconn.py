@@ -264,7 +264,7 @@ class ClientConnection(Connection):
         elif self.messages:
             self._send_request()
         if not self.expected and self.client.exact:
-            self._complete()
+            self.complete()
 
     def _send_request(self) -> None:
         message = self.messages[self.sent_requests]
@@ -308,7 +308,7 @@ class ClientConnection(Connection):
         elif self.mismatch_at is not None or self.received >= len(self.expected):
             # A byte that differs makes the verdict certain: waiting for the rest of the
             # reply (or for the timeout, when it never comes) cannot change it.
-            self._complete()
+            self.complete()
         elif not self.client.pipeline:
             self._send_next_after(bisect.bisect_right(self.reply_ends, self.received))
 
@@ -319,12 +319,12 @@ class ClientConnection(Connection):
         if self.closed:
             return
         if any(not o.ok for o in judged):
-            self._complete()  # a wrong reply: the rest of the stream cannot be trusted
+            self.complete()  # a wrong reply: the rest of the stream cannot be trusted
         elif self.replies_complete:
             if self.driver is not None:
                 self.driver.replies_done()
             else:
-                self._complete()
+                self.complete()
         elif not self.client.pipeline:
             self._send_next_after(len(reader.outcomes))
 
@@ -372,7 +372,9 @@ class ClientConnection(Connection):
             self.done = True
             self.client._pending -= 1
 
-    def _complete(self) -> None:
+    def complete(self) -> None:
+        """The exchange is over (every reply in, or a fault driver says so): judge the excess
+        bytes of an exact exchange, and close."""
         if self.parsed or self.garbage:
             if self.client.on_event is not None:
                 self.client.on_event("close", self.conn_id, None)

@@ -63,7 +63,8 @@ class _DriverConnection(ClientConnectionAPI, Protocol):
 
     def linger(self) -> None: ...
 
-    def _complete(self) -> None: ...
+    def complete(self) -> None:
+        """The exchange is over: judge what came and close."""
 
     def expect(self, payload: bytes, *, garbage: bool = False) -> None: ...
 
@@ -283,7 +284,7 @@ class FaultDriver:
         if self.lingers:
             conn.linger()
         else:
-            conn._complete()
+            conn.complete()
 
     def end(self, note: str, *, reset: bool) -> None:
         self.deliberate = note
