@@ -384,7 +384,7 @@ def test_connection_closed_twice_is_counted_once() -> None:
             conn = next(iter(server._conns.values()))
             assert isinstance(conn, EchoConnection)
             conn.close()
-            server._connection_closed(conn)  # a second report is ignored
+            server.connection_closed(conn)  # a second report is ignored
 
         server.loop.run_sync(close_twice)
         assert server.stats().closed == 1

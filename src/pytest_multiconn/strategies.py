@@ -456,7 +456,8 @@ class Served:
         """The proxy's report (transcripts of every connection), for a failure message."""
         return self.proxy.report() if self.proxy is not None else repr(self.server)
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close every socket ``connect()`` opened (``serving`` does it on exit)."""
         for sock in self._socks:
             sock.close()
         self._socks.clear()
@@ -486,7 +487,7 @@ def serving(server: Callable[[], Any] = EchoServer, *, proxy: bool = True,
                 schedule.apply(front)
                 note(schedule.describe())
         served = Served(srv, front, timeout)
-        stack.callback(served._close)
+        stack.callback(served.close)
         yield served
 
 

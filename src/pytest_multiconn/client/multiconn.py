@@ -370,7 +370,7 @@ class ClientConnection(Connection):
         if not self.done:
             self.finished_at = time.monotonic()
             self.done = True
-            self.client._pending -= 1
+            self.client.connection_done()
 
     def complete(self) -> None:
         """The exchange is over (every reply in, or a fault driver says so): judge the excess
@@ -633,7 +633,7 @@ class MultiConnClient:
         )
         timeout = self.timeout if timeout is None else timeout
         open_before = len(self.lingering)
-        if open_before and not self.loop._closed:
+        if open_before and not self.loop.closed:
             self.loop.run_until(lambda: not self.lingering, timeout)
             self.loop.check()
         still = self.lingering
@@ -690,6 +690,10 @@ class MultiConnClient:
         if isinstance(self.address, str):
             return socket.AF_UNIX
         return socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+
+    def connection_done(self) -> None:
+        """Loop thread: one of this client's connections finished (``run()`` waits for all)."""
+        self._pending -= 1
 
     def run(self) -> ClientResults:
         """Connect, exchange, close; never blocks longer than ``timeout``."""

@@ -31,7 +31,7 @@ T = TypeVar("T")
 class StartStop:
     """``with`` starts (unless started), stops, and re-raises ``check()``'s error on success."""
 
-    def _needs_start(self) -> bool:
+    def needs_start(self) -> bool:
         raise NotImplementedError
 
     def start(self) -> object:
@@ -44,7 +44,7 @@ class StartStop:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
-        if self._needs_start():
+        if self.needs_start():
             self.start()
         return self
 
@@ -117,7 +117,12 @@ class LoopService(StartStop, Generic[AddressT]):
         return self._name or f"multiconn-{self.kind}{thread_tag()}-{self._format_address()}"
 
     # -- life cycle --------------------------------------------------------------------------
-    def _needs_start(self) -> bool:
+    @property
+    def stopped(self) -> bool:
+        """``stop()`` was called (its counts change no more once it returned)."""
+        return self._stopped
+
+    def needs_start(self) -> bool:
         return not self._started
 
     def _refuse_restart(self) -> None:

@@ -202,6 +202,16 @@ class Loop:
     def is_running(self) -> bool:
         return self._running.is_set() and not self._closed
 
+    @property
+    def closed(self) -> bool:
+        """Closed for good: its handlers are closed and it can run no more."""
+        return self._closed
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (it happens once the running callback returns)."""
+        return self._stop_requested
+
     def in_loop_thread(self) -> bool:
         ident = self._thread_ident
         return ident is None or ident == threading.get_ident()
@@ -526,7 +536,9 @@ class Loop:
         finally:
             self._close_all()
 
-    def _request_stop(self) -> None:
+    def request_stop(self) -> None:
+        """Loop thread: stop once the running callback returns, without joining (from another
+        thread: ``call_soon_threadsafe(loop.request_stop)``)."""
         self._stop_requested = True
 
     def stop(self, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -544,7 +556,7 @@ class Loop:
         if thread.ident == threading.get_ident():
             self._stop_requested = True
             return
-        self.call_soon_threadsafe(self._request_stop)
+        self.call_soon_threadsafe(self.request_stop)
         thread.join(timeout)
         if thread.is_alive():
             raise LoopStuckError(

@@ -233,7 +233,7 @@ class ServerProcess(StartStop):
                 f"{self.output() or '(none)'}"
             )
 
-    def _needs_start(self) -> bool:
+    def needs_start(self) -> bool:
         return self._proc is None
 
 

@@ -142,6 +142,9 @@ class Listener:
         self.registered = False
         self.backoff = ACCEPT_BACKOFF_START
         self.retry_timer: Timer | None = None
+        #: accept() failures: a peer gone before we took it, or out of descriptors/memory.
+        self.errors = 0
+        self.last_error: OSError | None = None
 
     def __repr__(self) -> str:
         return f"<Listener {self.server.name} fd={self.sock.fileno()} registered={self.registered}>"
@@ -162,7 +165,7 @@ class Listener:
     def handle_event(self, mask: int) -> None:
         server = self.server
         for _ in range(ACCEPT_BATCH):
-            if not server._may_accept():
+            if not server.may_accept():
                 self.pause()
                 return
             try:
@@ -183,11 +186,11 @@ class Listener:
                     self._back_off(exc)
                     return
                 if exc.errno in _ACCEPT_PEER_ERRNOS:
-                    server._accept_errors += 1
+                    self.errors += 1
                     continue
                 raise
             try:
-                server._accepted(sock, addr)
+                server.accept_connection(sock, addr)
             except OSError as exc:
                 # The same shortage one step later: accept() got a descriptor but making the
                 # connection needed more (a proxy's socket to its target).  _accepted closed
@@ -199,8 +202,8 @@ class Listener:
 
     def _back_off(self, exc: OSError) -> None:
         server = self.server
-        server._accept_errors += 1
-        server._last_accept_error = exc
+        self.errors += 1
+        self.last_error = exc
         self.pause()
         delay, self.backoff = self.backoff, min(self.backoff * 2, ACCEPT_BACKOFF_MAX)
         self.retry_timer = server.loop.call_later(delay, self.resume)
@@ -298,8 +301,6 @@ class ServerBase(LoopService[ServerAddress]):
         self._closed_peak = 0
         self._peer_errors = 0
         self._idle_closed = 0
-        self._accept_errors = 0
-        self._last_accept_error: OSError | None = None
         # Set once _close_everything() ran (the listener is closed): every stop() on a
         # shared loop returns only then, not only the one that asked first.
         self._closed_down = threading.Event()
@@ -390,7 +391,7 @@ class ServerBase(LoopService[ServerAddress]):
             loop.call_soon_threadsafe(self._listener.resume)
         return self
 
-    def _record_loop_error(self, record: LoopErrorRecord) -> None:
+    def record_loop_error(self, record: LoopErrorRecord) -> None:
         """Loop thread of a shared loop: an error raised by one of this server's handlers."""
         self._errors.append(record)
         self.notify()
@@ -485,10 +486,10 @@ class ServerBase(LoopService[ServerAddress]):
         raise NotImplementedError
 
     # -- loop-thread bookkeeping -------------------------------------------------------------
-    def _may_accept(self) -> bool:
+    def may_accept(self) -> bool:
         return self.max_connections is None or len(self._conns) < self.max_connections
 
-    def _accepted(self, sock: socket.socket, addr: Any) -> None:
+    def accept_connection(self, sock: socket.socket, addr: Any) -> None:
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:
@@ -509,7 +510,7 @@ class ServerBase(LoopService[ServerAddress]):
             self.on_event("accept", conn, None)
         self.notify()
 
-    def _connection_closed(self, conn: Connection) -> None:
+    def connection_closed(self, conn: Connection) -> None:
         if self._conns.pop(conn.id, None) is None:
             return
         self._closed_count += 1
@@ -524,7 +525,7 @@ class ServerBase(LoopService[ServerAddress]):
         if self.on_event is not None:
             self.on_event("close", conn, None)
         listener = self._listener
-        if listener is not None and not listener.registered and not self.loop._stop_requested:
+        if listener is not None and not listener.registered and not self.loop.stopping:
             listener.resume()  # a descriptor or a connection slot just came free
         self.notify()
 
@@ -553,7 +554,7 @@ class ServerBase(LoopService[ServerAddress]):
             buffered=sum(c.buffered for c in live),
             peer_errors=self._peer_errors,
             idle_closed=self._idle_closed,
-            accept_errors=self._accept_errors,
+            accept_errors=listener.errors if listener is not None else 0,
             accept_paused=listener is not None and not listener.registered,
             **(self.layer_factory.stats() if self.layer_factory is not None else {}),
         )
@@ -565,6 +566,32 @@ class ServerBase(LoopService[ServerAddress]):
             return [connection_info(c) for c in list(self._conns.values())]
 
         return self.loop.run_sync(snap) if self._started and not self._stopped else snap()
+
+    def open_sockets(self) -> list[str]:
+        """Sockets still open (the plugin's leak check): the listener and each connection."""
+        found: list[str] = []
+        listener = self._listener
+        if listener is not None and listener.sock.fileno() != -1:
+            found.append(f"listening socket fd={listener.sock.fileno()}")
+        found.extend(repr(c) for c in list(self._conns.values()) if c.sock.fileno() != -1)
+        return found
+
+    def snapshot(self, timeout: float | None = None) -> tuple[ServerStats, list[ConnectionInfo]]:
+        """Counters and connection snapshots (the recently closed, then the live ones) taken
+        at one instant, in the loop thread while it runs (bounded by ``timeout``, default the
+        server's): what a failing test's report shows."""
+
+        def take() -> tuple[ServerStats, list[ConnectionInfo]]:
+            live = [connection_info(c) for c in list(self._conns.values())]
+            return self._stats(), [*self.recently_closed(), *live]
+
+        loop = self._loop
+        if loop is not None and loop.is_running() and not self._stopped:
+            taken: tuple[ServerStats, list[ConnectionInfo]] = loop.run_sync(
+                take, self.timeout if timeout is None else timeout
+            )
+            return taken
+        return take()
 
     def recently_closed(self) -> list[ConnectionInfo]:
         """Snapshots of the last 16 connections closed."""

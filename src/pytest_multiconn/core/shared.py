@@ -38,7 +38,7 @@ __all__ = ["ErrorOwner", "SharedLoop", "raise_recorded"]
 class ErrorOwner(Protocol):
     """What a server on a shared loop offers, so errors of its handlers are recorded on it."""
 
-    def _record_loop_error(self, record: LoopErrorRecord) -> None: ...
+    def record_loop_error(self, record: LoopErrorRecord) -> None: ...
 
 
 def _owner_of(context: object) -> ErrorOwner | None:
@@ -49,7 +49,7 @@ def _owner_of(context: object) -> ErrorOwner | None:
     obj = getattr(context, "__self__", context)
     conn = getattr(obj, "conn", None)
     for candidate in (obj, getattr(obj, "server", None), getattr(conn, "server", None)):
-        if candidate is not None and callable(getattr(candidate, "_record_loop_error", None)):
+        if candidate is not None and callable(getattr(candidate, "record_loop_error", None)):
             return cast(ErrorOwner, candidate)
     return None
 
@@ -76,7 +76,7 @@ class _RoutingLoop(Loop):
             ctx = object.__repr__(context)
         record = LoopErrorRecord(exc, ctx, time.monotonic())
         for each in owners:
-            each._record_loop_error(record)
+            each.record_loop_error(record)
 
 
 def raise_recorded(name: str, errors: list[LoopErrorRecord]) -> None:
@@ -224,7 +224,7 @@ class SharedLoop:
             self.discarded.append(loop)
             del self.discarded[:-8]  # bounded: only the last few are worth keeping
             # Ask it to stop; a wedged thread stops when its handler returns, if ever.
-            loop.call_soon_threadsafe(loop._request_stop)
+            loop.call_soon_threadsafe(loop.request_stop)
 
     def _rename(self, loop: Loop, name: str) -> None:
         loop.name = name

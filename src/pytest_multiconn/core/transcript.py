@@ -89,6 +89,16 @@ class Transcript:
             self.dropped += 1
         entries.append([now, now, direction, size, 1, note])
 
+    def folding_pair(self) -> tuple[list[Any], list[Any]] | None:
+        """The last two raw entries when they are a plain "in" then a plain "out": a steady
+        ping-pong the echo fast path counts into them itself (with ``pending`` set)."""
+        entries = self._entries
+        if len(entries) > 1:
+            pair, last = entries[-2], entries[-1]
+            if pair[2] == "in" and last[2] == "out" and not pair[5] and not last[5]:
+                return pair, last
+        return None
+
     def entries(self) -> list[TranscriptEntry]:
         if self.pending is not None:
             self.pending()

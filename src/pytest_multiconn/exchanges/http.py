@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -40,8 +40,11 @@ class _Parsed:
 
 
 @functools.lru_cache(maxsize=64)
-def _parse_cached(exchange: HTTP, buf: bytes, eof: bool) -> _Parsed | None:
-    return exchange._parse(buf, eof)
+def _parse_cached(
+    parse: Callable[[bytes, bool], _Parsed | None], buf: bytes, eof: bool
+) -> _Parsed | None:
+    # Keyed by the exchange's bound parser: equal exchanges share their parsed replies.
+    return parse(buf, eof)
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ class HTTP(Exchange):
     def parse(self, buf: bytes, eof: bool = False) -> _Parsed | None:
         """The first complete response in ``buf`` (None: incomplete); ValueError if broken."""
         # frame(), check() and keeps_open() parse the same reply: parse it once.
-        return _parse_cached(self, bytes(buf), eof)
+        return _parse_cached(self._parse, bytes(buf), eof)
 
     def _parse(self, buf: bytes, eof: bool) -> _Parsed | None:
         h11 = _h11()

@@ -193,7 +193,7 @@ class EchoServerFactory:
             # Each of ours takes stop(timeout); a loop service's start takes one too.
             ours: Any = server
             self.servers.append(ours)
-            if server._needs_start():
+            if server.needs_start():
                 if isinstance(server, LoopService):
                     ours.start(self.timeout)
                 else:

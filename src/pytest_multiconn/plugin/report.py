@@ -187,16 +187,10 @@ def _check_leaks(record: TestRecord) -> str:
 
 
 def _open_sockets(server: Any) -> list[str]:
-    if isinstance(server, _udp_server_base()):  # its sockets: the bound one and each session's
+    # Ours (TCP: the listener and each connection; UDP: the bound socket and each session's).
+    if isinstance(server, (_server_base(), _udp_server_base())):
         return server.open_sockets()  # type: ignore[no-any-return]
-    if not isinstance(server, _server_base()):
-        return []
-    found: list[str] = []
-    listener = server._listener
-    if listener is not None and listener.sock.fileno() != -1:
-        found.append(f"listening socket fd={listener.sock.fileno()}")
-    found.extend(repr(conn) for conn in list(server._conns.values()) if conn.sock.fileno() != -1)
-    return found
+    return []
 
 
 # -- the report section ----------------------------------------------------------------------
@@ -313,7 +307,7 @@ def _describe(server: Any) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - a report must never fail because of its subject
         lines.append(f"  (counters unavailable: {type(exc).__name__}: {exc})")
         return lines
-    stopped = isinstance(server, _server_base()) and server._stopped
+    stopped = isinstance(server, _server_base()) and server.stopped
     # A stopped listener is "paused" by definition: not worth a word.
     lines.append(f"  counters: {_format_stats(stats, {'accept_paused'} if stopped else set())}")
     if not conns:
@@ -342,17 +336,7 @@ def _safe_repr(obj: Any) -> str:
 def _snapshot(server: Any) -> tuple[Any, list[Any]]:
     """Counters and connection snapshots (recently closed, then live), bounded in time."""
     if isinstance(server, _server_base()):
-        from pytest_multiconn.core.server import connection_info
-
-        def take() -> tuple[Any, list[Any]]:
-            live = [connection_info(c) for c in list(server._conns.values())]
-            return server._stats(), [*server.recently_closed(), *live]
-
-        loop = server._loop
-        if loop is not None and loop.is_running() and not server._stopped:
-            taken: tuple[Any, list[Any]] = loop.run_sync(take, _REPORT_TIMEOUT)
-            return taken
-        return take()
+        return server.snapshot(_REPORT_TIMEOUT)  # type: ignore[no-any-return]
     # A proxy or another server-like object: its public interface.
     stats = server.stats()
     closed = list(getattr(server, "recently_closed", list)())

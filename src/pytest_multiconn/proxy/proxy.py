@@ -167,7 +167,7 @@ class FaultProxy(ServerBase):
         #: What every pair shares with the proxy: the table, step mode for new connections,
         #: splice (bulk directions without faults, Linux; off for good after an EINVAL).
         self._relay = Relay(self._faults, hold_new=check_bool(hold, "hold"),
-                            splice=splice_available(), client_closed=self._connection_closed,
+                            splice=splice_available(), client_closed=self.connection_closed,
                             pair_done=self._pair_done)
         self._down = False
         self._pairs: dict[int, Pair] = {}
@@ -414,8 +414,8 @@ class FaultProxy(ServerBase):
         return super().connections()
 
     # -- ServerBase hooks (loop thread) ------------------------------------------------------------
-    def _may_accept(self) -> bool:
-        return not self._down and super()._may_accept()
+    def may_accept(self) -> bool:
+        return not self._down and super().may_accept()
 
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
         try:
@@ -454,8 +454,8 @@ class FaultProxy(ServerBase):
                 kept.append(pair)
         self._unclaimed = kept
 
-    def _connection_closed(self, conn: Connection) -> None:
-        super()._connection_closed(conn)
+    def connection_closed(self, conn: Connection) -> None:
+        super().connection_closed(conn)
         listener = self._listener
         if self._down and listener is not None and listener.registered:
             listener.pause()

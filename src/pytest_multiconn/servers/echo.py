@@ -102,9 +102,11 @@ class _PlainEchoConnection(EchoConnection):
       (``Transcript.pending``), instead of six list updates and four tests per message.
     """
 
-    def __init__(self, server: EchoServer, sock: socket.socket, addr: Any) -> None:
+    def __init__(
+        self, server: EchoServer, sock: socket.socket, addr: Any, read_view: memoryview
+    ) -> None:
         super().__init__(server, sock, addr)
-        self._view = server._read_buffer.view
+        self._view = read_view  # the server's one read buffer (_PlainEchoBuffer)
         # While a steady ping-pong folds into the transcript's last two entries (an "in" and
         # an "out" entry, ``_fold``), whole exchanges are only counted here and written into
         # those entries by ``_apply_fold``, which the transcript calls before any record or
@@ -197,21 +199,12 @@ class _PlainEchoConnection(EchoConnection):
                     self.last_sent = now
                     transcript.record("out", sent, "", now)
                     if sent == size:
-                        self._fold = _folding_pair(transcript._entries)
+                        self._fold = transcript.folding_pair()
                         if self._fold is not None:
                             transcript.pending = self._apply_fold
                 if sent < size:
                     self.write(data[sent:])
         self.server.notify()
-
-
-def _folding_pair(entries: list[list[Any]]) -> tuple[list[Any], list[Any]] | None:
-    """The last two entries when they are a plain "in" then a plain "out" (ping-pong)."""
-    if len(entries) > 1:
-        pair, last = entries[-2], entries[-1]
-        if pair[2] == "in" and last[2] == "out" and not pair[5] and not last[5]:
-            return pair, last
-    return None
 
 
 class _PlainEchoBuffer:
@@ -266,5 +259,5 @@ class EchoServer(ProtocolServer):
         # inline echo is EchoProtocol's behaviour, so only that exact factory gets it (not a
         # subclass, not a handler a subclass swapped in).
         if self.protocol_factory is EchoProtocol:
-            return _PlainEchoConnection(self, sock, addr)
+            return _PlainEchoConnection(self, sock, addr, self._read_buffer.view)
         return None

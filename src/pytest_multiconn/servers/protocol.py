@@ -291,18 +291,12 @@ class ProtocolConnection(Connection):
         # returns after the handler's connection_lost has run.
         if self.faults is not None:
             self.faults.stop()
-        self.server._lost_pending[self.id] = self
-        self.loop.call_soon(self.call_connection_lost, exc)
+        self.server.lost_later(self, exc)
 
     def call_connection_lost(self, exc: BaseException | None = None) -> None:
-        """The handler's ``connection_lost(exc)``, exactly once (scheduled by
-        ``connection_lost``; a server that stops runs what is still pending)."""
-        if self.server._lost_pending.pop(self.id, None) is None:
-            return
-        try:
-            self.handler.connection_lost(exc if isinstance(exc, Exception) or exc is None else None)
-        finally:
-            self.server._connection_closed(self)
+        """The handler's ``connection_lost(exc)`` (the server calls it once, from
+        :meth:`ProtocolServer.lost_later`'s callback or when it stops)."""
+        self.handler.connection_lost(exc if isinstance(exc, Exception) or exc is None else None)
 
 
 class ProtocolServer(ServerBase):
@@ -368,9 +362,23 @@ class ProtocolServer(ServerBase):
         while self._lost_pending:
             conn = next(iter(self._lost_pending.values()))
             try:
-                conn.call_connection_lost(conn.error)
+                self._run_lost(conn, conn.error)
             except Exception as exc:  # noqa: BLE001 - recorded, re-raised by check()
                 self.loop.report_error(exc, conn)
+
+    def lost_later(self, conn: ProtocolConnection, exc: BaseException | None) -> None:
+        """Loop thread: ``conn`` closed; its handler's ``connection_lost`` runs on a later
+        loop turn (or when the server stops), and only then is ``conn`` counted closed."""
+        self._lost_pending[conn.id] = conn
+        self.loop.call_soon(self._run_lost, conn, exc)
+
+    def _run_lost(self, conn: ProtocolConnection, exc: BaseException | None) -> None:
+        if self._lost_pending.pop(conn.id, None) is None:
+            return  # run already (a stop ran the pending ones)
+        try:
+            conn.call_connection_lost(exc)
+        finally:
+            self.connection_closed(conn)
 
     # -- stream faults: the proxy's table and engine (thread-safe) ---------------------------
     def _in_loop(self, fn: Callable[[], Any]) -> Any:
@@ -508,13 +516,13 @@ class ProtocolServer(ServerBase):
         """False between :meth:`pause_accepting` and :meth:`resume_accepting`."""
         return self._accepting
 
-    def _may_accept(self) -> bool:
+    def may_accept(self) -> bool:
         if not self._accepting:
             # Paused before start(): the listener stops at its first event (the kernel
             # queues connections meanwhile, as it does while paused).
             self._apply_listener(self._listen_backlog)
             return False
-        return super()._may_accept()
+        return super().may_accept()
 
     def _apply_listener(self, backlog: int | None) -> None:
         self._listen_backlog = backlog

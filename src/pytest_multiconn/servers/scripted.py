@@ -361,7 +361,7 @@ class ScriptedConnection(Connection):
             self.finish()
 
     def _fail(self, step: int | None, what: str) -> None:
-        self.server._record(ScriptFailure(self.number, step, what, bytes(self.received)))
+        self.server.record_failure(ScriptFailure(self.number, step, what, bytes(self.received)))
         self.reset()
 
     def _advance(self) -> None:  # noqa: PLR0911, PLR0912 - one branch per kind of step
@@ -450,20 +450,20 @@ class ScriptedConnection(Connection):
     def _done(self) -> None:
         if not self.finished_script:
             self.finished_script = True
-            self.server._script_done(self)
+            self.server.script_done(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         self._disarm()
-        if not self.finished_script and self.steps is not None and not self.server._failed(self):
+        if not self.finished_script and self.steps is not None and not self.server.has_failed(self):
             step = self.steps[self.index] if self.index < len(self.steps) else None
-            self.server._record(ScriptFailure(
+            self.server.record_failure(ScriptFailure(
                 self.number, self.index,
                 f"the connection ended at {step.describe() if step else 'the end'} "
                 f"({self.close_reason})", bytes(self.received)))
-        self.server._connection_closed(self)
+        self.server.connection_closed(self)
 
 
 class ScriptedServer(ServerBase):
@@ -550,16 +550,20 @@ class ScriptedServer(ServerBase):
         """A client SSLContext that trusts this server (None for plaintext)."""
         return self.tls.client_context if self.tls is not None else None
 
-    def _record(self, failure: ScriptFailure) -> None:
+    # -- what its connections report (loop thread) ---------------------------------------------
+    def record_failure(self, failure: ScriptFailure) -> None:
+        """A connection strayed from its script (``check()`` raises it)."""
         if failure.connection is not None:
             self._failed_conns.add(failure.connection)
         self.failures.append(failure)
         self.notify()
 
-    def _failed(self, conn: ScriptedConnection) -> bool:
+    def has_failed(self, conn: ScriptedConnection) -> bool:
+        """A failure was recorded for ``conn`` already."""
         return conn.number in self._failed_conns
 
-    def _script_done(self, conn: ScriptedConnection) -> None:
+    def script_done(self, conn: ScriptedConnection) -> None:
+        """``conn`` ran its script to the end."""
         self.completed += 1
         self.notify()
 

@@ -263,7 +263,7 @@ class TLSLayer:
         # The timer holds a weak reference: a cancelled timer stays in the loop's heap until
         # it is due, and must not keep this layer (and its SSL object) alive that long.
         self._timer = self.conn.loop.call_later(
-            self._handshake_timeout, _handshake_timer_fired, weakref.ref(self)
+            self._handshake_timeout, _handshake_timer_fired, weakref.WeakMethod(self._timed_out)
         )
         if self.before_handshake is not None:
             self.before_handshake(self)
@@ -663,10 +663,11 @@ class TLSLayer:
         conn.transcript.record("note", note="close_notify sent")
 
 
-def _handshake_timer_fired(ref: weakref.ref[TLSLayer]) -> None:
-    layer = ref()
-    if layer is not None:
-        layer._timed_out()
+def _handshake_timer_fired(ref: weakref.WeakMethod[Callable[[], None]]) -> None:
+    # A weak reference: a pending timer must not keep a closed connection's layer alive.
+    timed_out = ref()
+    if timed_out is not None:
+        timed_out()
 
 
 def _handshake_error(exc: OSError) -> str:

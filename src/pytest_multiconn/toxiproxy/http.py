@@ -206,7 +206,7 @@ class _HTTPConnection(Connection):
         self._process()  # pipelined requests may wait in h11's buffer
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self.server._connection_closed(self)
+        self.server.connection_closed(self)
 
     def _process(self) -> None:
         while not self.closed and not self.closing and not self.writing_paused:
@@ -260,7 +260,9 @@ class _HTTPConnection(Connection):
             self.loop.report_error(exc, self)
             status, allowed = 500, []
             value = {"error": f"internal error: {type(exc).__name__}: {exc}", "status": 500}
-        self.server._request_done(method, target, status)
+        on_request = self.server.on_request
+        if on_request is not None:
+            on_request(method, target, status)
         extra = [(b"Allow", ", ".join(allowed).encode())] if allowed else []
         self._respond(status, value, extra=extra)
         if not self.closed and not self.closing and self.h11.our_state is h11.DONE \
@@ -390,10 +392,6 @@ class ToxiproxyServer(ServerBase):
 
     def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
         return _HTTPConnection(self, sock, addr)
-
-    def _request_done(self, method: str, target: str, status: int) -> None:
-        if self.on_request is not None:
-            self.on_request(method, target, status)
 
 
 __all__ = ["Router", "ToxiproxyServer"]
