@@ -410,6 +410,28 @@ def test_corrupt_flips_exactly_the_predicted_bits(
     ]
 
 
+def test_a_sessions_transcript_is_the_one_bounded_type(
+    multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
+) -> None:
+    """A session records its faults' actions in the one Transcript type: an entry per
+    action (its FaultAction the entry's detail), bounded by transcript_limit, keeping the
+    first entry and the most recent ones; the counts and the totals are never dropped."""
+    proxy = multiconn_udp_proxy_factory(multiconn_udp_server, seed=SEED, transcript_limit=4)
+    proxy.add(Drop(probability=1.0), "upstream")
+    (result,) = _run(proxy, 10)
+    assert result.lost == 10
+    session = proxy.session(result.address)
+    assert [a.index for a in session.actions] == [0, 7, 8, 9]
+    assert {(a.fault, a.direction, a.action) for a in session.actions} == {
+        ("drop_upstream", "upstream", "dropped")}
+    lines = session.transcript.splitlines()
+    assert "datagrams: up in=10 out=0, down in=0 out=0" in lines[0]
+    assert "faults: drop_upstream dropped 10" in lines[1]
+    assert "... 6 earlier entries dropped ..." in lines[3]
+    assert lines[2].split()[1:] == ["up", "#0", "32", "B", "drop_upstream:", "dropped"]
+    assert len(lines) == 7
+
+
 def test_corrupt_at_a_rate_replays(
     multiconn_udp_server: UDPEchoServer, multiconn_udp_proxy_factory: Proxy
 ) -> None:

@@ -29,7 +29,6 @@ from pytest_multiconn.faults.toxics import (
 )
 from pytest_multiconn.proxy.handle import ProxiedConnection
 from pytest_multiconn.proxy.proxy import FaultProxy
-from pytest_multiconn.proxy.transcript import ProxyTranscript
 
 __all__ = [
     "TOXICS",
@@ -42,7 +41,6 @@ __all__ = [
     "LimitData",
     "PipeAPI",
     "ProxiedConnection",
-    "ProxyTranscript",
     "ResetPeer",
     "Sink",
     "Slicer",

@@ -23,7 +23,7 @@ from pytest_multiconn.faults.toxics import Stage, Toxic
 from pytest_multiconn.proxy.pipeline import DIRECTIONS, PIPED_READ_SIZE, Pipe
 from pytest_multiconn.proxy.side import PAUSE_SPLICE_FULL, Side
 from pytest_multiconn.proxy.splice import Splice, make_pipe
-from pytest_multiconn.proxy.transcript import ProxyTranscript
+from pytest_multiconn.proxy.transcript import proxy_transcript
 
 
 class PairProxy(Protocol):
@@ -65,7 +65,7 @@ class Pair:
         self.proxy = proxy
         self.relay = relay
         self.number = number
-        self.transcript = ProxyTranscript(proxy.transcript_limit)
+        self.transcript = proxy_transcript(proxy.transcript_limit)
         self.pipes: dict[str, Pipe | None] = {"upstream": None, "downstream": None}
         # The kernel pipe of each spliced direction (keyed by direction, like pipes).
         self.splices: dict[str, Splice | None] = {"upstream": None, "downstream": None}

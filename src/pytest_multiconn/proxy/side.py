@@ -15,12 +15,8 @@ from typing import Any, Protocol
 
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop
-from pytest_multiconn.proxy.transcript import (
-    CLIENT_NAMES,
-    SERVER_NAMES,
-    ProxyTranscript,
-    SideTranscript,
-)
+from pytest_multiconn.core.transcript import Transcript
+from pytest_multiconn.proxy.transcript import CLIENT_NAMES, SERVER_NAMES
 
 # Reasons a side stops reading (a bit each, so one cause clearing does not resume the other).
 PAUSE_PEER_FULL = 1  # the other side's output buffer is over its high-water mark
@@ -39,7 +35,7 @@ class SidePair(Protocol):
     """What a side asks of the proxied connection it belongs to."""
 
     number: int
-    transcript: ProxyTranscript
+    transcript: Transcript
 
     def setup(self) -> None: ...
 
@@ -88,9 +84,7 @@ class Side(Connection):
         self.role = role
         #: The direction of the bytes this side reads.
         self.direction = "upstream" if role == "client" else "downstream"
-        self.transcript = SideTranscript(
-            pair.transcript, CLIENT_NAMES if role == "client" else SERVER_NAMES
-        )
+        self.transcript = pair.transcript.view(CLIENT_NAMES if role == "client" else SERVER_NAMES)
         self.other: Side
         self.pipe: Intake | None = None  # None: the fast path, write straight into other
         self.pause_bits = 0

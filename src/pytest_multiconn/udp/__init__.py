@@ -42,8 +42,8 @@ from pytest_multiconn.udp.faults import (
     flip,
     flipped_bits,
 )
+from pytest_multiconn.udp.faults.base import FaultAction
 from pytest_multiconn.udp.proxy import UDPFaultProxy, UDPProxyStats, UDPSessionInfo
-from pytest_multiconn.udp.transcript import DatagramTranscript, FaultAction
 
 __all__ = [
     "UDP_FAULTS",
@@ -56,7 +56,6 @@ __all__ = [
     "DatagramResults",
     "DatagramSink",
     "DatagramStage",
-    "DatagramTranscript",
     "Delay",
     "Drop",
     "Duplicate",

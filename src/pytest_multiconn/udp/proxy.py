@@ -14,16 +14,16 @@ arrive on that socket and are routed back to that client.  Directions use toxipr
   ``random.Random``: ``fault_rng(seed, "udp", session number, direction, entry name)``, the
   same derivation :class:`~pytest_multiconn.proxy.FaultProxy` uses, so one seed replays one
   schedule (and a test can predict it).
-* Every session keeps a :class:`~pytest_multiconn.udp.DatagramTranscript` of what each fault
-  did to which datagram; :meth:`UDPFaultProxy.report` is what a failing test's ``multiconn``
-  report section shows.
+* Every session keeps counts and a transcript (:class:`~pytest_multiconn.lowlevel.Transcript`,
+  the one bounded type) of what each fault did to which datagram (:class:`FaultAction`);
+  :meth:`UDPFaultProxy.report` is what a failing test's ``multiconn`` report section shows.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pytest_multiconn.core.blocking import to_thread
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
 from pytest_multiconn.core.seed import get_run_seed
+from pytest_multiconn.core.transcript import Transcript
 from pytest_multiconn.faults.base import fault_rng
 from pytest_multiconn.faults.params import integer, seconds
 from pytest_multiconn.faults.table import FaultEntry, FaultInfo, FaultTable
@@ -41,8 +42,7 @@ from pytest_multiconn.udp.endpoint import (
     bind_datagram,
     connect_datagram,
 )
-from pytest_multiconn.udp.faults.base import Datagram, DatagramFault, DatagramStage
-from pytest_multiconn.udp.transcript import DEFAULT_LIMIT, DatagramTranscript, FaultAction
+from pytest_multiconn.udp.faults.base import Datagram, DatagramFault, DatagramStage, FaultAction
 
 Direction = Literal["upstream", "downstream", "both"]
 DIRECTIONS: tuple[str, str] = ("upstream", "downstream")
@@ -50,6 +50,9 @@ _SHORT = {"upstream": "up", "downstream": "down"}
 
 #: What the UDP proxy's fault table takes, said in its errors.
 _DATAGRAM_FAULTS = "datagram faults such as Drop(probability=0.5) (pytest_multiconn.udp)"
+
+#: Fault actions a session's transcript keeps by default (the first and the most recent).
+DEFAULT_LIMIT = 256
 
 #: Closed sessions kept for reports.
 RECENT_SESSIONS = 16
@@ -119,13 +122,12 @@ class _Pipe:
     def feed_bytes(self, data: bytes) -> None:
         index = self.count
         self.count += 1
-        self.owner.transcript.count(self.direction, "in")
+        self.owner.counts[self.direction, "in"] += 1
         self.first.feed(Datagram(index, data))
 
     def note(self, stage: DatagramStage, datagram: Datagram, action: str) -> None:
-        self.owner.transcript.record(FaultAction(
-            time.monotonic(), self.direction, stage.entry_name,
-            datagram.index, len(datagram.data), action))
+        self.owner.note(FaultAction(time.monotonic(), self.direction, stage.entry_name,
+                                    datagram.index, len(datagram.data), action))
         self.owner.proxy.notify()
 
     def pending(self) -> int:
@@ -158,7 +160,13 @@ class _Session:
         self.end = end
         self.number = number
         self.client = client
-        self.transcript = DatagramTranscript(proxy.transcript_limit)
+        #: What the faults did, an entry per action (the one bounded transcript type: no
+        #: merging, the first entry and the most recent ones kept).
+        self.transcript = Transcript(proxy.transcript_limit, merged=frozenset(), width=4)
+        #: Datagrams read and written per direction: ``counts["upstream", "in"]``.
+        self.counts: Counter[tuple[str, str]] = Counter()
+        #: Fault actions by ``(fault name, first word of the action)``, never dropped.
+        self.totals: Counter[tuple[str, str]] = Counter()
         self.closed = False
         self.end_reason = ""
         self.last_active = time.monotonic()
@@ -212,7 +220,7 @@ class _Session:
     def deliver(self, direction: str, data: bytes) -> None:
         if self.closed:
             return
-        self.transcript.count(direction, "out")
+        self.counts[direction, "out"] += 1
         if direction == "upstream":
             self.endpoint.send(data)
         else:
@@ -257,13 +265,35 @@ class _Session:
                 stage.stop()
         self.endpoint.close()
 
+    def note(self, action: FaultAction) -> None:
+        self.totals[action.fault, action.action.split(":")[0].split(" ")[0]] += 1
+        self.transcript.record(_SHORT[action.direction], 0, action.describe(), action.when,
+                               detail=action)
+
+    def actions(self) -> list[FaultAction]:
+        """The fault actions the transcript kept, oldest first."""
+        return [e.detail for e in self.transcript.entries() if isinstance(e.detail, FaultAction)]
+
+    def format(self, indent: str = "  ") -> str:
+        """The datagram counts, the fault totals, then the transcript."""
+        c = self.counts
+        lines = [
+            f"{indent}datagrams: up in={c['upstream', 'in']} out={c['upstream', 'out']}, "
+            f"down in={c['downstream', 'in']} out={c['downstream', 'out']}"
+        ]
+        if self.totals:
+            lines.append(indent + "faults: " + ", ".join(
+                f"{fault} {what} {n}" for (fault, what), n in sorted(self.totals.items())))
+        if len(self.transcript):
+            lines.append(self.transcript.format(indent))
+        return "\n".join(lines)
+
     def info(self) -> UDPSessionInfo:
-        c = self.transcript.counts
+        c = self.counts
         return UDPSessionInfo(
             self.number, self.client, self.closed, self.end_reason,
             c["upstream", "in"], c["upstream", "out"], c["downstream", "in"],
-            c["downstream", "out"], tuple(self.transcript.actions()),
-            self.transcript.format("    "),
+            c["downstream", "out"], tuple(self.actions()), self.format("    "),
         )
 
 
@@ -383,7 +413,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
         if reason == "idle timeout":
             self._expired += 1
         session.close(reason)
-        c = session.transcript.counts
+        c = session.counts
         for i, value in enumerate((c["upstream", "in"], c["upstream", "out"],
                                    c["downstream", "in"], c["downstream", "out"],
                                    session.endpoint.dropped, session.endpoint.errors)):
@@ -465,7 +495,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
         up_in, up_out, down_in, down_out, dropped, errors = self._closed_counts
         pending = 0
         for s in self._sessions.values():
-            c = s.transcript.counts
+            c = s.counts
             up_in += c["upstream", "in"]
             up_out += c["upstream", "out"]
             down_in += c["downstream", "in"]
@@ -513,7 +543,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
                 if s is None:
                     settled = False
                     continue
-                c = s.transcript.counts
+                c = s.counts
                 done[client] = c["downstream", "out"]
                 if (c["upstream", "in"] < n or s.pending()
                         or c["upstream", "out"] != c["downstream", "in"]
@@ -562,7 +592,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
             lines.append(f"  seed={self.seed} counters: {self._stats()}")
             for session in sessions:
                 lines.append(f"  {session.info()}")
-                lines.append(session.transcript.format("      "))
+                lines.append(session.format("      "))
             return "\n".join(lines)
 
         try:

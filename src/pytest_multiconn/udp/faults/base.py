@@ -31,6 +31,23 @@ from pytest_multiconn.faults.base import Fault, Registry
 
 
 @dataclass(frozen=True, slots=True)
+class FaultAction:
+    """One thing a fault did to one datagram: an entry of its session's transcript (the
+    entry's ``detail``), and what :attr:`UDPSessionInfo.actions` lists."""
+
+    when: float
+    direction: str
+    fault: str
+    index: int
+    size: int
+    action: str
+
+    def describe(self) -> str:
+        """The transcript line's text after the time and direction."""
+        return f"#{self.index:<5} {self.size:>6} B  {self.fault}: {self.action}"
+
+
+@dataclass(frozen=True, slots=True)
 class Datagram:
     """One datagram in a pipeline: its bytes and its index (0 = the session's first datagram
     in that direction; copies and changed versions keep the index of the original)."""
