@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pytest_multiconn.plugin.report import MAX_CONNECTIONS, MAX_LINES, format_section
+from pytest_multiconn.plugin.section import MAX_CONNECTIONS, MAX_LINES, format_section
 
 FAILING_ECHO_TEST = """
 import socket
