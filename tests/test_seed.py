@@ -109,3 +109,60 @@ def test_fault_fixture_ids_are_fault_names(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines([
         "*test_f[[]partial_send[]]", "*test_f[[]half_close[]]", "*test_f[[]connect_close[]]",
     ])
+
+
+_EVERY_SEEDED_FIXTURE = """
+import json, os
+
+def record(name, seeds):
+    with open(os.path.join(os.environ["RECORD_TO"], name + ".json"), "w") as f:
+        json.dump(seeds, f)
+
+def run(name, server, udp_server, proxies, udp_proxies, clients, faulty_servers, toxiproxy):
+    record(name, {
+        "proxy": [proxies(server).seed, proxies(server).seed],
+        "udp_proxy": [udp_proxies(udp_server).seed],
+        "faulty_client": [clients(server.address, 1).seed],
+        "faulty_server": [faulty_servers().seed],
+        "toxiproxy": [toxiproxy.seed],
+    })
+
+def test_one(multiconn_server, multiconn_udp_server, multiconn_proxy_factory,
+             multiconn_udp_proxy_factory, multiconn_faulty_client_factory,
+             multiconn_faulty_server_factory, multiconn_toxiproxy):
+    run("one", multiconn_server, multiconn_udp_server, multiconn_proxy_factory,
+        multiconn_udp_proxy_factory, multiconn_faulty_client_factory,
+        multiconn_faulty_server_factory, multiconn_toxiproxy)
+
+def test_two(multiconn_server, multiconn_udp_server, multiconn_proxy_factory,
+             multiconn_udp_proxy_factory, multiconn_faulty_client_factory,
+             multiconn_faulty_server_factory, multiconn_toxiproxy):
+    run("two", multiconn_server, multiconn_udp_server, multiconn_proxy_factory,
+        multiconn_udp_proxy_factory, multiconn_faulty_client_factory,
+        multiconn_faulty_server_factory, multiconn_toxiproxy)
+"""
+
+
+def test_every_fixture_seeds_from_the_run_seed_and_the_test(
+    pytester: pytest.Pytester, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One seed policy for every fixture that makes seeded objects (issue 23): the run seed,
+    the test's node id and the object's kind and number.  Two tests, and two objects of one
+    test, get different seeds; a rerun with the same --multiconn-seed gets the same ones."""
+    pytest.importorskip("h11")  # the toxiproxy server's HTTP
+    pytester.makepyfile(test_seeded=_EVERY_SEEDED_FIXTURE)
+    runs: dict[str, dict[str, dict[str, list[int]]]] = {}
+    for name, seed in (("first", "7"), ("again", "7"), ("other", "8")):
+        out = tmp_path / name
+        out.mkdir()
+        monkeypatch.setenv("RECORD_TO", str(out))
+        pytester.runpytest("-p", "no:randomly", "--multiconn-seed", seed).assert_outcomes(
+            passed=2
+        )
+        runs[name] = {test: _recorded(out / f"{test}.json") for test in ("one", "two")}
+    assert runs["again"] == runs["first"]
+    seeds = [s for test in runs["first"].values() for kind in test.values() for s in kind]
+    assert len(seeds) == 12
+    assert len(set(seeds)) == len(seeds), runs["first"]  # no two objects share a seed
+    other = {s for test in runs["other"].values() for kind in test.values() for s in kind}
+    assert not other & set(seeds), "another --multiconn-seed gives other seeds"

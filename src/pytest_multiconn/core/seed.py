@@ -30,6 +30,18 @@ def set_run_seed(seed: int) -> None:
         _run_seed = int(seed)
 
 
+def swap_run_seed(seed: int | None) -> int | None:
+    """Set the run seed to ``seed`` (None: unset, so the next :func:`get_run_seed` reads
+    ``$PYTEST_MULTICONN_SEED`` or makes one) and return the one set before, or None.
+
+    For a nested run (pytester) that must hand the outer run its own seed back when it ends.
+    """
+    global _run_seed
+    with _lock:
+        previous, _run_seed = _run_seed, None if seed is None else int(seed)
+        return previous
+
+
 def get_run_seed() -> int:
     """The run seed: set explicitly, else from ``$PYTEST_MULTICONN_SEED``, else made now."""
     global _run_seed  # noqa: PLW0603 - one seed per process, by design

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from pytest_multiconn.core import seed as _seed
 from pytest_multiconn.core.defaults import DEFAULT_MESSAGES
-from pytest_multiconn.core.seed import SEED_ENV, derive_seed, get_run_seed, set_run_seed
-from pytest_multiconn.plugin.nodeid import base_nodeid
+from pytest_multiconn.core.seed import SEED_ENV, get_run_seed, swap_run_seed
+from pytest_multiconn.plugin.nodeid import fixture_seeds
 from pytest_multiconn.plugin.options import get_option, register_option, seed_value
 
 if TYPE_CHECKING:
@@ -53,12 +52,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     # Saved so an in-process pytester run restores the outer run's seed when it ends.
-    config.stash[_SAVED] = (os.environ.get(SEED_ENV), _seed._run_seed)
     seed = get_option(config, "seed")
+    outer = swap_run_seed(seed)  # None: the next get_run_seed() reads the env or makes one
+    config.stash[_SAVED] = (os.environ.get(SEED_ENV), outer)
     if seed is None:
         seed = get_run_seed()
-    else:
-        set_run_seed(seed)
     # xdist workers (and any subprocess) inherit the environment: same seed everywhere.
     os.environ[SEED_ENV] = str(seed)
 
@@ -72,7 +70,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         os.environ.pop(SEED_ENV, None)
     else:
         os.environ[SEED_ENV] = env
-    _seed._run_seed = run_seed
+    swap_run_seed(run_seed)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -148,13 +146,13 @@ class FaultyClients:
     """Runs faulty clients for one test and closes every one of them at teardown (implements
     :class:`~pytest_multiconn.fixtures.FaultyClientFactory`)."""
 
-    def __init__(self, timeout: float, seed: int) -> None:
+    def __init__(self, timeout: float, seeds: Iterator[int]) -> None:
         self.timeout = timeout
-        self.seed = seed
+        self.seeds = seeds
         self.clients: list[MultiConnClient] = []
 
     def __repr__(self) -> str:
-        return f"<FaultyClients seed={self.seed} clients={len(self.clients)}>"
+        return f"<FaultyClients clients={len(self.clients)}>"
 
     def __call__(
         self,
@@ -168,7 +166,8 @@ class FaultyClients:
         from pytest_multiconn.client.multiconn import MultiConnClient
 
         kwargs.setdefault("timeout", self.timeout)
-        kwargs.setdefault("seed", derive_seed(self.seed, len(self.clients)))
+        if kwargs.get("seed") is None:
+            kwargs["seed"] = next(self.seeds)
         kwargs.setdefault("keep_open", True)
         client = MultiConnClient(address, num_connections, messages, faults=faults, **kwargs)
         self.clients.append(client)
@@ -190,13 +189,13 @@ def multiconn_faulty_client_factory(
     faults=[...], **kwargs) runs a MultiConnClient with those faults and returns it after its
     exchanges (.results; lingering connections stay open: .lingering,
     .wait_closed_by_peer()).
-    Function scope.  Seeds come from the run seed and the test's node id; runs and
+    Function scope.  Unless seed= is given, the k-th client of a test is seeded from the run
+    seed, the test's node id and k (a rerun with --multiconn-seed N replays it); runs and
     .wait_closed_by_peer() are bounded by --multiconn-timeout unless timeout= is given.
     Teardown closes every connection it opened, the never-closing ones included, so nothing
     leaks or hangs.
     """
-    seed = derive_seed(get_run_seed(), base_nodeid(request.node))
-    factory = FaultyClients(multiconn_timeout, seed)
+    factory = FaultyClients(multiconn_timeout, fixture_seeds(request.node, "faulty-client"))
     try:
         yield factory
     finally:

@@ -4,11 +4,19 @@ Under ``--dist loadgroup`` xdist renames every item marked ``xdist_group("g")`` 
 ``<nodeid>@g``.  Seeds derived from that name would differ from the same test under ``-n 0``,
 and a replay command naming it fails with "not found"; every seed and replay command of ours
 is made from :func:`base_nodeid` instead.
+
+:func:`fixture_seeds` is the one seed policy of every fixture that makes seeded objects (fault
+proxies, faulty servers and clients, UDP proxies, the toxiproxy server).
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import pytest
+
+from pytest_multiconn.core.seed import derive_seed, get_run_seed
 
 
 def base_nodeid(item: pytest.Item) -> str:
@@ -28,3 +36,15 @@ def base_nodeid(item: pytest.Item) -> str:
         if nodeid.endswith(suffix):
             return nodeid[: -len(suffix)]
     return nodeid
+
+
+def fixture_seeds(item: pytest.Item, kind: str) -> Iterator[int]:
+    """The seeds of the objects of one ``kind`` a fixture makes for the test ``item``: the
+    k-th (from 1) is derived from the run seed, the test's node id, ``kind`` and k.
+
+    So two tests, and two objects of one test, draw different numbers, and a rerun with the
+    same ``--multiconn-seed N`` gets the same ones; each fault's own numbers then come from
+    this seed and the fault's name (``fault_rng``).
+    """
+    run, nodeid = get_run_seed(), base_nodeid(item)
+    return (derive_seed(run, nodeid, kind, k) for k in itertools.count(1))

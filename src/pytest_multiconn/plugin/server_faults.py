@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_multiconn.core.seed import derive_seed, get_run_seed
-from pytest_multiconn.plugin.nodeid import base_nodeid
+from pytest_multiconn.plugin.nodeid import fixture_seeds
 
 if TYPE_CHECKING:
     from pytest_multiconn.core.address import TCPAddress
@@ -35,23 +33,21 @@ def multiconn_faulty_server_factory(
     is multiconn_server_factory's: every server is stopped (bounded by --multiconn-timeout),
     loop-thread errors are re-raised in the test, and leaks fail it.
     """
-    counter = itertools.count(1)
-    nodeid = base_nodeid(request.node)
+    seeds = fixture_seeds(request.node, "faulty-server")
 
     def make(*faults: Toxic, seed: int | None = None, protocol: HandlerFactory | None = None,
              **kwargs: Any) -> ProtocolServer:
         from pytest_multiconn.servers.echo import EchoServer
         from pytest_multiconn.servers.protocol import ProtocolServer
 
-        k = next(counter)
         if seed is None:
-            seed = derive_seed(get_run_seed(), nodeid, "faulty-server", k)
+            seed = next(seeds)
+        kwargs.setdefault("timeout", multiconn_timeout)
         server: ProtocolServer
         if protocol is None:
             server = EchoServer(faults=faults, seed=seed, **kwargs)
         else:
             server = ProtocolServer(protocol, faults=faults, seed=seed, **kwargs)
-        server.timeout = multiconn_timeout
         return multiconn_server_factory.adopt(server)
 
     return make

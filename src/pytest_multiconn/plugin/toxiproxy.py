@@ -7,22 +7,24 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_multiconn.core.seed import default_seed
 from pytest_multiconn.plugin import EchoServerFactory
+from pytest_multiconn.plugin.nodeid import fixture_seeds
 
 if TYPE_CHECKING:
     from pytest_multiconn.toxiproxy.http import ToxiproxyServer
 
 
 @pytest.fixture
-def multiconn_toxiproxy(multiconn_timeout: float) -> Iterator[ToxiproxyServer]:
+def multiconn_toxiproxy(
+    request: pytest.FixtureRequest, multiconn_timeout: float
+) -> Iterator[ToxiproxyServer]:
     """Yields a started pytest_multiconn.toxiproxy.ToxiproxyServer: toxiproxy's HTTP
     API on ``127.0.0.1`` and an ephemeral port (``.url`` for a toxiproxy client, ``.api`` to
     call it directly), with no proxies yet.  Function scope.  Teardown stops the API and every
     proxy made through it, re-raises errors from their loop threads in this test, and the
     per-test leak check fails the test if any of them still runs.
 
-    Every random draw is seeded from the run seed and the test's node id
+    Every random draw is seeded from the run seed and the test's node id, as every fixture's
     (``--multiconn-seed N`` replays it).  Needs h11: ``pip install
     'pytest-multiconn[toxiproxy]'``.
     """
@@ -30,6 +32,7 @@ def multiconn_toxiproxy(multiconn_timeout: float) -> Iterator[ToxiproxyServer]:
 
     servers = EchoServerFactory(multiconn_timeout)
     try:
-        yield servers.adopt(ToxiproxyServer(seed=default_seed(), timeout=multiconn_timeout))
+        seed = next(fixture_seeds(request.node, "toxiproxy"))
+        yield servers.adopt(ToxiproxyServer(seed=seed, timeout=multiconn_timeout))
     finally:
         servers.close()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_multiconn.plugin import stop_all
+from pytest_multiconn.plugin.nodeid import fixture_seeds
 
 if TYPE_CHECKING:
     from pytest_multiconn.plugin.types import UDPProxyFactory, UDPTarget
@@ -48,7 +49,9 @@ def multiconn_udp_server(multiconn_timeout: float) -> Iterator[UDPEchoServer]:
 
 
 @pytest.fixture
-def multiconn_udp_proxy_factory(multiconn_timeout: float) -> Iterator[UDPProxyFactory]:
+def multiconn_udp_proxy_factory(
+    request: pytest.FixtureRequest, multiconn_timeout: float
+) -> Iterator[UDPProxyFactory]:
     """Yields a factory: ``multiconn_udp_proxy_factory(target, **kwargs)`` starts a
     pytest_multiconn.udp.UDPFaultProxy in front of ``target`` (``(host, port)`` or a
     started server) on an ephemeral loopback port and returns it.  Function scope.  Teardown
@@ -56,14 +59,19 @@ def multiconn_udp_proxy_factory(multiconn_timeout: float) -> Iterator[UDPProxyFa
 
     ``kwargs`` go to ``UDPFaultProxy`` (``seed``, ``idle_timeout``, ``max_sessions``...).  A
     failing test's ``multiconn`` report section shows each proxy's faults, seed and every
-    session's transcript (what each fault did to which datagram).
+    session's transcript (what each fault did to which datagram).  Unless ``seed=`` is
+    given, the k-th proxy of a test is seeded from the run seed, the test's node id and k (a
+    rerun with ``--multiconn-seed N`` replays it).
     """
     proxies = _UDPServers(multiconn_timeout)
+    seeds = fixture_seeds(request.node, "udp-proxy")
 
     def make(target: UDPTarget, **kwargs: Any) -> UDPFaultProxy:
         from pytest_multiconn.udp import UDPFaultProxy
 
         kwargs.setdefault("timeout", multiconn_timeout)
+        if kwargs.get("seed") is None:
+            kwargs["seed"] = next(seeds)
         proxy: UDPFaultProxy = proxies.adopt(UDPFaultProxy(target, **kwargs))
         return proxy
 
