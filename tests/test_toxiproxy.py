@@ -535,6 +535,10 @@ ERROR_CASES = [
      400, "slicer attributes {'average_size': 0, 'size_variation': 0, 'delay': 0}: "),
     ("POST", "/proxies/echo/toxics", {"type": "latency", "toxicity": 2}, 400,
      "toxicity must be a number from 0 to 1"),
+    ("POST", "/proxies/echo/toxics", {"type": "latency", "toxicity": True}, 400,
+     "toxicity must be a number from 0 to 1, got True"),
+    ("POST", "/proxies/echo/toxics", {"type": "latency", "attributes": {"latency": 2**63}},
+     400, "must be an integer"),
     ("POST", "/proxies/echo/toxics/lat", {"attributes": {"jitter": "x"}}, 400,
      "must be an integer"),
     ("POST", "/proxies/echo", {"enabled": "yes"}, 400, "enabled must be true or false"),
@@ -544,6 +548,17 @@ ERROR_CASES = [
     ("GET", "/nowhere", None, 404, "404 page not found"),
     ("PUT", "/proxies", None, 405, "405 method not allowed"),
 ]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"seed": "7"}, r"^seed must be an integer from 0 to 2\*\*64 - 1 or None .*got '7'"),
+    ({"seed": True}, r"^seed must be .*got True"),
+    ({"max_body": -1}, r"^max_body \(bytes\) must be an integer >= 0, got -1"),
+    ({"max_body": 1.5}, r"^max_body \(bytes\) must be an integer >= 0, got 1.5"),
+])
+def test_server_arguments_are_checked_where_given(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ToxiproxyServer(**kwargs)
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "message"), ERROR_CASES,

@@ -24,6 +24,7 @@ from pytest_multiconn.errors import (
     WaitTimeout,
 )
 from pytest_multiconn.faults import fault_rng
+from pytest_multiconn.proxy import FaultProxy
 from pytest_multiconn.udp import (
     UDP_FAULTS,
     Corrupt,
@@ -250,12 +251,21 @@ def test_client_parameters_are_checked(kwargs: dict[str, Any], message: str) -> 
 
 
 def test_proxy_parameters_are_checked() -> None:
-    with pytest.raises(FaultParameterError, match="idle_timeout"):
-        UDPFaultProxy(("127.0.0.1", 9), idle_timeout=-1)
-    with pytest.raises(FaultParameterError, match="max_sessions"):
-        UDPFaultProxy(("127.0.0.1", 9), max_sessions=0)
-    with pytest.raises(ValueError, match="seed"):
-        UDPFaultProxy(("127.0.0.1", 9), seed="7")  # type: ignore[arg-type]
+    # The proxy's own parameters go through core/checks.py, as FaultProxy's do: a ValueError
+    # naming the parameter and the value (FaultParameterError is for a fault's parameters).
+    for bad in (-1, 0, math.inf, math.nan, True, "1"):
+        with pytest.raises(ValueError, match=rf"^idle_timeout must be .*got {bad!r}"):
+            UDPFaultProxy(("127.0.0.1", 9), idle_timeout=bad)
+    for count in (0, 65537, 1.5, True):
+        with pytest.raises(ValueError, match=rf"^max_sessions must be .*got {count!r}"):
+            UDPFaultProxy(("127.0.0.1", 9), max_sessions=count)
+    with pytest.raises(ValueError, match=r"^transcript_limit must be .*got -1"):
+        UDPFaultProxy(("127.0.0.1", 9), transcript_limit=-1)
+    for seed in ("7", -1, 2**64, True, 1.5):
+        with pytest.raises(ValueError, match=rf"^seed must be .*got {seed!r}"):
+            UDPFaultProxy(("127.0.0.1", 9), seed=seed)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=rf"^seed must be .*got {seed!r}"):
+            FaultProxy(("127.0.0.1", 9), seed=seed)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="target"):
         UDPFaultProxy(object())
     proxy = UDPFaultProxy(("127.0.0.1", 9))

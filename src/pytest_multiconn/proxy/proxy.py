@@ -38,7 +38,7 @@ from typing import Any, TypeVar, cast
 
 from pytest_multiconn.core.address import bind_listener, check_host, family_for, parse_port
 from pytest_multiconn.core.blocking import to_thread
-from pytest_multiconn.core.checks import check_bool, check_seconds
+from pytest_multiconn.core.checks import check_bool, check_seconds, check_seed
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -160,9 +160,8 @@ class FaultProxy(ServerBase):
             max_connections=max_connections, idle_timeout=idle_timeout, high_water=high_water,
             low_water=low_water, transcript_limit=transcript_limit, name=name,
         )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        self.seed = get_run_seed() if seed is None else seed
+        given = check_seed(seed, "seed", optional=True)
+        self.seed = get_run_seed() if given is None else given
         self._faults = stream_table(f"proxy {self.name}")
         #: What every pair shares with the proxy: the table, step mode for new connections,
         #: splice (bulk directions without faults, Linux; off for good after an EINVAL).

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_multiconn.core.address import is_loopback, normalise_host, parse_hostport, parse_port
+from pytest_multiconn.core.checks import check_count, check_fraction, check_seed
 from pytest_multiconn.core.seed import derive_seed, get_run_seed
 from pytest_multiconn.errors import MulticonnError, ToxiproxyError
 from pytest_multiconn.proxy import TOXICS, FaultProxy, Toxic
@@ -78,13 +79,15 @@ class ToxicType:
             )
         result = dict(base) if base is not None else dict.fromkeys(known, 0)
         for key, value in attrs.items():
-            # toxiproxy's attributes are int64: a fraction, a string or a bool is refused.
-            if isinstance(value, bool) or not isinstance(value, int):
+            # toxiproxy's attributes are int64: a fraction, a string or a bool is refused (a
+            # 400 that names the attribute's unit; the range is our toxic's to check).
+            try:
+                result[key] = check_count(value, key, minimum=-(2**63), maximum=2**63 - 1)
+            except ValueError:
                 raise bad_body(
                     f"{self.name} attribute {key!r} must be an integer "
                     f"({self._unit(key)}), got {value!r}"
-                )
-            result[key] = value
+                ) from None
         return result
 
     def build(self, attrs: Mapping[str, int]) -> Toxic:
@@ -252,9 +255,8 @@ class ToxiproxyAPI:
         allow_remote: bool = False,
         proxy_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        self.seed = get_run_seed() if seed is None else seed
+        given = check_seed(seed, "seed", optional=True)
+        self.seed = get_run_seed() if given is None else given
         self.allow_remote = allow_remote
         self.proxy_options = dict(proxy_options or {})
         self._proxies: dict[str, ProxyRecord] = {}
@@ -572,9 +574,10 @@ class ToxiproxyAPI:
 
 
 def _toxicity(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise bad_body(f"toxicity must be a number from 0 to 1, got {value!r}")
-    return float(value)
+    try:
+        return check_fraction(value, "toxicity")
+    except ValueError as exc:
+        raise bad_body(str(exc)) from None  # a JSON field: a 400, not a ValueError
 
 
 __all__ = [

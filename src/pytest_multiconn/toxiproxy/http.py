@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
+from pytest_multiconn.core.checks import check_count
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.server import ServerBase
@@ -335,8 +336,7 @@ class ToxiproxyServer(ServerBase):
         timeout: float = DEFAULT_TIMEOUT,
         name: str | None = None,
     ) -> None:
-        if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 0:
-            raise ValueError(f"max_body must be a number of bytes >= 0, got {max_body!r}")
+        check_count(max_body, "max_body (bytes)")
         super().__init__(host, port, allow_remote=allow_remote, idle_timeout=idle_timeout,
                          name=name)
         options = {"timeout": timeout, **(proxy_options or {})}

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pytest_multiconn.core.blocking import to_thread
+from pytest_multiconn.core.checks import check_count, check_seconds, check_seed
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.core.transcript import Transcript
 from pytest_multiconn.faults.base import fault_rng
-from pytest_multiconn.faults.params import integer, seconds
 from pytest_multiconn.faults.table import FaultEntry, FaultInfo, FaultTable
 from pytest_multiconn.udp.base import UDPServerBase
 from pytest_multiconn.udp.endpoint import (
@@ -341,14 +341,12 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
             raise ValueError(f"listen must be (host, port), got {listen!r}") from None
         super().__init__(host, port, allow_remote=allow_remote, max_queue=max_queue,
                          timeout=timeout, name=name)
-        owner = type(self).__name__
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"{owner}: seed must be an integer, got {seed!r}")
-        self.seed = get_run_seed() if seed is None else seed
-        self.idle_timeout = None if idle_timeout is None else float(
-            seconds(0.001)(owner, "idle_timeout", idle_timeout))
-        self.max_sessions = int(integer(1, 65536)(owner, "max_sessions", max_sessions))
-        self.transcript_limit = int(integer(0)(owner, "transcript_limit", transcript_limit))
+        given = check_seed(seed, "seed", optional=True)
+        self.seed = get_run_seed() if given is None else given
+        self.idle_timeout = (None if idle_timeout is None
+                             else check_seconds(idle_timeout, "idle_timeout"))
+        self.max_sessions = check_count(max_sessions, "max_sessions", minimum=1, maximum=65536)
+        self.transcript_limit = check_count(transcript_limit, "transcript_limit")
         self._faults = FaultTable(f"UDP proxy {self.name}", DatagramFault, _DATAGRAM_FAULTS)
         self._sessions: OrderedDict[tuple[str, int], _Session] = OrderedDict()
         self._recent: deque[_Session] = deque(maxlen=RECENT_SESSIONS)
