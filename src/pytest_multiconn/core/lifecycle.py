@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
 from pytest_multiconn.core.registry import thread_tag, track_server, untrack_server
+from pytest_multiconn.core.wait import wait_loop
 from pytest_multiconn.errors import WaitImpossible, WaitTimeout
 
 AddressT = TypeVar("AddressT")
@@ -175,7 +175,8 @@ class LoopService(StartStop, Generic[AddressT]):
         describe: Callable[[T], str],
         stop_ends_wait: bool = False,
     ) -> T:
-        """Block until ``predicate(take())`` holds, re-checking whenever the loop notifies.
+        """Block until ``predicate(take())`` holds, re-checking whenever the loop notifies
+        (the one wait, ``core.wait.wait_loop``, blocking on this service's condition).
 
         ``check()`` runs after every ``take()`` (it re-raises the loop thread's errors);
         ``describe(value)`` ends the :class:`WaitTimeout` message.  A wait that cannot succeed
@@ -183,27 +184,33 @@ class LoopService(StartStop, Generic[AddressT]):
         (nothing changes while it blocks the loop), or, with ``stop_ends_wait``, once the
         service has stopped (:meth:`_finished`: its counts no longer change).
         """
-        deadline = time.monotonic() + timeout
+        seen = 0
+        value: T
+
+        def poll() -> bool:
+            nonlocal seen, value
+            seen = self._changes
+            # Taken in the loop thread, never under the condition: the loop thread takes
+            # the condition to notify.
+            value = take()
+            check()
+            if predicate(value):
+                return True
+            self._refuse_hopeless_wait(
+                what, functools.partial(describe, value), stop_ends_wait=stop_ends_wait
+            )
+            return False
+
+        def until_notified(remaining: float) -> None:
+            with self._cond:
+                if self._changes == seen:  # else a change came since poll() looked
+                    self._cond.wait(remaining)
+
         with self._cond:
             self._waiters += 1
         try:
-            while True:
-                seen = self._changes
-                # Taken in the loop thread, never under the condition: the loop thread takes
-                # the condition to notify.
-                value = take()
-                check()
-                if predicate(value):
-                    return value
-                self._refuse_hopeless_wait(
-                    what, functools.partial(describe, value), stop_ends_wait=stop_ends_wait
-                )
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                with self._cond:
-                    if self._changes == seen:
-                        self._cond.wait(remaining)
+            if wait_loop(poll, until_notified, timeout):
+                return value
         finally:
             with self._cond:
                 self._waiters -= 1

@@ -28,15 +28,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from pytest_multiconn.core.checks import MAX_DELAY, check_seconds
+
+# DEFAULT_TIMEOUT is defined with the one wait; every layer imports it from here (an explicit
+# re-export, which mypy strict needs).
+from pytest_multiconn.core.wait import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT  # noqa: PLC0414
+from pytest_multiconn.core.wait import wait_loop
 from pytest_multiconn.errors import LoopStuckError, LoopThreadError
 
 T = TypeVar("T")
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
-
-#: Default bound, in seconds, on every wait that crosses threads.
-DEFAULT_TIMEOUT = 10.0
 
 _loop_ids = itertools.count(1)
 
@@ -482,17 +484,11 @@ class Loop:
                 self.report_error(exc2, handler)
 
     def run_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Drive the loop in this thread until ``predicate()`` or ``timeout``; True if met."""
-        check_seconds(timeout, "timeout", allow_zero=True, maximum=math.inf)
-        deadline = time.monotonic() + timeout
+        """Drive the loop in this thread until ``predicate()`` or ``timeout``; True if met
+        (the one wait, ``core.wait.wait_loop``, blocking in one loop iteration at a time)."""
         self._thread_ident = threading.get_ident()
         try:
-            while not predicate():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self.run_once(remaining)
-            return True
+            return wait_loop(predicate, self.run_once, timeout, maximum=math.inf)
         finally:
             self._thread_ident = None
 

@@ -614,8 +614,7 @@ class ServerBase(LoopService[ServerAddress]):
     ) -> ServerStats:
         # The wait itself; every public wait refuses a running event loop once, by its own
         # name, before it gets here.
-        timeout = self.timeout if timeout is None else timeout
-        check_seconds(timeout, "timeout", allow_zero=True)
+        timeout = self.timeout if timeout is None else timeout  # checked by the one wait
         # The stats come from the loop thread (stats()), whose snapshot never shows "echoed"
         # before the count of what was sent has caught up.  The loop records a handler's
         # error before it closes the connection, so errors read *after* the stats include
