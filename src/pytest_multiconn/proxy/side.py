@@ -177,13 +177,13 @@ class Side(Connection):
             if splice is not None and splice.pending:
                 splice.push()
             else:
-                self._on_writable()
+                self.flush_output()
                 # One send per piece written apart: a few more while the socket takes them.
                 for _ in range(APART_SENDS_PER_EVENT - 1):
-                    if not self.apart or self.closed or self._mask & EVENT_WRITE == 0:
+                    if not self.apart or self.closed or not self.wants_write:
                         break
                     sent = self.bytes_out
-                    self._on_writable()
+                    self.flush_output()
                     if self.bytes_out == sent:
                         break
 
@@ -195,7 +195,7 @@ class Side(Connection):
         # Bytes wait in the kernel pipe for this socket: ask for writability (our own output
         # buffer is empty while a direction is spliced).
         mask = EVENT_WRITE
-        if not self._reading_paused and not self._eof_received:
+        if not self.reading_paused and not self.eof_received:
             mask |= EVENT_READ
         self._set_interest(mask)
 
