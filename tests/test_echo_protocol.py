@@ -310,11 +310,11 @@ def test_faulty_server_makes_one_handler_per_connection_and_loses_it_once(mode: 
 def test_constructors_take_the_same_options_and_the_factory_only_positionally() -> None:
     # The marker's keyword check follows **kwargs up the MRO: both servers offer tls= and
     # every ServerBase option, and EchoServer does not offer a factory it fixes itself.
-    from pytest_multiconn.plugin import _keywords_of
+    from pytest_multiconn.plugin.factory import keywords_of
 
-    assert _keywords_of(EchoServer) == _keywords_of(ProtocolServer)
-    assert {"tls", "high_water", "on_event", "max_connections"} <= _keywords_of(EchoServer)
-    assert "protocol_factory" not in _keywords_of(EchoServer)
+    assert keywords_of(EchoServer) == keywords_of(ProtocolServer)
+    assert {"tls", "high_water", "on_event", "max_connections"} <= keywords_of(EchoServer)
+    assert "protocol_factory" not in keywords_of(EchoServer)
     with pytest.raises(TypeError, match="protocol_factory"):
         EchoServer(protocol_factory=LoudEcho)  # type: ignore[call-arg]
     with ProtocolServer(EchoProtocol, tls=True, high_water=HIGH_WATER) as server:

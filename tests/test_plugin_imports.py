@@ -36,9 +36,10 @@ HEAVY = (
 )
 
 #: Modules of the plugin itself that a pytest start does not need: the report section's text
-#: (written for a failing test only).  Under ``PYTHONDONTWRITEBYTECODE=1`` pytest parses and
-#: rewrites every byte of plugin source imported at start, so these wait for first use.
-DEFERRED = ("pytest_multiconn.plugin.section",)
+#: (written for a failing test only) and the server fixtures' factory (their first run).
+#: Under ``PYTHONDONTWRITEBYTECODE=1`` pytest parses and rewrites every byte of plugin source
+#: imported at start, so these wait for first use.
+DEFERRED = ("pytest_multiconn.plugin.section", "pytest_multiconn.plugin.factory")
 
 # __import__, not importlib.import_module: -X importtime reports only the C import path.
 _IMPORT_ALL = (

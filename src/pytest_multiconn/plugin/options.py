@@ -22,6 +22,9 @@ import pytest
 GROUP = "multiconn"
 GROUP_DESCRIPTION = "pytest-multiconn: servers, clients and proxies that misbehave on demand"
 
+#: The marker that configures ``multiconn_server`` (and the TLS server fixtures).
+SERVER_MARKER = "multiconn_server"
+
 #: pytest 8.4 added the ``int`` and ``float`` ini types; before it only strings exist.
 TYPED_INI = tuple(int(p) for p in pytest.__version__.split(".")[:2]) >= (8, 4)
 

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_multiconn.plugin import EchoServerFactory
 from pytest_multiconn.plugin.nodeid import fixture_seeds
 
 if TYPE_CHECKING:
@@ -32,6 +31,8 @@ def multiconn_proxy_factory(
     failing test's multiconn report section shows every proxied connection's transcript, and
     the per-test leak check fails the test if a proxy started during it is still running.
     """
+    from pytest_multiconn.plugin.factory import EchoServerFactory
+
     proxies = EchoServerFactory(multiconn_timeout)
     seeds = fixture_seeds(request.node, "proxy")
 

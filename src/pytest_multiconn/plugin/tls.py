@@ -6,8 +6,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_multiconn.plugin import server_marker_kwargs
-
 if TYPE_CHECKING:
     import trustme
 
@@ -52,6 +50,8 @@ def multiconn_tls_server(
     come from the marker @pytest.mark.multiconn_server(**kwargs).  Teardown stops it and
     re-raises errors from its loop thread.
     """
+    from pytest_multiconn.plugin.factory import server_marker_kwargs
+
     kwargs = server_marker_kwargs(request)
     kwargs.setdefault("tls", multiconn_tls)
     return multiconn_server_factory(**kwargs)
@@ -70,6 +70,8 @@ def multiconn_any_server(
     @pytest.mark.multiconn_server(**kwargs).  Teardown stops it and re-raises errors from
     its loop thread.
     """
+    from pytest_multiconn.plugin.factory import server_marker_kwargs
+
     kwargs = server_marker_kwargs(request)
     if request.param == "tls":
         kwargs.setdefault("tls", multiconn_tls)

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_multiconn.plugin import EchoServerFactory
 from pytest_multiconn.plugin.nodeid import fixture_seeds
 
 if TYPE_CHECKING:
@@ -28,6 +27,7 @@ def multiconn_toxiproxy(
     (``--multiconn-seed N`` replays it).  Needs h11: ``pip install
     'pytest-multiconn[toxiproxy]'``.
     """
+    from pytest_multiconn.plugin.factory import EchoServerFactory
     from pytest_multiconn.toxiproxy.http import ToxiproxyServer
 
     servers = EchoServerFactory(multiconn_timeout)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_multiconn.plugin import stop_all
 from pytest_multiconn.plugin.nodeid import fixture_seeds
 
 if TYPE_CHECKING:
@@ -29,6 +28,8 @@ class _UDPServers:
         return server
 
     def close(self) -> None:
+        from pytest_multiconn.plugin.factory import stop_all
+
         stop_all(self.servers, self.timeout)
 
 

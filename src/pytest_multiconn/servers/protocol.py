@@ -325,7 +325,7 @@ class ProtocolServer(ServerBase):
     ) -> None:
         # protocol_factory is positional-only and tls a named keyword: subclasses that fix
         # the factory (EchoServer) take ``**kwargs`` through to here, and the marker's
-        # keyword check follows those up the MRO (plugin ``_keywords_of``): it must offer
+        # keyword check follows those up the MRO (plugin ``keywords_of``): it must offer
         # ``tls`` and must not offer ``protocol_factory``.
         if not callable(protocol_factory):
             raise TypeError(
