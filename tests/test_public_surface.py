@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,3 +141,17 @@ def test_a_constructor_timeout_bounds_the_waits() -> None:
     # Nobody connects, so the wait can only end by its bound: the constructor's 0.2 s.
     with EchoServer(timeout=0.2) as server, pytest.raises(WaitTimeout, match=r"after 0\.2s"):
         server.wait_for_connections(1)
+
+
+def test_an_address_is_one_type_a_path_like_unix_socket_included(tmp_path: Path) -> None:
+    """``Address`` (core/address.py) is what clients and proxies take, a path-like Unix
+    socket path included (the client refused a ``pathlib.Path`` before it was typed)."""
+    from pytest_multiconn import EchoServer, FaultProxy, MultiConnClient
+
+    with EchoServer(unix_path=tmp_path / "echo.sock") as server, FaultProxy(
+        tmp_path / "echo.sock", tmp_path / "proxy.sock"
+    ) as proxy:
+        MultiConnClient(tmp_path / "echo.sock", 2, timeout=10).run().check()
+        MultiConnClient(tmp_path / "proxy.sock", 2, timeout=10).run().check()
+        assert proxy.address == str(tmp_path / "proxy.sock")
+        assert server.wait_for_closed(4).accepted == 4

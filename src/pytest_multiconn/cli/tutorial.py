@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from pytest_multiconn.cli.signals import stop_on_signals, wait_for_stop
 from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, MultiConnClient
-from pytest_multiconn.core.address import parse_port
+from pytest_multiconn.core.address import Address, parse_port
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.server import ServerBase
@@ -148,7 +148,7 @@ def serve_until_interrupted(
     return 0
 
 
-def client_observer(out: Printer, address: Any) -> Callable[[str, int, bytes | None], None]:
+def client_observer(out: Printer, address: Address) -> Callable[[str, int, bytes | None], None]:
     def observe(event: str, conn_id: int, data: bytes | None) -> None:
         if event == "start":
             out(f"Starting connection {conn_id} to {peer_text(address)}")

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from pytest_multiconn.core.address import check_host, parse_port
+from pytest_multiconn.core.address import (
+    Address,
+    SocketAddress,
+    check_host,
+    parse_port,
+    socket_address,
+)
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.checks import check_count, check_items, check_seconds
 from pytest_multiconn.core.connection import (
@@ -537,7 +543,7 @@ class MultiConnClient:
 
     def __init__(
         self,
-        address: Any,
+        address: Address,
         num_connections: int = 2,
         messages: Iterable[bytes] = DEFAULT_MESSAGES,
         *,
@@ -776,7 +782,8 @@ def unsupported_fault(exchange: Exchange | None, fault: ClientFault) -> str | No
     return None
 
 
-def _check_target(address: Any, *, allow_remote: bool) -> Any:
+def _check_target(address: Address, *, allow_remote: bool) -> SocketAddress:
+    address = socket_address(address)
     if isinstance(address, str):
         return address  # a Unix socket path
     try:
@@ -786,9 +793,15 @@ def _check_target(address: Any, *, allow_remote: bool) -> Any:
             f"address must be (host, port) or a Unix socket path, got {address!r}"
         ) from None
     host = check_host(host, allow_remote=allow_remote, role="connect to")
-    return (host, parse_port(port), *rest)
+    if not rest:
+        return (host, parse_port(port))
+    if len(rest) != 2:  # noqa: PLR2004 - (host, port, flowinfo, scope_id)
+        raise ValueError(
+            f"address must be (host, port) or a Unix socket path, got {address!r}"
+        )
+    return (host, parse_port(port), int(rest[0]), int(rest[1]))
 
 
-def run_clients(address: Any, num_connections: int = 2, **kwargs: Any) -> ClientResults:
+def run_clients(address: Address, num_connections: int = 2, **kwargs: Any) -> ClientResults:
     """Shorthand for ``MultiConnClient(address, num_connections, **kwargs).run()``."""
     return MultiConnClient(address, num_connections, **kwargs).run()

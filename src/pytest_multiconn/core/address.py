@@ -18,6 +18,10 @@ TCPAddress: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
 #: Where to connect: a TCP address or a Unix socket path.  What clients and proxies take.
 Address: TypeAlias = TCPAddress | str | os.PathLike[str]
 
+#: An :data:`Address` as a socket takes it: a TCP address, or a Unix socket path as a ``str``
+#: (:func:`socket_address` makes one).  What the layers below the entry points pass around.
+SocketAddress: TypeAlias = TCPAddress | str
+
 #: What a started stream server's (or proxy's) ``.address`` is: ``(host, port)`` (IPv6
 #: too: the first two fields), or the path of a Unix socket server.  Every one is an
 #: :data:`Address`; ``.host`` and ``.port`` give the parts of a TCP one, typed.
@@ -26,6 +30,11 @@ ServerAddress: TypeAlias = tuple[str, int] | str
 MAX_PORT = 65535
 
 _LOCALHOST_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+
+
+def socket_address(value: Address) -> SocketAddress:
+    """``value`` as a socket takes it: a path-like Unix socket path becomes a ``str``."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def parse_port(value: object, *, what: str = "port") -> int:

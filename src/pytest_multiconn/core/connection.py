@@ -46,6 +46,7 @@ import time
 import traceback
 from typing import Any
 
+from pytest_multiconn.core.address import TCPAddress
 from pytest_multiconn.core.checks import check_seconds
 from pytest_multiconn.core.layer import Buffer, StreamLayer
 from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop, Timer
@@ -409,7 +410,7 @@ class Connection:
         if not self.closed:
             self._update_interest()
 
-    def connect(self, address: Any) -> None:
+    def connect(self, address: TCPAddress | str) -> None:
         """Start a non-blocking connect; ``connection_made`` runs when it completes."""
         if self._mask:
             raise RuntimeError(f"{self!r}: connect() on a connection that already started")

@@ -18,26 +18,19 @@ and goes to the constructor.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pytest_multiconn.client.multiconn import DEFAULT_MESSAGES, ClientResults, MultiConnClient
 from pytest_multiconn.core.address import Address, ServerAddress, TCPAddress
-from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.faults.client import ClientFault
 from pytest_multiconn.faults.toxics import Toxic
-from pytest_multiconn.proxy.proxy import FaultProxy
+from pytest_multiconn.proxy.proxy import FaultProxy, ProxyTarget
 from pytest_multiconn.servers.echo import EchoServer
 from pytest_multiconn.servers.protocol import HandlerFactory, ProtocolServer
 from pytest_multiconn.servers.scripted import ScriptedServer, Step
 from pytest_multiconn.toxiproxy.http import ToxiproxyServer
-from pytest_multiconn.udp import UDPEchoServer, UDPFaultProxy, UDPServerBase
-
-#: What a proxy may stand in front of: an address, or a started server (its ``.address``).
-ProxyTarget: TypeAlias = Address | ServerBase
-
-#: What a UDP proxy may stand in front of: ``(host, port)``, or a started UDP server (echo or
-#: another proxy).
-UDPTarget: TypeAlias = tuple[str, int] | UDPServerBase[Any]
+from pytest_multiconn.udp import UDPEchoServer, UDPFaultProxy
+from pytest_multiconn.udp.endpoint import UDPTarget
 
 if TYPE_CHECKING:
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pytest_multiconn.core.address import ServerAddress
 from pytest_multiconn.core.connection import Connection, Phase
 from pytest_multiconn.core.loop import Loop
 from pytest_multiconn.faults.table import FaultEntry, FaultTable, install
@@ -33,7 +34,7 @@ class PairProxy(Protocol):
     low_water: int
     transcript_limit: int
     seed: int
-    target: Any
+    target: ServerAddress
 
     @property
     def loop(self) -> Loop: ...

@@ -34,9 +34,16 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
-from pytest_multiconn.core.address import bind_listener, check_host, family_for, parse_port
+from pytest_multiconn.core.address import (
+    Address,
+    ServerAddress,
+    bind_listener,
+    check_host,
+    family_for,
+    parse_port,
+)
 from pytest_multiconn.core.blocking import to_thread
 from pytest_multiconn.core.checks import check_bool, check_seconds, check_seed
 from pytest_multiconn.core.connection import (
@@ -82,8 +89,12 @@ def _looks_like_hostport(text: str, what: str) -> bool:
     )
 
 
-def _parse_address(value: Any, *, what: str, allow_remote: bool, role: str,
-                   allow_zero: bool) -> tuple[Any, socket.AddressFamily]:
+#: What a proxy may stand in front of: an address, or a started server (its ``.address``).
+ProxyTarget: TypeAlias = Address | ServerBase
+
+
+def _parse_address(value: object, *, what: str, allow_remote: bool, role: str,
+                   allow_zero: bool) -> tuple[ServerAddress, socket.AddressFamily]:
     """``(host, port)``, ``"host:port"``, a Unix socket path or a started server, checked."""
     if isinstance(value, ServerBase):
         value = value.address
@@ -129,8 +140,8 @@ class FaultProxy(ServerBase):
 
     def __init__(
         self,
-        target: Any,
-        listen: Any = ("127.0.0.1", 0),
+        target: ProxyTarget,
+        listen: Address = ("127.0.0.1", 0),
         *,
         seed: int | None = None,
         hold: bool = False,
@@ -148,13 +159,14 @@ class FaultProxy(ServerBase):
             target, what="target", allow_remote=allow_remote, role="proxy to", allow_zero=False
         )
         self.timeout = check_seconds(timeout, "timeout")
-        where, family = _parse_address(
+        where, _family = _parse_address(
             listen, what="listen", allow_remote=allow_remote, role="bind", allow_zero=True
         )
-        if family == socket.AF_UNIX:
+        unix_path: str | None = None
+        if isinstance(where, str):  # a Unix socket path (family AF_UNIX)
             host, port, unix_path = "127.0.0.1", 0, where
         else:
-            (host, port), unix_path = where, None
+            host, port = where
         super().__init__(
             host, port, unix_path=unix_path, allow_remote=allow_remote, backlog=backlog,
             max_connections=max_connections, idle_timeout=idle_timeout, high_water=high_water,

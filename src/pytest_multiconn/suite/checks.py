@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pytest_multiconn.core.address import Address, socket_address
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.checks import check_seed
 from pytest_multiconn.core.seed import new_seed
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 
-def check_server(address: Any, exchange: Exchange | None = None, **kwargs: Any) -> SuiteReport:
+def check_server(address: Address, exchange: Exchange | None = None, **kwargs: Any) -> SuiteReport:
     """Run every check against the server at ``address`` speaking ``exchange``; raise
     :class:`ContractBreak` naming every broken contract, else return the report."""
     refuse_in_event_loop("check_server()", "await acheck_server(...)")
@@ -57,13 +58,13 @@ def check_server(address: Any, exchange: Exchange | None = None, **kwargs: Any) 
     return report
 
 
-def run_checks(address: Any, exchange: Exchange | None = None, **kwargs: Any) -> SuiteReport:
+def run_checks(address: Address, exchange: Exchange | None = None, **kwargs: Any) -> SuiteReport:
     """Run the checks (``only=`` those named) and return the :class:`SuiteReport`."""
     refuse_in_event_loop("run_checks()", "await arun_checks(...)")
     return run_server_checks(address, exchange, **kwargs)
 
 
-def run_check(name: str, address: Any, exchange: Exchange | None = None, **kwargs: Any
+def run_check(name: str, address: Address, exchange: Exchange | None = None, **kwargs: Any
               ) -> SuiteRow:
     """Run one named check (see :data:`CHECK_NAMES`) and return its row."""
     refuse_in_event_loop("run_check()", "await arun_check(...)")
@@ -73,7 +74,7 @@ def run_check(name: str, address: Any, exchange: Exchange | None = None, **kwarg
     return report.rows[-1]
 
 
-def check_echo_server(address: Any, **kwargs: Any) -> SuiteReport:
+def check_echo_server(address: Address, **kwargs: Any) -> SuiteReport:
     """:func:`check_server` with the :class:`~pytest_multiconn.exchanges.Echo` exchange,
     stopping at the first broken contract (``stop_on_failure=False`` runs them all)."""
     refuse_in_event_loop("check_echo_server()", "await acheck_echo_server(...)")
@@ -82,7 +83,7 @@ def check_echo_server(address: Any, **kwargs: Any) -> SuiteReport:
 
 
 def run_suite(  # noqa: PLR0917 - address, seed and out were positional before
-    address: Any,
+    address: Address,
     seed: int | None = None,
     out: Callable[[str], object] = print,
     exchange: Exchange | None = None,
@@ -102,7 +103,7 @@ def run_suite(  # noqa: PLR0917 - address, seed and out were positional before
                          "junit_xml, html")
     name = exchange.name if exchange is not None else "echo"
     out(f"fault-injection suite ({name}) against {address!r}, seed {seed}")
-    report = SuiteReport(address, seed, protocol=name)
+    report = SuiteReport(socket_address(address), seed, protocol=name)
     out(report.table())
 
     def show(row: SuiteRow) -> None:
@@ -145,29 +146,29 @@ def _where_time_went(report: SuiteReport) -> str:
 
 # -- awaitable twins (see core/blocking.py): the suite's clients run in a worker thread, so a
 # server on the caller's event loop (asyncio or trio) keeps serving while it is checked.
-async def acheck_server(address: Any, exchange: Exchange | None = None, **kwargs: Any
+async def acheck_server(address: Address, exchange: Exchange | None = None, **kwargs: Any
                         ) -> SuiteReport:
     """Awaitable twin of :func:`check_server` (needs ``pytest-multiconn[async]``)."""
     return await to_thread(check_server, address, exchange, **kwargs)
 
 
-async def acheck_echo_server(address: Any, **kwargs: Any) -> SuiteReport:
+async def acheck_echo_server(address: Address, **kwargs: Any) -> SuiteReport:
     """Awaitable twin of :func:`check_echo_server`."""
     return await to_thread(check_echo_server, address, **kwargs)
 
 
-async def arun_checks(address: Any, exchange: Exchange | None = None, **kwargs: Any
+async def arun_checks(address: Address, exchange: Exchange | None = None, **kwargs: Any
                       ) -> SuiteReport:
     """Awaitable twin of :func:`run_checks`."""
     return await to_thread(run_checks, address, exchange, **kwargs)
 
 
-async def arun_check(name: str, address: Any, exchange: Exchange | None = None, **kwargs: Any
+async def arun_check(name: str, address: Address, exchange: Exchange | None = None, **kwargs: Any
                      ) -> SuiteRow:
     """Awaitable twin of :func:`run_check`."""
     return await to_thread(run_check, name, address, exchange, **kwargs)
 
 
-async def arun_suite(address: Any, *args: Any, **kwargs: Any) -> bool:
+async def arun_suite(address: Address, *args: Any, **kwargs: Any) -> bool:
     """Awaitable twin of :func:`run_suite`."""
     return await to_thread(run_suite, address, *args, **kwargs)

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.checks import check_count, check_number, check_seconds
 from pytest_multiconn.core.seed import derive_seed
 from pytest_multiconn.exchanges.base import Exchange
@@ -104,7 +105,7 @@ class Context:
     """One suite run: where, what protocol, the seed, the limits, the server tree, TLS, and
     what earlier rows found (keep-alive, reply size, a serial server)."""
 
-    address: Any
+    address: SocketAddress
     exchange: Exchange
     seed: int
     limits: SuiteLimits

@@ -22,8 +22,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.suite.model import Sample
 from pytest_multiconn.suite.probes import (
     cpu_seconds,
@@ -131,7 +131,7 @@ class ServerTree:
         return f"pids {shown} ({self.how})"
 
 
-def find_tree(address: Any, pid: int | None = None) -> ServerTree:
+def find_tree(address: SocketAddress, pid: int | None = None) -> ServerTree:
     """The :class:`ServerTree` serving ``address``: from ``pid`` when given, else from the
     processes holding the listening socket (Linux)."""
     if pid is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.errors import ContractBreak
 
 #: Row statuses: a kept contract, a broken one, a check that does not apply to this server
@@ -71,7 +72,7 @@ class SuiteReport:
     when the server could not be seen; ``command`` is the command line that replays the run,
     when it came from one; ``seconds`` the whole run's wall time."""
 
-    address: Any
+    address: SocketAddress
     seed: int
     rows: list[SuiteRow] = field(default_factory=list)
     pid: int | None = None

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.exchanges.base import Exchange, ReplyReader
 
 #: A connect slower than this waited for a SYN retransmission (the first comes after 1 s).
@@ -26,7 +27,7 @@ class PeerError(Exception):
     """A suite client could not finish: the message says what it saw."""
 
 
-def open_socket(address: Any, tls: ssl.SSLContext | None, timeout: float,
+def open_socket(address: SocketAddress, tls: ssl.SSLContext | None, timeout: float,
                 rcvbuf: int | None = None) -> socket.socket:
     """A connected blocking socket (TLS-wrapped, handshake done, when ``tls`` is given)."""
     family = socket.AF_UNIX if isinstance(address, str) else (
@@ -117,7 +118,7 @@ class Talk:
         return self.reader.first_problem()
 
 
-def talk(address: Any, tls: ssl.SSLContext | None, exchange: Exchange,
+def talk(address: SocketAddress, tls: ssl.SSLContext | None, exchange: Exchange,
          requests: Sequence[bytes], deadline: float, *, how: str = "serial",
          rng: random.Random | None = None, max_chunk: int = 1, max_pause: float = 0.0,
          rcvbuf: int | None = None, rate: float | None = None) -> Talk:
@@ -184,7 +185,7 @@ class BurstResult:
 
 
 def burst(  # noqa: PLR0912, PLR0915 - one selector loop over the burst
-    address: Any, exchange: Exchange, n: int, rng: random.Random, timeout: float
+    address: SocketAddress, exchange: Exchange, n: int, rng: random.Random, timeout: float
           ) -> BurstResult:
     """Open ``n`` non-blocking connections at once, send each one request, read its reply
     (plaintext only: a burst measures the listener, not TLS)."""

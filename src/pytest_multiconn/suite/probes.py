@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from pytest_multiconn.core.address import SocketAddress
+
 _SIOCINQ = 0x541B  # FIONREAD: bytes in our receive queue
 _SIOCOUTQ = 0x5411  # TIOCOUTQ: bytes in our send queue (unsent + unacked)
 _TCP_LISTEN = "0A"
@@ -67,7 +69,7 @@ def _same_host(a: str, b: str) -> bool:
         return a == b
 
 
-def listener_pid(address: Any) -> int | None:
+def listener_pid(address: SocketAddress) -> int | None:
     """The pid of a process listening on TCP ``(host, port)``, if Linux lets us see it (this
     process first, else the lowest pid)."""
     pids = listener_pids(address)
@@ -76,7 +78,7 @@ def listener_pid(address: Any) -> int | None:
     return os.getpid() if os.getpid() in pids else min(pids)
 
 
-def listener_pids(address: Any) -> list[int]:
+def listener_pids(address: SocketAddress) -> list[int]:
     """Every pid holding the socket listening on TCP ``(host, port)`` (a pre-fork server's
     master and workers all do), as far as Linux lets us see."""
     if isinstance(address, str):
@@ -103,7 +105,7 @@ def listener_pids(address: Any) -> list[int]:
     return sorted(found)
 
 
-def accept_queue(address: Any) -> int | None:
+def accept_queue(address: SocketAddress) -> int | None:
     """Connections waiting in the accept queue of the listener at TCP ``(host, port)`` (the
     listening socket's ``rx_queue``); None where it cannot be read."""
     if isinstance(address, str):
@@ -125,7 +127,7 @@ def accept_queue(address: Any) -> int | None:
     return None
 
 
-def wait_accept_room(address: Any, room: int = 2, limit: float = 1.0) -> bool:
+def wait_accept_room(address: SocketAddress, room: int = 2, limit: float = 1.0) -> bool:
     """Wait (bounded by ``limit``) until the listener's accept queue holds fewer than
     ``room`` connections, so a connect does not overflow a small listen backlog (5, say)
     and wait a second for a SYN retry.  Where the queue cannot be read, it returns at once.
@@ -413,7 +415,7 @@ class LatencyProbe(_ProbeThread):
     A server that lets one connection starve the others shows up as slow or failed trips.
     """
 
-    address: Any
+    address: SocketAddress
     size: int = 32
     pace: float = 0.005
     timeout: float = 5.0
@@ -508,7 +510,7 @@ class ExchangeProbe(_ProbeThread):
     """
 
     def __init__(  # noqa: PLR0917 - mirrors LatencyProbe's fields
-        self, address: Any, exchange: Any, tls: Any = None, timeout: float = 5.0,
+        self, address: SocketAddress, exchange: Any, tls: Any = None, timeout: float = 5.0,
                  pace: float = 0.005, seed: int = 0) -> None:
         import random
 

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_multiconn.core.address import Address
 from pytest_multiconn.suite.model import FAIL, NA, NOTE, PASS, Sample, SuiteReport, SuiteRow
 
 __all__ = [
@@ -53,7 +54,7 @@ _MIB = 1024 * 1024
 # -- shared helpers --------------------------------------------------------------------------
 
 
-def _address_text(address: Any) -> str:
+def _address_text(address: Address) -> str:
     """``host:port`` for a TCP address (``[v6]:port`` for IPv6), the repr for anything else
     (a Unix socket path, an object the caller passed): what a reader would type back."""
     if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int):  # noqa: PLR2004 - (host, port[, flow, scope])

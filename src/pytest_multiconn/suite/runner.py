@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pytest_multiconn.core.address import Address, SocketAddress, socket_address
 from pytest_multiconn.core.checks import check_count, check_seed
 from pytest_multiconn.exchanges.base import Exchange
 from pytest_multiconn.exchanges.simple import Echo
@@ -66,7 +67,7 @@ def _check_setup(setup: object) -> tuple[bytes, ...]:
     return tuple(out)
 
 
-def _listening(address: Any, timeout: float) -> str | None:
+def _listening(address: SocketAddress, timeout: float) -> str | None:
     """None when something accepts connections at ``address``, else why not."""
     try:
         family = socket.AF_UNIX if isinstance(address, str) else (
@@ -148,7 +149,7 @@ def _dead(name: str) -> SuiteRow:
 
 
 def run_server_checks(
-    address: Any,
+    address: Address,
     exchange: Exchange | None = None,
     *,
     seed: int = 0,
@@ -168,6 +169,7 @@ def run_server_checks(
 
     ``pid`` names the server's process when it cannot be found from the port; ``setup``
     requests are sent once before the rows (a memcached ``set`` of the key the rows get)."""
+    address = socket_address(address)  # a path-like Unix socket path as the socket takes it
     exchange = Echo() if exchange is None else exchange
     if not isinstance(exchange, Exchange):
         raise TypeError(f"exchange must be an Exchange (see pytest_multiconn.exchanges), "
@@ -217,7 +219,7 @@ def run_server_checks(
     return report
 
 
-def _client_context(tls: Any, address: Any) -> Any:
+def _client_context(tls: Any, address: SocketAddress) -> Any:
     if tls is None:
         return None
     from pytest_multiconn.tls.config import client_tls

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import trustme
 
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.checks import check_instance, check_items, check_seconds
 from pytest_multiconn.core.layer import LayerHost
 from pytest_multiconn.tls.certs import (
@@ -237,7 +238,7 @@ class ClientTLS:
 
 def client_tls(
     tls: object,
-    address: Any,
+    address: SocketAddress,
     server_hostname: str | None = None,
 ) -> ClientTLS:
     """Normalise a client's ``tls=`` value: an SSLContext, or a :class:`TLSConfig`."""

@@ -24,7 +24,12 @@ from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
 from pytest_multiconn.errors import EchoMismatch
 from pytest_multiconn.faults.params import integer, seconds
-from pytest_multiconn.udp.endpoint import DatagramEndpoint, address_of, connect_datagram
+from pytest_multiconn.udp.endpoint import (
+    DatagramEndpoint,
+    UDPTarget,
+    address_of,
+    connect_datagram,
+)
 
 #: ``expect(sent, timeout) -> received``: client address -> datagrams it will receive.
 Expect = Callable[[Mapping[tuple[str, int], int], float], Mapping[tuple[str, int], int]]
@@ -176,7 +181,7 @@ class MultiDatagramClient:
 
     def __init__(
         self,
-        address: Any,
+        address: UDPTarget,
         num_clients: int = 2,
         datagrams: int = 10,
         *,
@@ -186,7 +191,8 @@ class MultiDatagramClient:
         allow_remote: bool = False,
     ) -> None:
         owner = type(self).__name__
-        target = getattr(address, "address", address)
+        # Checked below, whatever it is: the caller may pass anything.
+        target: Any = getattr(address, "address", address)
         try:
             host, port = target[0], target[1]
         except (TypeError, IndexError, KeyError):

@@ -23,7 +23,7 @@ import errno
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 from pytest_multiconn.core.address import check_host, family_for, parse_port
 from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop
@@ -45,6 +45,18 @@ _DATAGRAM_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.EMSGSIZE, errno.EHOSTUNREACH, errno.ENETUNREACH,
      errno.ENOBUFS, errno.EPERM, errno.ECONNRESET}
 )
+
+
+class HasDatagramAddress(Protocol):
+    """A started UDP server or proxy: what it is bound to."""
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+
+#: Where a UDP client sends and a UDP proxy forwards: ``(host, port)``, or a started UDP
+#: server or proxy (its ``.address``).
+UDPTarget: TypeAlias = tuple[str, int] | HasDatagramAddress
 
 
 def address_of(host: str, port: object, *, allow_remote: bool, role: str) -> tuple[str, int]:

@@ -38,6 +38,7 @@ from pytest_multiconn.faults.table import FaultEntry, FaultInfo, FaultTable
 from pytest_multiconn.udp.base import UDPServerBase
 from pytest_multiconn.udp.endpoint import (
     DatagramEndpoint,
+    UDPTarget,
     address_of,
     bind_datagram,
     connect_datagram,
@@ -297,8 +298,8 @@ class _Session:
         )
 
 
-def _check_target(target: Any, allow_remote: bool) -> tuple[str, int]:
-    address = getattr(target, "address", target)
+def _check_target(target: UDPTarget, allow_remote: bool) -> tuple[str, int]:
+    address: Any = getattr(target, "address", target)  # checked below, whatever it is
     try:
         host, port = address[0], address[1]
     except (TypeError, IndexError, KeyError):
@@ -322,7 +323,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
 
     def __init__(
         self,
-        target: Any,
+        target: UDPTarget,
         listen: tuple[str, int] = ("127.0.0.1", 0),
         *,
         seed: int | None = None,

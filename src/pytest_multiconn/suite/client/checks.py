@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from pytest_multiconn.core.address import Address, socket_address
 from pytest_multiconn.core.checks import check_seconds, check_seed
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.errors import ContractBreak
@@ -49,7 +50,7 @@ def _prepare(exchange: Exchange, *, idempotent: bool, timeout: float, margin: fl
 
 
 @contextmanager
-def _upstream(target: Any, exchange: Exchange) -> Iterator[Any]:
+def _upstream(target: Address | None, exchange: Exchange) -> Iterator[Any]:
     if target is not None:
         yield target
         return
@@ -60,9 +61,9 @@ def _upstream(target: Any, exchange: Exchange) -> Iterator[Any]:
         server.stop()
 
 
-def _report(target: Any, exchange: Exchange, seed: int) -> SuiteReport:
+def _report(target: Address | None, exchange: Exchange, seed: int) -> SuiteReport:
     where = target if target is not None else f"our {exchange.name} server"
-    return SuiteReport(where, seed, protocol=f"{exchange.name} client")
+    return SuiteReport(socket_address(where), seed, protocol=f"{exchange.name} client")
 
 
 def _finish(report: SuiteReport, started: float, raise_on_failure: bool) -> SuiteReport:
@@ -83,7 +84,7 @@ def _finish(report: SuiteReport, started: float, raise_on_failure: bool) -> Suit
 def check_client(
     call: Callable[[Any], Any],
     *,
-    target: Any = None,
+    target: Address | None = None,
     exchange: Exchange,
     expect: Any,
     idempotent: bool,
@@ -132,7 +133,7 @@ def check_client(
 async def acheck_client(
     acall: Callable[[Any], Awaitable[Any]],
     *,
-    target: Any = None,
+    target: Address | None = None,
     exchange: Exchange,
     expect: Any,
     idempotent: bool,

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.suite.client.outcome import HUNG, RAISED, RETURNED, Outcome, short
 from pytest_multiconn.suite.client.rows import (
     ROWS,
@@ -125,7 +126,7 @@ def program(row: Row, plan: Plan, setup: Setup) -> Program:
 # -- calls ------------------------------------------------------------------------------------
 
 
-def call_bounded(call: Callable[[Any], Any], address: Any, patience: float) -> Outcome:
+def call_bounded(call: Callable[[Any], Any], address: SocketAddress, patience: float) -> Outcome:
     """``call(address)`` in a daemon thread, waited for at most ``patience`` seconds."""
     box: list[Outcome] = []
     started = time.monotonic()
@@ -146,7 +147,7 @@ def call_bounded(call: Callable[[Any], Any], address: Any, patience: float) -> O
     return Outcome(HUNG, time.monotonic() - started)
 
 
-async def acall_bounded(acall: Callable[[Any], Awaitable[Any]], address: Any,
+async def acall_bounded(acall: Callable[[Any], Awaitable[Any]], address: SocketAddress,
                         patience: float) -> Outcome:
     """``await acall(address)`` under a cancel scope of ``patience`` seconds (anyio)."""
     import anyio
