@@ -7,9 +7,10 @@ import socket
 
 import pytest
 
+from helpers import connect, recv_until_eof
 from pytest_multiconn import EchoServer
 from pytest_multiconn.core.seed import SEED_ENV, derive_seed
-from pytest_multiconn.faults import Slicer
+from pytest_multiconn.faults import Corrupt
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -152,42 +153,41 @@ def test_run_seed_replays_the_server_seed_across_processes(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The inner run (a separate process, seeded through the environment) prints its server's
-    # seed and the slices its client saw; this process builds the same server from the same
-    # run seed and node id.  Slices leave 20 ms apart, so each is one recv().
+    # seed and the bytes its client got back through a seeded Corrupt; this process builds
+    # the same server from the same run seed and node id and must get the same bytes (which
+    # bits flip is a function of the seed alone, not of timing or of how reads split).
     pytester.makepyfile(
-        test_sizes="""
+        test_bits="""
         import socket
-        from pytest_multiconn.faults import Slicer
+        from pytest_multiconn.faults import Corrupt
 
-        def test_sizes(multiconn_faulty_server_factory):
-            server = multiconn_faulty_server_factory(
-                Slicer(average_size=5, size_variation=4, delay_us=20_000))
+        def test_bits(multiconn_faulty_server_factory):
+            server = multiconn_faulty_server_factory(Corrupt(rate=0.05))
             with socket.create_connection(server.address, timeout=5) as sock:
-                sock.sendall(bytes(40))
-                sizes = []
-                while sum(sizes) < 40:
-                    sizes.append(len(sock.recv(300)))
-            print("SEED", server.seed, "SIZES", sizes)
+                sock.sendall(bytes(400))
+                sock.shutdown(socket.SHUT_WR)
+                got = b"".join(iter(lambda: sock.recv(65536), b""))
+            print("SEED", server.seed, "GOT", got.hex())
         """
     )
     monkeypatch.setenv(SEED_ENV, "11")
     result = pytester.runpytest_subprocess("-s")
     result.assert_outcomes(passed=1)
-    match = re.search(r"SEED (\d+) SIZES (\[.*\])", result.stdout.str())
+    match = re.search(r"SEED (\d+) GOT ([0-9a-f]+)", result.stdout.str())
     assert match is not None, result.stdout.str()
 
-    def sizes(run_seed: int) -> tuple[int, str]:
-        seed = derive_seed(run_seed, "test_sizes.py::test_sizes", "faulty-server", 1)
-        with EchoServer(faults=[Slicer(average_size=5, size_variation=4, delay_us=20_000)],
-                        seed=seed) as server, \
-                socket.create_connection(server.address, timeout=5) as sock:
-            sock.sendall(bytes(40))
-            got: list[int] = []
-            while sum(got) < 40:
-                got.append(len(sock.recv(300)))
-            return seed, str(got)
+    def echoed(run_seed: int) -> tuple[int, str]:
+        seed = derive_seed(run_seed, "test_bits.py::test_bits", "faulty-server", 1)
+        with EchoServer(faults=[Corrupt(rate=0.05)], seed=seed) as server, \
+                connect(server.address) as sock:
+            sock.sendall(bytes(400))
+            sock.shutdown(socket.SHUT_WR)
+            return seed, recv_until_eof(sock).hex()
 
-    seed, slices = sizes(11)
+    seed, got = echoed(11)
     assert int(match.group(1)) == seed
-    assert match.group(2) == slices
-    assert sizes(12)[0] != seed
+    assert got != bytes(400).hex(), "Corrupt(rate=0.05) flipped nothing in 400 bytes"
+    assert match.group(2) == got
+    other_seed, other = echoed(12)
+    assert other_seed != seed
+    assert other != got

@@ -607,3 +607,50 @@ def test_reprs_name_the_faults(faulty: Factory) -> None:
     assert server.faults() == [FaultInfo("latency_downstream", Latency(ms=100), "downstream",
                                          1.0)]
     assert isinstance(server, EchoServer)
+
+
+def test_limit_data_reset_delivers_every_byte_before_the_rst_to_a_reading_client(
+    faulty: Factory,
+) -> None:
+    # An RST makes the kernel drop what it has not delivered.  Forced here: the client stops
+    # reading 512 KiB before the limit (its receive buffer is 64 KiB), so when the server
+    # reaches the limit the last bytes wait in its output buffer and kernel send queue; only
+    # then does the client read on.  The reset waits for them (bounded), so all n arrive.
+    limit = 4 << 20
+    hold = 512 << 10
+    server = faulty(LimitData(bytes=limit, reset=True), high_water=2 << 20)
+    payload = bytes(i * 7 % 251 for i in range(limit))
+    got = bytearray()
+    with connect(server.address, rcvbuf=1 << 16) as sock, \
+            selectors.DefaultSelector() as sel:
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        sent = 0
+        deadline = time.monotonic() + 30
+        while len(got) < limit - hold:  # echo flowing both ways, as a reading client does
+            assert time.monotonic() < deadline, f"stuck: sent {sent}, got {len(got)}"
+            for _, mask in sel.select(1.0):
+                if mask & selectors.EVENT_WRITE and sent < len(payload):
+                    with contextlib.suppress(BlockingIOError):
+                        sent += sock.send(payload[sent : sent + 65536])
+                    if sent == len(payload):
+                        sel.modify(sock, selectors.EVENT_READ)
+                if mask & selectors.EVENT_READ:
+                    chunk = sock.recv(1 << 20)
+                    assert chunk, f"EOF after {len(got)} bytes"
+                    got += chunk
+        sock.setblocking(True)
+        sock.settimeout(TIMEOUT)
+        sock.sendall(payload[sent:])  # the server reads it all: its output stays below high_water
+
+        def limit_reached() -> bool:
+            conns = server.connections() + server.recently_closed()
+            return any("limit of" in c.transcript for c in conns)
+
+        wait_until(limit_reached, TIMEOUT, "the server to reach the limit",
+                   describe=server.connections)
+        data, error = recv_to_end(sock, limit=limit)
+    got += data
+    assert isinstance(error, ConnectionResetError), error
+    assert len(got) == limit, f"got {len(got)} of the {limit} bytes before the RST"
+    assert bytes(got) == payload

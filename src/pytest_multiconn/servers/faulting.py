@@ -9,17 +9,30 @@ the handler's ``data_received``).  Both act on plaintext, above any TLS layer.
 A connection gets a :class:`ConnectionFaults` only when a fault applies to it, and a
 direction gets a pipe only when a fault acts on it; what it asks of its connection is
 :class:`FaultHost`, a handful of public methods.
+
+A reset a fault asks for (``LimitData(reset=True)``, ``ResetPeer``) goes out once the bytes
+that passed the faults before it left: an RST makes the kernel throw away what it has not
+delivered yet, and a server's output buffer and kernel send queue hold megabytes, so "exactly
+n bytes, then an RST" needs the wait.  From the request on, nothing more is read or sent; the
+wait polls the connection's :meth:`FaultHost.unsent` on a loop timer, bounded by
+:data:`RESET_DRAIN_TIMEOUT` (a client that does not read gets the RST then).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from pytest_multiconn.core.layer import Recorder
-from pytest_multiconn.core.loop import Loop
+from pytest_multiconn.core.loop import Loop, Timer
 from pytest_multiconn.faults.pipeline import Pipe
 from pytest_multiconn.faults.table import FaultEntry, install
 from pytest_multiconn.faults.toxics import Toxic
+
+#: How long a reset waits for the bytes before it to reach the peer (seconds).
+RESET_DRAIN_TIMEOUT = 2.0
+#: How often it looks (the kernel's send queue gives no event when it empties).
+RESET_DRAIN_POLL = 0.001
 
 
 class FaultHost(Protocol):
@@ -60,6 +73,11 @@ class FaultHost(Protocol):
 
     def reset(self) -> None: ...
 
+    def unsent(self) -> int:
+        """Bytes written and not yet delivered to the peer: those still buffered by the
+        connection (or its TLS layer), and those in the kernel's send queue that the peer has
+        not acknowledged (where the platform can say)."""
+
     def notify(self) -> None:
         """Wake the server's waiters."""
 
@@ -67,10 +85,11 @@ class FaultHost(Protocol):
 class _Upstream:
     """The upstream pipe's ends: the socket's reading (source) and the handler (target)."""
 
-    __slots__ = ("host", "intake_paused")
+    __slots__ = ("faults", "host", "intake_paused")
 
-    def __init__(self, host: FaultHost) -> None:
-        self.host = host
+    def __init__(self, faults: ConnectionFaults) -> None:
+        self.faults = faults
+        self.host = faults.host
         self.intake_paused = False
 
     def pause_intake(self) -> None:
@@ -79,7 +98,7 @@ class _Upstream:
 
     def resume_intake(self) -> None:
         self.intake_paused = False
-        if not self.host.closed:
+        if not self.host.closed and not self.faults.resetting:
             self.host.resume_reading()
 
     @property
@@ -87,23 +106,24 @@ class _Upstream:
         return True
 
     def put(self, data: bytes) -> None:
-        if not self.host.closed:
+        if not self.host.closed and not self.faults.resetting:
             self.host.pass_in(data)
 
     put_merged = put
 
     def put_eof(self) -> None:
-        if not self.host.closed:
+        if not self.host.closed and not self.faults.resetting:
             self.host.pass_in_eof()
 
 
 class _Downstream:
     """The downstream pipe's ends: the handler's writes (source) and the socket (target)."""
 
-    __slots__ = ("host", "intake_paused")
+    __slots__ = ("faults", "host", "intake_paused")
 
-    def __init__(self, host: FaultHost) -> None:
-        self.host = host
+    def __init__(self, faults: ConnectionFaults) -> None:
+        self.faults = faults
+        self.host = faults.host
         self.intake_paused = False
 
     def pause_intake(self) -> None:
@@ -120,12 +140,13 @@ class _Downstream:
         return True
 
     def put(self, data: bytes) -> None:
-        self.host.pass_out(data)
+        if not self.faults.resetting:  # a reset is waiting for what went before to leave
+            self.host.pass_out(data)
 
     put_merged = put
 
     def put_eof(self) -> None:
-        if not self.host.closed:
+        if not self.host.closed and not self.faults.resetting:  # no FIN before the RST
             self.host.pass_out_eof()
 
 
@@ -141,6 +162,9 @@ class ConnectionFaults:
         self.low_water = low_water
         self.up: Pipe | None = None
         self.down: Pipe | None = None
+        #: A fault asked for a reset: it waits for the bytes before it to leave.
+        self.resetting = False
+        self.drain_timer: Timer | None = None
 
     def __repr__(self) -> str:
         return f"<ConnectionFaults #{self.number} up={self.up!r} down={self.down!r}>"
@@ -159,9 +183,26 @@ class ConnectionFaults:
 
     def reset(self, reason: str) -> None:
         host = self.host
+        if host.closed or self.resetting:
+            return
+        self.resetting = True
+        host.transcript.record("note", 0, f"resetting: {reason}")
+        host.pause_reading()  # nothing new comes in, so no reply goes on growing the queue
+        self._reset_when_sent(time.monotonic() + RESET_DRAIN_TIMEOUT)
+
+    def _reset_when_sent(self, deadline: float) -> None:
+        self.drain_timer = None
+        host = self.host
         if host.closed:
             return
-        host.transcript.record("note", 0, f"resetting: {reason}")
+        unsent = host.unsent()
+        if unsent and time.monotonic() < deadline:
+            self.drain_timer = host.loop.call_later(
+                RESET_DRAIN_POLL, lambda: self._reset_when_sent(deadline))
+            return
+        if unsent:
+            host.transcript.record(
+                "note", unsent, f"{RESET_DRAIN_TIMEOUT:g} s and the peer has not read them all")
         host.reset()
 
     def held_changed(self) -> None:
@@ -172,13 +213,13 @@ class ConnectionFaults:
         host = self.host
         if direction == "upstream":
             if self.up is None:
-                ends = _Upstream(host)
+                ends = _Upstream(self)
                 self.up = Pipe(self, direction, ends, ends, loop=host.loop,
                                high_water=self.high_water, low_water=self.low_water,
                                passed=host.bytes_in)
             return self.up
         if self.down is None:
-            out = _Downstream(host)
+            out = _Downstream(self)
             self.down = Pipe(self, direction, out, out, loop=host.loop,
                              high_water=self.high_water, low_water=self.low_water,
                              passed=host.bytes_out)
@@ -211,6 +252,9 @@ class ConnectionFaults:
         return self.down is None or self.down.idle()
 
     def stop(self) -> None:
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
+            self.drain_timer = None
         for pipe in (self.up, self.down):
             if pipe is not None:
                 pipe.stop()

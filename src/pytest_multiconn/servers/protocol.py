@@ -255,6 +255,13 @@ class ProtocolConnection(Connection):
     def pass_out(self, data: bytes) -> None:
         super().write(data)
 
+    def unsent(self) -> int:
+        """Bytes written and not yet delivered to the peer (``FaultHost``): buffered here or
+        in the TLS layer, and unacknowledged in the kernel's send queue."""
+        layer = self.layer
+        held = 1 if layer is not None and layer.backlog() else 0  # ciphertext, size unknown
+        return self.buffered + held + self._kernel_queued()
+
     def pass_out_eof(self) -> None:
         if self._finish_after_faults:
             super().finish()
