@@ -44,9 +44,8 @@ import socket
 import struct
 import time
 import traceback
-from typing import Any
 
-from pytest_multiconn.core.address import TCPAddress
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.checks import check_seconds
 from pytest_multiconn.core.layer import Buffer, StreamLayer
 from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop, Timer
@@ -192,7 +191,7 @@ class Connection:
         self,
         loop: Loop,
         sock: socket.socket,
-        peer: Any = None,
+        peer: SocketAddress | None = None,
         *,
         high_water: int = DEFAULT_HIGH_WATER,
         low_water: int | None = None,
@@ -410,7 +409,7 @@ class Connection:
         if not self.closed:
             self._update_interest()
 
-    def connect(self, address: TCPAddress | str) -> None:
+    def connect(self, address: SocketAddress) -> None:
         """Start a non-blocking connect; ``connection_made`` runs when it completes."""
         if self._mask:
             raise RuntimeError(f"{self!r}: connect() on a connection that already started")

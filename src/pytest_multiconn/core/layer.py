@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.loop import Loop
 
 #: What a connection writes and a layer sends.
@@ -38,7 +39,7 @@ class LayerHost(Protocol):
     sock: socket.socket
     loop: Loop
     label: str
-    peer: Any
+    peer: SocketAddress | None
     read_size: int
 
     @property

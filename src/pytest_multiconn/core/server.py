@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pytest_multiconn.core.address import ServerAddress, bind_listener, check_host, parse_port
+from pytest_multiconn.core.address import (
+    ServerAddress,
+    SocketAddress,
+    bind_listener,
+    check_host,
+    parse_port,
+)
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.checks import MAX_C_INT, check_count, check_path, check_seconds
 from pytest_multiconn.core.connection import (
@@ -94,7 +100,7 @@ class ConnectionInfo:
 
     id: int
     label: str
-    peer: Any
+    peer: SocketAddress | None
     bytes_in: int
     bytes_out: int
     buffered: int
@@ -482,14 +488,14 @@ class ServerBase(LoopService[ServerAddress]):
             self._closed_down.set()
 
     # -- subclass interface ---------------------------------------------------------------
-    def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
+    def make_connection(self, sock: socket.socket, addr: SocketAddress) -> Connection:
         raise NotImplementedError
 
     # -- loop-thread bookkeeping -------------------------------------------------------------
     def may_accept(self) -> bool:
         return self.max_connections is None or len(self._conns) < self.max_connections
 
-    def accept_connection(self, sock: socket.socket, addr: Any) -> None:
+    def accept_connection(self, sock: socket.socket, addr: SocketAddress) -> None:
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:

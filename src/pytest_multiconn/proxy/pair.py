@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pytest_multiconn.core.address import ServerAddress
+from pytest_multiconn.core.address import ServerAddress, SocketAddress
 from pytest_multiconn.core.connection import Connection, Phase
 from pytest_multiconn.core.loop import Loop
 from pytest_multiconn.faults.table import FaultEntry, FaultTable, install
@@ -61,7 +61,7 @@ class Relay:
 class Pair:
     """The client side, the server side and the pipelines between them (loop thread)."""
 
-    def __init__(self, proxy: PairProxy, number: int, sock: socket.socket, addr: Any,
+    def __init__(self, proxy: PairProxy, number: int, sock: socket.socket, addr: SocketAddress,
                  target_family: socket.AddressFamily, *, relay: Relay) -> None:
         self.proxy = proxy
         self.relay = relay

@@ -39,6 +39,7 @@ from typing import Any, TypeAlias, TypeVar, cast
 from pytest_multiconn.core.address import (
     Address,
     ServerAddress,
+    SocketAddress,
     bind_listener,
     check_host,
     family_for,
@@ -428,7 +429,7 @@ class FaultProxy(ServerBase):
     def may_accept(self) -> bool:
         return not self._down and super().may_accept()
 
-    def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
+    def make_connection(self, sock: socket.socket, addr: SocketAddress) -> Connection:
         try:
             pair = Pair(self, next(self._numbers), sock, addr, self.target_family,
                         relay=self._relay)

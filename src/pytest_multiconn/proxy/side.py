@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import socket
 from collections import deque
-from typing import Any, Protocol
+from typing import Protocol
 
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import EVENT_READ, EVENT_WRITE, Loop
 from pytest_multiconn.core.transcript import Transcript
@@ -69,8 +70,9 @@ class Spliced(Protocol):
 class Side(Connection):
     """The client's socket or the target's; what it reads goes to ``other``."""
 
-    def __init__(self, pair: SidePair, role: str, sock: socket.socket, peer: Any, *, loop: Loop,
-                 high_water: int, low_water: int) -> None:
+    def __init__(self, pair: SidePair, role: str, sock: socket.socket,
+                 peer: SocketAddress | None, *, loop: Loop, high_water: int,
+                 low_water: int) -> None:
         super().__init__(
             loop,
             sock,

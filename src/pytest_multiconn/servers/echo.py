@@ -22,6 +22,7 @@ import socket
 import ssl
 from typing import Any
 
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.connection import Connection, Phase
 from pytest_multiconn.core.loop import EVENT_READ
 from pytest_multiconn.servers.protocol import ProtocolConnection, ProtocolServer
@@ -73,7 +74,7 @@ class EchoConnection(ProtocolConnection):
     handler, an :class:`EchoProtocol`.  Subclass it and override ``data_received`` (with
     ``self.write``) for a server that answers differently."""
 
-    def __init__(self, server: ProtocolServer, sock: socket.socket, addr: Any) -> None:
+    def __init__(self, server: ProtocolServer, sock: socket.socket, addr: SocketAddress) -> None:
         super().__init__(server, sock, addr)
         self._observer = server.on_event
 
@@ -103,7 +104,7 @@ class _PlainEchoConnection(EchoConnection):
     """
 
     def __init__(
-        self, server: EchoServer, sock: socket.socket, addr: Any, read_view: memoryview
+        self, server: EchoServer, sock: socket.socket, addr: SocketAddress, read_view: memoryview
     ) -> None:
         super().__init__(server, sock, addr)
         self._view = read_view  # the server's one read buffer (_PlainEchoBuffer)
@@ -254,7 +255,7 @@ class EchoServer(ProtocolServer):
             conn.leave_fast_path()
         return super().general_connection(conn)
 
-    def fast_connection(self, sock: socket.socket, addr: Any) -> Connection | None:
+    def fast_connection(self, sock: socket.socket, addr: SocketAddress) -> Connection | None:
         # ProtocolServer asks only without a layer, an observer and a stream fault.  The
         # inline echo is EchoProtocol's behaviour, so only that exact factory gets it (not a
         # subclass, not a handler a subclass swapped in).

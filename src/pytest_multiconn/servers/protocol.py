@@ -31,6 +31,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, Self
 
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.seed import get_run_seed
@@ -161,7 +162,7 @@ class ProtocolConnection(Connection):
     connection is that pipe's :class:`~pytest_multiconn.servers.faulting.FaultHost`.
     """
 
-    def __init__(self, server: ProtocolServer, sock: socket.socket, addr: Any) -> None:
+    def __init__(self, server: ProtocolServer, sock: socket.socket, addr: SocketAddress) -> None:
         super().__init__(
             server.loop,
             sock,
@@ -543,7 +544,7 @@ class ProtocolServer(ServerBase):
         else:
             listener.pause()
 
-    def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
+    def make_connection(self, sock: socket.socket, addr: SocketAddress) -> Connection:
         """The connection for one accepted socket: :meth:`fast_connection` where nothing
         needs the general path (no layer, no observer, no fault) and it offers one, else
         :attr:`connection_class`."""
@@ -553,7 +554,7 @@ class ProtocolServer(ServerBase):
                 return fast
         return self.connection_class(self, sock, addr)
 
-    def fast_connection(self, sock: socket.socket, addr: Any) -> Connection | None:
+    def fast_connection(self, sock: socket.socket, addr: SocketAddress) -> Connection | None:
         """Extension point: a tuned connection for a plain socket, or None (the default).
 
         Called only when the server has no layer (TLS) and no ``on_event`` observer.  What it

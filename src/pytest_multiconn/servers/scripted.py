@@ -37,6 +37,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.blocking import to_thread
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
@@ -305,8 +306,8 @@ class ScriptFailure:
 class ScriptedConnection(Connection):
     """Runs one script against one client."""
 
-    def __init__(self, server: ScriptedServer, sock: socket.socket, addr: Any, number: int,
-                 steps: tuple[Step, ...] | None) -> None:
+    def __init__(self, server: ScriptedServer, sock: socket.socket, addr: SocketAddress,
+                 number: int, steps: tuple[Step, ...] | None) -> None:
         super().__init__(server.loop, sock, addr, high_water=server.high_water,
                          transcript_limit=server.transcript_limit)
         self.server = server
@@ -521,7 +522,7 @@ class ScriptedServer(ServerBase):
     def _script_name(self, index: int) -> str:
         return "script (every connection)" if self.every else f"scripts[{index}]"
 
-    def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
+    def make_connection(self, sock: socket.socket, addr: SocketAddress) -> Connection:
         self._numbers += 1
         index = self._script_index(self._numbers)
         if index is not None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
+from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.checks import check_count
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
@@ -175,7 +176,7 @@ class Router:
 class _HTTPConnection(Connection):
     """One HTTP/1.1 client of the API: bytes in, h11 events, a response per request."""
 
-    def __init__(self, server: ToxiproxyServer, sock: socket.socket, addr: Any) -> None:
+    def __init__(self, server: ToxiproxyServer, sock: socket.socket, addr: SocketAddress) -> None:
         super().__init__(server.loop, sock, addr, high_water=server.high_water,
                          low_water=server.low_water, transcript_limit=server.transcript_limit)
         self.server = server
@@ -390,7 +391,7 @@ class ToxiproxyServer(ServerBase):
         proxy's connections under the proxy itself); ``limit`` bounds the lines."""
         return "\n".join([repr(self), *(f"  {line}" for line in self.api.summary()[:limit])])
 
-    def make_connection(self, sock: socket.socket, addr: Any) -> Connection:
+    def make_connection(self, sock: socket.socket, addr: SocketAddress) -> Connection:
         return _HTTPConnection(self, sock, addr)
 
 
