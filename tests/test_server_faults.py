@@ -579,6 +579,8 @@ def test_the_transcript_keeps_what_the_faults_did_within_its_limit(
         (lambda: LimitData(bytes=1.5), "bytes"),
         (lambda: LimitData(bytes=1, reset="yes"), "reset"),
         (lambda: EchoServer().pause_accepting(backlog=-1), "backlog"),
+        (lambda: EchoServer().pause_accepting(backlog=True), "backlog"),
+        (lambda: EchoServer().pause_accepting(backlog=2**40), "backlog"),  # listen() takes an int
     ],
 )
 def test_bad_fault_arguments_say_what_is_wrong(make: Callable[[], Any], message: str) -> None:
@@ -589,8 +591,11 @@ def test_bad_fault_arguments_say_what_is_wrong(make: Callable[[], Any], message:
 def test_bad_faults_and_seed_are_refused() -> None:
     with pytest.raises(TypeError, match="stream faults such as Latency"):
         EchoServer(faults=["Latency(ms=1)"])  # type: ignore[list-item]
-    with pytest.raises((TypeError, ValueError), match="seed must be an integer"):
-        EchoServer(seed="7")  # type: ignore[arg-type]
+    for seed in ("7", True, -1, 1.5, 2**64):
+        with pytest.raises(ValueError, match=re.escape(f"seed must be an integer from 0 to "
+                                                       f"2**64 - 1 or None (the run seed), "
+                                                       f"got {seed!r}")):
+            EchoServer(seed=seed)  # type: ignore[arg-type]
 
 
 def test_reprs_name_the_faults(faulty: Factory) -> None:

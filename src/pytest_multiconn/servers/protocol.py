@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol, Self
 
 from pytest_multiconn.core.address import SocketAddress
+from pytest_multiconn.core.checks import MAX_C_INT, check_count, check_seed
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.seed import get_run_seed
@@ -346,8 +347,7 @@ class ProtocolServer(ServerBase):
         self.protocol_factory = protocol_factory
         # Closed connections whose handler's connection_lost is scheduled but has not run.
         self._lost_pending: dict[int, ProtocolConnection] = {}
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an integer or None (the run seed), got {seed!r}")
+        seed = check_seed(seed, optional=True)
         #: Seeds the faults' random numbers (default: the run seed, ``--multiconn-seed``).
         self.seed = get_run_seed() if seed is None else seed
         self._fault_table = stream_table(f"server {self.name}")
@@ -491,9 +491,8 @@ class ProtocolServer(ServerBase):
         them, and ``connect()`` blocks until the client's own timeout (``TimeoutError``), never
         ``ConnectionRefusedError``.  :meth:`resume_accepting` serves the queued connections.
         """
-        if backlog is not None and (isinstance(backlog, bool) or not isinstance(backlog, int)
-                                    or backlog < 0):
-            raise ValueError(f"backlog must be an integer >= 0 or None, got {backlog!r}")
+        if backlog is not None:
+            check_count(backlog, "backlog", maximum=MAX_C_INT)  # listen() takes a C int
 
         def go() -> None:
             self._accepting = False
