@@ -13,19 +13,26 @@ name), so one seed replays one schedule.  Loop thread only, except the checks.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from random import Random
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pytest_multiconn.core.checks import check_fraction
 from pytest_multiconn.core.layer import Recorder
 from pytest_multiconn.core.seed import derive_seed
 from pytest_multiconn.faults.base import Fault
-from pytest_multiconn.faults.pipeline import DIRECTIONS, SHORT, Pipe, check_direction
+from pytest_multiconn.faults.pipeline import (
+    DIRECTIONS,
+    SHORT,
+    Direction,
+    Pipe,
+    check_direction,
+)
 from pytest_multiconn.faults.toxics import Stage, Toxic
 
 F = TypeVar("F", bound=Fault)
+T = TypeVar("T")
 
 
 @dataclass
@@ -160,6 +167,93 @@ class FaultTable(Generic[F]):
                 f"probability={e.probability:g}" for e in self]
 
 
+class FaultHolder(Protocol):
+    """A live connection's faults, as its owner's table reaches them (loop thread): a
+    proxied pair, a server connection's :class:`~pytest_multiconn.servers.faulting.
+    ConnectionFaults`."""
+
+    def add(self, entry: FaultEntry[Toxic]) -> None:
+        """Install ``entry``'s stages (its directions, its probability draw)."""
+
+    def update(self, name: str, fault: Toxic) -> None:
+        """Give the stages of fault ``name`` the new parameters."""
+
+    def remove(self, name: str) -> None:
+        """Remove the stages of fault ``name``; what they hold is passed on."""
+
+
+class StreamFaults:
+    """``add``/``update``/``remove``/``clear``/``faults`` of a TCP proxy and of a server: one
+    implementation, so they behave the same everywhere.  The owner keeps a stream table in
+    ``_fault_table`` and says how to run in its loop thread (``_in_loop``) and which live
+    connections take faults (``_fault_holders``)."""
+
+    _fault_table: FaultTable[Toxic]
+
+    def _in_loop(self, fn: Callable[[], T]) -> T:
+        raise NotImplementedError
+
+    def _fault_holders(self) -> list[FaultHolder]:
+        raise NotImplementedError
+
+    def add(self, fault: Toxic, direction: Direction = "downstream", probability: float = 1.0,
+            name: str | None = None) -> str:
+        """Apply stream fault ``fault`` (``Latency(ms=50)``, ``When(ResetPeer(),
+        match=...)``) to ``direction`` of every connection, live and future; return its name
+        (default ``<kind>_<direction>``, as toxiproxy names toxics, then ``_2``...).
+
+        On a proxy "upstream" is what the client sends, "downstream" what it receives; on
+        a server "downstream" is what the server sends, "upstream" what it receives (before
+        the handler's ``data_received``); "both" is both; over TLS, the plaintext.
+        ``probability`` (toxiproxy's *toxicity*) is drawn once per connection and direction.
+        """
+        toxic, chance = self._fault_table.check_add(fault, direction, probability, name)
+
+        def go() -> str:
+            entry = self._fault_table.add(toxic, direction, chance, name)
+            for holder in self._fault_holders():
+                holder.add(entry)
+            return entry.name
+
+        return self._in_loop(go)
+
+    def update(self, name: str, **params: Any) -> Toxic:
+        """Change parameters of fault ``name`` (``probability=`` too, for new connections);
+        live connections use the new values from now on.  Bytes a delaying fault holds
+        (``Latency``, ``Slicer``, ``Bandwidth``, ``SlowClose``) are passed on at once, as
+        toxiproxy does when a toxic is updated.  Returns the new fault object."""
+        probability = params.pop("probability", None)
+        if probability is not None:
+            probability = check_probability(probability)
+
+        def go() -> Toxic:
+            entry = self._fault_table.update(name, params, probability)
+            for holder in self._fault_holders():
+                holder.update(name, entry.fault)
+            return entry.fault
+
+        return self._in_loop(go)
+
+    def remove(self, name: str) -> None:
+        """Remove fault ``name``; bytes it was holding are passed on at once."""
+
+        def go() -> None:
+            self._fault_table.remove(name)
+            for holder in self._fault_holders():
+                holder.remove(name)
+
+        self._in_loop(go)
+
+    def clear(self) -> None:
+        """Remove every fault."""
+        for info in self.faults():
+            self.remove(info.name)
+
+    def faults(self) -> list[FaultInfo[Toxic]]:
+        """The faults configured now, in the order they apply."""
+        return self._in_loop(self._fault_table.info)
+
+
 def stream_table(owner: str) -> FaultTable[Toxic]:
     """The table of stream faults a TCP proxy or a server keeps."""
     return FaultTable(owner, Toxic, STREAM_FAULTS)
@@ -185,5 +279,6 @@ def install(entry: FaultEntry[Toxic], direction: str, *, seed: int, number: int,
     return stage
 
 
-__all__ = ["STREAM_FAULTS", "FaultEntry", "FaultInfo", "FaultTable", "check_fault",
+__all__ = ["STREAM_FAULTS", "FaultEntry", "FaultHolder", "FaultInfo", "FaultTable",
+           "StreamFaults", "check_fault",
            "check_probability", "install", "stream_table"]

@@ -110,8 +110,7 @@ class Pair:
     def setup(self) -> None:
         relay = self.relay
         for entry in relay.faults:
-            for d in entry.directions():
-                self.add_stage(entry, d)
+            self.add(entry)
         if relay.hold_new:
             for d in DIRECTIONS:
                 self.pipe(d).hold()
@@ -224,6 +223,19 @@ class Pair:
                         pipe=self.pipe(direction), transcript=self.transcript)
         if stage is not None and self.done:
             stage.stop()  # leaving splice mode flushed the last bytes and the pair closed
+
+    # -- FaultHolder: what the proxy's fault table asks of a live pair --------------------------
+    def add(self, entry: FaultEntry[Toxic]) -> None:
+        for d in entry.directions():
+            self.add_stage(entry, d)
+
+    def update(self, name: str, fault: Toxic) -> None:
+        for stage in list(self.stages_named(name)):
+            stage.toxic = fault
+            stage.updated()
+
+    def remove(self, name: str) -> None:
+        self.remove_stages(name)
 
     def stages_named(self, name: str) -> Iterator[Stage]:
         for pipe in self.pipes.values():

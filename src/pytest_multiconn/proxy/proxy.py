@@ -34,7 +34,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import TypeAlias, TypeVar, cast
 
 from pytest_multiconn.core.address import (
     Address,
@@ -56,11 +56,10 @@ from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.core.server import ConnectionInfo, Listener, ServerBase
 from pytest_multiconn.errors import AddressError
-from pytest_multiconn.faults.table import FaultInfo, check_probability, stream_table
-from pytest_multiconn.faults.toxics import Toxic
+from pytest_multiconn.faults.table import FaultHolder, StreamFaults, stream_table
 from pytest_multiconn.proxy.handle import ProxiedConnection
 from pytest_multiconn.proxy.pair import Pair, Relay
-from pytest_multiconn.proxy.pipeline import DIRECTIONS, Direction
+from pytest_multiconn.proxy.pipeline import DIRECTIONS
 from pytest_multiconn.proxy.splice import splice_available
 
 #: Closed connections that ``wait_for_connection()`` has not returned yet are kept, oldest
@@ -126,7 +125,7 @@ def _parse_address(value: object, *, what: str, allow_remote: bool, role: str,
 
 
 # -- the proxy -------------------------------------------------------------------------------------
-class FaultProxy(ServerBase):
+class FaultProxy(StreamFaults, ServerBase):
     """A TCP proxy in front of ``target`` that injects faults on demand.
 
     ``target`` is ``(host, port)`` or ``"host:port"`` on loopback (``allow_remote=True`` for
@@ -175,10 +174,10 @@ class FaultProxy(ServerBase):
         )
         given = check_seed(seed, "seed", optional=True)
         self.seed = get_run_seed() if given is None else given
-        self._faults = stream_table(f"proxy {self.name}")
+        self._fault_table = stream_table(f"proxy {self.name}")
         #: What every pair shares with the proxy: the table, step mode for new connections,
         #: splice (bulk directions without faults, Linux; off for good after an EINVAL).
-        self._relay = Relay(self._faults, hold_new=check_bool(hold, "hold"),
+        self._relay = Relay(self._fault_table, hold_new=check_bool(hold, "hold"),
                             splice=splice_available(), client_closed=self.connection_closed,
                             pair_done=self._pair_done)
         self._down = False
@@ -193,7 +192,7 @@ class FaultProxy(ServerBase):
 
     def __repr__(self) -> str:
         base = super().__repr__()[:-1]
-        extras = f" target={self.target!r} faults={self._faults!r}"
+        extras = f" target={self.target!r} faults={self._fault_table!r}"
         if self._down:
             extras += " DOWN"
         if self._relay.hold_new:
@@ -201,68 +200,15 @@ class FaultProxy(ServerBase):
         return f"{base}{extras}>"
 
     # -- faults (thread-safe) ---------------------------------------------------------------------
-    def _run(self, fn: Callable[[], T]) -> T:
+    def _in_loop(self, fn: Callable[[], T]) -> T:
         if self._started and not self._stopped:
             result: T = self.loop.run_sync(fn, self.timeout)
             return result
         return fn()
 
-    def add(self, fault: Toxic, direction: Direction = "downstream", probability: float = 1.0,
-            name: str | None = None) -> str:
-        """Apply ``fault`` to ``direction`` of every connection, live and future; return its
-        name (default ``<kind>_<direction>``, as toxiproxy names them).
-
-        ``probability`` (toxiproxy's *toxicity*) is drawn once per connection and direction.
-        """
-        toxic, chance = self._faults.check_add(fault, direction, probability, name)
-
-        def go() -> str:
-            entry = self._faults.add(toxic, direction, chance, name)
-            for pair in list(self._pairs.values()):
-                for d in entry.directions():
-                    pair.add_stage(entry, d)
-            return entry.name
-
-        return self._run(go)
-
-    def update(self, name: str, **params: Any) -> Toxic:
-        """Change parameters of fault ``name`` (``probability=`` too, for new connections);
-        live connections use the new values from now on.  Bytes a delaying fault holds
-        (``Latency``, ``Slicer``, ``Bandwidth``, ``SlowClose``) are passed on at once, as
-        toxiproxy does when a toxic is updated.  Returns the new fault object."""
-
-        probability = params.pop("probability", None)
-        if probability is not None:
-            probability = check_probability(probability)
-
-        def go() -> Toxic:
-            entry = self._faults.update(name, params, probability)
-            for pair in list(self._pairs.values()):
-                for stage in list(pair.stages_named(name)):
-                    stage.toxic = entry.fault
-                    stage.updated()
-            return entry.fault
-
-        return self._run(go)
-
-    def remove(self, name: str) -> None:
-        """Remove fault ``name``; bytes it was holding are passed on at once."""
-
-        def go() -> None:
-            self._faults.remove(name)
-            for pair in list(self._pairs.values()):
-                pair.remove_stages(name)
-
-        self._run(go)
-
-    def clear(self) -> None:
-        """Remove every fault."""
-        for info in self.faults():
-            self.remove(info.name)
-
-    def faults(self) -> list[FaultInfo[Toxic]]:
-        """The faults configured now, in the order they apply."""
-        return self._run(self._faults.info)
+    # add / update / remove / clear / faults: StreamFaults (faults/table.py), as a server's.
+    def _fault_holders(self) -> list[FaultHolder]:
+        return list(self._pairs.values())
 
     # -- down / up --------------------------------------------------------------------------
     def down(self, *, reset: bool = False) -> None:
@@ -285,7 +231,7 @@ class FaultProxy(ServerBase):
                 else:
                     pair.cut("proxy down")
 
-        self._run(go)
+        self._in_loop(go)
 
     def up(self) -> None:
         """Listen again on the same address after ``down()``."""
@@ -303,7 +249,7 @@ class FaultProxy(ServerBase):
             self._listener.resume()
             self._down = False
 
-        self._run(go)
+        self._in_loop(go)
 
     @property
     def is_down(self) -> bool:
@@ -328,7 +274,7 @@ class FaultProxy(ServerBase):
                 for d in DIRECTIONS:
                     pair.pipe(d).hold()
 
-        self._run(go)
+        self._in_loop(go)
 
     def unhold(self) -> None:
         """Stop holding: deliver what is held and let every connection flow."""
@@ -342,7 +288,7 @@ class FaultProxy(ServerBase):
                         pipe.unhold()
                         pair.maybe_fast_path(d)
 
-        self._run(go)
+        self._in_loop(go)
 
     def wait_for_connection(self, timeout: float | None = None) -> ProxiedConnection:
         """The next connection not yet returned by this method (in accept order), waiting for
@@ -371,11 +317,11 @@ class FaultProxy(ServerBase):
         return self._handle(cast(Pair, pair))  # not None: the predicate said so
 
     def _handle(self, pair: Pair) -> ProxiedConnection:
-        return ProxiedConnection(pair, self._run, self._wait)
+        return ProxiedConnection(pair, self._in_loop, self._wait)
 
     def handles(self) -> list[ProxiedConnection]:
         """Handles on every live connection, oldest first."""
-        return [self._handle(p) for p in self._run(lambda: list(self._pairs.values()))]
+        return [self._handle(p) for p in self._in_loop(lambda: list(self._pairs.values()))]
 
     async def await_for_connection(self, timeout: float | None = None) -> ProxiedConnection:
         """Awaitable twin of :meth:`wait_for_connection` (asyncio or trio; needs ``[async]``)."""
@@ -397,7 +343,7 @@ class FaultProxy(ServerBase):
             now = f"now: {show(value)}\n" if show is not None else ""
             return now + self.report(limit=4)
 
-        return self._wait_until(lambda: self._run(take), predicate, bound, what,
+        return self._wait_until(lambda: self._in_loop(take), predicate, bound, what,
                                 check=self.check, describe=describe, stop_ends_wait=True)
 
     # -- reports --------------------------------------------------------------------------------
@@ -407,7 +353,7 @@ class FaultProxy(ServerBase):
         def build() -> str:
             pairs = [*self._recent_pairs, *self._pairs.values()][-limit:]
             lines = [repr(self)]
-            lines.extend(self._faults.report_lines("  "))
+            lines.extend(self._fault_table.report_lines("  "))
             lines.append(f"  seed={self.seed}")
             for pair in pairs:
                 lines.append(f"  {pair!r}")

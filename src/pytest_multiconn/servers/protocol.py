@@ -37,11 +37,10 @@ from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.core.server import ServerBase
-from pytest_multiconn.faults.pipeline import Direction
 from pytest_multiconn.faults.table import (
-    FaultInfo,
+    FaultHolder,
+    StreamFaults,
     check_fault,
-    check_probability,
     stream_table,
 )
 from pytest_multiconn.faults.toxics import Toxic
@@ -308,7 +307,7 @@ class ProtocolConnection(Connection):
         self.handler.connection_lost(exc if isinstance(exc, Exception) or exc is None else None)
 
 
-class ProtocolServer(ServerBase):
+class ProtocolServer(StreamFaults, ServerBase):
     """A server on its own loop thread running ``protocol_factory()`` per connection.
 
     Takes every :class:`~pytest_multiconn.lowlevel.ServerBase` option (``port``, ``tls``,
@@ -394,63 +393,10 @@ class ProtocolServer(ServerBase):
             return self.loop.run_sync(fn, self.timeout)
         return fn()
 
-    def add(self, fault: Toxic, direction: Direction = "downstream", probability: float = 1.0,
-            name: str | None = None) -> str:
-        """Apply stream fault ``fault`` (``Latency(ms=50)``, ``When(ResetPeer(), match=...)``)
-        to ``direction`` of every connection, live and future, exactly as
-        :meth:`FaultProxy.add <pytest_multiconn.FaultProxy.add>` does; return its name
-        (default ``<kind>_<direction>``).  "downstream" acts on what the server sends,
-        "upstream" on what it receives (before the handler's ``data_received``), "both" on
-        both; over TLS, on the plaintext.  ``probability`` is drawn once per connection and
-        direction."""
-        toxic, chance = self._fault_table.check_add(fault, direction, probability, name)
-
-        def go() -> str:
-            entry = self._fault_table.add(toxic, direction, chance, name)
-            for conn in self._faultable():
-                conn.fault_pipes().add(entry)
-            return entry.name
-
-        return str(self._in_loop(go))
-
-    def update(self, name: str, **params: Any) -> Toxic:
-        """Change parameters of fault ``name`` (``probability=`` too, for new connections);
-        live connections use the new values from now on (what a delaying fault holds is
-        passed on at once).  Returns the new fault object."""
-        probability = params.pop("probability", None)
-        if probability is not None:
-            probability = check_probability(probability)
-
-        def go() -> Toxic:
-            entry = self._fault_table.update(name, params, probability)
-            for conn in self._faultable():
-                if conn.faults is not None:
-                    conn.faults.update(name, entry.fault)
-            return entry.fault
-
-        result: Toxic = self._in_loop(go)
-        return result
-
-    def remove(self, name: str) -> None:
-        """Remove fault ``name``; bytes it was holding are passed on at once."""
-
-        def go() -> None:
-            self._fault_table.remove(name)
-            for conn in self._faultable():
-                if conn.faults is not None:
-                    conn.faults.remove(name)
-
-        self._in_loop(go)
-
-    def clear(self) -> None:
-        """Remove every fault."""
-        for info in self.faults():
-            self.remove(info.name)
-
-    def faults(self) -> list[FaultInfo[Toxic]]:
-        """The faults configured now, in the order they apply."""
-        result: list[FaultInfo[Toxic]] = self._in_loop(self._fault_table.info)
-        return result
+    # add / update / remove / clear / faults: StreamFaults (faults/table.py), exactly as
+    # FaultProxy's.
+    def _fault_holders(self) -> list[FaultHolder]:
+        return [conn.fault_pipes() for conn in self._faultable()]
 
     def _faultable(self) -> list[ProtocolConnection]:
         """Live connections that faults act on (a fast one leaves its fast path first)."""
