@@ -155,3 +155,18 @@ def test_an_address_is_one_type_a_path_like_unix_socket_included(tmp_path: Path)
         MultiConnClient(tmp_path / "proxy.sock", 2, timeout=10).run().check()
         assert proxy.address == str(tmp_path / "proxy.sock")
         assert server.wait_for_closed(4).accepted == 4
+
+
+def test_a_failed_exchange_is_a_reply_mismatch_and_only_echo_an_echo_mismatch() -> None:
+    """EchoMismatch means "the echo differed"; every other exchange (lines, HTTP...) fails
+    with ReplyMismatch, even when no reply came at all (nothing listens)."""
+    from pytest_multiconn import EchoMismatch, MultiConnClient, ReplyMismatch
+    from pytest_multiconn.exchanges import Echo, Lines
+    from pytest_multiconn.faults import ClosedPort
+
+    with ClosedPort() as port:
+        with pytest.raises(ReplyMismatch) as lines:
+            MultiConnClient(port.address, 1, exchange=Lines(), timeout=5).run().check()
+        assert not isinstance(lines.value, EchoMismatch)
+        with pytest.raises(EchoMismatch):
+            MultiConnClient(port.address, 1, exchange=Echo(), timeout=5).run().check()
