@@ -121,7 +121,7 @@ def test_observer_sees_the_tutorial_events(server: EchoServer) -> None:
 @pytest.mark.parametrize(
     ("args", "kwargs", "error", "message"),
     [
-        ((("127.0.0.1", 1), 0), {}, ValueError, "num_connections must be a positive integer"),
+        ((("127.0.0.1", 1), 0), {}, ValueError, "num_connections must be an integer >= 1"),
         ((("127.0.0.1", 1), 1), {"timeout": 0}, ValueError, "timeout must be a positive"),
         ((("192.0.2.1", 1), 1), {}, RemoteBindError, "refusing to connect to '192.0.2.1'"),
         (((1, 2), 1), {}, ValueError, "host must be a non-empty string"),

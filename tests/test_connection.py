@@ -31,10 +31,10 @@ def loop(driven_loop: Loop) -> Loop:
 def test_water_marks_are_validated() -> None:
     assert validate_water_marks(100, None) == (100, 25)
     for high, low, message in [
-        (0, None, "high_water must be a positive"),
-        (True, None, "high_water must be a positive"),
-        (100, -1, "low_water must be a non-negative"),
-        (100, False, "low_water must be a non-negative"),
+        (0, None, "high_water must be an integer >= 1"),
+        (True, None, "high_water must be an integer >= 1"),
+        (100, -1, "low_water must be an integer >= 0"),
+        (100, False, "low_water must be an integer >= 0"),
         (100, 101, r"low_water \(101\) must not exceed high_water \(100\)"),
     ]:
         with pytest.raises(ValueError, match=message):

@@ -159,8 +159,8 @@ def test_resp_length_refuses_non_resp() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"size": 0}, "size must be a positive integer"),
-        ({"size": True}, "size must be a positive integer"),
+        ({"size": 0}, "size must be an integer >= 1"),
+        ({"size": True}, "size must be an integer >= 1"),
         ({"messages": (1,)}, "messages"),
     ],
 )

@@ -405,11 +405,11 @@ def test_stop_from_the_loop_thread_is_scheduled_and_the_thread_ends() -> None:
 @pytest.mark.parametrize(
     ("delay", "message"),
     [
-        (math.inf, "delay must be a finite number of seconds, got inf"),
-        (math.nan, "delay must be a finite number of seconds, got nan"),
-        ("1", "delay must be a finite number of seconds, got '1'"),
-        (True, "delay must be a finite number of seconds, got True"),
-        (30 * 24 * 3600, r"delay must be at most 2147\d* seconds .*got 2592000"),
+        (math.inf, "delay must be a finite number of seconds, .*got inf"),
+        (math.nan, "delay must be a finite number of seconds, .*got nan"),
+        ("1", "delay must be a finite number of seconds, .*got '1'"),
+        (True, "delay must be a finite number of seconds, .*got True"),
+        (30 * 24 * 3600, r"delay must be a finite number of seconds, at most 2147\d* .*2592000"),
     ],
 )
 def test_timer_delays_the_selector_cannot_wait_on_are_refused(delay: object, message: str) -> None:
@@ -419,7 +419,8 @@ def test_timer_delays_the_selector_cannot_wait_on_are_refused(delay: object, mes
             lp.call_later(delay, lambda: None)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="when must be a finite"):
             lp.call_at(math.inf, lambda: None)
-        with pytest.raises(ValueError, match=r"when - time.monotonic\(\) must be at most"):
+        too_far = r"when - time.monotonic\(\) must be a finite number of seconds, at most"
+        with pytest.raises(ValueError, match=too_far):
             lp.call_at(time.monotonic() + 30 * 24 * 3600, lambda: None)
         assert lp.call_later(-1.0, lambda: None).when <= time.monotonic()  # negative: now
     finally:

@@ -151,8 +151,8 @@ def test_expect_timeout_names_the_step() -> None:
     [
         ({}, "exactly one of"),
         ({"data": b"a", "n": 1}, "exactly one of"),
-        ({"n": 0}, "positive number of bytes"),
-        ({"n": True}, "positive number of bytes"),
+        ({"n": 0}, "n must be an integer >= 1"),
+        ({"n": True}, "n must be an integer >= 1"),
         ({"data": b""}, "must not be empty"),
     ],
 )

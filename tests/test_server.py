@@ -246,9 +246,9 @@ def test_bad_port_is_rejected(port: object) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"high_water": 0}, "high_water must be a positive"),
+        ({"high_water": 0}, "high_water must be an integer >= 1"),
         ({"high_water": 10, "low_water": 20}, "must not exceed high_water"),
-        ({"max_connections": 0}, "max_connections must be at least 1"),
+        ({"max_connections": 0}, "max_connections must be an integer >= 1"),
         ({"idle_timeout": 0}, "idle_timeout must be a positive"),
     ],
 )
@@ -781,7 +781,7 @@ def test_any_transcript_limit_works_end_to_end(limit: int) -> None:
         ({"transcript_limit": -1}, r"transcript_limit must be an integer >= 0, got -1"),
         ({"transcript_limit": 1.5}, r"transcript_limit must be an integer >= 0, got 1.5"),
         ({"transcript_limit": True}, r"transcript_limit must be an integer >= 0, got True"),
-        ({"max_connections": "2"}, r"max_connections must be at least 1 or None, got '2'"),
+        ({"max_connections": "2"}, r"max_connections must be an integer >= 1, got '2'"),
         ({"backlog": -1}, r"backlog must be an integer between 0 and 2147483647, got -1"),
     ],
 )

@@ -242,15 +242,16 @@ def test_strategies_draw_valid_values_and_shrink_to_the_simplest() -> None:
     (lambda: Chunking(5, (2,), (float("nan"),)), "pauses must be a tuple of seconds"),
     (lambda: Chunking(5, (2,), (0.1, 0.1)), "one pause per cut (1), got 2"),
     (lambda: Chunking(5, [2]), "cuts must be a tuple of integers"),
-    (lambda: chunkings(True), "size must be an integer >= 0 or bytes, got True"),
+    (lambda: chunkings(True), "chunkings: size must be an integer >= 0, got True"),
     (lambda: chunkings(5, max_pause=float("inf")), "max_pause must be seconds"),
     (lambda: pauses(-1), "count must be an integer >= 0, got -1"),
     (lambda: toxics(("lag",)), "unknown kinds ['lag']"),
     (lambda: fault_schedules(directions=("up",)), "directions must be some of"),
     (lambda: fault_schedules(max_toxics=-1), "max_toxics must be an integer >= 0, got -1"),
-    (lambda: FaultSchedule(seed="1"), "seed must be an integer, got '1'"),
+    (lambda: FaultSchedule(seed="1"), "seed must be an integer from 0 to 2**64 - 1, got '1'"),
     (lambda: FaultSchedule(toxics=((Latency(ms=1), "sideways"),)), "(Toxic, direction) pairs"),
-    (lambda: serving(seed=1.5).__enter__(), "seed must be an integer, got 1.5"),
+    (lambda: serving(seed=1.5).__enter__(),
+     "seed must be an integer from 0 to 2**64 - 1 or None (the run seed), got 1.5"),
 ])
 def test_bad_inputs_are_refused_naming_the_value(make: Any, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):

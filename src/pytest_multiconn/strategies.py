@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pytest_multiconn.core.checks import check_count, check_seed
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.faults import ClientFault, HalfClose, PartialSend, SlowReader
 from pytest_multiconn.proxy import (
@@ -112,11 +113,11 @@ class Chunking:
     pauses: tuple[float, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
-            raise ValueError(f"Chunking: size must be an integer >= 0, got {self.size!r}")
-        if not isinstance(self.cuts, tuple) or any(
-                isinstance(c, bool) or not isinstance(c, int) for c in self.cuts):
+        check_count(self.size, "Chunking: size")
+        if not isinstance(self.cuts, tuple):
             raise ValueError(f"Chunking: cuts must be a tuple of integers, got {self.cuts!r}")
+        for i, cut in enumerate(self.cuts):
+            check_count(cut, f"Chunking: cuts[{i}]")
         bounds = [0, *self.cuts, self.size]
         if any(b <= a for a, b in itertools.pairwise(bounds)):
             raise ValueError(
@@ -173,8 +174,7 @@ class FaultSchedule:
     client_faults: tuple[ClientFault, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"FaultSchedule: seed must be an integer, got {self.seed!r}")
+        check_seed(self.seed, "FaultSchedule: seed")
         for entry in self.toxics:
             pair = isinstance(entry, tuple) and len(entry) == 2  # noqa: PLR2004 - a pair
             ok = pair and isinstance(entry[0], Toxic) and entry[1] in (
@@ -207,11 +207,8 @@ def chunkings(size: int | bytes, *, max_cuts: int = 8,
     cuts, and, if ``max_pause`` > 0, a pause of up to that many seconds before each chunk
     after the first.  Shrinks towards fewer cuts, earlier cuts and no pauses."""
     st = _st()
-    n = len(size) if isinstance(size, bytes | bytearray) else size
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"chunkings: size must be an integer >= 0 or bytes, got {size!r}")
-    if isinstance(max_cuts, bool) or not isinstance(max_cuts, int) or max_cuts < 0:
-        raise ValueError(f"chunkings: max_cuts must be an integer >= 0, got {max_cuts!r}")
+    n = len(size) if isinstance(size, bytes | bytearray) else check_count(size, "chunkings: size")
+    check_count(max_cuts, "chunkings: max_cuts")
     if not _pause_ok(max_pause):
         raise ValueError(f"chunkings: max_pause must be seconds from 0 to {MAX_PAUSE:g}, got "
                          f"{max_pause!r}")
@@ -234,8 +231,7 @@ def chunkings(size: int | bytes, *, max_cuts: int = 8,
 def pauses(count: int, max_seconds: float = 0.05) -> SearchStrategy[tuple[float, ...]]:
     """``count`` pauses of 0 to ``max_seconds`` seconds each (shrinking to 0)."""
     st = _st()
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ValueError(f"pauses: count must be an integer >= 0, got {count!r}")
+    check_count(count, "pauses: count")
     if not _pause_ok(max_seconds):
         raise ValueError(f"pauses: max_seconds must be from 0 to {MAX_PAUSE:g}, got "
                          f"{max_seconds!r}")
@@ -314,8 +310,7 @@ def fault_schedules(toxic: SearchStrategy[Toxic] | None = None, *, max_toxics: i
     direction, simpler parameters and seed 0."""
     st = _st()
     for name, value in (("max_toxics", max_toxics), ("max_client_faults", max_client_faults)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"fault_schedules: {name} must be an integer >= 0, got {value!r}")
+        check_count(value, f"fault_schedules: {name}")
     bad = [d for d in directions if d not in ("upstream", "downstream", "both")]
     if bad or not directions:
         raise ValueError(f"fault_schedules: directions must be some of 'upstream', "
@@ -474,8 +469,7 @@ def serving(server: Callable[[], Any] = EchoServer, *, proxy: bool = True,
     errors.  Safe inside ``@given`` (no fixture involved)."""
     if schedule is not None and not proxy:
         raise ValueError("serving: a FaultSchedule needs the proxy (proxy=True)")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"serving: seed must be an integer, got {seed!r}")
+    check_seed(seed, "serving: seed", optional=True)
     proxy_seed = schedule.seed if schedule is not None else seed
     with contextlib.ExitStack() as stack:
         srv = stack.enter_context(server())

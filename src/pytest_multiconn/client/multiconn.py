@@ -19,7 +19,7 @@ from pytest_multiconn.core.address import (
     socket_address,
 )
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
-from pytest_multiconn.core.checks import check_count, check_items, check_seconds
+from pytest_multiconn.core.checks import check_bool, check_count, check_items, check_seconds
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -561,12 +561,7 @@ class MultiConnClient:
         requests: int = 1,
         pipeline: bool = True,
     ) -> None:
-        if (
-            isinstance(num_connections, bool)
-            or not isinstance(num_connections, int)
-            or num_connections < 1
-        ):
-            raise ValueError(f"num_connections must be a positive integer, got {num_connections!r}")
+        check_count(num_connections, "num_connections", minimum=1)
         timeout = check_seconds(timeout, "timeout")
         check_count(transcript_limit, "transcript_limit", minimum=0)
         self.address = _check_target(address, allow_remote=allow_remote)
@@ -575,8 +570,7 @@ class MultiConnClient:
         if tls is not None:
             self.tls = client_tls(tls, self.address, server_hostname)
         self.faults = check_faults(faults)
-        if not isinstance(pipeline, bool):
-            raise ValueError(f"pipeline must be True or False, got {pipeline!r}")
+        check_bool(pipeline, "pipeline")
         if not pipeline and self.faults:
             raise ValueError(
                 "pipeline=False (sequential requests) cannot run with client faults, which "
@@ -748,8 +742,7 @@ def _check_exchange(
     exchange: Exchange | None, requests: int, faults: Sequence[ClientFault]
 ) -> tuple[Exchange | None, bool, int]:
     """``(exchange or None for echo, whether its replies are exact bytes, requests)``."""
-    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
-        raise ValueError(f"requests must be a positive integer, got {requests!r}")
+    check_count(requests, "requests", minimum=1)
     if exchange is None or (isinstance(exchange, Echo) and not exchange.messages
                             and exchange.size is None):
         return None, True, requests

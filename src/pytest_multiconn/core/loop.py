@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from pytest_multiconn.core.checks import MAX_DELAY, check_seconds
+from pytest_multiconn.core.checks import MAX_DELAY, check_number, check_seconds
 
 # DEFAULT_TIMEOUT is defined with the one wait; every layer imports it from here (an explicit
 # re-export, which mypy strict needs).
@@ -86,14 +86,13 @@ def _fast_epoll(sel: selectors.BaseSelector) -> tuple[Any, Any]:
 
 
 def _check_delay(delay: object, name: str) -> float:
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay):
-        raise ValueError(f"{name} must be a finite number of seconds, got {delay!r}")
-    if delay > MAX_DELAY:
-        raise ValueError(
-            f"{name} must be at most {int(MAX_DELAY)} seconds (about "
-            f"{MAX_DELAY / 86400:.1f} days, the longest the selector can wait), got {delay!r}"
-        )
-    return max(0.0, float(delay))
+    # Zero or negative is "now"; past MAX_DELAY the selector cannot wait.
+    seconds = check_number(
+        delay, name, above=-math.inf, at_most=MAX_DELAY,
+        what=f"a finite number of seconds, at most {int(MAX_DELAY)} (about "
+        f"{MAX_DELAY / 86400:.1f} days, the longest the selector can wait)",
+    )
+    return max(0.0, seconds)
 
 
 class Handler(Protocol):
@@ -300,8 +299,8 @@ class Loop:
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> Timer:
         """Schedule ``callback(*args)`` at monotonic time ``when`` (same limits as call_later)."""
-        if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
-            raise ValueError(f"when must be a finite time.monotonic() value, got {when!r}")
+        check_number(when, "when", above=-math.inf, at_most=math.inf,
+                     what="a finite time.monotonic() value")
         _check_delay(when - time.monotonic(), "when - time.monotonic()")
         timer = Timer(when, next(self._seq), callback, args)
         heapq.heappush(self._timers, timer)

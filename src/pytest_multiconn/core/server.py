@@ -28,7 +28,13 @@ from pytest_multiconn.core.address import (
     parse_port,
 )
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
-from pytest_multiconn.core.checks import MAX_C_INT, check_count, check_path, check_seconds
+from pytest_multiconn.core.checks import (
+    MAX_C_INT,
+    check_count,
+    check_instance,
+    check_path,
+    check_seconds,
+)
 from pytest_multiconn.core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_TRANSCRIPT_LIMIT,
@@ -256,16 +262,10 @@ class ServerBase(LoopService[ServerAddress]):
         loop: SharedLoop | None = None,
         timeout: float | None = None,
     ) -> None:
-        if loop is not None and not isinstance(loop, SharedLoop):
-            raise TypeError(f"loop must be a SharedLoop or None, got {loop!r}")
-        if max_connections is not None and (
-            isinstance(max_connections, bool)
-            or not isinstance(max_connections, int)
-            or max_connections < 1
-        ):
-            raise ValueError(
-                f"max_connections must be at least 1 or None, got {max_connections!r}"
-            )
+        if loop is not None:
+            check_instance(loop, "loop", SharedLoop, "a SharedLoop or None")
+        if max_connections is not None:
+            check_count(max_connections, "max_connections", minimum=1)
         if idle_timeout is not None:  # None: no idle limit
             idle_timeout = check_seconds(idle_timeout, "idle_timeout")
         check_count(transcript_limit, "transcript_limit", minimum=0)

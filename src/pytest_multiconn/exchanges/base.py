@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
+from pytest_multiconn.core.checks import check_count
+
 #: What a server may answer when it receives bytes that are not a request of its protocol.
 GARBAGE_ANSWERS = frozenset({"echo", "close", "error", "nothing"})
 
@@ -169,18 +171,10 @@ class Flood:
     reply_size: int
 
 
-def check_count(count: object, name: str = "count") -> int:
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {count!r}")
-    return count
-
-
 def check_size(size: object, name: str = "size") -> int | None:
     if size is None:
         return None
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"{name} must be a positive integer or None, got {size!r}")
-    return size
+    return check_count(size, name, minimum=1)
 
 
 def check_bytes(value: object, name: str, *, empty: bool = False) -> bytes:

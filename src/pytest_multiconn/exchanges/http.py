@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pytest_multiconn.exchanges.base import Exchange, check_bytes, check_count
+from pytest_multiconn.core.checks import check_count
+from pytest_multiconn.exchanges.base import Exchange, check_bytes
 
 
 def _h11() -> Any:
@@ -70,10 +71,7 @@ class HTTP(Exchange):
             raise ValueError(f"method must be an HTTP method such as 'GET', got {self.method!r}")
         if not isinstance(self.target, str) or not self.target.startswith(("/", "*", "http")):
             raise ValueError(f"target must be a path such as '/', got {self.target!r}")
-        if isinstance(self.status, bool) or not isinstance(self.status, int):
-            raise ValueError(f"status must be an HTTP status code, got {self.status!r}")
-        if not 100 <= self.status <= 599:  # noqa: PLR2004 - the range of HTTP status codes
-            raise ValueError(f"status must be an HTTP status code, got {self.status!r}")
+        check_count(self.status, "status", minimum=100, maximum=599)  # an HTTP status code
         object.__setattr__(self, "body", check_bytes(self.body, "body", empty=True))
         object.__setattr__(self, "headers", tuple((str(k), str(v)) for k, v in self.headers))
         if self.expect_body is not None:
@@ -102,7 +100,7 @@ class HTTP(Exchange):
 
     def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
         request: bytes = self._request  # type: ignore[attr-defined]
-        return [request] * check_count(count)
+        return [request] * check_count(count, "count")
 
     def parse(self, buf: bytes, eof: bool = False) -> _Parsed | None:
         """The first complete response in ``buf`` (None: incomplete); ValueError if broken."""

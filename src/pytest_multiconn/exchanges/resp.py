@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from pytest_multiconn.core.checks import check_count
 from pytest_multiconn.exchanges.base import (
     Exchange,
     Flood,
     check_bytes,
-    check_count,
     prefix_problem,
 )
 
@@ -128,7 +128,7 @@ class RESP(Exchange):
         object.__setattr__(self, "replies", replies)
 
     def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
-        check_count(count)
+        check_count(count, "count")
         if self.commands:
             return [encode_command(*self.commands[i % len(self.commands)]) for i in range(count)]
         token = rng.randbytes(6).hex()

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from pytest_multiconn.core.checks import check_count
 from pytest_multiconn.exchanges.base import (
     Exchange,
     ReplyChecker,
     ReplyFramer,
     check_bytes,
-    check_count,
     check_garbage_answers,
     check_size,
 )
@@ -45,7 +45,7 @@ class Echo(Exchange):
         )
 
     def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
-        check_count(count)
+        check_count(count, "count")
         if self.messages:
             return [self.messages[i % len(self.messages)] for i in range(count)]
         n = check_size(size) or self.size or DEFAULT_SIZE
@@ -101,7 +101,7 @@ class Exact(_SaysGarbageAnswers):
         self._check_garbage()
 
     def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
-        return [self.send] * check_count(count)
+        return [self.send] * check_count(count, "count")
 
     def frame(self, request: bytes, buf: bytes, eof: bool = False) -> int | None:
         return len(self.expect) if len(buf) >= len(self.expect) else None
@@ -167,7 +167,7 @@ class Lines(_SaysGarbageAnswers):
         self._check_garbage()
 
     def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
-        check_count(count)
+        check_count(count, "count")
         if self.send is not None:
             return [self.send + self.delimiter] * count
         n = check_size(size) or self.size or DEFAULT_SIZE
@@ -226,7 +226,7 @@ class LengthPrefixed(_SaysGarbageAnswers):
         return len(payload).to_bytes(self.prefix, self.byteorder) + payload  # type: ignore[arg-type]
 
     def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
-        check_count(count)
+        check_count(count, "count")
         if self.send is not None:
             return [self.pack(self.send)] * count
         n = check_size(size) or self.size or DEFAULT_SIZE
@@ -271,7 +271,7 @@ class Framed(_SaysGarbageAnswers):
         self._check_garbage()
 
     def requests(self, count: int, rng: random.Random, size: int | None = None) -> list[bytes]:
-        return [self.send] * check_count(count)
+        return [self.send] * check_count(count, "count")
 
     def frame(self, request: bytes, buf: bytes, eof: bool = False) -> int | None:
         size = self.framer(buf, eof)

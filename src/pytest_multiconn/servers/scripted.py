@@ -29,7 +29,6 @@ server is made.
 
 from __future__ import annotations
 
-import math
 import re
 import socket
 import ssl
@@ -39,21 +38,13 @@ from typing import Any
 
 from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.blocking import to_thread
+from pytest_multiconn.core.checks import check_bool, check_count, check_seconds
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
 from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.errors import ScriptMismatch
 from pytest_multiconn.exchanges.base import describe_difference
 from pytest_multiconn.servers.protocol import take_tls
-
-
-def _positive(value: object, name: str, *, zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
-    if math.isinf(value) or value < 0 or (value == 0 and not zero):
-        raise ValueError(f"{name} must be a finite {'non-negative' if zero else 'positive'} "
-                         f"number of seconds, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -91,9 +82,8 @@ class Expect:
             raise ValueError("data must not be empty")
         if not self.until or not self.delimiter:
             raise ValueError("until and delimiter must not be empty")
-        if self.n is not None and (isinstance(self.n, bool) or not isinstance(self.n, int)
-                                   or self.n < 1):
-            raise ValueError(f"n must be a positive number of bytes, got {self.n!r}")
+        if self.n is not None:
+            check_count(self.n, "n", minimum=1)
         if self.regex is not None:
             pattern = self.regex.encode() if isinstance(self.regex, str) else self.regex
             object.__setattr__(self, "regex", pattern)
@@ -194,7 +184,7 @@ class Pause:
     seconds: float
 
     def __post_init__(self) -> None:
-        _positive(self.seconds, "seconds", zero=True)
+        check_seconds(self.seconds, "seconds", allow_zero=True)
 
     def describe(self) -> str:
         return f"Pause({self.seconds})"
@@ -245,8 +235,7 @@ RECEIVED_KEPT = 64 * 1024
 
 def _check_max_buffer(max_buffer: object, scripts: tuple[tuple[Step, ...], ...],
                       every: bool) -> int:
-    if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
-        raise ValueError(f"max_buffer must be a positive number of bytes, got {max_buffer!r}")
+    max_buffer = check_count(max_buffer, "max_buffer", minimum=1)
     for i, steps in enumerate(scripts):
         for j, step in enumerate(steps):
             if isinstance(step, Expect) and step.needs() > max_buffer:
@@ -489,16 +478,14 @@ class ScriptedServer(ServerBase):
             assert script is not None  # noqa: S101 - narrowed by the check above
             self.scripts = (_check_script(script, "script"),)
             self.every = True
-        if not isinstance(cycle, bool):
-            raise TypeError(f"cycle must be a bool, got {cycle!r}")
-        self.cycle = cycle
+        self.cycle = check_bool(cycle, "cycle")
         #: The indexes of the scripts that may never run (``optional=``): no connection came.
         self.optional = _check_optional(optional, len(self.scripts))
         #: The most bytes a connection keeps that its current step has not taken; more fails
         #: the script, naming the step and this limit.
         self.max_buffer = _check_max_buffer(max_buffer, self.scripts, self.every)
         self.expect_timeout = (None if expect_timeout is None
-                               else _positive(expect_timeout, "expect_timeout"))
+                               else check_seconds(expect_timeout, "expect_timeout"))
         self.tls = take_tls(kwargs)
         super().__init__(**kwargs)
         self.failures: list[ScriptFailure] = []
