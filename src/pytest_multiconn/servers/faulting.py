@@ -176,7 +176,7 @@ class ConnectionFaults:
 
     def finish(self, reason: str) -> None:
         host = self.host
-        if host.closed:
+        if host.closed or self.resetting:  # a reset on its way: no FIN before the RST
             return
         host.transcript.record("note", 0, f"closing: {reason}")
         host.finish_now()
