@@ -43,6 +43,11 @@ def test_names_listing_and_errors_are_the_same_everywhere(owner: Any) -> None:
         FaultInfo("latency_downstream_2", Latency(ms=2), "downstream", 1.0),
         FaultInfo("cut", Slicer(average_size=4), "upstream", 0.5),
     ]
+    if isinstance(owner, FaultProxy):  # its failure report lists them, one line each
+        lines = owner.report().splitlines()
+        assert "  fault latency_downstream: Latency(ms=1) direction=downstream" in lines
+        assert any(line.startswith("  fault cut: Slicer(") and
+                   line.endswith(" direction=upstream probability=0.5") for line in lines)
     assert owner.update("cut", average_size=8, probability=0.25) == Slicer(average_size=8)
     assert owner.faults()[2] == FaultInfo("cut", Slicer(average_size=8), "upstream", 0.25)
     assert _message(lambda: owner.add(Latency(ms=1), name="cut"), ValueError) == (
@@ -94,6 +99,11 @@ def test_the_udp_proxy_keeps_the_same_table() -> None:
             FaultInfo("drop_upstream_2", Drop(), "upstream", 1.0),
             FaultInfo("dup", Duplicate(), "both", 1.0),
         ]
+        # No per-session draw here, so the report shows none; the fault's own probability is
+        # drawn per datagram.
+        report = proxy.report()
+        assert "fault drop_upstream: Drop(probability=0.5) direction=upstream\n" in report
+        assert "probability=1" not in report
         # probability= is the datagram fault's own parameter here (drawn per datagram).
         assert proxy.update("drop_upstream", probability=0.25) == Drop(probability=0.25)
         with pytest.raises(ValueError, match="a fault named 'dup' is already on UDP proxy"):

@@ -162,9 +162,11 @@ class FaultTable(Generic[F]):
         return [FaultInfo(e.name, e.fault, e.direction, e.probability) for e in self]
 
     def report_lines(self, indent: str = "  ") -> list[str]:
-        """One line per fault, for an owner's failure report."""
-        return [f"{indent}fault {e.name}: {e.fault!r} direction={e.direction} "
-                f"probability={e.probability:g}" for e in self]
+        """One line per fault, for an owner's failure report (the per-connection draw only
+        where there is one: not 1.0, which the UDP proxy's faults always have)."""
+        return [f"{indent}fault {e.name}: {e.fault!r} direction={e.direction}"
+                + (f" probability={e.probability:g}" if e.probability < 1.0 else "")
+                for e in self]
 
 
 class FaultHolder(Protocol):
