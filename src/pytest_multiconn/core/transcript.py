@@ -114,17 +114,6 @@ class Transcript:
             self.dropped += 1
         entries.append([now, now, direction, size, 1, note, detail])
 
-    def ping_pong_tail(self) -> tuple[list[Any], list[Any]] | None:
-        """The last two entries, as the lists the record keeps, when they are a plain "in"
-        then a plain "out": what a hot path may count into directly (then it sets
-        :attr:`pending` to write its counts before the record is read)."""
-        entries = self._entries
-        if len(entries) > 1:
-            pair, last = entries[-2], entries[-1]
-            if pair[2] == "in" and last[2] == "out" and not pair[5] and not last[5]:
-                return pair, last
-        return None
-
     def folding_pair(self) -> tuple[list[Any], list[Any]] | None:
         """The last two raw entries when they are a plain "in" then a plain "out": a steady
         ping-pong the echo fast path counts into them itself (with ``pending`` set)."""
