@@ -147,6 +147,17 @@ class LoopService(StartStop, Generic[AddressT]):
     def _error_count(self) -> int:
         return len(self._loop.errors) if self._loop is not None else 0
 
+    # -- calling into the loop thread ---------------------------------------------------------
+    def _in_loop(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """``fn()`` in the loop thread while the service runs (bounded by ``timeout``, default
+        :attr:`timeout`), else here: before ``start()`` and after ``stop()`` nothing else
+        touches its state.  The one such call of every loop-thread service."""
+        loop = self._loop
+        if self._started and not self._stopped and loop is not None and loop.is_running():
+            result: T = loop.run_sync(fn, self.timeout if timeout is None else timeout)
+            return result
+        return fn()
+
     # -- waiting for the loop thread ---------------------------------------------------------
     def notify(self) -> None:
         """Wake every thread waiting on this service to look again (connections, handlers and
