@@ -16,7 +16,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from random import Random
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pytest_multiconn.core.checks import check_fraction
 from pytest_multiconn.core.layer import Recorder
@@ -192,8 +192,8 @@ class StreamFaults:
 
     _fault_table: FaultTable[Toxic]
 
-    def _in_loop(self, fn: Callable[[], T]) -> T:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the owner's (LoopService._in_loop): declared here for the checker only
+        def _in_loop(self, fn: Callable[[], T], timeout: float | None = None) -> T: ...
 
     def _fault_holders(self) -> list[FaultHolder]:
         raise NotImplementedError

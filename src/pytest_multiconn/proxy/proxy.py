@@ -200,12 +200,6 @@ class FaultProxy(StreamFaults, ServerBase):
         return f"{base}{extras}>"
 
     # -- faults (thread-safe) ---------------------------------------------------------------------
-    def _in_loop(self, fn: Callable[[], T]) -> T:
-        if self._started and not self._stopped:
-            result: T = self.loop.run_sync(fn, self.timeout)
-            return result
-        return fn()
-
     # add / update / remove / clear / faults: StreamFaults (faults/table.py), as a server's.
     def _fault_holders(self) -> list[FaultHolder]:
         return list(self._pairs.values())

@@ -388,11 +388,6 @@ class ProtocolServer(StreamFaults, ServerBase):
             self.connection_closed(conn)
 
     # -- stream faults: the proxy's table and engine (thread-safe) ---------------------------
-    def _in_loop(self, fn: Callable[[], Any]) -> Any:
-        if self._started and not self._stopped:
-            return self.loop.run_sync(fn, self.timeout)
-        return fn()
-
     # add / update / remove / clear / faults: StreamFaults (faults/table.py), exactly as
     # FaultProxy's.
     def _fault_holders(self) -> list[FaultHolder]:

@@ -12,7 +12,7 @@ by a timeout.  Subclasses bind their sockets in :meth:`_open` and describe their
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, Self, TypeVar
+from typing import Generic, Self, TypeVar
 
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.lifecycle import LoopService
@@ -125,18 +125,12 @@ class UDPServerBase(LoopService[tuple[str, int]], Generic[StatsT]):
         return []
 
     # -- observing -----------------------------------------------------------------------------
-    def _run(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
-        """``fn()`` in the loop thread while it runs, else here."""
-        if self._started and not self._stopped and self.loop.is_running():
-            return self.loop.run_sync(fn, self.timeout if timeout is None else timeout)
-        return fn()
-
     def _stats(self) -> StatsT:
         raise NotImplementedError
 
     def stats(self) -> StatsT:
         """Counters, consistent at one instant (taken in the loop thread)."""
-        return self._run(self._stats)  # type: ignore[no-any-return]
+        return self._in_loop(self._stats)
 
     def wait_for(
         self,

@@ -71,7 +71,7 @@ class UDPEchoServer(UDPServerBase[UDPStats]):
     def report(self, limit: int = 16) -> str:
         """Its repr and counters (the plugin's ``multiconn`` report section)."""
         try:
-            stats = self._run(self._stats, min(self.timeout, 2.0))
+            stats = self._in_loop(self._stats, min(self.timeout, 2.0))
         except Exception as exc:  # noqa: BLE001 - a report must not raise in a failing test
             return f"{self!r}\n  (counters unavailable: {type(exc).__name__}: {exc})"
         return f"{self!r}\n  counters: {stats}"

@@ -439,8 +439,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
                     session.add_stage(entry, d)
             return entry.name
 
-        result: str = self._run(go)
-        return result
+        return self._in_loop(go)
 
     def update(self, name: str, **params: Any) -> DatagramFault:
         """Change parameters of fault ``name`` (``probability=`` is the fault's own, per
@@ -453,8 +452,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
                     stage.fault = entry.fault
             return entry.fault
 
-        result: DatagramFault = self._run(go)
-        return result
+        return self._in_loop(go)
 
     def remove(self, name: str) -> None:
         """Remove fault ``name``; datagrams it was holding are passed on at once."""
@@ -464,7 +462,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
             for session in list(self._sessions.values()):
                 session.remove_stages(name)
 
-        self._run(go)
+        self._in_loop(go)
 
     def clear(self) -> None:
         """Remove every fault."""
@@ -473,13 +471,12 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
 
     def faults(self) -> list[FaultInfo[DatagramFault]]:
         """The faults configured now, in the order they apply."""
-        result: list[FaultInfo[DatagramFault]] = self._run(self._faults.info)
-        return result
+        return self._in_loop(self._faults.info)
 
     # -- sessions ---------------------------------------------------------------------------
     def sessions(self) -> list[UDPSessionInfo]:
         """Snapshots of recently closed and live sessions, oldest first."""
-        return self._run(  # type: ignore[no-any-return]
+        return self._in_loop(
             lambda: [s.info() for s in [*self._recent, *self._sessions.values()]])
 
     def session(self, client: tuple[str, int]) -> UDPSessionInfo:
@@ -554,7 +551,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
             return settled, done
 
         def snapshot() -> tuple[bool, dict[tuple[str, int], int]]:
-            value: tuple[bool, dict[tuple[str, int], int]] = self._run(take)
+            value: tuple[bool, dict[tuple[str, int], int]] = self._in_loop(take)
             return value
 
         return self._wait_on(snapshot, lambda v: v[0], timeout,
@@ -597,7 +594,7 @@ class UDPFaultProxy(UDPServerBase[UDPProxyStats]):
         try:
             # Bounded tightly: a stuck loop is often why the test failed, and the report
             # must not hang on it as well.
-            return str(self._run(build, min(self.timeout, _REPORT_TIMEOUT)))
+            return str(self._in_loop(build, min(self.timeout, _REPORT_TIMEOUT)))
         except Exception as exc:  # noqa: BLE001 - a report must not raise in a failing test
             return f"{self!r}: no report ({type(exc).__name__}: {exc})"
 
