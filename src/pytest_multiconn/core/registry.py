@@ -35,23 +35,18 @@ def _package_dir(module: Any) -> str:
     return str(os.path.dirname(os.path.abspath(module.__file__))) + os.sep
 
 
-# Frames from these directories say nothing about where the user started a server: ours,
-# the standard library's, and pytest's and pluggy's machinery (loaded first when we run as a
-# plugin; without pytest there is no test to attribute a server to anyway).
-_SKIP_DIRS: tuple[str, ...] = tuple(
-    _package_dir(sys.modules[name])
-    for name in (__name__, "threading", "_pytest", "pytest", "pluggy")
-    if name in sys.modules
+# Frames from these directories say nothing about where the user started a server: the whole
+# package's (a server started by a fixture, a proxy or the suite is found where *they* were
+# called), the standard library's, and pytest's and pluggy's machinery (loaded first when we
+# run as a plugin; without pytest there is no test to attribute a server to anyway).
+_SKIP_DIRS: tuple[str, ...] = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+    *(
+        _package_dir(sys.modules[name])
+        for name in ("threading", "_pytest", "pytest", "pluggy")
+        if name in sys.modules
+    ),
 )
-
-
-def skip_frames_of(module_file: str) -> None:
-    """Frames from the package directory of ``module_file`` say nothing about where a server
-    was started either: a layer above core that starts servers itself (``udp``) calls this."""
-    global _SKIP_DIRS  # noqa: PLW0603 - extended once per layer, at import
-    directory = os.path.dirname(os.path.abspath(module_file)) + os.sep
-    if directory not in _SKIP_DIRS:
-        _SKIP_DIRS = (*_SKIP_DIRS, directory)
 
 
 class TestRecord:

@@ -17,12 +17,9 @@ from typing import Generic, Self, TypeVar
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.lifecycle import LoopService
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Loop
-from pytest_multiconn.core.registry import skip_frames_of, untrack_server
+from pytest_multiconn.core.registry import untrack_server
 from pytest_multiconn.faults.params import integer, seconds
 from pytest_multiconn.udp.endpoint import DatagramEndpoint, address_of
-
-# A leaked server's origin names the test's line, not UDPServerBase.start().
-skip_frames_of(__file__)
 
 StatsT = TypeVar("StatsT")
 T = TypeVar("T")
