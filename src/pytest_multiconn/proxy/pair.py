@@ -4,8 +4,10 @@ A pair owns both :class:`~pytest_multiconn.proxy.side.Side` objects, the pipelin
 direction that has faults or step mode (:class:`~pytest_multiconn.proxy.pipeline.Pipe`), and
 the kernel pipe of each spliced direction (:class:`~pytest_multiconn.proxy.splice.Splice`).
 It applies the proxy's faults when the client connects, and ends both sides together: a
-half-close crosses as a half-close, an error or RST as an RST.  What it asks of the proxy is
-:class:`PairProxy`.  Loop thread only.
+half-close crosses as a half-close, an error or RST as an RST.  What it reads of the proxy is
+:class:`PairProxy`; what it shares with it (the fault table, step mode, the splice switch, the
+calls that report its ends) is one :class:`Relay`; to the proxy's fault table it is a
+:class:`~pytest_multiconn.faults.table.FaultHolder`.  Loop thread only.
 """
 
 from __future__ import annotations
