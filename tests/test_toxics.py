@@ -119,8 +119,8 @@ class FakePipe:
     def reset_connection(self, reason: str) -> None:
         self.resets.append(reason)
 
-    def close_after_flush(self, reason: str) -> None:
-        self.flush_closes.append(reason)
+    def close_after_flush(self, reason: str, *, reset: bool = False) -> None:
+        self.flush_closes.append(f"{reason} (reset)" if reset else reason)
 
     def position(self) -> int:
         return 0
@@ -287,6 +287,13 @@ def test_limit_data_passes_n_bytes_then_asks_for_a_close(bench: Bench) -> None:
 def test_limit_data_zero_closes_at_start(bench: Bench) -> None:
     bench.stage(LimitData(bytes=0))
     assert bench.pipe.flush_closes == ["limit_data 0 B"]
+
+
+def test_limit_data_with_reset_asks_for_a_reset_after_n_bytes(bench: Bench) -> None:
+    stage = bench.stage(LimitData(bytes=5, reset=True))
+    stage.feed(b"abcdefgh")
+    assert bench.sink.data == b"abcde"
+    assert bench.pipe.flush_closes == ["limit_data 5 B (reset)"]
 
 
 def test_timeout_drops_data_and_finishes_after_ms(bench: Bench) -> None:
