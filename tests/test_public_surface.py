@@ -170,3 +170,13 @@ def test_a_failed_exchange_is_a_reply_mismatch_and_only_echo_an_echo_mismatch() 
         assert not isinstance(lines.value, EchoMismatch)
         with pytest.raises(EchoMismatch):
             MultiConnClient(port.address, 1, exchange=Echo(), timeout=5).run().check()
+
+
+def test_the_scripted_servers_waits_take_its_constructor_timeout() -> None:
+    from pytest_multiconn import WaitTimeout
+    from pytest_multiconn.servers import Expect, ScriptedServer
+
+    # No client comes, so the wait can only end by the server's own bound.
+    server = ScriptedServer([Expect(n=1)], timeout=0.2, optional=True)
+    with server, pytest.raises(WaitTimeout, match=r"after 0\.2s"):
+        server.wait_for_scripts(1)

@@ -563,13 +563,14 @@ class ScriptedServer(ServerBase):
                               for f in self.failures[:10])
             raise ScriptMismatch(f"{len(self.failures)} script failure(s) on {self!r}:\n{lines}")
 
-    def wait_for_scripts(self, n: int = 1, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Wait until ``n`` connections ran their script to the end (raise on a failure)."""
+    def wait_for_scripts(self, n: int = 1, timeout: float | None = None) -> None:
+        """Wait until ``n`` connections ran their script to the end (raise on a failure);
+        ``timeout`` defaults to the server's (``ScriptedServer(timeout=)``), as every wait."""
         self._refuse_blocking("wait_for_scripts")
         self._wait_for(lambda s: self.completed >= n or bool(self.failures), timeout,
                        f"{n} completed script(s)")
         self.check()
 
-    async def await_for_scripts(self, n: int = 1, timeout: float = DEFAULT_TIMEOUT) -> None:
+    async def await_for_scripts(self, n: int = 1, timeout: float | None = None) -> None:
         """Awaitable twin of :meth:`wait_for_scripts` (asyncio or trio; needs ``[async]``)."""
         await to_thread(self.wait_for_scripts, n, timeout)
