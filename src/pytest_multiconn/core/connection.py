@@ -222,7 +222,8 @@ class Connection:
         self._phase = _OPEN
         #: ``phase is Phase.CLOSED``, kept by ``_enter`` (its one writer; never set it): a
         #: plain attribute because every write of the general path reads it, and a property
-        #: there cost 1,000 instructions per echoed message on 3.11 (benchmarks/instructions.py).
+        #: there cost about 600 instructions per echoed message on 3.11 (callgrind, as
+        #: benchmarks/instructions.py counts, with ProtocolServer(EchoProtocol)).
         self.closed = False
         self._after_connect = _OPEN  # the phase a connect in progress completes into
         # Independent toggles beside the phase: flow control, and the peer's end of stream.
