@@ -868,3 +868,13 @@ def test_bad_arguments_are_refused_where_given(make: Any, error: type[Exception]
                                                message: str) -> None:
     with pytest.raises(error, match=message):
         make()
+
+
+@pytest.mark.parametrize("timeout", [0, -1, math.inf, math.nan, True, "5"])
+def test_a_server_process_refuses_a_timeout_it_could_not_keep(timeout: object) -> None:
+    # Before: `not timeout > 0` let inf through (a start() that never gives up) and named
+    # neither NaN nor a string as such.  Nothing is started: the check comes first.
+    from pytest_multiconn.core.process import ServerProcess
+
+    with pytest.raises(ValueError, match=r"^timeout must be a positive .*number of seconds"):
+        ServerProcess(timeout=timeout)  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ import threading
 from collections.abc import Sequence
 from typing import IO
 
+from pytest_multiconn.core.checks import check_seconds
 from pytest_multiconn.core.lifecycle import StartStop
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.registry import THREAD_PREFIX
@@ -66,8 +67,7 @@ class ServerProcess(StartStop):
         env: dict[str, str] | None = None,
         keep_lines: int = 200,
     ) -> None:
-        if not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        timeout = check_seconds(timeout, "timeout")  # inf and NaN too, which `> 0` let by
         self.command = [sys.executable, "-m", "pytest_multiconn", "server", host, "0", *args]
         self.timeout = timeout
         self.env = env
@@ -188,7 +188,7 @@ class ServerProcess(StartStop):
         proc = self._proc
         if proc is None or self.returncode is not None:
             return not self.killed
-        timeout = self.timeout if timeout is None else timeout
+        timeout = self.timeout if timeout is None else check_seconds(timeout, "timeout")
         self._stop_timeout = timeout
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
