@@ -46,7 +46,7 @@ from _common import PYTHON, machine_note
 TEST = "def test_one():\n    assert 1 + 1 == 2\n"
 
 _SUB_PLUGINS = (
-    "import pytest_multiconn.plugin as p\nfor name in p.pytest_plugins:\n    __import__(name)\n"
+    "import pytest_multiconn.plugin as p\nfor name in p.SUB_PLUGINS:\n    __import__(name)\n"
 )
 
 

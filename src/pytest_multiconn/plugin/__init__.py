@@ -38,9 +38,12 @@ if TYPE_CHECKING:
     from pytest_multiconn.servers.echo import EchoServer
 
 
-# Sub-plugins, one per area, loaded only when this plugin is (so ``-p no:multiconn`` turns
-# them all off).
-pytest_plugins: list[str] = [
+# Sub-plugins, one per area, registered when this plugin is (so ``-p no:multiconn`` turns
+# them all off).  Not a ``pytest_plugins`` list: pytest looks each name in it up among the
+# entry points of every installed distribution before importing it (one scan of all their
+# metadata per name), which was most of what this plugin added to a pytest start with
+# bytecode cached (issue 25).
+SUB_PLUGINS: tuple[str, ...] = (
     "pytest_multiconn.plugin.report",
     "pytest_multiconn.plugin.client_faults",
     "pytest_multiconn.plugin.server_faults",
@@ -50,7 +53,14 @@ pytest_plugins: list[str] = [
     "pytest_multiconn.plugin.suite",
     "pytest_multiconn.plugin.toxiproxy",
     "pytest_multiconn.plugin.udp",
-]
+)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    # The first hook pytest calls on a plugin it registers: the sub-plugins are registered
+    # (and given pytest_addoption) before the command line is parsed, as pytest_plugins are.
+    for name in SUB_PLUGINS:
+        pluginmanager.import_plugin(name)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
