@@ -87,7 +87,8 @@ def test_framed_uses_the_users_framer_and_checker() -> None:
     bad = Framed(b"q", lambda buf, eof: len(buf) + 1)
     reader = ReplyReader(bad, [b"q"])
     reader.feed(b"x")
-    assert "unparsable reply: framer returned 2" in (reader.first_problem() or "")
+    assert ("unparsable reply: the framer's result for a 1 B buffer must be an integer "
+            "between 0 and 1, got 2") in (reader.first_problem() or "")
 
 
 def test_http_request_is_made_and_replies_framed_by_h11() -> None:

@@ -99,7 +99,8 @@ def test_optional_does_not_excuse_a_script_that_did_not_end() -> None:
         ("yes", "optional must be True, False or a collection of script indexes"),
         ([2], r"optional names scripts\[2\], but there are 2 scripts"),
         ([-1], r"optional names scripts\[-1\]"),
-        ([True], "optional must be True, False or a collection of script indexes"),
+        ([True], r"optional\[0\] \(a script index\) must be an integer >= -2, got True"),
+        (["0"], r"optional\[0\] must be a script index \(an int\), got '0'"),
     ],
 )
 def test_optional_is_validated(optional: object, match: str) -> None:

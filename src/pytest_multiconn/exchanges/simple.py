@@ -277,9 +277,8 @@ class Framed(_SaysGarbageAnswers):
         size = self.framer(buf, eof)
         if size is None:
             return None
-        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= len(buf):
-            raise ValueError(f"framer returned {size!r} for a {len(buf)} B buffer")
-        return size
+        return check_count(size, f"the framer's result for a {len(buf)} B buffer",
+                           maximum=len(buf))
 
     def expected(self, request: bytes) -> bytes | None:
         return self.expect

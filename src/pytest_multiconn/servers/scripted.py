@@ -38,7 +38,7 @@ from typing import Any
 
 from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.blocking import to_thread
-from pytest_multiconn.core.checks import check_bool, check_count, check_seconds
+from pytest_multiconn.core.checks import check_bool, check_count, check_items, check_seconds
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, Timer
 from pytest_multiconn.core.server import ServerBase
@@ -250,12 +250,13 @@ def _check_max_buffer(max_buffer: object, scripts: tuple[tuple[Step, ...], ...],
 def _check_optional(optional: object, count: int) -> frozenset[int]:
     if isinstance(optional, bool):
         return frozenset(range(count)) if optional else frozenset()
-    if isinstance(optional, str | bytes) or not isinstance(optional, Collection) or any(
-        isinstance(i, bool) or not isinstance(i, int) for i in optional
-    ):
+    if isinstance(optional, str | bytes) or not isinstance(optional, Collection):
         raise TypeError("optional must be True, False or a collection of script indexes "
                         f"(those of scripts=[...] that may never run), got {optional!r}")
-    for i in optional:
+    indexes = check_items(optional, "optional", int, "a script index (an int)")
+    for k, i in enumerate(indexes):
+        check_count(i, f"optional[{k}] (a script index)", minimum=-count)
+    for i in indexes:
         if not 0 <= i < count:
             raise ValueError(f"optional names scripts[{i}], but there "
                              f"{'is 1 script' if count == 1 else f'are {count} scripts'}")
