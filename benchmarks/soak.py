@@ -77,7 +77,7 @@ from pytest_multiconn.faults import (
     Silent,
     SlowReader,
 )
-from pytest_multiconn.faults.pipeline import Direction
+from pytest_multiconn.faults.pipeline import PIPED_READ_SIZE, Direction
 from pytest_multiconn.proxy import (
     Bandwidth,
     Latency,
@@ -88,7 +88,6 @@ from pytest_multiconn.proxy import (
     Timeout,
     Toxic,
 )
-from pytest_multiconn.proxy.pipeline import PIPED_READ_SIZE
 
 #: Bound, in seconds, on every client run and on every server getting back to idle.
 BOUND = 15.0

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_multiconn import EchoServer, FaultProxy, MultiConnClient
+from pytest_multiconn.faults.pipeline import Direction
 from pytest_multiconn.faults.toxics import (
     Bandwidth,
     Corrupt,
@@ -21,7 +22,6 @@ from pytest_multiconn.faults.toxics import (
     Substitute,
     Toxic,
 )
-from pytest_multiconn.proxy.pipeline import Direction
 
 MESSAGES = [b"hello over tls", b" and again " * 40]
 

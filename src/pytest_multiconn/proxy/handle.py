@@ -7,8 +7,8 @@ from typing import Any, Protocol, TypeVar
 
 from pytest_multiconn.core.blocking import refuse_in_event_loop, to_thread
 from pytest_multiconn.core.checks import check_count
+from pytest_multiconn.faults.pipeline import Direction, check_direction
 from pytest_multiconn.proxy.pair import Pair
-from pytest_multiconn.proxy.pipeline import Direction, check_direction
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """A proxied connection: the client side, the server side and what lies between (:class:`Pair`).
 
 A pair owns both :class:`~pytest_multiconn.proxy.side.Side` objects, the pipeline of each
-direction that has faults or step mode (:class:`~pytest_multiconn.proxy.pipeline.Pipe`), and
+direction that has faults or step mode (:class:`~pytest_multiconn.faults.pipeline.Pipe`), and
 the kernel pipe of each spliced direction (:class:`~pytest_multiconn.proxy.splice.Splice`).
 It applies the proxy's faults when the client connects, and ends both sides together: a
 half-close crosses as a half-close, an error or RST as an RST.  What it reads of the proxy is
@@ -21,9 +21,9 @@ from typing import Any, Protocol
 from pytest_multiconn.core.address import ServerAddress, SocketAddress
 from pytest_multiconn.core.connection import Connection, Phase
 from pytest_multiconn.core.loop import Loop
+from pytest_multiconn.faults.pipeline import DIRECTIONS, PIPED_READ_SIZE, Pipe
 from pytest_multiconn.faults.table import FaultEntry, FaultTable, install
 from pytest_multiconn.faults.toxics import Stage, Toxic
-from pytest_multiconn.proxy.pipeline import DIRECTIONS, PIPED_READ_SIZE, Pipe
 from pytest_multiconn.proxy.side import PAUSE_SPLICE_FULL, Side
 from pytest_multiconn.proxy.splice import Splice, make_pipe
 from pytest_multiconn.proxy.transcript import proxy_transcript

@@ -6,7 +6,7 @@ proxy reads from the client and writes to the target), **downstream** is server 
 
 Without faults, a chunk read on one side is written straight into the other side's
 :class:`~pytest_multiconn.Connection` (the same cost as an echo).  A direction gets a pipeline
-(``proxy/pipeline.py``) only when a fault or step mode applies to it: a chain of toxic
+(``faults/pipeline.py``) only when a fault or step mode applies to it: a chain of toxic
 stages ending in a gate that writes to the socket, or holds the bytes until the test
 releases them.
 
@@ -56,10 +56,10 @@ from pytest_multiconn.core.loop import DEFAULT_TIMEOUT
 from pytest_multiconn.core.seed import get_run_seed
 from pytest_multiconn.core.server import ConnectionInfo, Listener, ServerBase
 from pytest_multiconn.errors import AddressError
+from pytest_multiconn.faults.pipeline import DIRECTIONS
 from pytest_multiconn.faults.table import FaultHolder, StreamFaults, stream_table
 from pytest_multiconn.proxy.handle import ProxiedConnection
 from pytest_multiconn.proxy.pair import Pair, Relay
-from pytest_multiconn.proxy.pipeline import DIRECTIONS
 from pytest_multiconn.proxy.splice import splice_available
 
 #: Closed connections that ``wait_for_connection()`` has not returned yet are kept, oldest

@@ -16,8 +16,8 @@ from random import Random
 from typing import Any
 
 from pytest_multiconn.exchanges import Exchange
+from pytest_multiconn.faults.toxics import NotApplied
 from pytest_multiconn.proxy import PipeAPI, Stage, Toxic
-from pytest_multiconn.proxy.toxics import NotApplied
 from pytest_multiconn.suite.client.framing import request_key, split_replies, split_requests
 
 #: One tap event: (seconds since the scene began, connection, direction, bytes or None: EOF).
