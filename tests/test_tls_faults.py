@@ -16,6 +16,8 @@ from pytest_multiconn import EchoServer, MultiConnClient
 from pytest_multiconn.faults import (
     CertFault,
     ExpiredCert,
+    Fault,
+    FaultParameterError,
     NoCloseNotify,
     StallHandshake,
     UntrustedCert,
@@ -124,6 +126,23 @@ def test_client_refuses_a_bad_server_certificate(
     stats = server.wait_for_closed(2)
     assert stats.tls_handshakes == 0
     assert stats.tls_failures == 2  # the server sees the client's alert
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ({"host": ""}, "WrongHostCert: host must be a non-empty string, got ''"),
+        ({"host": ["a"]}, r"WrongHostCert: host must be a non-empty string, got \['a'\]"),
+        ({"probability": 0.5}, "presents its certificate to every connection"),
+    ],
+)
+def test_certificate_faults_are_faults_like_the_others(bad: dict[str, object], match: str) -> None:
+    # One model: frozen, checked where given, replace(), the one repr (issue 23).
+    assert all(isinstance(f, Fault) for f in (WrongHostCert(), ExpiredCert(), UntrustedCert()))
+    assert repr(WrongHostCert().replace(host="x.test")) == "WrongHostCert(host='x.test')"
+    assert WrongHostCert("a.test") == WrongHostCert(host="a.test")
+    with pytest.raises(FaultParameterError, match=match):
+        WrongHostCert(**bad)  # type: ignore[arg-type]
 
 
 def test_client_accepts_the_good_server_certificate(

@@ -183,6 +183,17 @@ def offsets() -> Check:
     return check
 
 
+def text() -> Check:
+    """A non-empty str (a host name, say)."""
+
+    def check(owner: str, name: str, value: object) -> Any:
+        if not isinstance(value, str) or not value:
+            raise fail(owner, name, value, "a non-empty string")
+        return value
+
+    return check
+
+
 def data() -> Check:
     """``bytes`` (not a ``str``: the stream is bytes, and an encoding would be a guess)."""
 

@@ -12,26 +12,41 @@ import datetime
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import trustme
 
+from pytest_multiconn.errors import FaultParameterError
+from pytest_multiconn.faults.base import Fault
 from pytest_multiconn.faults.client import ClientFault, FaultSession
-from pytest_multiconn.faults.params import flag, param
+from pytest_multiconn.faults.params import flag, param, text
 from pytest_multiconn.tls.certs import DEFAULT_HOSTS, issue_cert, new_ca, server_context
 from pytest_multiconn.tls.stream import TLSLayer
 
 # -- certificate faults (server side) -----------------------------------------------------------
 
 
-class CertFault:
+@dataclass(frozen=True, repr=False)
+class CertFault(Fault):
     """A server certificate that a correct client must refuse.
 
-    ``context(ca, hosts)`` builds the server ``SSLContext`` that presents it.
+    A :class:`~pytest_multiconn.faults.Fault` like every other (frozen, checked parameters,
+    ``replace()``, the one repr); ``context(ca, hosts)`` builds the server ``SSLContext`` that
+    presents it.  A server presents its certificate to every connection, so ``probability``
+    stays 1.
     """
 
+    family: ClassVar[str] = "certificate"
+    name: ClassVar[str] = "cert_fault"
     #: What a correct client reports, as OpenSSL words it (used in test assertions).
-    client_error = ""
+    client_error: ClassVar[str] = ""
+
+    def check(self) -> None:
+        if self.probability != 1.0:
+            raise FaultParameterError(
+                f"{type(self).__name__}: a server presents its certificate to every "
+                f"connection, so probability must be 1, got {self.probability!r}"
+            )
 
     def cert(self, ca: trustme.CA, hosts: Sequence[str]) -> trustme.LeafCert:
         raise NotImplementedError
@@ -39,35 +54,32 @@ class CertFault:
     def context(self, ca: trustme.CA, hosts: Sequence[str] = DEFAULT_HOSTS) -> ssl.SSLContext:
         return server_context(ca, hosts, cert=self.cert(ca, hosts))
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
 
-
+@dataclass(frozen=True, repr=False)
 class WrongHostCert(CertFault):
     """A certificate issued by the trusted CA, but for another host name.
 
     A client that checks host names refuses it: "Hostname mismatch" ("IP address mismatch").
     """
 
-    client_error = "mismatch"
+    name: ClassVar[str] = "wrong_host_cert"
+    client_error: ClassVar[str] = "mismatch"
 
-    def __init__(self, host: str = "wrong.invalid") -> None:
-        self.host = host
+    host: str = param("wrong.invalid", text())
 
     def cert(self, ca: trustme.CA, hosts: Sequence[str]) -> trustme.LeafCert:
         return issue_cert(ca, [self.host])
 
-    def __repr__(self) -> str:
-        return f"WrongHostCert({self.host!r})"
 
-
+@dataclass(frozen=True, repr=False)
 class ExpiredCert(CertFault):
     """A certificate for the right hosts, from the trusted CA, that expired yesterday.
 
     A client refuses it: "certificate has expired".
     """
 
-    client_error = "certificate has expired"
+    name: ClassVar[str] = "expired_cert"
+    client_error: ClassVar[str] = "certificate has expired"
 
     def cert(self, ca: trustme.CA, hosts: Sequence[str]) -> trustme.LeafCert:
         now = datetime.datetime.now(datetime.UTC)
@@ -75,13 +87,15 @@ class ExpiredCert(CertFault):
         return issue_cert(ca, hosts, not_before=now - 30 * day, not_after=now - day)
 
 
+@dataclass(frozen=True, repr=False)
 class UntrustedCert(CertFault):
     """A certificate for the right hosts from a CA that the client does not trust.
 
     A client refuses it: "unable to get local issuer certificate".
     """
 
-    client_error = "unable to get local issuer certificate"
+    name: ClassVar[str] = "untrusted_cert"
+    client_error: ClassVar[str] = "unable to get local issuer certificate"
 
     def cert(self, ca: trustme.CA, hosts: Sequence[str]) -> trustme.LeafCert:
         return issue_cert(new_ca(), hosts)
