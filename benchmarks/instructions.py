@@ -11,7 +11,10 @@ fixed workload from a Python client in this process:
 
 * ping-pong: 100 connections, each sends 1 KiB, waits for all of it to come back, repeats,
   until exactly ``--rounds`` round trips are done;
-* streaming: 10 connections, each keeps up to 64 KiB in flight, until ``--mb`` MiB came back.
+* streaming: 10 connections, each keeps up to 64 KiB in flight, until ``--mb`` MiB came back;
+* accept: ``--conns`` connections, opened ACCEPT_GROUP at a time (so the listener has that many
+  waiting, as under the C load generator's idle10k), 64 B echoed once on each, all kept open,
+  then closed together: per connection that is one accept, one echo and one close.
 
 Each workload runs twice per server, once short and once long; the difference of the two
 totals over the difference of the two workloads is the cost per operation, with start-up,
@@ -40,6 +43,7 @@ from _common import HERE, PYTHON, ROOT, have_uvloop
 
 PING_CONNS, PING_SIZE = 100, 1024
 STREAM_CONNS, STREAM_WINDOW = 10, 64 * 1024
+ACCEPT_GROUP, ACCEPT_SIZE = 100, 64
 TIMEOUT = 600.0  # bound on one workload under callgrind
 
 
@@ -151,6 +155,37 @@ def streaming(port: int, total: int) -> None:
     _close(socks)
 
 
+def accepting(port: int, conns: int) -> None:
+    """``conns`` connections, ACCEPT_GROUP connecting at once, one ACCEPT_SIZE echo each."""
+    msg = bytes(range(ACCEPT_SIZE))
+    held: list[socket.socket] = []
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while len(held) < conns:
+            # connect() completes in the kernel's backlog before the server accepts, so the
+            # whole group waits on the listener at once and the server accepts it in batches.
+            group = [
+                socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+                for _ in range(min(ACCEPT_GROUP, conns - len(held)))
+            ]
+            held += group
+            for s in group:
+                s.sendall(msg)
+            for s in group:
+                got = b""
+                while len(got) < ACCEPT_SIZE:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"accept: {len(held)} of {conns} in {TIMEOUT}s")
+                    chunk = s.recv(ACCEPT_SIZE - len(got))
+                    if not chunk:
+                        raise RuntimeError("server closed a new connection")
+                    got += chunk
+                if got != msg:
+                    raise RuntimeError("server echoed wrong bytes to a new connection")
+    finally:
+        _close(held)
+
+
 def run_once(
     kind: str, workload: str, amount: int, valgrind: str, keep: Path | None = None
 ) -> int:
@@ -188,6 +223,8 @@ def run_once(
             _prime(port)
             if workload == "ping":
                 ping_pong(port, amount)
+            elif workload == "accept":
+                accepting(port, amount)
             else:
                 streaming(port, amount)
         finally:
@@ -217,11 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default="ours,asyncio,uvloop")
     parser.add_argument("--rounds", type=int, default=20_000, help="ping-pong round trips")
     parser.add_argument("--mb", type=int, default=64, help="streaming MiB")
-    parser.add_argument("--workloads", default="ping,stream")
+    parser.add_argument("--conns", type=int, default=2000, help="accepted connections")
+    parser.add_argument("--workloads", default="ping,stream", help="of ping,stream,accept")
     parser.add_argument("--keep", type=Path, help="leave the callgrind outputs in this folder")
     args = parser.parse_args(argv)
-    if args.rounds < 1000 or args.mb < 8:
-        parser.error("--rounds must be >= 1000 and --mb >= 8 (the short run takes a tenth)")
+    if args.rounds < 1000 or args.mb < 8 or args.conns < 1000:
+        parser.error(
+            "--rounds and --conns must be >= 1000 and --mb >= 8 (the short run takes a tenth)"
+        )
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         print("valgrind not found (apt-get install valgrind)", file=sys.stderr)
@@ -231,9 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k for k in args.servers.split(",") if k != "uvloop" or have_uvloop()]
     workloads = args.workloads.split(",")
     print(f"# callgrind, user-space instructions of the server process ({sys.version.split()[0]})")
-    print(f"# {'server':<9} {'per round trip (100 x 1 KiB)':>30} {'per MiB (10 x 64 KiB)':>24}")
+    print(
+        f"# {'server':<9} {'per round trip (100 x 1 KiB)':>30} {'per MiB (10 x 64 KiB)':>24}"
+        f" {'per connection (accept, echo, close)':>38}"
+    )
     for kind in kinds:
-        ping = stream = float("nan")
+        ping = stream = accept = float("nan")
         if "ping" in workloads:
             small = args.rounds // 10
             ping = per_op(kind, "ping", small, small + args.rounds, valgrind, keep=args.keep)
@@ -243,7 +286,11 @@ def main(argv: list[str] | None = None) -> int:
             small = args.mb // 8 * mib // STREAM_CONNS * STREAM_CONNS
             large = small + args.mb * mib // STREAM_CONNS * STREAM_CONNS
             stream = per_op(kind, "stream", small, large, valgrind, keep=args.keep) * mib
-        print(f"  {kind:<9} {ping:>30,.0f} {stream:>24,.0f}", flush=True)
+        if "accept" in workloads:
+            small = args.conns // 10 // ACCEPT_GROUP * ACCEPT_GROUP
+            large = small + args.conns // ACCEPT_GROUP * ACCEPT_GROUP
+            accept = per_op(kind, "accept", small, large, valgrind, keep=args.keep)
+        print(f"  {kind:<9} {ping:>30,.0f} {stream:>24,.0f} {accept:>38,.0f}", flush=True)
     return 0
 
 
