@@ -132,10 +132,25 @@ HALF_CLOSE_LOSES = {
 }
 
 
+#: Servers that may lose a few replies after a half-close, depending on timing: at most this
+#: many, and the connection still ends with a FIN.
+HALF_CLOSE_MAY_LOSE = {
+    # uvicorn's h11 protocol returns None from eof_received, so asyncio closes the transport
+    # when it reads the EOF; it serves one pipelined request at a time (h11 PAUSED), so the one
+    # in flight then is lost.  It reads the EOF only after a reply, so whether a request is in
+    # flight is timing: 0 lost on a quiet machine, 1 of 15000 in 3 of 3 runs beside a burner.
+    "uvicorn-h11": 1,
+}
+
+
 @_servers()
 def test_panel_half_close(server: RealServer) -> None:
     result = half_close_loss(server)
     facts = result.summary()
+    if server.name in HALF_CLOSE_MAY_LOSE:
+        assert result.lost <= HALF_CLOSE_MAY_LOSE[server.name], f"lost too many; measured {facts}"
+        assert result.ending == "eof", f"expected a close after the last reply; measured {facts}"
+        return
     if server.name in HALF_CLOSE_LOSES:
         assert result.lost > 0, f"expected lost replies; measured {facts}"
         assert result.ending.startswith(HALF_CLOSE_LOSES[server.name]), facts
