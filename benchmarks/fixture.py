@@ -1,6 +1,7 @@
 """Per-test cost of a function-scoped ``multiconn_server``, as a user's wall clock sees it.
 
-    python benchmarks/fixture.py [--quick] [--tests N] [--rounds N] [--breakdown] [--json FILE]
+    python benchmarks/fixture.py [--quick] [--tests N] [--rounds N] [--cache warm|none]
+                                 [--breakdown] [--json FILE]
 
 It writes a throw-away test project (a temporary directory, removed at the end) and runs each
 test file in a fresh ``python -m pytest -q -p no:cacheprovider`` subprocess, same plugin set
@@ -21,6 +22,16 @@ Variants:
   httpserver   pytest-httpserver's ``HTTPServer`` started and stopped by a function-scoped
                fixture (its own ``httpserver`` fixture is session-scoped; a per-test server is
                what a test needs for isolation), fewer tests; ``--httpserver`` to include it
+
+Beside the wall time, **median per test**: the median over the tests of one test's start to
+finish (``pytest_runtest_logstart`` to ``logfinish``), minus the empty test's: what each further
+test costs, without the one-time import of the package on the first fixture use, which the
+wall-time figure spreads over the N tests.
+
+Bytecode: ``--cache warm`` (the default) lets Python write bytecode, as it does by default,
+into a temporary ``PYTHONPYCACHEPREFIX``; ``--cache none`` runs with
+``PYTHONDONTWRITEBYTECODE=1``, where pytest rewrites and compiles every plugin module it
+imports at every start (the package's first-use import then costs several times more).
 
 ``--breakdown`` adds one more (untimed) run of the exchange file with perf_counter wrappers
 around the fixture's steps (Loop.__init__, Thread.start, the ready-event waits, bind, stop,
@@ -213,9 +224,15 @@ def have_httpserver() -> bool:
 
 
 def run_variant(project: Path, variant: str, pin: int | None = None,
-                breakdown: Path | None = None) -> dict[str, Any]:
+                breakdown: Path | None = None, cache: str = "warm") -> dict[str, Any]:
     out = project / f"{variant}.json"
     env = dict(os.environ, MULTICONN_BENCH_OUT=str(out), PYTHONPATH=str(ROOT / "src"))
+    if cache == "warm":
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(project / "pycache")
+    else:
+        env.pop("PYTHONPYCACHEPREFIX", None)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.pop("PYTEST_ADDOPTS", None)
     env.pop("MULTICONN_BENCH_BREAKDOWN", None)
     if breakdown is not None:
@@ -243,11 +260,12 @@ def run_variant(project: Path, variant: str, pin: int | None = None,
         # included): on a loaded machine the tests a busy neighbour slowed are in the top
         # quartiles, so this moves far less than the means above.
         "p25": statistics.quantiles(data["each"], n=4)[0],
+        "p50": statistics.median(data["each"]),
     }
 
 
 def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
-        pin: int | None = None, log: Any = print) -> dict[str, Any]:
+        pin: int | None = None, cache: str = "warm", log: Any = print) -> dict[str, Any]:
     variants = ["empty", "server", "exchange"]
     notes = []
     if n_http:
@@ -268,24 +286,25 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
             (project / f"test_{v}.py").write_text(
                 textwrap.dedent(TESTS[v]).replace("{n}", str(count)))
         for v in variants:  # untimed: imports, bytecode, the page cache
-            run_variant(project, v, pin)
+            run_variant(project, v, pin, cache=cache)
         for r in range(rounds):
             res = {}
             order = variants[r % len(variants):] + variants[:r % len(variants)]
             for v in order:
-                res[v] = run_variant(project, v, pin)
+                res[v] = run_variant(project, v, pin, cache=cache)
                 log(f"  fixture   {v:10} round {r + 1}/{rounds}: wall {res[v]['wall']:.2f} s "
                     f"for {res[v]['tests']} tests")
             rounds_out.append(res)
         if breakdown:
             path = project / "breakdown.json"
-            run_variant(project, "exchange", pin, breakdown=path)
+            run_variant(project, "exchange", pin, breakdown=path, cache=cache)
             raw = json.loads(path.read_text())
             bd = {k: {"ms_per_test": t / n * 1e3, "calls": c} for k, (t, c) in raw.items()}
     wall_ms: dict[str, float] = {}
     span_ms: dict[str, float] = {}
     phase_ms: dict[str, dict[str, float]] = {}
     p25_ms: dict[str, float] = {}
+    p50_ms: dict[str, float] = {}
     for v in variants:
         if v == "empty":
             continue
@@ -297,6 +316,8 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
             (res[v]["span"] / count - res["empty"]["span"] / n) * 1e3 for res in rounds_out)
         p25_ms[v] = statistics.median(
             (res[v]["p25"] - res["empty"]["p25"]) * 1e3 for res in rounds_out)
+        p50_ms[v] = statistics.median(
+            (res[v]["p50"] - res["empty"]["p50"]) * 1e3 for res in rounds_out)
         phase_ms[v] = {ph: statistics.median(
             (res[v]["phases"][ph] - res["empty"]["phases"][ph]) * 1e3 for res in rounds_out)
             for ph in ("setup", "call", "teardown")}
@@ -309,6 +330,8 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
             for v in wall_ms},
         "span_ms_per_test": span_ms,
         "p25_ms_per_test": p25_ms,
+        "p50_ms_per_test": p50_ms,
+        "cache": cache,
         "in_process_ms": phase_ms,
         "empty_wall_ms_per_test": statistics.median(
             res["empty"]["wall"] / n * 1e3 for res in rounds_out),
@@ -331,19 +354,21 @@ def print_report(res: dict[str, Any]) -> None:
     print(f"\nper-test cost of a function-scoped multiconn_server (fresh project, {res['tests']} "
           f"tests per file, median of {len(res['rounds'])} rounds; an empty test costs "
           f"{fmt(res['empty_wall_ms_per_test'])} ms of wall time"
-          f"{'' if pinned is None else f'; pytest pinned to CPU {pinned}'})")
-    print(f"  {'variant':10} {'wall/test':>10} {'first..last':>12} {'p25':>7}   phases: "
-          f"{'setup':>7} {'call':>7} {'teardown':>8}   (ms, each minus the empty test's)")
+          f"{'' if pinned is None else f'; pytest pinned to CPU {pinned}'}; bytecode "
+          f"{'cached' if res['cache'] == 'warm' else 'not written'})")
+    print(f"  {'variant':10} {'wall/test':>10} {'first..last':>12} {'median':>7} {'p25':>7}   "
+          f"phases: {'setup':>7} {'call':>7} {'teardown':>8}   (ms, each minus the empty test's)")
     for v, ms in res["wall_ms_per_test"].items():
         ph = res["in_process_ms"][v]
         rounds = ", ".join(f"{x:.3f}" for x in res["wall_ms_per_test_rounds"][v])
         print(f"  {v:10} {ms:10.3f} {res['span_ms_per_test'][v]:12.3f} "
-              f"{res['p25_ms_per_test'][v]:7.3f}   {'':7} "
+              f"{res['p50_ms_per_test'][v]:7.3f} {res['p25_ms_per_test'][v]:7.3f}   {'':7} "
               f"{ph['setup']:7.3f} {ph['call']:7.3f} {ph['teardown']:8.3f}   (wall by round: "
               f"{rounds})")
     print("  wall/test: the pytest process's wall time; first..last: from the first test's "
-          "start to the last one's end (no start-up or collection); p25: first quartile of "
-          "one test's start to finish (the figure to compare on a loaded machine)")
+          "start to the last one's end (no start-up or collection); median, p25: median and "
+          "first quartile of one test's start to finish (what one more test costs; p25 is "
+          "the figure to compare on a loaded machine)")
     if res.get("breakdown"):
         print("\n  where the exchange test's time goes (perf_counter wrappers, one extra run; "
               "ms per test):")
@@ -366,13 +391,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--httpserver", type=int, default=0, metavar="N",
                         help="also N tests with a function-scoped pytest-httpserver")
+    parser.add_argument("--cache", choices=("warm", "none"), default="warm",
+                        help="bytecode written and cached (warm, Python's default) or "
+                        "PYTHONDONTWRITEBYTECODE=1 (none)")
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--pin", type=int, metavar="CPU")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     n = args.tests or (200 if args.quick else 500)
     print(f"machine: {machine_note()}")
-    res = run(n, args.rounds, args.httpserver, breakdown=args.breakdown, pin=args.pin)
+    res = run(n, args.rounds, args.httpserver, breakdown=args.breakdown, pin=args.pin,
+              cache=args.cache)
     print_report(res)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))

@@ -114,3 +114,18 @@ def test_the_plugin_loads_the_fault_catalogue_only_for_tests_that_use_it(
     result.assert_outcomes(passed=1)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "--co", "test_fault.py")
     result.stdout.fnmatch_lines(["*test_fault?partial_send?*", "*test_fault?connect_close?*"])
+
+
+def test_a_plaintext_server_needs_no_tls_nor_asyncio() -> None:
+    # The first multiconn_server of a run imports the servers (the fixture's cost, spread
+    # over the run); a plaintext one needs neither TLS (trustme and cryptography: about
+    # 40 ms) nor ssl nor asyncio (10-15 ms), so they wait for a server that does.
+    names = _imported(
+        "import pytest_multiconn.plugin\n"
+        "from pytest_multiconn.servers.echo import EchoServer\n"
+        "with EchoServer() as server:\n"
+        "    server.stats()\n"
+    )
+    assert "pytest_multiconn.servers.echo" in names
+    heavy = ("trustme", "cryptography", "ssl", "asyncio", "h11", "pytest_multiconn.tls")
+    assert [n for n in names if any(n == h or n.startswith(h + ".") for h in heavy)] == []

@@ -317,8 +317,8 @@ def test_a_server_left_running_on_the_shared_loop_is_a_leak(isolated: pytest.Pyt
         import threading
         from pytest_multiconn import EchoServer
 
-        def test_leaky(_multiconn_shared_loop):
-            EchoServer(loop=_multiconn_shared_loop).start()
+        def test_leaky(multiconn_server):
+            EchoServer(loop=multiconn_server.shared_loop).start()
 
         def test_own_thread_leaky():
             EchoServer().start()

@@ -262,7 +262,9 @@ class Loop:
     def run_while_idle(self, fn: Callable[[], object]) -> bool:
         """Run ``fn()`` in the calling thread now if this loop's thread is waiting for I/O,
         holding it there until ``fn`` returns; True if it ran, False if not (the thread is
-        running a handler or a callback, the loop is not a threaded epoll loop, or it stops).
+        running a handler or a callback, the loop is not a threaded epoll loop, or it stops)
+        or if ``fn`` declined by returning False (it found, with the thread held, that the
+        loop thread must do the work).
 
         For registering or closing a socket without a round trip to the loop thread: each
         hand-off wakes a CPU that may have gone idle, which is most of what a short-lived
@@ -273,12 +275,12 @@ class Loop:
             return False
         try:
             timers = len(self._timers)
-            fn()
+            done = fn() is not False
             if self._ready or len(self._timers) != timers:
                 self.wake()
         finally:
             self._idle_lock.release()
-        return True
+        return done
 
     def wake(self) -> None:
         try:

@@ -94,6 +94,18 @@ def raise_recorded(name: str, errors: list[LoopErrorRecord]) -> None:
     ) from first.exc
 
 
+def _if(test: Callable[[], bool], action: Callable[[], None]) -> Callable[[], bool]:
+    """``action()`` if ``test()``; False (declined) if not."""
+
+    def run() -> bool:
+        if not test():
+            return False
+        action()
+        return True
+
+    return run
+
+
 class SharedLoop:
     """A loop thread kept alive for many servers, replaced when found dead or wedged.
 
@@ -156,14 +168,15 @@ class SharedLoop:
         timeout: float,
         owner: ErrorOwner | None = None,
         *,
-        direct: bool = False,
+        direct: Callable[[], bool] | None = None,
     ) -> None:
         """Run ``close()`` in ``loop``'s thread and wait for it; discard the loop if it is
         wedged (``LoopStuckError``) or dead (``LoopThreadError``), then raise.
 
-        ``direct=True``: ``close()`` may run in the caller while the loop thread waits for
-        I/O (:meth:`Loop.run_while_idle`), which saves the round trip; the loop thread runs
-        it as before when it is busy."""
+        ``direct``: a test, run in the caller while the loop thread waits for I/O and is
+        held there (:meth:`Loop.run_while_idle`), of whether ``close()`` may run in the
+        caller too, which saves the round trip; when it says no, or the loop thread is busy,
+        the loop thread runs ``close()`` as before."""
         try:
             thread = loop.thread
             if thread is not None and thread.ident == threading.get_ident():
@@ -172,7 +185,7 @@ class SharedLoop:
                 loop.call_soon(close)
                 return
             if loop.is_running() and thread is not None and thread.is_alive():
-                if not (direct and loop.run_while_idle(close)):
+                if direct is None or not loop.run_while_idle(_if(direct, close)):
                     loop.run_sync(close, timeout)
                 return
             # The thread ended (a test stopped the loop, or a BaseException killed it); its

@@ -10,13 +10,14 @@ Disable the plugin with ``-p no:multiconn``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_multiconn.core.defaults import DEFAULT_MESSAGES
-from pytest_multiconn.plugin.nodeid import base_nodeid
+from pytest_multiconn.core.seed import set_current_test_id
+from pytest_multiconn.plugin.nodeid import base_nodeid, enter_test, leave_test, running_item
 from pytest_multiconn.plugin.options import (
     SERVER_MARKER,
     get_option,
@@ -94,38 +95,67 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    # Seeds derived while this test runs use its node id without xdist's @group suffix;
+    # the previous name comes back afterwards (an in-process pytester run nests).  The item
+    # itself is what multiconn_server reads instead of taking ``request`` (running_item).
+    previous = set_current_test_id(base_nodeid(item))
+    enter_test(item)
+    try:
+        return (yield)
+    finally:
+        leave_test(item)
+        set_current_test_id(previous)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shared = session.config.stash.get(_SHARED_LOOP, None)
+    if shared is not None:
+        del session.config.stash[_SHARED_LOOP]
+        shared.close(_timeout(session.config))
+
+
+_SHARED_LOOP = pytest.StashKey["SharedLoop"]()
+
+
+def _timeout(config: pytest.Config) -> float:
+    return float(get_option(config, "timeout"))
+
+
+def _shared_loop(config: pytest.Config) -> SharedLoop:
+    """The loop thread of this process that function-scoped echo servers share.
+
+    Made by the first server that needs it and kept until the session ends, so a test does
+    not pay for a new thread (see ``core/shared.py``); replaced when a server finds it
+    wedged or dead.  Each server keeps its own listener, connections, errors and leak check.
+    Kept on the config, not in a session fixture: a fixture more per test is about 20 us of
+    pytest's machinery (issue 25).
+    """
+    shared = config.stash.get(_SHARED_LOOP, None)
+    if shared is None:
+        from pytest_multiconn.core.shared import SharedLoop
+
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        shared = config.stash[_SHARED_LOOP] = SharedLoop(f"multiconn-shared[{worker}]")
+    return shared
+
+
 @pytest.fixture(scope="session")
 def multiconn_timeout(pytestconfig: pytest.Config) -> float:
     """The bound in seconds (a float) on every wait our fixtures make, and the default bound
     of the wait_for*() methods of the servers, clients and proxies they make; from
     --multiconn-timeout or the ini key multiconn_timeout (default 10).  Session scope; no
-    teardown.
+    teardown.  Set the option or the ini key to change it: the server fixtures read the
+    option itself, so overriding this fixture does not reach them.
     """
-    return float(get_option(pytestconfig, "timeout"))
-
-
-@pytest.fixture(scope="session")
-def _multiconn_shared_loop(multiconn_timeout: float) -> Iterator[SharedLoop]:
-    """The loop thread of this process that function-scoped echo servers share (internal).
-
-    Started by the first server that needs it and kept for the session, so a test does not
-    pay for a new thread (see ``core/shared.py``); replaced when a server finds it wedged or
-    dead.  Each server keeps its own listener, connections, errors and leak check.
-    """
-    from pytest_multiconn.core.shared import SharedLoop
-
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    shared = SharedLoop(f"multiconn-shared[{worker}]")
-    try:
-        yield shared
-    finally:
-        shared.close(multiconn_timeout)
+    return _timeout(pytestconfig)
 
 
 @pytest.fixture
-def multiconn_server_factory(
-    request: pytest.FixtureRequest, multiconn_timeout: float, _multiconn_shared_loop: SharedLoop
-) -> Iterator[ServerFactory]:
+def multiconn_server_factory() -> Iterator[ServerFactory]:
     """Yields a factory (type pytest_multiconn.fixtures.ServerFactory):
     multiconn_server_factory(host="127.0.0.1", port=0, **kwargs) starts an EchoServer and
     returns it; .adopt(server) starts and owns any server: one of ours, any object with
@@ -141,8 +171,10 @@ def multiconn_server_factory(
     """
     from pytest_multiconn.plugin.factory import EchoServerFactory
 
+    # No fixture arguments, not even ``request``: see running_item.
+    item = running_item()
     factory = EchoServerFactory(
-        multiconn_timeout, base_nodeid(request.node), _multiconn_shared_loop
+        _timeout(item.config), base_nodeid(item), _shared_loop(item.config)
     )
     try:
         yield factory
@@ -151,9 +183,7 @@ def multiconn_server_factory(
 
 
 @pytest.fixture
-def multiconn_server(
-    request: pytest.FixtureRequest, multiconn_timeout: float, _multiconn_shared_loop: SharedLoop
-) -> Iterator[ServerBase]:
+def multiconn_server() -> Iterator[ServerBase]:
     """Yields a started EchoServer on 127.0.0.1 and an ephemeral port, configured by the
     marker @pytest.mark.multiconn_server(**kwargs), for example
     @pytest.mark.multiconn_server(idle_timeout=0.5); an unknown keyword fails the test
@@ -169,24 +199,26 @@ def multiconn_server(
 
     # A factory of its own, not the multiconn_server_factory fixture: one function-scoped
     # fixture less for pytest to set up and tear down per test (issue 25).
-    servers = EchoServerFactory(
-        multiconn_timeout, base_nodeid(request.node), _multiconn_shared_loop
-    )
+    # No fixture arguments, not even ``request`` (see running_item): each one costs pytest
+    # 20-50 us per test, a third of what this fixture costs without them (issue 25).
+    item = running_item()
+    timeout = _timeout(item.config)
+    servers = EchoServerFactory(timeout, base_nodeid(item), _shared_loop(item.config))
     try:
-        marker = request.node.get_closest_marker(SERVER_MARKER)
+        marker = item.get_closest_marker(SERVER_MARKER)
         protocol = marker.kwargs.get("protocol", "echo") if marker else "echo"
         if protocol == "echo":
-            kwargs = server_marker_kwargs(request, extra=frozenset({"protocol"}))
+            kwargs = server_marker_kwargs(item, extra=frozenset({"protocol"}))
             kwargs.pop("protocol", None)
             yield servers(**kwargs)
         else:
             from pytest_multiconn.servers.fakes import handler_factory
             from pytest_multiconn.servers.protocol import ProtocolServer
 
-            kwargs = server_marker_kwargs(request, ProtocolServer, frozenset({"protocol"}))
+            kwargs = server_marker_kwargs(item, ProtocolServer, frozenset({"protocol"}))
             kwargs.pop("protocol", None)
             factory = handler_factory(protocol) if isinstance(protocol, str) else protocol
-            kwargs.setdefault("timeout", multiconn_timeout)
+            kwargs.setdefault("timeout", timeout)
             yield servers.adopt(ProtocolServer(factory, **kwargs))
     finally:
         servers.close()

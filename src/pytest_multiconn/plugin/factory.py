@@ -44,12 +44,12 @@ def keywords_of(cls: type) -> set[str]:
 
 
 def server_marker_kwargs(
-    request: pytest.FixtureRequest, cls: type | None = None, extra: frozenset[str] = frozenset()
+    item: pytest.Item, cls: type | None = None, extra: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
-    """The keyword arguments of the closest ``@pytest.mark.multiconn_server(...)``, checked
-    against ``cls``'s constructor (``EchoServer``'s by default; and ``extra``) so that a typo
-    names the marker and the known keys."""
-    marker = request.node.get_closest_marker(SERVER_MARKER)
+    """The keyword arguments of ``item``'s closest ``@pytest.mark.multiconn_server(...)``,
+    checked against ``cls``'s constructor (``EchoServer``'s by default; and ``extra``) so
+    that a typo names the marker and the known keys."""
+    marker = item.get_closest_marker(SERVER_MARKER)
     if marker is None:
         return {}
     if cls is None:
@@ -65,7 +65,7 @@ def server_marker_kwargs(
             else f"positional arguments {marker.args!r} (only keywords are taken)"
         )
         pytest.fail(
-            f"@pytest.mark.{SERVER_MARKER}(...) on {base_nodeid(request.node)}: {what}; "
+            f"@pytest.mark.{SERVER_MARKER}(...) on {base_nodeid(item)}: {what}; "
             f"the known keywords are {', '.join(sorted(known))}",
             pytrace=False,
         )

@@ -5,6 +5,10 @@ Under ``--dist loadgroup`` xdist renames every item marked ``xdist_group("g")`` 
 and a replay command naming it fails with "not found"; every seed and replay command of ours
 is made from :func:`base_nodeid` instead.
 
+:func:`running_item` is the test whose protocol runs now, so that the hottest fixtures need not
+take ``request`` (pytest builds a fixture definition, with ``inspect.signature``, each time a
+fixture asks for it: about 50 us a test on the 2-core CI machine, issue 25).
+
 :func:`fixture_seeds` is the one seed policy of every fixture that makes seeded objects (fault
 proxies, faulty servers and clients, UDP proxies, the toxiproxy server).
 """
@@ -17,6 +21,33 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_multiconn.core.seed import derive_seed, get_run_seed
+
+# The tests whose protocol runs now, innermost last (an in-process pytester run nests one).
+_RUNNING: list[pytest.Item] = []
+
+
+def enter_test(item: pytest.Item) -> None:
+    """Called by the plugin's ``pytest_runtest_protocol`` wrapper as ``item`` starts."""
+    _RUNNING.append(item)
+
+
+def leave_test(item: pytest.Item) -> None:
+    """Called as ``item``'s protocol ends (also when it raised)."""
+    if _RUNNING and _RUNNING[-1] is item:
+        _RUNNING.pop()
+    elif item in _RUNNING:  # an unbalanced nesting: drop it wherever it is
+        _RUNNING.remove(item)
+
+
+def running_item() -> pytest.Item:
+    """The test whose setup, call or teardown runs now (what ``request.node`` is for a
+    function-scoped fixture)."""
+    if not _RUNNING:
+        raise RuntimeError(
+            "pytest-multiconn: no test is running; a function-scoped multiconn fixture was "
+            "set up outside pytest_runtest_protocol (is the multiconn plugin registered?)"
+        )
+    return _RUNNING[-1]
 
 
 def base_nodeid(item: pytest.Item) -> str:

@@ -30,7 +30,6 @@ from pytest_multiconn.core.registry import (
     pop_fixture,
     push_fixture,
 )
-from pytest_multiconn.core.seed import set_current_test_id
 from pytest_multiconn.errors import LeakError
 from pytest_multiconn.plugin.nodeid import base_nodeid
 from pytest_multiconn.plugin.options import get_option, register_option
@@ -71,19 +70,6 @@ def pytest_fixture_setup(
         return (yield)
     finally:
         pop_fixture(before)
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_protocol(
-    item: pytest.Item, nextitem: pytest.Item | None
-) -> Generator[None, object, object]:
-    # Seeds derived while this test runs use its node id without xdist's @group suffix;
-    # the previous name comes back afterwards (an in-process pytester run nests).
-    previous = set_current_test_id(base_nodeid(item))
-    try:
-        return (yield)
-    finally:
-        set_current_test_id(previous)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

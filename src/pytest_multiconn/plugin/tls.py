@@ -52,7 +52,7 @@ def multiconn_tls_server(
     """
     from pytest_multiconn.plugin.factory import server_marker_kwargs
 
-    kwargs = server_marker_kwargs(request)
+    kwargs = server_marker_kwargs(request.node)
     kwargs.setdefault("tls", multiconn_tls)
     return multiconn_server_factory(**kwargs)
 
@@ -72,7 +72,7 @@ def multiconn_any_server(
     """
     from pytest_multiconn.plugin.factory import server_marker_kwargs
 
-    kwargs = server_marker_kwargs(request)
+    kwargs = server_marker_kwargs(request.node)
     if request.param == "tls":
         kwargs.setdefault("tls", multiconn_tls)
     return multiconn_server_factory(**kwargs)

@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.connection import Connection, Phase
 from pytest_multiconn.core.loop import EVENT_READ
 from pytest_multiconn.servers.protocol import ProtocolConnection, ProtocolServer
-from pytest_multiconn.tls.config import ServerTLS, TLSConfig
+
+if TYPE_CHECKING:
+    import ssl
+
+    from pytest_multiconn.tls.config import ServerTLS, TLSConfig
 
 __all__ = ["EchoConnection", "EchoProtocol", "EchoServer"]
 
@@ -272,7 +275,23 @@ class EchoServer(ProtocolServer):
         #: This server's TLS when started with ``tls=`` True, a TLSConfig or an SSLContext.
         self.tls: ServerTLS | None
         super().__init__(EchoProtocol, host, port, tls=tls, **kwargs)
-        self._read_buffer = _PlainEchoBuffer(_PlainEchoConnection.read_size)
+        # Made by the first inline connection: a server that never echoes (most
+        # function-scoped fixtures) does not zero 64 KiB for nothing.
+        self._read_buffer: _PlainEchoBuffer | None = None
+
+    def may_close_off_thread(self) -> bool:
+        # Closing a connection of the inline path runs only this module's code and the
+        # EchoProtocol's (no user handler, observer, layer or fault: those take the general
+        # path), so a stop right after a client's close, before the loop thread has read its
+        # EOF, need not wait for that thread to wake (issue 25).
+        if super().may_close_off_thread():
+            return True
+        listener = self._listener
+        return (
+            not self._lost_pending
+            and (listener is None or listener.retry_timer is None)
+            and all(type(c) is _PlainEchoConnection for c in self._conns.values())
+        )
 
     def general_connection(self, conn: Connection) -> ProtocolConnection | None:
         # A plain echo connection that a fault joins leaves the inline path for good: it
@@ -288,5 +307,8 @@ class EchoServer(ProtocolServer):
         # inline echo is EchoProtocol's behaviour, so only that exact factory gets it (not a
         # subclass, not a handler a subclass swapped in).
         if self.protocol_factory is EchoProtocol:
-            return _PlainEchoConnection(self, sock, addr, self._read_buffer)
+            buffer = self._read_buffer
+            if buffer is None:
+                buffer = self._read_buffer = _PlainEchoBuffer(_PlainEchoConnection.read_size)
+            return _PlainEchoConnection(self, sock, addr, buffer)
         return None

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.checks import MAX_C_INT, check_count, check_seed
@@ -45,7 +44,11 @@ from pytest_multiconn.faults.table import (
 )
 from pytest_multiconn.faults.toxics import Toxic
 from pytest_multiconn.servers.faulting import ConnectionFaults
-from pytest_multiconn.tls.config import ServerTLS, TLSConfig, server_tls
+
+if TYPE_CHECKING:
+    import ssl
+
+    from pytest_multiconn.tls.config import ServerTLS, TLSConfig
 
 logger = logging.getLogger(__name__)
 
@@ -373,6 +376,10 @@ class ProtocolServer(StreamFaults, ServerBase):
             except Exception as exc:  # noqa: BLE001 - recorded, re-raised by check()
                 self.loop.report_error(exc, conn)
 
+    def may_close_off_thread(self) -> bool:
+        # A handler's connection_lost still to run must run in the loop thread.
+        return not self._lost_pending and super().may_close_off_thread()
+
     def lost_later(self, conn: ProtocolConnection, exc: BaseException | None) -> None:
         """Loop thread: ``conn`` closed; its handler's ``connection_lost`` runs on a later
         loop turn (or when the server stops), and only then is ``conn`` counted closed."""
@@ -513,6 +520,10 @@ def take_tls(kwargs: dict[str, Any]) -> ServerTLS | None:
     tls = kwargs.pop("tls", None)
     if tls is None or tls is False:
         return None
+    # Imported here: TLS brings trustme and cryptography (40 ms), which a plaintext
+    # server, the usual fixture, never needs (issue 25).
+    from pytest_multiconn.tls.config import server_tls
+
     layer = server_tls(tls)
     kwargs["layer"] = layer
     return layer

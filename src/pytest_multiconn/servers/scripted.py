@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import re
 import socket
-import ssl
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_multiconn.core.address import SocketAddress
 from pytest_multiconn.core.blocking import to_thread
@@ -45,6 +44,9 @@ from pytest_multiconn.core.server import ServerBase
 from pytest_multiconn.errors import ScriptMismatch
 from pytest_multiconn.exchanges.base import describe_difference
 from pytest_multiconn.servers.protocol import take_tls
+
+if TYPE_CHECKING:
+    import ssl
 
 
 @dataclass(frozen=True)
