@@ -349,6 +349,7 @@ class ProtocolServer(StreamFaults, ServerBase):
         self.protocol_factory = protocol_factory
         # Closed connections whose handler's connection_lost is scheduled but has not run.
         self._lost_pending: dict[int, ProtocolConnection] = {}
+        self._closing_all = False  # in _close_everything: it runs connection_lost itself
         seed = check_seed(seed, optional=True)
         #: Seeds the faults' random numbers (default: the run seed, ``--multiconn-seed``).
         self.seed = get_run_seed() if seed is None else seed
@@ -368,7 +369,13 @@ class ProtocolServer(StreamFaults, ServerBase):
         # A stop closes every connection from a loop callback of its own (not from inside a
         # handler), and the loop may never turn again (the server's own loop ends; a shared
         # loop's release returns): run the scheduled connection_lost calls now, once each.
-        super()._close_everything()
+        # The connections it closes are not queued for a later turn (lost_later): they are
+        # run right below, so a stop queues nothing and wakes no loop thread for nothing.
+        self._closing_all = True
+        try:
+            super()._close_everything()
+        finally:
+            self._closing_all = False
         while self._lost_pending:
             conn = next(iter(self._lost_pending.values()))
             try:
@@ -384,7 +391,8 @@ class ProtocolServer(StreamFaults, ServerBase):
         """Loop thread: ``conn`` closed; its handler's ``connection_lost`` runs on a later
         loop turn (or when the server stops), and only then is ``conn`` counted closed."""
         self._lost_pending[conn.id] = conn
-        self.loop.call_soon(self._run_lost, conn, exc)
+        if not self._closing_all:
+            self.loop.call_soon(self._run_lost, conn, exc)
 
     def _run_lost(self, conn: ProtocolConnection, exc: BaseException | None) -> None:
         if self._lost_pending.pop(conn.id, None) is None:
