@@ -62,13 +62,6 @@ def faulty_tests() -> set[str]:
     return found if isinstance(found, set) else set()
 
 
-def open_sockets(server: Any) -> list[str]:
-    # Ours (TCP: the listener and each connection; UDP: the bound socket and each session's).
-    if isinstance(server, (_server_base(), _udp_server_base())):
-        return server.open_sockets()  # type: ignore[no-any-return]
-    return []
-
-
 def servers_of(item: pytest.Item, record: TestRecord) -> list[Any]:
     """Servers the test started, then wider-scoped ones it was handed as fixture values."""
     servers = list(record.servers)
