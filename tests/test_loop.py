@@ -518,3 +518,33 @@ def test_wait_bounds_must_be_finite_numbers(timeout: object) -> None:
             wait_until(lambda: True, timeout)  # type: ignore[arg-type]
     finally:
         lp.close()
+
+
+def test_a_forgotten_socket_closed_at_once_leaves_no_event_behind(driven_loop: Loop) -> None:
+    # forget() skips epoll_ctl on the fast path: the close must take the descriptor out of
+    # the epoll set, or a readable socket the map no longer knows would wake every poll.
+    loop = driven_loop
+    sock, other = socket.socketpair()
+    try:
+        calls: list[int] = []
+
+        class Reader:
+            def handle_event(self, mask: int) -> None:
+                calls.append(mask)
+
+            def close(self) -> None:
+                pass
+
+        loop.register(sock, EVENT_READ, Reader())
+        other.send(b"x")  # readable now, and stays so: nobody reads it
+        loop.forget(sock)
+        sock.close()
+        assert loop.handler_count() == 0
+        loop.run_once(0)
+        assert calls == []
+        poll = loop._epoll_poll
+        if poll is not None:  # the fast path: the kernel itself has nothing to report
+            assert poll(0, 8) == []
+    finally:
+        sock.close()
+        other.close()

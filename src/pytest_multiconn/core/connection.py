@@ -817,13 +817,13 @@ class Connection:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        self._out.clear()
+        self.transcript.record("close", note=self.close_reason)
         if self._mask:
             try:  # noqa: SIM105 - close() is on the hot path of short connections
-                self.loop.unregister(self.sock)
+                self.loop.forget(self.sock)  # the close right below leaves the epoll set
             except (KeyError, ValueError, OSError):
                 pass  # the loop's selector is already closed
             self._mask = 0
-        self._out.clear()
-        self.transcript.record("close", note=self.close_reason)
         self.sock.close()
         self.connection_lost(exc)

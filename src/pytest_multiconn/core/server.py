@@ -232,7 +232,7 @@ class Listener:
             self.retry_timer.cancel()
         if self.registered:
             with contextlib.suppress(KeyError, ValueError, OSError):
-                server.loop.unregister(self.sock)
+                server.loop.forget(self.sock)  # closed right below
             self.registered = False
         self.sock.close()
         # Closed for good: let go of the server, so that the two are freed by reference
