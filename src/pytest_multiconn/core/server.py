@@ -467,11 +467,20 @@ class ServerBase(LoopService[ServerAddress]):
 
     def may_close_off_thread(self) -> bool:
         """Closing this server now, from a thread other than its loop's, would run none of a
-        user's code (handlers, observers): here, when it has no connection open and no
-        accept retry pending; subclasses widen or narrow it.  Asked while the loop thread is
-        held (``Loop.run_while_idle``), so the answer cannot change under it."""
+        user's code (handlers, observers): no accept retry is pending and its open
+        connections allow it (:meth:`connections_close_off_thread`); subclasses narrow it.
+        Asked while the loop thread is held (``Loop.run_while_idle``), so the answer cannot
+        change under it."""
         listener = self._listener
-        return not self._conns and (listener is None or listener.retry_timer is None)
+        return (listener is None or listener.retry_timer is None) and (
+            self.connections_close_off_thread()
+        )
+
+    def connections_close_off_thread(self) -> bool:
+        """Closing the open connections from another thread runs none of a user's code:
+        here only when there are none; a server whose connections run only its own code
+        says so."""
+        return not self._conns
 
     def _wait_closed_down(self, timeout: float) -> None:
         # Another stop() closes this server (or scheduled the close from the loop thread):

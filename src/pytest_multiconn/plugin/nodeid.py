@@ -32,11 +32,10 @@ def enter_test(item: pytest.Item) -> None:
 
 
 def leave_test(item: pytest.Item) -> None:
-    """Called as ``item``'s protocol ends (also when it raised)."""
+    """Called as ``item``'s protocol ends (also when it raised); the wrapper pairs it with
+    :func:`enter_test` in ``try``/``finally``, so ``item`` is the innermost."""
     if _RUNNING and _RUNNING[-1] is item:
         _RUNNING.pop()
-    elif item in _RUNNING:  # an unbalanced nesting: drop it wherever it is
-        _RUNNING.remove(item)
 
 
 def running_item() -> pytest.Item:

@@ -279,19 +279,12 @@ class EchoServer(ProtocolServer):
         # function-scoped fixtures) does not zero 64 KiB for nothing.
         self._read_buffer: _PlainEchoBuffer | None = None
 
-    def may_close_off_thread(self) -> bool:
+    def connections_close_off_thread(self) -> bool:
         # Closing a connection of the inline path runs only this module's code and the
         # EchoProtocol's (no user handler, observer, layer or fault: those take the general
         # path), so a stop right after a client's close, before the loop thread has read its
         # EOF, need not wait for that thread to wake (issue 25).
-        if super().may_close_off_thread():
-            return True
-        listener = self._listener
-        return (
-            not self._lost_pending
-            and (listener is None or listener.retry_timer is None)
-            and all(type(c) is _PlainEchoConnection for c in self._conns.values())
-        )
+        return all(type(c) is _PlainEchoConnection for c in self._conns.values())
 
     def general_connection(self, conn: Connection) -> ProtocolConnection | None:
         # A plain echo connection that a fault joins leaves the inline path for good: it
