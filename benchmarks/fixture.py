@@ -17,6 +17,8 @@ once untimed first, so imports and bytecode compilation are not in the figures.
 
 Variants:
   empty        ``def test(i): pass``
+  bare         the same file with ``-p no:multiconn``: the empty test's figures minus these
+               are what the plugin costs a test that uses none of it (printed below the table)
   server       ``def test(i, multiconn_server): ...`` (started and stopped per test)
   exchange     the same, plus one client connection that sends 4 bytes, reads them back, closes
   httpserver   pytest-httpserver's ``HTTPServer`` started and stopped by a function-scoped
@@ -237,7 +239,12 @@ def run_variant(project: Path, variant: str, pin: int | None = None,
     env.pop("MULTICONN_BENCH_BREAKDOWN", None)
     if breakdown is not None:
         env["MULTICONN_BENCH_BREAKDOWN"] = str(breakdown)
-    cmd = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"test_{variant}.py"]
+    # "bare": the empty tests with the plugin turned off, for what the plugin costs a test
+    # that uses none of it.
+    test_file = "test_empty.py" if variant == "bare" else f"test_{variant}.py"
+    cmd = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file]
+    if variant == "bare":
+        cmd[3:3] = ["-p", "no:multiconn"]
     if pin is not None:
         cmd = ["taskset", "-c", str(pin), *cmd]
     t0 = time.perf_counter()
@@ -266,7 +273,7 @@ def run_variant(project: Path, variant: str, pin: int | None = None,
 
 def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
         pin: int | None = None, cache: str = "warm", log: Any = print) -> dict[str, Any]:
-    variants = ["empty", "server", "exchange"]
+    variants = ["empty", "bare", "server", "exchange"]
     notes = []
     if n_http:
         if have_httpserver():
@@ -282,6 +289,8 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
         project = Path(tmp)
         (project / "conftest.py").write_text(CONFTEST)
         for v in variants:
+            if v == "bare":
+                continue  # runs test_empty.py
             count = n_http if v == "httpserver" else n
             (project / f"test_{v}.py").write_text(
                 textwrap.dedent(TESTS[v]).replace("{n}", str(count)))
@@ -306,7 +315,7 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
     p25_ms: dict[str, float] = {}
     p50_ms: dict[str, float] = {}
     for v in variants:
-        if v == "empty":
+        if v in ("empty", "bare"):
             continue
         count = n_http if v == "httpserver" else n
         per_round = [(res[v]["wall"] / count - res["empty"]["wall"] / n) * 1e3
@@ -321,8 +330,17 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
         phase_ms[v] = {ph: statistics.median(
             (res[v]["phases"][ph] - res["empty"]["phases"][ph]) * 1e3 for res in rounds_out)
             for ph in ("setup", "call", "teardown")}
+    # What loading the plugin costs a test that uses none of it: the empty test with the
+    # plugin minus the same without (-p no:multiconn).
+    plugin_ms = {
+        "wall": statistics.median(
+            (res["empty"]["wall"] - res["bare"]["wall"]) / n * 1e3 for res in rounds_out),
+        "median": statistics.median(
+            (res["empty"]["p50"] - res["bare"]["p50"]) * 1e3 for res in rounds_out),
+    }
     return {
         "rounds": rounds_out,
+        "plugin_ms_per_unused_test": plugin_ms,
         "wall_ms_per_test": wall_ms,
         "wall_ms_per_test_rounds": {
             v: [(res[v]["wall"] / (n_http if v == "httpserver" else n)
@@ -369,6 +387,10 @@ def print_report(res: dict[str, Any]) -> None:
           "start to the last one's end (no start-up or collection); median, p25: median and "
           "first quartile of one test's start to finish (what one more test costs; p25 is "
           "the figure to compare on a loaded machine)")
+    plugin = res["plugin_ms_per_unused_test"]
+    print(f"  the plugin's own cost on a test that uses none of it (the empty test, minus the "
+          f"same with -p no:multiconn): wall {plugin['wall']:.3f}, median "
+          f"{plugin['median']:.3f} ms per test")
     if res.get("breakdown"):
         print("\n  where the exchange test's time goes (perf_counter wrappers, one extra run; "
               "ms per test):")

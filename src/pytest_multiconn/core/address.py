@@ -156,13 +156,15 @@ def bind_listener(
             raise AddressError("give a host, or unix_path for a Unix socket")
         port = parse_port(port)
         host = check_host(host, allow_remote=allow_remote)
-        sock = socket.socket(family_for(host), socket.SOCK_STREAM)
+        family = family_for(host)
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             if os.name != "nt":
                 # Lets a restarted server rebind a port whose old connections sit in TIME_WAIT;
                 # it does not let two live listeners share a port on Linux.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if sock.family == socket.AF_INET6:
+            # ``family``, not ``sock.family``: that property converts to an IntEnum each time.
+            if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((host, port))
         except OSError as exc:

@@ -53,19 +53,29 @@ class TestRecord:
     """What one test started: filled by :func:`track_server` while the test is current."""
 
     __test__ = False  # not a pytest test class, despite the name
-    __slots__ = ("__weakref__", "nodeid", "previous", "servers", "tag", "threads_before")
+    __slots__ = ("__weakref__", "_tag", "nodeid", "previous", "servers", "threads_before")
 
     def __init__(self, nodeid: str, previous: TestRecord | None) -> None:
         self.nodeid = nodeid
         self.previous = previous
         self.servers: list[Any] = []
+        # Every thread, not only ours: filtering by name is left to leaked_threads, which
+        # looks only at the threads that are new (every test of a run pays for this one).
         # Thread objects, not idents: the OS reuses idents of threads that ended.
-        self.threads_before = set(live_threads())
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-        name = nodeid.rpartition("::")[2] or nodeid
-        if len(name) > _MAX_TEST_NAME:
-            name = name[: _MAX_TEST_NAME - 3] + "..."
-        self.tag = f"[{worker}:{name}]" if worker else f"[{name}]"
+        self.threads_before = set(threading.enumerate())
+        self._tag: str | None = None
+
+    @property
+    def tag(self) -> str:
+        """``[gw0:test_name]`` (``[test_name]`` without xdist): made when a thread is named."""
+        tag = self._tag
+        if tag is None:
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+            name = self.nodeid.rpartition("::")[2] or self.nodeid
+            if len(name) > _MAX_TEST_NAME:
+                name = name[: _MAX_TEST_NAME - 3] + "..."
+            tag = self._tag = f"[{worker}:{name}]" if worker else f"[{name}]"
+        return tag
 
     def __repr__(self) -> str:
         return f"<TestRecord {self.nodeid!r} servers={len(self.servers)}>"
@@ -203,8 +213,12 @@ def live_threads() -> list[threading.Thread]:
 def leaked_threads(record: TestRecord) -> list[threading.Thread]:
     """Our threads alive now that were not before ``record`` began, nor belong to a wide
     fixture."""
+    before = record.threads_before
     return [
         t
-        for t in live_threads()
-        if t not in record.threads_before and t not in _long_lived_threads
+        for t in threading.enumerate()
+        if t not in before
+        and t.name.startswith(THREAD_PREFIX)
+        and t not in _long_lived_threads
+        and t.is_alive()
     ]

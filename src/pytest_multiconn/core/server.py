@@ -46,7 +46,7 @@ from pytest_multiconn.core.lifecycle import LoopService
 from pytest_multiconn.core.loop import DEFAULT_TIMEOUT, EVENT_READ, Loop, LoopErrorRecord, Timer
 from pytest_multiconn.core.registry import track_server, untrack_server
 from pytest_multiconn.core.shared import SharedLoop, raise_recorded
-from pytest_multiconn.errors import LoopStuckError, LoopThreadError
+from pytest_multiconn.errors import LoopStuckError, LoopThreadError, WaitTimeout
 
 S = TypeVar("S", bound="ServerBase")
 
@@ -123,6 +123,10 @@ class ConnectionInfo:
             f"{' eof-received' if self.eof_received else ''}"
             f"{(' closed: ' + self.close_reason) if self.closed else ''}"
         )
+
+
+def _nothing() -> None:
+    """A wait's ``check`` when there is no loop-thread error to re-raise."""
 
 
 def connection_info(conn: Connection) -> ConnectionInfo:
@@ -318,9 +322,10 @@ class ServerBase(LoopService[ServerAddress]):
         self._closed_peak = 0
         self._peer_errors = 0
         self._idle_closed = 0
-        # Set once _close_everything() ran (the listener is closed): every stop() on a
-        # shared loop returns only then, not only the one that asked first.
-        self._closed_down = threading.Event()
+        # True once _close_everything() ran (the listener is closed): every stop() on a
+        # shared loop returns only then, not only the one that asked first (the one wait,
+        # on this service's condition; not an Event of its own, one lock less per server).
+        self._closed_down = False
         self._stop_lock = threading.Lock()
 
     # -- addresses ---------------------------------------------------------------------------
@@ -488,11 +493,16 @@ class ServerBase(LoopService[ServerAddress]):
         thread = self.loop.thread
         if thread is not None and thread.ident == threading.get_ident():
             return
-        if not self._closed_down.wait(timeout):
+        try:
+            self._wait_until(
+                lambda: self._closed_down, bool, timeout, "the listener to close",
+                check=_nothing, describe=lambda _: "",
+            )
+        except WaitTimeout:
             raise LoopStuckError(
                 f"{self!r}: another stop() did not close the listener within {timeout}s; "
                 "a handler is blocking the loop thread"
-            )
+            ) from None
 
     def check(self) -> None:
         """Re-raise, in the caller, the first exception the loop thread recorded."""
@@ -511,7 +521,8 @@ class ServerBase(LoopService[ServerAddress]):
             for conn in list(self._conns.values()):
                 conn.close(reason="server stopped")
         finally:
-            self._closed_down.set()
+            self._closed_down = True
+            self.notify()
 
     # -- subclass interface ---------------------------------------------------------------
     def make_connection(self, sock: socket.socket, addr: SocketAddress) -> Connection:
@@ -662,7 +673,7 @@ class ServerBase(LoopService[ServerAddress]):
     def _finished(self) -> bool:
         # A stop() scheduled from the loop thread has not closed anything yet: until the close
         # ran, the counts still change.
-        return self._stopped and (not self._started or self._closed_down.is_set())
+        return self._stopped and (not self._started or self._closed_down)
 
     def _describe_wait(self, stats: ServerStats) -> str:
         live = "\n".join(f"  {c}" for c in self.connections()[:10]) or "  (none)"

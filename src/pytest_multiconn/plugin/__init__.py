@@ -25,6 +25,7 @@ from pytest_multiconn.plugin.options import (
     register_option,
     validate_options,
 )
+from pytest_multiconn.plugin.report import begin_record, end_record
 
 if TYPE_CHECKING:
     # Imported where first used, not here: pytest imports this module at every start, and
@@ -102,11 +103,16 @@ def pytest_runtest_protocol(
     # Seeds derived while this test runs use its node id without xdist's @group suffix;
     # the previous name comes back afterwards (an in-process pytester run nests).  The item
     # itself is what multiconn_server reads instead of taking ``request`` (running_item).
-    previous = set_current_test_id(base_nodeid(item))
+    # The test's record of what it started (plugin.report) is begun and ended here too: one
+    # hook wrapper per test, not one per concern (issue 25).
+    nodeid = base_nodeid(item)
+    previous = set_current_test_id(nodeid)
     enter_test(item)
+    begin_record(item, nodeid)
     try:
         return (yield)
     finally:
+        end_record(item)
         leave_test(item)
         set_current_test_id(previous)
 

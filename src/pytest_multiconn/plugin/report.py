@@ -72,10 +72,18 @@ def pytest_fixture_setup(
         pop_fixture(before)
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
-    item.stash[_RECORD] = begin_test(base_nodeid(item))
-    return (yield)
+def begin_record(item: pytest.Item, nodeid: str) -> None:
+    """Start ``item``'s record (the plugin's ``pytest_runtest_protocol`` wrapper calls this
+    and :func:`end_record`: one hook wrapper per test less than a setup wrapper of its own)."""
+    item.stash[_RECORD] = begin_test(nodeid)
+
+
+def end_record(item: pytest.Item) -> None:
+    """End ``item``'s record once its teardown was reported (idempotent)."""
+    record = item.stash.get(_RECORD, None)
+    if record is not None:
+        end_test(record)
+        del item.stash[_RECORD]
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -142,21 +150,16 @@ def pytest_runtest_makereport(
     record = item.stash.get(_RECORD, None)
     if record is None:
         return report
-    try:
-        if call.excinfo is not None and isinstance(call.excinfo.value, LeakError):
-            # The message says everything; a traceback into this plugin would only add noise.
-            report.longrepr = f"LeakError: {call.excinfo.value}"
-        if report.failed or (report.when == "call" and item.config.stash.get(_TRACE, False)):
-            from pytest_multiconn.plugin.section import faulty_tests, format_section, servers_of
+    if call.excinfo is not None and isinstance(call.excinfo.value, LeakError):
+        # The message says everything; a traceback into this plugin would only add noise.
+        report.longrepr = f"LeakError: {call.excinfo.value}"
+    if report.failed or (report.when == "call" and item.config.stash.get(_TRACE, False)):
+        from pytest_multiconn.plugin.section import faulty_tests, format_section, servers_of
 
-            servers = servers_of(item, record)
-            nodeid = base_nodeid(item)
-            if servers or _uses_our_fixtures(item) or nodeid in faulty_tests():
-                _add_section(report, format_section(servers, nodeid=nodeid))
-    finally:
-        if report.when == "teardown":
-            end_test(record)
-            del item.stash[_RECORD]
+        servers = servers_of(item, record)
+        nodeid = base_nodeid(item)
+        if servers or _uses_our_fixtures(item) or nodeid in faulty_tests():
+            _add_section(report, format_section(servers, nodeid=nodeid))
     return report
 
 

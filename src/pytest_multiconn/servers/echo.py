@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +118,7 @@ class _PlainEchoConnection(EchoConnection):
 
     What it saves, counted with ``benchmarks/instructions.py`` (callgrind, per round trip):
 
-    * a read into the server's one read buffer (``_PlainEchoBuffer``) instead of ``recv``:
+    * a read into the loop thread's one read buffer (``_PlainEchoBuffer``) instead of ``recv``:
       no 64 KiB ``bytes`` allocated, shrunk and freed per message.  Whatever is not sent at
       once is copied into ``_out`` by ``write()`` before this returns, so nothing keeps a
       view of the shared buffer past the event;
@@ -133,7 +134,7 @@ class _PlainEchoConnection(EchoConnection):
         self, server: EchoServer, sock: socket.socket, addr: SocketAddress, buffer: _PlainEchoBuffer
     ) -> None:
         super().__init__(server, sock, addr)
-        self._view = buffer.view  # the server's one read buffer (_PlainEchoBuffer)
+        self._view = buffer.view  # the loop thread's one read buffer (_PlainEchoBuffer)
         self._views = buffer.views  # the same, as the list os.readv takes
         # What _read_into / _write act on: the descriptor on POSIX, else the socket.  The
         # inline path runs only while the phase is OPEN, so the descriptor is still ours.
@@ -239,9 +240,13 @@ class _PlainEchoConnection(EchoConnection):
 
 
 class _PlainEchoBuffer:
-    """The read buffer all plain echo connections of one server share (its loop thread only).
+    """The read buffer all plain echo connections served by one loop thread share.
 
-    One per server rather than per connection: 10,000 idle connections must not hold 640 MiB.
+    One per loop thread rather than per connection (10,000 idle connections must not hold
+    640 MiB) or per server (a function-scoped server on the shared loop would zero 64 KiB
+    for its first message, at every test).  Only the loop thread touches it, within one
+    event: the inline path sends what it read before returning and copies what it could not
+    send, so no view of it outlives the event, and nothing re-enters a handler meanwhile.
     """
 
     __slots__ = ("view", "views")
@@ -249,6 +254,19 @@ class _PlainEchoBuffer:
     def __init__(self, size: int) -> None:
         self.view = memoryview(bytearray(size))
         self.views = [self.view]  # os.readv's argument, made once
+
+
+# Each loop thread's _PlainEchoBuffer, made by its first plain echo connection; freed with
+# the thread.
+_loop_thread_buffers = threading.local()
+
+
+def _loop_thread_buffer() -> _PlainEchoBuffer:
+    """The calling loop thread's read buffer (``fast_connection`` runs in the loop thread)."""
+    buffer: _PlainEchoBuffer | None = getattr(_loop_thread_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _loop_thread_buffers.buffer = _PlainEchoBuffer(_PlainEchoConnection.read_size)
+    return buffer
 
 
 class EchoServer(ProtocolServer):
@@ -275,9 +293,6 @@ class EchoServer(ProtocolServer):
         #: This server's TLS when started with ``tls=`` True, a TLSConfig or an SSLContext.
         self.tls: ServerTLS | None
         super().__init__(EchoProtocol, host, port, tls=tls, **kwargs)
-        # Made by the first inline connection: a server that never echoes (most
-        # function-scoped fixtures) does not zero 64 KiB for nothing.
-        self._read_buffer: _PlainEchoBuffer | None = None
 
     def connections_close_off_thread(self) -> bool:
         # Closing a connection of the inline path runs only this module's code and the
@@ -300,8 +315,5 @@ class EchoServer(ProtocolServer):
         # inline echo is EchoProtocol's behaviour, so only that exact factory gets it (not a
         # subclass, not a handler a subclass swapped in).
         if self.protocol_factory is EchoProtocol:
-            buffer = self._read_buffer
-            if buffer is None:
-                buffer = self._read_buffer = _PlainEchoBuffer(_PlainEchoConnection.read_size)
-            return _PlainEchoConnection(self, sock, addr, buffer)
+            return _PlainEchoConnection(self, sock, addr, _loop_thread_buffer())
         return None
