@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from realservers import PROBES, RealServer, cpu_seconds
+from realservers import PROBES, RealServer, cpu_seconds, runnable_seconds
 
 MiB = 1024 * 1024
 #: The receive buffer of every measuring client (set before connect, so the window is small).
@@ -632,6 +632,21 @@ def cpu_percent(pids: list[int], window: float = 0.5) -> dict[int, float]:
     return {pid: 100 * (after[pid] - before[pid]) / elapsed for pid in before if pid in after}
 
 
+def usage_percent(pids: list[int], window: float = 0.5
+                  ) -> tuple[dict[int, float], dict[int, float]]:
+    """Per pid, over one ``window``-second measurement: the percentage of one CPU it used,
+    and the percentage of the window it was runnable (running or waiting for a CPU: ~100
+    for a spinner on any load, see ``realservers.runnable_seconds``)."""
+    cpu0, run0 = cpu_seconds(pids), runnable_seconds(pids)
+    t0 = time.monotonic()
+    threading.Event().wait(window)
+    cpu1, run1 = cpu_seconds(pids), runnable_seconds(pids)
+    elapsed = time.monotonic() - t0
+    cpu = {pid: 100 * (cpu1[pid] - cpu0[pid]) / elapsed for pid in cpu0 if pid in cpu1}
+    run = {pid: 100 * (run1[pid] - run0[pid]) / elapsed for pid in run0 if pid in run1}
+    return cpu, run
+
+
 def wait_quiet(pids: list[int], *, percent: float = 2.0, window: float = 0.1,
                timeout: float = 5.0) -> dict[int, float]:
     """Poll ``window``-second CPU readings until every pid in ``pids`` used under ``percent``
@@ -712,5 +727,6 @@ __all__ = [
     "silent_connection_delays_other",
     "start_spinning",
     "store_big_value",
+    "usage_percent",
     "wait_quiet",
 ]

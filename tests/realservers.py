@@ -138,6 +138,31 @@ def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
     return out
 
 
+def runnable_seconds(pids: Sequence[int]) -> dict[int, float]:
+    """Time each pid's threads have spent runnable so far (on a CPU, or ready and waiting for
+    one), in seconds: the sum of the first two ``schedstat`` fields of every thread.  A process
+    that spins is runnable all the time however loaded the machine is, so this tells a spinner
+    from a sleeper where its CPU share cannot (two xdist workers and a CPU burner left a
+    spinning gunicorn worker 20% of a CPU).  Pids without ``schedstat`` are left out."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        ns, ok = 0, False
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+                ns += int(fields[0]) + int(fields[1])
+                ok = True
+            except (OSError, ValueError, IndexError):
+                continue
+        if ok:
+            out[pid] = ns / 1e9
+    return out
+
+
 # --- the servers -------------------------------------------------------------------------------
 
 

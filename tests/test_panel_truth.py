@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from panel_truth import (
-    cpu_percent,
     half_close_loss,
     idle_cpu,
     never_reader_growth,
     silent_connection_delays_other,
     start_spinning,
+    usage_percent,
     wait_quiet,
 )
 from realservers import SERVERS, RealServer, require, running
@@ -187,8 +187,15 @@ def test_panel_gunicorn_spinning_worker_is_the_worker(server: RealServer) -> Non
     assert worker in server.worker_pids(), (worker, server.tree_pids())
     settled = wait_quiet([master])
     assert settled.get(master, 0.0) < 2, f"{server.name}: master {master} busy at {settled}"
-    per = cpu_percent(server.tree_pids(), window=0.5)
-    facts = f"{server.name}: master {master}: {per.get(master)}%, worker {worker}: {per[worker]}%"
-    # ~100% of a CPU on a quiet machine; > 40% leaves room for a CPU burner beside us.
-    assert per[worker] > 40, facts
-    assert per.get(master, 0.0) < 5, facts
+    cpu, runnable = usage_percent(server.tree_pids(), window=0.5)
+    if worker not in runnable:
+        pytest.skip("no /proc/PID/task/TID/schedstat here: cannot tell a spinner on any load")
+    facts = (f"{server.name}: master {master}: {cpu.get(master, 0.0):.1f}% of a CPU, runnable "
+             f"{runnable.get(master, 0.0):.1f}% of the time; worker {worker}: "
+             f"{cpu[worker]:.1f}% of a CPU, runnable {runnable[worker]:.1f}%")
+    # The spinner wants a CPU all the time however loaded the machine is (its share of one
+    # fell to 20% beside a burner and two xdist workers): runnable, not the share, says so.
+    assert runnable[worker] > 80, facts
+    assert cpu[worker] > 5, facts
+    assert cpu.get(master, 0.0) < 5, facts
+    assert runnable.get(master, 0.0) < 10, facts
