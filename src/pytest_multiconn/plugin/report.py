@@ -9,8 +9,10 @@ servers and proxies started while it ran.  From it:
 * after teardown, a server of the test that is still running, or a loop thread of ours that
   is still alive, fails the test with an error naming it and where it was started.
 
-The cost for a test that touches nothing of ours is a few microseconds: one record, one
-walk over ``threading.enumerate()`` before and after.
+The cost for a test that touches nothing of ours is one record, begun and ended by the
+plugin's ``pytest_runtest_protocol`` wrapper, one walk over ``threading.enumerate()`` before
+and after, and the teardown and report wrappers: 0.00-0.02 ms of the median test's time on
+the 2-core CI machine (the last line of ``python benchmarks/fixture.py``).
 """
 
 from __future__ import annotations
