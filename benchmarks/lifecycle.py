@@ -7,9 +7,9 @@
   until the server has accepted them all, then times ``stop()`` alone);
 * on one shared loop thread, as the ``multiconn_server`` fixture runs them: ``start()`` +
   ``stop()``, and ``start()``, one client that sends 4 bytes, reads them back and closes, and
-  ``stop()``, back to back.  Back to back, neither CPU idles long enough to halt between two
-  hand-offs; inside pytest, which runs about a millisecond of its own code between two tests,
-  it does (``benchmarks/results/issue25.md``, ninth session).
+  ``stop()``, back to back.  The exchange's figure is mostly the hand-offs between this
+  thread and the loop thread: on a machine whose idle CPUs halt, each wakes one (three times
+  cheaper with a CPU burner beside it: ``benchmarks/results/issue25.md``, ninth session).
 """
 
 from __future__ import annotations
