@@ -1,7 +1,8 @@
 """The plain EchoServer's inline read-echo path keeps every behaviour of the general path.
 
 The plain server (no TLS, no observer) echoes through ``_PlainEchoConnection.handle_event``,
-which reads into one buffer shared by all of a server's connections and folds ping-pong into
+which reads into one buffer shared by all the plain connections its loop thread serves (of
+every server on a shared loop) and folds ping-pong into
 the transcript inline; a server with an ``on_event`` observer takes the general path.  These
 tests hold the two to the same transcripts and prove the shared buffer never leaks one
 connection's bytes into another's buffered output.
@@ -19,6 +20,7 @@ from helpers import WAIT, connect, recv_exactly
 from pytest_multiconn import EchoServer
 from pytest_multiconn.core.connection import Connection
 from pytest_multiconn.core.loop import Loop
+from pytest_multiconn.core.shared import SharedLoop
 from pytest_multiconn.lowlevel import wait_until
 from pytest_multiconn.servers.echo import EchoConnection, _PlainEchoConnection
 
@@ -143,6 +145,39 @@ def test_shared_read_buffer_never_leaks_into_another_connections_output() -> Non
         echoed = recv_exactly(a, len(payload))
         writer.join(WAIT)
         assert not writer.is_alive()
+    assert echoed == payload
+
+
+def test_shared_read_buffer_never_leaks_across_servers_of_one_loop_thread() -> None:
+    """The read buffer is the loop thread's, not the server's: two servers on one shared
+    loop, A's echo held in ``_out`` on the first while B's reads on the second overwrite the
+    same buffer; A still gets back exactly its own bytes."""
+    payload = os.urandom(8 * 1024 * 1024)
+    shared = SharedLoop("multiconn-test-buffer")
+    try:
+        with (
+            EchoServer(high_water=64 * 1024, loop=shared) as first,
+            EchoServer(loop=shared) as second,
+            connect(first.address) as a,
+            connect(second.address) as b,
+        ):
+            assert first.loop is second.loop
+            writer = threading.Thread(target=a.sendall, args=(payload,), daemon=True)
+            writer.start()
+            wait_until(
+                lambda: [c for c in first.connections() if c.reading_paused and c.buffered],
+                WAIT,
+                "connection A to buffer output and pause reading",
+                describe=lambda: str(first.connections()),
+            )
+            ping_pong(b, 50, 60 * 1024)
+            # Both connections took the inline path, so both read into the one buffer.
+            assert [type(h) for h in handlers(first)] == [_PlainEchoConnection] * 2
+            echoed = recv_exactly(a, len(payload))
+            writer.join(WAIT)
+            assert not writer.is_alive()
+    finally:
+        shared.close()
     assert echoed == payload
 
 
