@@ -294,13 +294,6 @@ class EchoServer(ProtocolServer):
         self.tls: ServerTLS | None
         super().__init__(EchoProtocol, host, port, tls=tls, **kwargs)
 
-    def connections_close_off_thread(self) -> bool:
-        # Closing a connection of the inline path runs only this module's code and the
-        # EchoProtocol's (no user handler, observer, layer or fault: those take the general
-        # path), so a stop right after a client's close, before the loop thread has read its
-        # EOF, need not wait for that thread to wake (issue 25).
-        return all(type(c) is _PlainEchoConnection for c in self._conns.values())
-
     def general_connection(self, conn: Connection) -> ProtocolConnection | None:
         # A plain echo connection that a fault joins leaves the inline path for good: it
         # writes its folded transcript out and becomes the general EchoConnection it is a
