@@ -17,8 +17,10 @@ from typing import Any
 
 _lock = threading.Lock()
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
-# Where each server was started ("fixture 'x' for test y" or "file:line in func").
-_origins: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+# Where each server was started and during which test: "started by fixture 'x'", or the
+# frames to say "started at file:line in func" with (formatted when a report asks).
+_Origin = tuple[str | tuple[tuple[str, int, str], ...], str]
+_origins: weakref.WeakKeyDictionary[Any, _Origin] = weakref.WeakKeyDictionary()
 # Servers and threads that belong to a fixture wider than one test.
 _long_lived: weakref.WeakSet[Any] = weakref.WeakSet()
 _long_lived_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
@@ -140,24 +142,31 @@ def thread_tag() -> str:
     return record.tag if record is not None else ""
 
 
-def _where() -> str:
-    """The innermost frames outside our package and pytest's machinery, shortest form."""
+def _where() -> tuple[tuple[str, int, str], ...]:
+    """The innermost frames outside our package and pytest's machinery: (file, line, function)
+    each, formatted only if a report asks (``os.path.relpath`` costs more than the walk)."""
     frame = sys._getframe(2)
-    found: list[str] = []
+    found: list[tuple[str, int, str]] = []
     while frame is not None and len(found) < _ORIGIN_FRAMES:
         filename = frame.f_code.co_filename
         if not filename.startswith(_SKIP_DIRS):
-            found.append(f"{os.path.relpath(filename)}:{frame.f_lineno} in {frame.f_code.co_name}")
+            found.append((filename, frame.f_lineno, frame.f_code.co_name))
         elif found:
             break  # back in the test runner's machinery: the user's frames are all found
         frame = frame.f_back  # type: ignore[assignment]
-    return " <- ".join(found) or "unknown"
+    return tuple(found)
+
+
+def _format_where(found: tuple[tuple[str, int, str], ...]) -> str:
+    return " <- ".join(
+        f"{os.path.relpath(filename)}:{line} in {function}" for filename, line, function in found
+    ) or "unknown"
 
 
 def track_server(server: Any) -> None:
     """Note a started server (or proxy); ``untrack_server`` when it stops."""
     record = _current
-    origin = ""
+    origin: _Origin | None = None
     wide: str | None = None
     if record is not None:
         fixture = _fixtures[-1][0] if _fixtures else None
@@ -165,11 +174,11 @@ def track_server(server: Any) -> None:
         origin = (
             f"started by {wide}" if wide else
             f"started by fixture {fixture!r}" if fixture else
-            f"started at {_where()}"
-        ) + f" during {record.nodeid}"
+            _where()
+        ), record.nodeid
     with _lock:
         _live.add(server)
-        if origin:
+        if origin is not None:
             _origins[server] = origin
         if record is not None:
             if wide:
@@ -186,7 +195,13 @@ def untrack_server(server: Any) -> None:
 def origin_of(server: Any) -> str:
     """Where ``server`` was started, as far as we know (empty outside tests)."""
     with _lock:
-        return _origins.get(server, "")
+        origin = _origins.get(server)
+    if origin is None:
+        return ""
+    how, nodeid = origin
+    if not isinstance(how, str):
+        how = f"started at {_format_where(how)}"
+    return f"{how} during {nodeid}"
 
 
 def is_long_lived(server: Any) -> bool:
