@@ -1,7 +1,7 @@
 """Per-test cost of a function-scoped ``multiconn_server``, as a user's wall clock sees it.
 
     python benchmarks/fixture.py [--quick] [--tests N] [--rounds N] [--cache warm|none]
-                                 [--breakdown] [--json FILE]
+                                 [--breakdown] [--baselines] [--json FILE]
 
 It writes a throw-away test project (a temporary directory, removed at the end) and runs each
 test file in a fresh ``python -m pytest -q -p no:cacheprovider`` subprocess, same plugin set
@@ -24,6 +24,16 @@ Variants:
   httpserver   pytest-httpserver's ``HTTPServer`` started and stopped by a function-scoped
                fixture (its own ``httpserver`` fixture is session-scoped; a per-test server is
                what a test needs for isolation), fewer tests; ``--httpserver`` to include it
+
+``--baselines`` adds the same exchange against servers that live for the whole session, so
+the exchange's own cost can be told from the fixture's (ratios of the same rounds are printed):
+  session      our ``EchoServer`` in a session-scoped fixture
+  socketserver a hand-written ``socketserver.ThreadingTCPServer`` echo session fixture (what a
+               project writes without us; a thread per connection)
+  floor        the least any CPython server thread can do for this exchange: one thread,
+               blocking ``accept``, ``recv``, ``sendall``, no selector, no bookkeeping
+  floor_c      the same loop in C (a ``pthread`` that never takes the GIL; built with ``cc``
+               into the throw-away project, left out when there is no compiler)
 
 Beside the wall time, **median per test**: the median over the tests of one test's start to
 finish (``pytest_runtest_logstart`` to ``logfinish``), minus the empty test's: what each further
@@ -214,7 +224,178 @@ def fn_httpserver():
 def test_httpserver(i, fn_httpserver):
     assert fn_httpserver.port
 ''',
+    "session": '''
+import socket
+import pytest
+from pytest_multiconn import EchoServer
+
+@pytest.fixture(scope="session")
+def session_server():
+    with EchoServer() as server:
+        yield server.address
+
+@pytest.mark.parametrize("i", range({n}))
+def test_session(i, session_server):
+    with socket.create_connection(session_server, timeout=10) as sock:
+        sock.sendall(b"ping")
+        got = b""
+        while len(got) < 4:
+            chunk = sock.recv(64)
+            assert chunk, "server closed early"
+            got += chunk
+    assert got == b"ping"
+''',
+    "socketserver": '''
+import socket
+import socketserver
+import threading
+import pytest
+
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+
+@pytest.fixture(scope="session")
+def socketserver_echo():
+    server = Server(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+@pytest.mark.parametrize("i", range({n}))
+def test_socketserver(i, socketserver_echo):
+    with socket.create_connection(socketserver_echo, timeout=10) as sock:
+        sock.sendall(b"ping")
+        got = b""
+        while len(got) < 4:
+            chunk = sock.recv(64)
+            assert chunk, "server closed early"
+            got += chunk
+    assert got == b"ping"
+''',
+    "floor": '''
+import socket
+import threading
+import pytest
+
+@pytest.fixture(scope="session")
+def floor_server():
+    listener = socket.create_server(("127.0.0.1", 0))
+    def serve():
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                if conn.recv(1, socket.MSG_PEEK) == b"Q":
+                    return
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()
+    with socket.create_connection(listener.getsockname(), timeout=10) as stop:
+        stop.sendall(b"Q")
+    thread.join(10)
+    listener.close()
+
+@pytest.mark.parametrize("i", range({n}))
+def test_floor(i, floor_server):
+    with socket.create_connection(floor_server, timeout=10) as sock:
+        sock.sendall(b"ping")
+        got = b""
+        while len(got) < 4:
+            chunk = sock.recv(64)
+            assert chunk, "server closed early"
+            got += chunk
+    assert got == b"ping"
+''',
+    "floor_c": '''
+import ctypes
+import pathlib
+import socket
+import pytest
+
+@pytest.fixture(scope="session")
+def floor_c_server():
+    lib = ctypes.CDLL(str(pathlib.Path(__file__).with_name("libfloor.so")))
+    port = lib.floor_start()
+    assert port > 0, "the C server did not start"
+    yield ("127.0.0.1", port)  # its thread ends with the process
+
+@pytest.mark.parametrize("i", range({n}))
+def test_floor_c(i, floor_c_server):
+    with socket.create_connection(floor_c_server, timeout=10) as sock:
+        sock.sendall(b"ping")
+        got = b""
+        while len(got) < 4:
+            chunk = sock.recv(64)
+            assert chunk, "server closed early"
+            got += chunk
+    assert got == b"ping"
+''',
 }
+
+# The floor_c server: accept, echo until end of stream, close, forever, in a thread that
+# never takes the GIL.
+FLOOR_C = r"""
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+static int listener;
+static void *serve(void *unused) {
+    static char buf[65536];
+    (void)unused;
+    for (;;) {
+        int conn = accept(listener, 0, 0);
+        if (conn < 0) return 0;
+        for (;;) {
+            ssize_t n = read(conn, buf, sizeof buf);
+            if (n <= 0 || write(conn, buf, (size_t)n) != n) break;
+        }
+        close(conn);
+    }
+}
+int floor_start(void) {
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    pthread_t thread;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    listener = socket(AF_INET, SOCK_STREAM, 0);
+    if (listener < 0 || bind(listener, (struct sockaddr *)&a, sizeof a) || listen(listener, 128)
+        || getsockname(listener, (struct sockaddr *)&a, &len)) return -1;
+    if (pthread_create(&thread, 0, serve, 0)) return -1;
+    pthread_detach(thread);
+    return ntohs(a.sin_port);
+}
+"""
+
+#: The baselines' variants and the exchange they are compared with.
+BASELINES = ["session", "socketserver", "floor", "floor_c"]
+
+
+def build_floor_c(project: Path) -> str | None:
+    """Compile the C floor into ``project``; None if it was built, else why not."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return "no C compiler (cc): no floor_c baseline"
+    (project / "floor.c").write_text(FLOOR_C)
+    proc = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(project / "libfloor.so"),
+                           str(project / "floor.c"), "-lpthread"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        return f"cc failed, no floor_c baseline: {proc.stderr.strip()[:200]}"
+    return None
 
 
 def have_httpserver() -> bool:
@@ -271,9 +452,30 @@ def run_variant(project: Path, variant: str, pin: int | None = None,
     }
 
 
+def write_project(project: Path, variants: list[str], n: int, n_http: int,
+                  notes: list[str]) -> None:
+    """The conftest and one test file per variant (``variants`` loses floor_c if it cannot
+    be built, and ``notes`` says why)."""
+    (project / "conftest.py").write_text(CONFTEST)
+    if "floor_c" in variants:
+        why = build_floor_c(project)
+        if why is not None:
+            variants.remove("floor_c")
+            notes.append(why)
+    for v in variants:
+        if v == "bare":
+            continue  # runs test_empty.py
+        count = n_http if v == "httpserver" else n
+        (project / f"test_{v}.py").write_text(
+            textwrap.dedent(TESTS[v]).replace("{n}", str(count)))
+
+
 def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
-        pin: int | None = None, cache: str = "warm", log: Any = print) -> dict[str, Any]:
+        pin: int | None = None, cache: str = "warm", baselines: bool = False,
+        log: Any = print) -> dict[str, Any]:
     variants = ["empty", "bare", "server", "exchange"]
+    if baselines:
+        variants += BASELINES
     notes = []
     if n_http:
         if have_httpserver():
@@ -287,13 +489,7 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
     bd: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="multiconn-fixture-bench-") as tmp:
         project = Path(tmp)
-        (project / "conftest.py").write_text(CONFTEST)
-        for v in variants:
-            if v == "bare":
-                continue  # runs test_empty.py
-            count = n_http if v == "httpserver" else n
-            (project / f"test_{v}.py").write_text(
-                textwrap.dedent(TESTS[v]).replace("{n}", str(count)))
+        write_project(project, variants, n, n_http, notes)
         for v in variants:  # untimed: imports, bytecode, the page cache
             run_variant(project, v, pin, cache=cache)
         for r in range(rounds):
@@ -338,8 +534,17 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
         "median": statistics.median(
             (res["empty"]["p50"] - res["bare"]["p50"]) * 1e3 for res in rounds_out),
     }
+    # Same-run ratios: the fixture plus one exchange over the exchange alone against each
+    # session-long server, per round (each round runs every file once), then the median.
+    ratios = {
+        v: statistics.median(
+            ((res["exchange"]["p50"] - res["empty"]["p50"])
+             / (res[v]["p50"] - res["empty"]["p50"])) for res in rounds_out)
+        for v in variants if v in BASELINES
+    }
     return {
         "rounds": rounds_out,
+        "exchange_over_baseline": ratios,
         "plugin_ms_per_unused_test": plugin_ms,
         "wall_ms_per_test": wall_ms,
         "wall_ms_per_test_rounds": {
@@ -391,6 +596,12 @@ def print_report(res: dict[str, Any]) -> None:
     print(f"  the plugin's own cost on a test that uses none of it (the empty test, minus the "
           f"same with -p no:multiconn): wall {plugin['wall']:.3f}, median "
           f"{plugin['median']:.3f} ms per test")
+    if res.get("exchange_over_baseline"):
+        print("  the fixture plus one exchange (exchange, median) over the same exchange alone "
+              "against a server that lives for the session (median over the rounds of each "
+              "round's ratio):")
+        for v, ratio in res["exchange_over_baseline"].items():
+            print(f"    over {v:12} {ratio:5.2f}x  ({res['p50_ms_per_test'][v]:.3f} ms median)")
     if res.get("breakdown"):
         print("\n  where the exchange test's time goes (perf_counter wrappers, one extra run; "
               "ms per test):")
@@ -417,13 +628,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="bytecode written and cached (warm, Python's default) or "
                         "PYTHONDONTWRITEBYTECODE=1 (none)")
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also the exchange against session-long servers: ours, "
+                        "socketserver, the simplest Python thread, the same in C")
     parser.add_argument("--pin", type=int, metavar="CPU")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     n = args.tests or (200 if args.quick else 500)
     print(f"machine: {machine_note()}")
     res = run(n, args.rounds, args.httpserver, breakdown=args.breakdown, pin=args.pin,
-              cache=args.cache)
+              cache=args.cache, baselines=args.baselines)
     print_report(res)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
