@@ -129,3 +129,42 @@ def test_a_plaintext_server_needs_no_tls_nor_asyncio() -> None:
     assert "pytest_multiconn.servers.echo" in names
     heavy = ("trustme", "cryptography", "ssl", "asyncio", "h11", "pytest_multiconn.tls")
     assert [n for n in names if any(n == h or n.startswith(h + ".") for h in heavy)] == []
+
+
+def test_a_server_without_faults_imports_no_toxic_fake_or_script() -> None:
+    # The first echo server of a run imports the stream faults' base classes (a server takes
+    # faults= and has a fault table), not the toxics themselves, the fakes' protocols (and the
+    # exchanges under them) nor the scripted server: 16 of its 28 ms of imports, before.
+    names = _imported(
+        "import pytest_multiconn.plugin\n"
+        "from pytest_multiconn.plugin.factory import EchoServerFactory\n"
+        "from pytest_multiconn.servers.echo import EchoServer\n"
+        "with EchoServer() as server:\n"
+        "    server.stats()\n"
+    )
+    assert "pytest_multiconn.faults.toxics.base" in names
+    deferred = ("pytest_multiconn.faults.toxics.", "pytest_multiconn.exchanges",
+                "pytest_multiconn.servers.fakes", "pytest_multiconn.servers.scripted",
+                "pytest_multiconn.faults.conditions", "pytest_multiconn.faults.client")
+    assert [
+        n for n in names
+        if n.startswith(deferred) and n != "pytest_multiconn.faults.toxics.base"
+    ] == []
+
+
+@pytest.mark.parametrize("first", ["limit_data", "truncate"])
+def test_toxics_keep_their_order_whichever_is_imported_first(first: str) -> None:
+    # Each toxic registers itself when its module is imported; imported on first use, one
+    # can come first, and TOXICS still lists them in toxiproxy's order (the CLI's help, the
+    # catalogue and the docs follow it).
+    done = subprocess.run(
+        [sys.executable, "-c",
+         f"import pytest_multiconn.faults.toxics.{first}\n"
+         "from pytest_multiconn.faults import TOXICS\n"
+         "print(' '.join(TOXICS))\n"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    assert done.stdout.split() == [
+        "latency", "bandwidth", "slicer", "limit_data", "timeout", "reset_peer", "slow_close",
+        "corrupt", "substitute", "coalesce", "truncate",
+    ]

@@ -18,30 +18,11 @@ from typing import TYPE_CHECKING, Any
 from pytest_multiconn.core.public import publish
 from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.faults import params
-from pytest_multiconn.faults.api import ClientConnectionAPI
 from pytest_multiconn.faults.base import Fault, Registry, fault_rng
-from pytest_multiconn.faults.conditions import When
-from pytest_multiconn.faults.table import FaultInfo
-from pytest_multiconn.faults.toxics import (
-    TOXICS,
-    Bandwidth,
-    Coalesce,
-    Corrupt,
-    Latency,
-    LimitData,
-    PipeAPI,
-    ResetPeer,
-    Sink,
-    Slicer,
-    SlowClose,
-    Stage,
-    Substitute,
-    Timeout,
-    Toxic,
-    Truncate,
-)
+from pytest_multiconn.faults.toxics.base import PipeAPI, Sink, Stage, Toxic
 
 if TYPE_CHECKING:
+    from pytest_multiconn.faults.api import ClientConnectionAPI
     from pytest_multiconn.faults.client import (
         CLIENT_FAULTS,
         Burst,
@@ -59,6 +40,8 @@ if TYPE_CHECKING:
         catalogue,
     )
     from pytest_multiconn.faults.closed_port import ClosedPort, closed_port_address
+    from pytest_multiconn.faults.conditions import When
+    from pytest_multiconn.faults.table import FaultInfo
     from pytest_multiconn.faults.tls import (
         CertFault,
         ExpiredCert,
@@ -67,9 +50,24 @@ if TYPE_CHECKING:
         UntrustedCert,
         WrongHostCert,
     )
+    from pytest_multiconn.faults.toxics import (
+        TOXICS,
+        Bandwidth,
+        Coalesce,
+        Corrupt,
+        Latency,
+        LimitData,
+        ResetPeer,
+        Slicer,
+        SlowClose,
+        Substitute,
+        Timeout,
+        Truncate,
+    )
 
-#: Names imported on first use, so that a server (which imports the stream faults) does not
-#: import the client and TLS faults (trustme): the module that defines each.
+#: Names imported on first use, and the module that defines each: a server imports only the
+#: stream faults' base classes, not the client and TLS faults (trustme), nor the toxics
+#: themselves until one is used (issue 25: the first server of a run imported 16 ms of them).
 _LAZY: dict[str, str] = {
     **dict.fromkeys(
         ["CLIENT_FAULTS", "Burst", "ClientFault", "ClientReset", "ConnectClose", "FaultSession",
@@ -82,6 +80,15 @@ _LAZY: dict[str, str] = {
          "WrongHostCert"],
         "pytest_multiconn.faults.tls",
     ),
+    # The stream faults too: a server without faults imports only their base classes.
+    **dict.fromkeys(
+        ["TOXICS", "Bandwidth", "Coalesce", "Corrupt", "Latency", "LimitData", "ResetPeer",
+         "Slicer", "SlowClose", "Substitute", "Timeout", "Truncate"],
+        "pytest_multiconn.faults.toxics",
+    ),
+    "ClientConnectionAPI": "pytest_multiconn.faults.api",
+    "When": "pytest_multiconn.faults.conditions",
+    "FaultInfo": "pytest_multiconn.faults.table",
     "ClosedPort": "pytest_multiconn.faults.closed_port",
     "closed_port_address": "pytest_multiconn.faults.closed_port",
 }  # fmt: skip

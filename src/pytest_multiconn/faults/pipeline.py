@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol
 
 from pytest_multiconn.core.layer import Recorder
 from pytest_multiconn.core.loop import Loop
-from pytest_multiconn.faults.toxics import Stage
+from pytest_multiconn.faults.toxics.base import Stage
 
 Direction = Literal["upstream", "downstream", "both"]
 DIRECTIONS: tuple[str, str] = ("upstream", "downstream")

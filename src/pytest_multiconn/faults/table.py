@@ -29,7 +29,7 @@ from pytest_multiconn.faults.pipeline import (
     Pipe,
     check_direction,
 )
-from pytest_multiconn.faults.toxics import Stage, Toxic
+from pytest_multiconn.faults.toxics.base import Stage, Toxic
 
 F = TypeVar("F", bound=Fault)
 T = TypeVar("T")

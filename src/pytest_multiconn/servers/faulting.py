@@ -27,7 +27,7 @@ from pytest_multiconn.core.layer import Recorder
 from pytest_multiconn.core.loop import Loop, Timer
 from pytest_multiconn.faults.pipeline import Pipe
 from pytest_multiconn.faults.table import FaultEntry, install
-from pytest_multiconn.faults.toxics import Toxic
+from pytest_multiconn.faults.toxics.base import Toxic
 
 #: How long a reset waits for the bytes before it to reach the peer (seconds).
 RESET_DRAIN_TIMEOUT = 2.0

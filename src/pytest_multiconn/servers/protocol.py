@@ -42,7 +42,7 @@ from pytest_multiconn.faults.table import (
     check_fault,
     stream_table,
 )
-from pytest_multiconn.faults.toxics import Toxic
+from pytest_multiconn.faults.toxics.base import Toxic
 from pytest_multiconn.servers.faulting import ConnectionFaults
 
 if TYPE_CHECKING:
