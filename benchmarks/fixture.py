@@ -178,6 +178,20 @@ if os.environ.get("MULTICONN_BENCH_BREAKDOWN"):
             json.dump({k: [_T[k], _N[k]] for k in _T}, f)
 '''
 
+def exchange(address: str) -> str:
+    """The one client exchange every exchange variant makes (4 bytes out, 4 back, closed), as
+    the body of a test whose server is at ``address``."""
+    return f"""    with socket.create_connection({address}, timeout=10) as sock:
+        sock.sendall(b"ping")
+        got = b""
+        while len(got) < 4:
+            chunk = sock.recv(64)
+            assert chunk, "server closed early"
+            got += chunk
+    assert got == b"ping"
+"""
+
+
 TESTS = {
     "empty": '''
 import pytest
@@ -199,15 +213,7 @@ import pytest
 
 @pytest.mark.parametrize("i", range({n}))
 def test_exchange(i, multiconn_server):
-    with socket.create_connection(multiconn_server.address, timeout=10) as sock:
-        sock.sendall(b"ping")
-        got = b""
-        while len(got) < 4:
-            chunk = sock.recv(64)
-            assert chunk, "server closed early"
-            got += chunk
-    assert got == b"ping"
-''',
+''' + exchange("multiconn_server.address"),
     "httpserver": '''
 import pytest
 from pytest_httpserver import HTTPServer
@@ -236,15 +242,7 @@ def session_server():
 
 @pytest.mark.parametrize("i", range({n}))
 def test_session(i, session_server):
-    with socket.create_connection(session_server, timeout=10) as sock:
-        sock.sendall(b"ping")
-        got = b""
-        while len(got) < 4:
-            chunk = sock.recv(64)
-            assert chunk, "server closed early"
-            got += chunk
-    assert got == b"ping"
-''',
+''' + exchange("session_server"),
     "socketserver": '''
 import socket
 import socketserver
@@ -271,15 +269,7 @@ def socketserver_echo():
 
 @pytest.mark.parametrize("i", range({n}))
 def test_socketserver(i, socketserver_echo):
-    with socket.create_connection(socketserver_echo, timeout=10) as sock:
-        sock.sendall(b"ping")
-        got = b""
-        while len(got) < 4:
-            chunk = sock.recv(64)
-            assert chunk, "server closed early"
-            got += chunk
-    assert got == b"ping"
-''',
+''' + exchange("socketserver_echo"),
     "floor": '''
 import socket
 import threading
@@ -306,15 +296,7 @@ def floor_server():
 
 @pytest.mark.parametrize("i", range({n}))
 def test_floor(i, floor_server):
-    with socket.create_connection(floor_server, timeout=10) as sock:
-        sock.sendall(b"ping")
-        got = b""
-        while len(got) < 4:
-            chunk = sock.recv(64)
-            assert chunk, "server closed early"
-            got += chunk
-    assert got == b"ping"
-''',
+''' + exchange("floor_server"),
     "floor_c": '''
 import ctypes
 import pathlib
@@ -330,15 +312,7 @@ def floor_c_server():
 
 @pytest.mark.parametrize("i", range({n}))
 def test_floor_c(i, floor_c_server):
-    with socket.create_connection(floor_c_server, timeout=10) as sock:
-        sock.sendall(b"ping")
-        got = b""
-        while len(got) < 4:
-            chunk = sock.recv(64)
-            assert chunk, "server closed early"
-            got += chunk
-    assert got == b"ping"
-''',
+''' + exchange("floor_c_server"),
 }
 
 # The floor_c server: accept, echo until end of stream, close, forever, in a thread that

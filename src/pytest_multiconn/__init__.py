@@ -21,10 +21,9 @@ Subpackages not listed there (``core``, ``plugin``, ``cli``) are internal.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
-from pytest_multiconn.core.public import publish
+from pytest_multiconn.core.public import lazy_import, publish
 from pytest_multiconn.errors import (
     AddressError,
     AddressInUseError,
@@ -105,20 +104,14 @@ __all__ = [
 publish(__name__, globals(), [n for n in __all__ if n != "__version__" and n not in _LAZY])
 
 
+_lazy_getattr = lazy_import(__name__, _LAZY)
+
+
 def __getattr__(name: str) -> Any:
-    lazy = _LAZY.get(name)
-    if lazy is not None:
-        value = getattr(importlib.import_module(lazy), name)
-        # Published, not cached: the defining module stays the one truth.  pytester restores
-        # sys.modules after each test, so a module first imported inside one is imported
-        # afresh by the next; a cached class would then be the old copy, and the new copy's
-        # checks (isinstance(fault, ClientFault)) would refuse what the old one made.
-        publish(__name__, {name: value}, [name])
-        return value
     if name == "__version__":
         globals()[name] = value = _version()
         return value
-    raise AttributeError(f"module 'pytest_multiconn' has no attribute {name!r}")
+    return _lazy_getattr(name)
 
 
 def __dir__() -> list[str]:

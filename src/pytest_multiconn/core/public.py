@@ -8,6 +8,8 @@ tracebacks, pickles and the API reference, so its ``__module__`` is rewritten to
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from typing import Any
 
 
@@ -23,3 +25,25 @@ def publish(namespace: str, exported: dict[str, Any], names: list[str]) -> None:
                 obj.__module__ = namespace
             except (AttributeError, TypeError):  # builtins and some C types refuse it
                 continue
+
+
+def lazy_import(namespace: str, lazy: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for ``namespace`` that imports each name of ``lazy`` from the
+    module ``lazy[name]`` names on first use, and publishes it.
+
+    Published, not cached: the defining module stays the one truth.  pytester restores
+    ``sys.modules`` after each test (pytest-examples drops modules too), so a module first
+    imported inside one is imported afresh by the next; a cached class would then be the old
+    copy, and the new copy's checks (``isinstance(fault, ClientFault)``) would refuse what the
+    old one made.
+    """
+
+    def __getattr__(name: str) -> Any:
+        module = lazy.get(name)
+        if module is None:
+            raise AttributeError(f"module {namespace!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        publish(namespace, {name: value}, [name])
+        return value
+
+    return __getattr__

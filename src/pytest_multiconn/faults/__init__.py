@@ -13,9 +13,9 @@ Every family has one shape (:class:`Fault`): frozen parameters checked by
 (:class:`ClientConnectionAPI`, :class:`PipeAPI`).
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pytest_multiconn.core.public import publish
+from pytest_multiconn.core.public import lazy_import, publish
 from pytest_multiconn.errors import FaultParameterError
 from pytest_multiconn.faults import params
 from pytest_multiconn.faults.base import Fault, Registry, fault_rng
@@ -145,14 +145,4 @@ __all__ = [
 publish(__name__, globals(), [n for n in __all__ if n != "params" and n not in _LAZY])
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        publish(__name__, {name: value}, [name])
-        # Not cached here: the defining module is the one truth, so a tool that drops
-        # modules from sys.modules between runs (pytest-examples does) cannot leave this
-        # namespace handing out a class the re-imported client no longer accepts.
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_import(__name__, _LAZY)

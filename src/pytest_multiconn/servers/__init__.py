@@ -7,10 +7,9 @@
 :class:`Abort`, :class:`Hang`) against each connection.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pytest_multiconn.core.public import publish
+from pytest_multiconn.core.public import lazy_import, publish
 from pytest_multiconn.servers.echo import EchoProtocol, EchoServer
 from pytest_multiconn.servers.protocol import Handler, ProtocolServer, Transport
 
@@ -63,11 +62,4 @@ __all__ = [
 publish(__name__, globals(), [n for n in __all__ if n != "EchoServer" and n not in _LAZY])
 
 
-def __getattr__(name: str) -> Any:
-    lazy = _LAZY.get(name)
-    if lazy is not None:
-        # Published, not cached, as the top level does: the defining module stays the truth.
-        value = getattr(importlib.import_module(lazy), name)
-        publish(__name__, {name: value}, [name])
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_import(__name__, _LAZY)
