@@ -321,7 +321,10 @@ def test_a_client_taking_one_recv_for_the_reply_fails_sliced_with_the_cause() ->
     text = str(caught.value)
     assert "1 contract(s)" in text, text
     assert "pass seed=1 to replay" in text, text
-    assert re.search(r"sliced: returned b'h' after [0-9.]+ s, expected b'hello\\n': the "
+    # One read takes whatever bytes have arrived: b'h' on a quiet machine, more of the reply
+    # when the client's thread was slow to run (b'hell' under CI's load); never all of it.
+    assert re.search(r"sliced: returned b'h(|e|el|ell|ello)' after [0-9.]+ s, expected "
+                     r"b'hello\\n': the "
                      r"reply came 1 byte per write, 1 ms apart: a client must read until the "
                      r"reply is complete, not take one read for the whole reply", text), text
     # A client that reads to the end of the line passes the same rows.
