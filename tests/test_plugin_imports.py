@@ -168,3 +168,31 @@ def test_toxics_keep_their_order_whichever_is_imported_first(first: str) -> None
         "latency", "bandwidth", "slicer", "limit_data", "timeout", "reset_peer", "slow_close",
         "corrupt", "substitute", "coalesce", "truncate",
     ]
+
+
+def test_the_package_is_imported_without_pytest_assertion_rewriting(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pytest marks every package of a plugin's distribution for assertion rewriting; under
+    # PYTHONDONTWRITEBYTECODE=1 a rewritten module is parsed and compiled at each import
+    # (the first server of a run: ~80 ms instead of ~16).  The plugin takes the package off
+    # that list, so its modules load as Python loads them.  The test module itself is the
+    # control: rewritten, by its file name.
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    pytester.makepyfile(
+        test_loaders="""
+        import sys
+
+        def loader_of(name):
+            return type(sys.modules[name].__loader__).__name__
+
+        def test_loaders(multiconn_server):
+            assert loader_of(__name__) == "AssertionRewritingHook"
+            # First use (the fixture's), and a sub-plugin the plugin registers at start.
+            for name in ("pytest_multiconn.servers.echo", "pytest_multiconn.core.server",
+                         "pytest_multiconn.plugin.factory", "pytest_multiconn.plugin.udp"):
+                assert loader_of(name) != "AssertionRewritingHook", name
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=1)

@@ -21,6 +21,11 @@ ALLOWED: dict[tuple[str, str], str] = {
         "the stdlib SSLObject's C object: its Python wrapper methods cost one frame per "
         "record on the TLS hot path, and the stdlib offers no public handle"
     ),
+    ("plugin/__init__.py", "hook._must_rewrite"): (
+        "pytest's: it marks every package of a plugin's distribution for assertion rewriting "
+        "and offers no public way to unmark one; rewritten, each of our modules is parsed and "
+        "compiled at every import under PYTHONDONTWRITEBYTECODE=1 (issue 25)"
+    ),
     ("plugin/client_faults.py", "metafunc._arg2fixturedefs"): (
         "pytest's: no public API gives a test's fixture definitions, and the fault catalogue "
         "is set as the fixture's params only when a test uses it (issue 25)"

@@ -9,6 +9,7 @@ Disable the plugin with ``-p no:multiconn``.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -61,8 +62,36 @@ SUB_PLUGINS: tuple[str, ...] = (
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     # The first hook pytest calls on a plugin it registers: the sub-plugins are registered
     # (and given pytest_addoption) before the command line is parsed, as pytest_plugins are.
+    # Imported here rather than by ``pluginmanager.import_plugin``, which marks each one for
+    # assertion rewriting first (see _no_assertion_rewriting); blocking one with ``-p no:``
+    # works as it does there.
+    _no_assertion_rewriting(pluginmanager)
     for name in SUB_PLUGINS:
-        pluginmanager.import_plugin(name)
+        if pluginmanager.is_blocked(name) or pluginmanager.get_plugin(name) is not None:
+            continue
+        pluginmanager.register(importlib.import_module(name), name)
+
+
+def _no_assertion_rewriting(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Take the package off pytest's list of modules to rewrite assertions in.
+
+    pytest marks every top-level package of a plugin's distribution.  Each module of ours
+    imported from then on goes through its assertion rewriter: parsed, rewritten and compiled
+    into a cache of its own.  Under ``PYTHONDONTWRITEBYTECODE=1`` (this machine's default, and
+    common in containers) that cache is never written, so it happens at every import, instead
+    of loading the bytecode pip compiled at install.  The first server of a run cost about
+    80 ms instead of 16 (issue 25).  The package has no assertion a user reads; a test module
+    of ours (``suite/test_contracts.py``) is still rewritten, by its file name.
+    """
+    hook: Any = pluginmanager.rewrite_hook
+    # pytest's private set (tests/test_seams.py says why): no public API unmarks a name,
+    # ``mark_rewrite`` only adds one.  pytest without it (or a dummy hook): nothing to do.
+    marked = hook._must_rewrite if hasattr(hook, "_must_rewrite") else None
+    if isinstance(marked, set):
+        # The distribution's package, or this module when loaded by name (``-p`` or
+        # PYTEST_PLUGINS: pytest marks the module it imports).
+        root = __name__.partition(".")[0]
+        marked.difference_update([n for n in marked if n == root or n.startswith(f"{root}.")])
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
