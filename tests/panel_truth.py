@@ -505,6 +505,15 @@ class HalfCloseResult:
     def lost(self) -> int:
         return max(0, self.expected - self.replies)
 
+    @property
+    def loses(self) -> bool:
+        """Replies were lost, or the server reset the connection.  A reset discards whatever
+        the client has not read yet (RFC 9112 section 9.6: a server should close lingeringly),
+        so a reader slower than ours loses replies even when ours was fast enough to read
+        them all: whether ours was depends on the machine's load, the reset does not
+        (hypercorn resets after its 1,000-request limit with pipelined requests unread)."""
+        return self.lost > 0 or self.ending == "reset"
+
     def summary(self) -> str:
         unit = "bytes" if self.unit_is_byte else "replies"
         return (f"{self.server}: {self.requests} requests (sent all and half-closed: "
@@ -619,6 +628,32 @@ def half_close_loss(  # noqa: PLR0912, PLR0915  (one measuring sequence, read to
                            time.monotonic() - start, unread, server.protocol == "echo")
 
 
+#: Half-close runs at most (see :func:`half_close_worst`); the first run that loses ends them.
+HALF_CLOSE_RUNS = 3
+
+
+def half_close_worst(server: RealServer, *, read_while_sending: bool = False
+                     ) -> tuple[HalfCloseResult, list[str]]:
+    """:func:`half_close_loss`, run again while it finds no loss (up to
+    :data:`HALF_CLOSE_RUNS` in all): the first losing result, or the last, and every run's
+    summary.
+
+    Whether a server that can lose does lose in one run is a race it runs with itself, and the
+    load decides it: hypercorn, closing at its 1,000-request limit, resets (losing replies)
+    when it still has pipelined requests unread, and closes cleanly when it had read them all
+    (1 clean close in 8 runs beside two CPU burners); ncat's relay lost 512 B to 8 MB of 8 MiB
+    in most runs, none in one CI run.  One clean run is no proof; a server that never loses
+    pays only the repeats (nginx: 3 x 0.3 s)."""
+    result = half_close_loss(server, read_while_sending=read_while_sending)
+    facts = [result.summary()]
+    for _ in range(HALF_CLOSE_RUNS - 1):
+        if result.loses:
+            break
+        result = half_close_loss(server, read_while_sending=read_while_sending)
+        facts.append("again: " + result.summary())
+    return result, facts
+
+
 # --- CPU -------------------------------------------------------------------------------------
 
 
@@ -721,6 +756,7 @@ __all__ = [
     "SilentResult",
     "cpu_percent",
     "half_close_loss",
+    "half_close_worst",
     "idle_cpu",
     "listen_queue",
     "never_reader_growth",

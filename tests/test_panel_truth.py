@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from panel_truth import (
-    half_close_loss,
+    half_close_worst,
     idle_cpu,
     never_reader_growth,
     silent_connection_delays_other,
@@ -123,8 +123,10 @@ HALF_CLOSE_LOSES = {
     "redis": ("eof",),
     # The 1mb output-buffer limit kills the client (8 MB of replies pending) before the EOF.
     "redis-limit-1mb": ("eof", "reset"),
-    # hypercorn: once it has read the pipelined requests and the FIN (the client not reading
-    # yet), it resets the connection after about 128 replies (3 of 3 forced runs).
+    # hypercorn: with pipelined requests still unread (the client not reading yet), it resets
+    # the connection after about 128 replies (7 of 8 runs beside two CPU burners; in the
+    # eighth it had read them all, answered 1,000 and closed cleanly: half_close_worst runs
+    # it again).
     "hypercorn": ("reset",),
     # ncat --exec cat: on the client's EOF it stops relaying cat's output: either it closes
     # early (55808 bytes of 8 MiB lost in one run) or its relay, blocked while the client did
@@ -146,14 +148,14 @@ HALF_CLOSE_MAY_LOSE = {
 
 @_servers()
 def test_panel_half_close(server: RealServer) -> None:
-    result = half_close_loss(server)
-    facts = result.summary()
+    result, runs = half_close_worst(server)
+    facts = "\n".join(runs)
     if server.name in HALF_CLOSE_MAY_LOSE:
         assert result.lost <= HALF_CLOSE_MAY_LOSE[server.name], f"lost too many; measured {facts}"
         assert result.ending == "eof", f"expected a close after the last reply; measured {facts}"
         return
     if server.name in HALF_CLOSE_LOSES:
-        assert result.lost > 0, f"expected lost replies; measured {facts}"
+        assert result.loses, f"expected lost replies (or a reset); measured {facts}"
         assert result.ending.startswith(HALF_CLOSE_LOSES[server.name]), facts
         return
     assert result.lost == 0, f"expected no loss; measured {facts}"
@@ -166,8 +168,8 @@ def test_panel_half_close_ncat_loses_even_when_read_concurrently(tmp_path: Path)
     cat's pipes with blocking writes, or it closes early on the EOF)."""
     require("ncat-cat")
     with running("ncat-cat", tmp_path) as srv:
-        result = half_close_loss(srv, read_while_sending=True)
-    assert result.lost > 0, result.summary()
+        result, runs = half_close_worst(srv, read_while_sending=True)
+    assert result.lost > 0, "\n".join(runs)
 
 
 # --- CPU: idle connections cost nothing; a spinning gunicorn worker is the worker ------------

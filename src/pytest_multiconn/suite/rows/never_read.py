@@ -28,6 +28,7 @@ from pytest_multiconn.suite.peers import PeerError, open_socket, read_replies
 from pytest_multiconn.suite.probes import (
     ExchangeProbe,
     cpu_seconds,
+    peer_queues,
     request_flow,
     runnable_threads,
     scheduled_seconds,
@@ -59,6 +60,9 @@ AFTER_PUSH = 0.3
 AFTER_PUSH_MAX = 3.0
 #: Memory that rises less than this in a sampling window counts as quiet.
 WATCH_QUIET_BYTES = 256 * 1024
+#: Stalled windows in a row that count as stopped reading for a server in our own process
+#: (one for a server in another: its scheduling shows whether it could run).
+OWN_PROCESS_WINDOWS = 4
 #: A server runnable more than this share of a stall window was busy, not stopped.
 BUSY = 0.5
 #: See rows/idle.py: the least share of a CPU a spinner gets on a loaded machine.
@@ -116,8 +120,7 @@ def _push(ctx: Context, sock: socket.socket, state: _Reader, batch: bytes, limit
           stop: threading.Event, deadline: list[float]) -> None:
     sock.setblocking(False)
     view = memoryview(batch)
-    window_start, window_sent = time.monotonic(), 0
-    window_sched = _scheduled(ctx)
+    window = StallWindow(ctx, sock, state.sent)
     for _ in range(10_000_000):
         now = time.monotonic()
         # The watcher ends the push (stop), or extends it (deadline); the grace second only
@@ -127,19 +130,9 @@ def _push(ctx: Context, sock: socket.socket, state: _Reader, batch: bytes, limit
         if state.sent >= limit:
             state.all_sent = True
             return
-        if now - window_start >= STALL_WINDOW:
-            sched = _scheduled(ctx)
-            # Stopped reading: it took (almost) nothing in a window, and it was neither
-            # starved (under MIN_SHARE of a CPU while waiting for one: a server that could
-            # not run has shown nothing) nor busy (runnable most of the window: a server
-            # crawling through what it already read, as the tutorial does when it logs its
-            # whole buffer per write, has not stopped; a loaded machine makes it crawl
-            # longer).  Serving the probe is light: it does not make a server busy.
-            if window_sent < STALL_BYTES and not _starved_or_busy(
-                    ctx, window_sched, sched, now - window_start):
-                state.stalled = True
-                return
-            window_start, window_sent, window_sched = now, 0, sched
+        if window.stopped(now, state.sent):
+            state.stalled = True
+            return
         try:
             sent = sock.send(view[: min(len(view), limit - state.sent)])
         except (BlockingIOError, ssl.SSLWantWriteError):
@@ -148,7 +141,7 @@ def _push(ctx: Context, sock: socket.socket, state: _Reader, batch: bytes, limit
             state.closed = f"{type(exc).__name__} after {state.sent} B"
             return
         state.sent += sent
-        window_sent += sent
+        window.sent += sent
         view = view[sent:] or memoryview(batch)
         if sent:
             continue
@@ -156,6 +149,59 @@ def _push(ctx: Context, sock: socket.socket, state: _Reader, batch: bytes, limit
         if readable and _peer_closed(sock):
             state.closed = f"the server closed it after {state.sent} B"
             return
+
+
+class StallWindow:
+    """Whether the server stopped reading from one pusher, judged over STALL_WINDOW windows.
+
+    Stopped reading: it read (almost) nothing of ours in a window while our bytes waited in
+    its receive queue, and it was neither starved (under MIN_SHARE of a CPU while waiting for
+    one: a server that could not run has shown nothing) nor busy (runnable most of the
+    window: a server crawling through what it already read, as the tutorial does when it
+    logs its whole buffer per write, has not stopped; a loaded machine makes it crawl
+    longer).  Counted from what the server read, not from what we sent: a pusher that was
+    itself not scheduled sent nothing in the window, and that says nothing about the server.
+    A server in our own process cannot be seen waiting for a CPU or for the GIL, so it must
+    leave our bytes unread for OWN_PROCESS_WINDOWS windows in a row.  Serving the probe is
+    light: it does not make a server busy."""
+
+    def __init__(self, ctx: Context, sock: socket.socket, sent: int) -> None:
+        self._ctx, self._sock = ctx, sock
+        self._needed = OWN_PROCESS_WINDOWS if ctx.tree.own else 1
+        self._quiet = 0
+        #: Bytes sent in the current window (the pusher adds them).
+        self.sent = 0
+        self._start = time.monotonic()
+        self._read = _server_read(sock, sent)
+        self._sched = _scheduled(ctx)
+
+    def stopped(self, now: float, sent: int) -> bool:
+        """Call before each send (``sent``: all bytes sent on the socket so far): whether a
+        window just ended with the server stopped."""
+        if now - self._start < STALL_WINDOW:
+            return False
+        sched = _scheduled(self._ctx)
+        read = _server_read(self._sock, sent)
+        if read is None or self._read is None:
+            quiet = self.sent < STALL_BYTES
+        else:
+            quiet = read[0] - self._read[0] < STALL_BYTES and read[1] > 0
+        if quiet and not _starved_or_busy(self._ctx, self._sched, sched, now - self._start):
+            self._quiet += 1
+        else:
+            self._quiet = 0
+        self._start, self.sent, self._read, self._sched = now, 0, read, sched
+        return self._quiet >= self._needed
+
+
+def _server_read(sock: socket.socket, sent: int) -> tuple[int, int] | None:
+    """``(read, waiting)``: bytes of ours the server has read so far, and bytes waiting
+    unread in its receive queue (exact on loopback), or None where they cannot be seen."""
+    queues = peer_queues(sock)
+    flow = None if queues is None else request_flow(sock, sent, 0)
+    if queues is None or flow is None:
+        return None
+    return flow[0], queues[0]
 
 
 _TCP_CLOSE, _TCP_CLOSE_WAIT = 7, 8
