@@ -25,8 +25,13 @@ Variants:
                fixture (its own ``httpserver`` fixture is session-scoped; a per-test server is
                what a test needs for isolation), fewer tests; ``--httpserver`` to include it
 
-``--baselines`` adds the same exchange against servers that live for the whole session, so
-the exchange's own cost can be told from the fixture's (ratios of the same rounds are printed):
+``--baselines`` adds two fixtures of the test's own, which the fixture without traffic
+(``server``) is compared with (ratios of the same rounds are printed):
+  noop_fixture   a function-scoped generator fixture that yields None: pytest's own work for
+                 any fixture
+  socket_fixture one that binds and listens a loopback socket and closes it at teardown
+and the same exchange against servers that live for the whole session, so the exchange's own
+cost can be told from the fixture's:
   session      our ``EchoServer`` in a session-scoped fixture
   socketserver a hand-written ``socketserver.ThreadingTCPServer`` echo session fixture (what a
                project writes without us; a thread per connection)
@@ -230,6 +235,33 @@ def fn_httpserver():
 def test_httpserver(i, fn_httpserver):
     assert fn_httpserver.port
 ''',
+    "noop_fixture": '''
+import pytest
+
+@pytest.fixture
+def noop():
+    yield None
+
+@pytest.mark.parametrize("i", range({n}))
+def test_noop_fixture(i, noop):
+    pass
+''',
+    "socket_fixture": '''
+import socket
+import pytest
+
+@pytest.fixture
+def listening():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    yield sock
+    sock.close()
+
+@pytest.mark.parametrize("i", range({n}))
+def test_socket_fixture(i, listening):
+    assert listening.getsockname()[1]
+''',
     "session": '''
 import socket
 import pytest
@@ -356,6 +388,8 @@ int floor_start(void) {
 
 #: The baselines' variants and the exchange they are compared with.
 BASELINES = ["session", "socketserver", "floor", "floor_c"]
+#: The baselines of the fixture without traffic (``server``), and what it is compared with.
+FIXTURE_BASELINES = ["noop_fixture", "socket_fixture"]
 
 
 def build_floor_c(project: Path) -> str | None:
@@ -449,7 +483,7 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
         log: Any = print) -> dict[str, Any]:
     variants = ["empty", "bare", "server", "exchange"]
     if baselines:
-        variants += BASELINES
+        variants += FIXTURE_BASELINES + BASELINES
     notes = []
     if n_http:
         if have_httpserver():
@@ -516,8 +550,21 @@ def run(n: int, rounds: int = 3, n_http: int = 0, *, breakdown: bool = False,
              / (res[v]["p50"] - res["empty"]["p50"])) for res in rounds_out)
         for v in variants if v in BASELINES
     }
+    # The fixture without traffic over a fixture that binds and listens a socket, and what it
+    # costs beyond pytest's own work for any function-scoped generator fixture.
+    fixture_ratios = {
+        v: statistics.median(
+            ((res["server"]["p50"] - res["empty"]["p50"])
+             / (res[v]["p50"] - res["empty"]["p50"])) for res in rounds_out)
+        for v in variants if v in FIXTURE_BASELINES
+    }
+    beyond_noop = (statistics.median(
+        (res["server"]["p50"] - res["noop_fixture"]["p50"]) * 1e3 for res in rounds_out)
+        if "noop_fixture" in variants else None)
     return {
         "rounds": rounds_out,
+        "server_over_fixture_baseline": fixture_ratios,
+        "server_beyond_noop_fixture_ms": beyond_noop,
         "exchange_over_baseline": ratios,
         "plugin_ms_per_unused_test": plugin_ms,
         "wall_ms_per_test": wall_ms,
@@ -570,6 +617,13 @@ def print_report(res: dict[str, Any]) -> None:
     print(f"  the plugin's own cost on a test that uses none of it (the empty test, minus the "
           f"same with -p no:multiconn): wall {plugin['wall']:.3f}, median "
           f"{plugin['median']:.3f} ms per test")
+    if res.get("server_over_fixture_baseline"):
+        print("  the fixture without traffic (server, median) over a fixture of the test's own "
+              "(median over the rounds of each round's ratio):")
+        for v, ratio in res["server_over_fixture_baseline"].items():
+            print(f"    over {v:14} {ratio:5.2f}x  ({res['p50_ms_per_test'][v]:.3f} ms median)")
+        print(f"    beyond the no-op fixture: {res['server_beyond_noop_fixture_ms']:.3f} ms "
+              "median (our start and stop, as pytest's cold caches see them)")
     if res.get("exchange_over_baseline"):
         print("  the fixture plus one exchange (exchange, median) over the same exchange alone "
               "against a server that lives for the session (median over the rounds of each "
