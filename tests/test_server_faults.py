@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from helpers import connect, recv_exactly, recv_to_end
+from helpers import RawPlainClient, connect, recv_exactly, recv_to_end
 from pytest_multiconn import EchoServer, MultiConnClient
 from pytest_multiconn.faults import (
     ClosedPort,
@@ -403,15 +403,7 @@ def test_stall_without_reading_makes_the_client_block(faulty: Factory) -> None:
     server = faulty(high_water=1)
     server.add(Latency(ms=60_000), direction="upstream")
     with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
-        sock.setblocking(False)
-        sent = 0
-        for _ in range(2000):
-            try:
-                sent += sock.send(b"y" * 65536)
-            except BlockingIOError:
-                break
-        else:
-            pytest.fail(f"sends never blocked after {sent} bytes")
+        sent = RawPlainClient(sock).send_until_blocked(b"y" * 65536, 2000 * 65536)
         server.wait_for_connections(1)
         [info] = server.connections()
         assert info.reading_paused
