@@ -24,22 +24,13 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from panel_truth import half_close_loss  # noqa: E402
+from pytest_multiconn.cli.argtypes import positive_int  # noqa: E402
 from realservers import SERVERS, missing, running  # noqa: E402
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--runs must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--runs must be at least 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=_positive, default=3, help="runs per server (default 3)")
+    parser.add_argument("--runs", type=positive_int, default=3, help="runs per server (default 3)")
     parser.add_argument("--servers", default="", help="comma-separated names (default all)")
     parser.add_argument("--read-while-sending", action="store_true",
                         help="read the replies while the requests go out (a relay's test)")
