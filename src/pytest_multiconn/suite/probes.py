@@ -334,9 +334,9 @@ def server_held_bytes(sock: socket.socket, sent: int, received: int) -> int | No
     return None if flow is None else flow[0] - flow[1]
 
 
-def request_flow(sock: socket.socket, sent: int, received: int) -> tuple[int, int] | None:
-    """``(consumed, delivered)``: bytes of ours the server has read, and bytes it wrote to
-    its kernel (in flight to us, or read by us).  Every term is exact on loopback."""
+def _queues(sock: socket.socket) -> tuple[int, int, int, int] | None:
+    """``(our_out, our_in, server_rx, server_tx)``: the four kernel queues of a loopback TCP
+    connection, or None where they cannot be read."""
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
     try:
@@ -347,8 +347,27 @@ def request_flow(sock: socket.socket, sent: int, received: int) -> tuple[int, in
     queues = peer_queues(sock)
     if queues is None:
         return None
-    server_rx, server_tx = queues
+    return our_out, our_in, *queues
+
+
+def request_flow(sock: socket.socket, sent: int, received: int) -> tuple[int, int] | None:
+    """``(consumed, delivered)``: bytes of ours the server has read, and bytes it wrote to
+    its kernel (in flight to us, or read by us).  Every term is exact on loopback."""
+    queues = _queues(sock)
+    if queues is None:
+        return None
+    our_out, our_in, server_rx, server_tx = queues
     return sent - our_out - server_rx, server_tx + our_in + received
+
+
+def server_read(sock: socket.socket, sent: int) -> tuple[int, int] | None:
+    """``(consumed, waiting)``: bytes of ours the server has read, and bytes of ours waiting
+    unread in its receive queue (exact on loopback), or None where they cannot be seen."""
+    queues = _queues(sock)
+    if queues is None:
+        return None
+    our_out, _our_in, server_rx, _server_tx = queues
+    return sent - our_out - server_rx, server_rx
 
 
 #: The hiccup meter's wake-up interval, and the lateness it notes as a stall of the process.

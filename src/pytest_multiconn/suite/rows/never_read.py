@@ -28,10 +28,10 @@ from pytest_multiconn.suite.peers import PeerError, open_socket, read_replies
 from pytest_multiconn.suite.probes import (
     ExchangeProbe,
     cpu_seconds,
-    peer_queues,
     request_flow,
     runnable_threads,
     scheduled_seconds,
+    server_read,
 )
 
 NAME = "never_read"
@@ -172,7 +172,7 @@ class StallWindow:
         #: Bytes sent in the current window (the pusher adds them).
         self.sent = 0
         self._start = time.monotonic()
-        self._read = _server_read(sock, sent)
+        self._read = server_read(sock, sent)
         self._sched = _scheduled(ctx)
 
     def stopped(self, now: float, sent: int) -> bool:
@@ -181,7 +181,7 @@ class StallWindow:
         if now - self._start < STALL_WINDOW:
             return False
         sched = _scheduled(self._ctx)
-        read = _server_read(self._sock, sent)
+        read = server_read(self._sock, sent)
         if read is None or self._read is None:
             quiet = self.sent < STALL_BYTES
         else:
@@ -192,16 +192,6 @@ class StallWindow:
             self._quiet = 0
         self._start, self.sent, self._read, self._sched = now, 0, read, sched
         return self._quiet >= self._needed
-
-
-def _server_read(sock: socket.socket, sent: int) -> tuple[int, int] | None:
-    """``(read, waiting)``: bytes of ours the server has read so far, and bytes waiting
-    unread in its receive queue (exact on loopback), or None where they cannot be seen."""
-    queues = peer_queues(sock)
-    flow = None if queues is None else request_flow(sock, sent, 0)
-    if queues is None or flow is None:
-        return None
-    return flow[0], queues[0]
 
 
 _TCP_CLOSE, _TCP_CLOSE_WAIT = 7, 8
